@@ -1,0 +1,79 @@
+"""The ``simpo-bio`` command line.
+
+Lightning subcommands (``fit``, ``validate``, ``test``, ``predict``) go to :class:`lightning.pytorch.cli.LightningCLI`
+in subclass mode, so any config in ``configs/`` names its own ``model`` and ``data`` classes::
+
+    simpo-bio fit --config configs/dna/pretrain.yaml
+
+The other subcommands are dispatched lazily to the module that owns them, so ``simpo-bio bandit`` never imports
+Lightning's trainer and ``simpo-bio control`` is the only one that needs the ``[control]`` extra.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+
+LIGHTNING_SUBCOMMANDS = ("fit", "validate", "test", "predict")
+
+# subcommand -> (module, function taking argv list, one-line help)
+SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
+    "data": ("simpo_bio.dna.data", "cli_main", "fetch / inspect the embedded DHS data (`simpo-bio data fetch dhs`)"),
+    "sample": ("simpo_bio.dna.commands", "sample_main", "sample sequences from a checkpoint to FASTA"),
+    "evaluate": ("simpo_bio.dna.commands", "evaluate_main", "DRAKES-style metrics for a FASTA or a checkpoint"),
+    "export": ("simpo_bio.dna.commands", "export_main", "export the top-k designs of a run to FASTA"),
+    "demo": ("simpo_bio.dna.commands", "demo_main", "the main job end to end (what `make demo` runs)"),
+    "bandit": ("simpo_bio.bandit", "cli_main", "the paper's 1-D bandit experiments"),
+    "control": ("simpo_bio.control.train", "cli_main", "SiMPO actor-critic on MuJoCo / DMC (extra: [control])"),
+}
+
+
+def lightning_cli(args: list[str] | None = None) -> None:
+    """Run LightningCLI in subclass mode on ``args`` (defaults to ``sys.argv[1:]``)."""
+    import lightning.pytorch as pl
+    from lightning.pytorch.cli import LightningCLI
+
+    LightningCLI(
+        pl.LightningModule,
+        pl.LightningDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        save_config_kwargs={"overwrite": True},
+        args=args,
+    )
+
+
+def _usage() -> str:
+    lines = ["usage: simpo-bio <command> [options]", "", "Lightning commands (LightningCLI, --config YAML):"]
+    lines += [f"  {c:<10} see `simpo-bio {c} --help`" for c in LIGHTNING_SUBCOMMANDS]
+    lines += ["", "Other commands:"]
+    lines += [f"  {c:<10} {h}" for c, (_, _, h) in SUBCOMMANDS.items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the ``simpo-bio`` console script."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    os.environ.setdefault("WANDB_MODE", "offline")
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_usage())
+        return
+    cmd, rest = argv[0], argv[1:]
+    if cmd in LIGHTNING_SUBCOMMANDS:
+        lightning_cli([cmd, *rest])
+        return
+    if cmd not in SUBCOMMANDS:
+        print(f"simpo-bio: unknown command {cmd!r}\n\n{_usage()}", file=sys.stderr)
+        raise SystemExit(2)
+    module, func, _ = SUBCOMMANDS[cmd]
+    try:
+        mod = importlib.import_module(module)
+    except ImportError as err:  # e.g. the [control] extra is missing
+        print(f"simpo-bio {cmd}: cannot import {module}: {err}", file=sys.stderr)
+        raise SystemExit(1) from err
+    getattr(mod, func)(rest)
+
+
+if __name__ == "__main__":
+    main()
