@@ -1,0 +1,497 @@
+"""Per-group normalisers: advantages -> weights that sum to one over each group (SPEC 3, paper Appendix E).
+
+Shapes: ``advantage`` is ``[..., N]``; the group is the last dim, every leading index is one group (one state,
+one prompt, one generation batch). All solvers are vectorised over groups (no Python loop over groups).
+
+Convention (documented once, used everywhere). For every threshold scheme the solver works on the
+temperature-scaled advantage ``x = advantage / temperature`` with target mass ``beta = 1``:
+
+    sum_i max(phi(x_i - tau), -eta) = 1,      phi(u) = sign(u) |u|**p.
+
+Because ``sum_i phi(a_i / T - tau) = 1``  <=>  ``sum_i phi(a_i - T tau) = T**p`` for the power family, this is
+exactly the paper's target-mass formulation on raw advantages with ``beta = temperature**p`` (the raw weights are
+then divided by ``beta``); conversely a target mass ``beta`` is the temperature ``beta**(1/p)``. A larger
+temperature gives flatter weights for every scheme. The signed floor ``eta`` is in the units of ``x``; the
+solved weights already sum to one, so no normalised weight is below ``-eta``.
+
+Solvers:
+
+* :func:`softmax_normalize` -- ``exp``.
+* :func:`threshold_exact` -- ``linear``/``square`` (sort + cumsum closed forms, SPEC 3; these are sparsemax and
+  1.5-entmax up to scale: ``linear(x) == sparsemax(x)`` and ``square(x) == entmax15(2 x)``), ``linear_neg``
+  (exact: reduces to the linear solver on ``x + eta`` with mass ``1 + n eta``) and ``square_neg`` (exact: sorted
+  breakpoints ``x_i`` and ``x_i + sqrt(eta)``, then one quadratic on the bracketing interval).
+* :func:`threshold_bisect` -- any ``p > 0``, signed or not; the reference solver in the tests.
+* :func:`wd1_normalize` -- ``wd1``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+from simpo_bio.weighting.functions import WeightScheme, get_scheme
+
+__all__ = [
+    "WeightOutput",
+    "compute_weights",
+    "kl_to_uniform",
+    "softmax_normalize",
+    "threshold_bisect",
+    "threshold_exact",
+    "weight_diagnostics",
+    "wd1_normalize",
+]
+
+
+class WeightOutput(NamedTuple):
+    """Result of :func:`compute_weights` (all tensors detached).
+
+    Attributes:
+        weight: ``[..., N]`` per-sample weights; each group sums to 1; masked entries are exactly 0.
+        tau: ``[...]`` the group's threshold in units of ``x = advantage / temperature`` (for ``exp`` and
+            ``wd1`` the log-normaliser ``logsumexp(x)``).
+        active: ``[...]`` (long) number of non-zero weights in the group.
+        negative_mass: ``[...]`` sum of ``|w|`` over the negative weights (0 for unsigned schemes).
+        ess: ``[...]`` effective sample size ``(sum |w|)**2 / sum w**2`` (Kish; equals ``1 / sum w**2`` for
+            non-negative weights), between 1 and the group size.
+    """
+
+    weight: Tensor
+    tau: Tensor
+    active: Tensor
+    negative_mass: Tensor
+    ess: Tensor
+
+
+# ----------------------------------------------------------------------------------------------------------
+# helpers
+
+
+def _masked_extremes(x: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor]:
+    """Per-group max and min over valid entries, ``[..., 1]`` each."""
+    if mask is None:
+        return x.amax(-1, keepdim=True), x.amin(-1, keepdim=True)
+    hi = x.masked_fill(~mask, -math.inf).amax(-1, keepdim=True)
+    lo = x.masked_fill(~mask, math.inf).amin(-1, keepdim=True)
+    return hi, lo
+
+
+def _count(x: Tensor, mask: Tensor | None) -> Tensor:
+    """Number of valid entries per group, ``[..., 1]`` in x's dtype."""
+    if mask is None:
+        return torch.full(x.shape[:-1] + (1,), x.shape[-1], dtype=x.dtype, device=x.device)
+    return mask.sum(-1, keepdim=True).to(x.dtype)
+
+
+def _finish(weight: Tensor, mask: Tensor | None) -> Tensor:
+    """Zero masked entries and divide by the group sum (removes the last rounding error of the solver)."""
+    if mask is not None:
+        weight = weight.masked_fill(~mask, 0.0)
+    return weight / weight.sum(-1, keepdim=True)
+
+
+def _signed_power(u: Tensor, p: float, eta: float) -> Tensor:
+    """``max(sign(u) |u|**p, -eta)`` (``relu(u)**p`` when ``eta == 0``)."""
+    if eta == 0.0:
+        return torch.relu(u).pow(p) if p != 1.0 else torch.relu(u)
+    if p == 1.0:
+        return torch.clamp_min(u, -eta)
+    if p == 2.0:
+        return torch.clamp_min(u * u.abs(), -eta)
+    return torch.clamp_min(torch.sign(u) * u.abs().pow(p), -eta)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# solvers
+
+
+def softmax_normalize(x: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """Softmax over the group (``exp`` scheme, forward-KL regularisation; SPEC 2-3, DPMD / AWR).
+
+    Args:
+        x: ``[..., N]`` temperature-scaled advantages, finite on valid entries.
+        mask: optional ``[..., N]`` bool, True = valid sample.
+
+    Returns:
+        ``(weight [..., N], tau [...])`` with ``weight = exp(x - tau)`` and ``tau = logsumexp(x)``.
+    """
+    if mask is not None:
+        x = x.masked_fill(~mask, -math.inf)
+    tau = torch.logsumexp(x, dim=-1, keepdim=True)
+    weight = _finish(torch.exp(x - tau), mask)
+    return weight, tau.squeeze(-1)
+
+
+def wd1_normalize(x: Tensor, eta: float = 0.5, mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """wd1 weights with a positive total mass (Tang et al. 2025, arXiv:2507.08838; SiMPO Example 3.4).
+
+    wd1 maximises ``sum_i [softmax(x)_i - softmax(-x)_i] log pi(y_i)``: a softmax over the group pulls
+    towards good samples and a softmax of the negated advantage pushes away from bad ones. Those weights sum to
+    exactly 0 -- the paper's Case II (unbounded loss), which SPEC 3 forbids. Our normalisation rule keeps the
+    wd1 shape and fixes the mass: the negative softmax is scaled by ``eta`` in ``[0, 1)`` and the result is
+    divided by ``1 - eta``::
+
+        w_i = (softmax(x)_i - eta * softmax(-x)_i) / (1 - eta)          sum_i w_i = 1,  w_i >= -eta / (1 - eta)
+
+    ``eta -> 1`` recovers wd1's direction (with a diverging scale); ``eta = 0`` is the ``exp`` scheme. The
+    weights are increasing in ``x`` within a group, so Theorem 3.5 (policy improvement) applies.
+
+    Args:
+        x: ``[..., N]`` temperature-scaled advantages (wd1's ``psi * A`` with ``psi = 1 / temperature``).
+        eta: weight of the negative softmax, ``0 <= eta < 1``.
+        mask: optional ``[..., N]`` bool, True = valid sample.
+
+    Returns:
+        ``(weight [..., N], tau [...])`` with ``tau = logsumexp(x)`` (the positive part's log-normaliser).
+
+    Raises:
+        ValueError: ``eta`` outside ``[0, 1)``.
+    """
+    if not 0.0 <= eta < 1.0:
+        raise ValueError(f"wd1 needs 0 <= eta < 1 so that the total mass stays positive, got {eta}")
+    pos, tau = softmax_normalize(x, mask)
+    if eta == 0.0:
+        return pos, tau
+    neg, _ = softmax_normalize(-x, mask)
+    weight = _finish((pos - eta * neg) / (1.0 - eta), mask)
+    return weight, tau
+
+
+def _linear_threshold_sorted(d: Tensor, valid: Tensor | None, target: Tensor, p: float) -> Tensor:
+    """Threshold ``t`` with ``sum_i relu(d_i - t)**p = target`` for ``d`` sorted descending (p in {1, 2}).
+
+    ``d`` is ``[..., N]`` sorted descending with invalid entries (``valid`` False, a suffix) already set to 0;
+    ``target`` is ``[..., 1]``. Returns ``t`` ``[..., 1]`` (closed forms of paper Appendix E, Eq. 24/28).
+    """
+    n_total = d.shape[-1]
+    k = torch.arange(1, n_total + 1, device=d.device, dtype=d.dtype)
+    s1 = torch.cumsum(d, dim=-1)
+    if p == 1.0:
+        boundary = s1 - k * d  # sum_{i<=k} (d_i - d_k): excess mass at the boundary (Eq. 25)
+    else:
+        s2 = torch.cumsum(d * d, dim=-1)
+        boundary = s2 - d * (2.0 * s1 - k * d)  # sum_{i<=k} (d_i - d_k)**2 (Eq. 29)
+    cond = boundary < target
+    if valid is not None:
+        cond = cond & valid
+    k_star = cond.sum(-1, keepdim=True).clamp_min(1)
+    kf = k_star.to(d.dtype)
+    s1_k = s1.gather(-1, k_star - 1)
+    mean = s1_k / kf
+    if p == 1.0:
+        return mean - target / kf  # Eq. 24
+    s2_k = s2.gather(-1, k_star - 1)
+    m2 = torch.clamp_min(s2_k - s1_k * mean, 0.0)  # sum of squared deviations of the top k from their mean
+    return mean - torch.sqrt(torch.clamp_min((target - m2) / kf, 0.0))  # Eq. 28, the smaller root
+
+
+def threshold_exact(
+    x: Tensor, p: float, eta: float = 0.0, mask: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
+    """Exact sort-based solver of ``sum_i max(sign(u_i)|u_i|**p, -eta) = 1``, ``u_i = x_i - tau`` (p in {1, 2}).
+
+    Paper Appendix E (Eq. 22-29) for ``eta = 0``; its signed generalisation (paper Eq. 11) for ``eta > 0``.
+    Cost per group: one sort of N values (two of 2N for ``square_neg``), cumulative sums, one gather and one
+    elementwise pass -- no Python loop over groups.
+
+    * ``p = 1``: sparsemax-style closed form ``tau = mean_k - 1/k`` on the top-k active set. With ``eta > 0``
+      the identity ``max(u, -eta) = relu(u + eta) - eta`` reduces it exactly to the same solver with target
+      mass ``1 + n eta`` (``n`` = number of valid samples).
+    * ``p = 2``: 1.5-entmax-style closed form ``tau = mean_k - sqrt((1 - M2_k)/k)`` (``M2_k`` = sum of squared
+      deviations of the top k). With ``eta > 0`` the sum is a piecewise quadratic in tau with breakpoints
+      ``x_i`` (sign change) and ``x_i + sqrt(eta)`` (floor); all breakpoints are evaluated at once with
+      cumulative sums and ``searchsorted``, and the quadratic on the bracketing interval is solved in a
+      cancellation-free form.
+
+    Args:
+        x: ``[..., N]`` temperature-scaled advantages, finite on valid entries.
+        p: 1 or 2.
+        eta: negative floor ``>= 0`` in units of ``x``.
+        mask: optional ``[..., N]`` bool, True = valid sample; every group needs one valid sample.
+
+    Returns:
+        ``(weight [..., N], tau [...])``; weights sum to 1 per group, masked entries are 0, ``weight >= -eta``.
+
+    Raises:
+        ValueError: ``p`` not 1 or 2, or ``eta < 0``.
+    """
+    if p not in (1.0, 2.0):
+        raise ValueError(f"threshold_exact handles p = 1 or 2 only, got p={p}; use threshold_bisect")
+    if eta < 0:
+        raise ValueError(f"eta must be >= 0, got {eta}")
+    hi, _ = _masked_extremes(x, mask)
+    d = x - hi  # shift invariance: work relative to the group max (<= 0), keeps float32 accurate
+    n = _count(x, mask)
+    if p == 2.0 and eta > 0.0:
+        t = _square_neg_threshold(d, mask, eta, n)
+        weight = _finish(_signed_power(d - t, 2.0, eta), mask)
+        return weight, (t + hi).squeeze(-1)
+
+    ds = d if mask is None else d.masked_fill(~mask, -math.inf)
+    ds = torch.sort(ds, dim=-1, descending=True).values
+    valid_sorted = None
+    if mask is not None:
+        valid_sorted = torch.arange(x.shape[-1], device=x.device) < n
+        ds = ds.masked_fill(~valid_sorted, 0.0)
+    if p == 1.0 and eta > 0.0:
+        t = _linear_threshold_sorted(ds, valid_sorted, 1.0 + n * eta, 1.0)
+        weight = _finish(torch.relu(d - t) - eta, mask)  # == max(d - (t + eta), -eta)
+        return weight, (t + eta + hi).squeeze(-1)
+    target = torch.ones_like(n)
+    t = _linear_threshold_sorted(ds, valid_sorted, target, p)
+    u = torch.relu(d - t)
+    weight = _finish(u if p == 1.0 else u * u, mask)
+    return weight, (t + hi).squeeze(-1)
+
+
+def _square_neg_threshold(d: Tensor, mask: Tensor | None, eta: float, n: Tensor) -> Tensor:
+    """Exact ``t`` with ``sum_i max(sign(u)u**2, -eta) = 1``, ``u = d_i - t`` (``d <= 0``); returns ``[..., 1]``."""
+    c = math.sqrt(eta)
+    n_total = d.shape[-1]
+    dm = d if mask is None else d.masked_fill(~mask, -math.inf)
+    asc = torch.sort(dm, dim=-1).values  # ascending, invalid (-inf) first
+    desc = asc.flip(-1)
+    desc0 = desc if mask is None else torch.nan_to_num(desc, neginf=0.0)
+    zero = torch.zeros_like(desc0[..., :1])
+    s1 = torch.cat([zero, torch.cumsum(desc0, -1)], -1)  # s1[m] = sum of the m largest
+    s2 = torch.cat([zero, torch.cumsum(desc0 * desc0, -1)], -1)
+    # all 2N breakpoints, descending; invalid ones (-inf) at the tail
+    bps = torch.sort(torch.cat([desc, desc + c], -1), dim=-1, descending=True).values
+    bps_f = bps if mask is None else torch.nan_to_num(bps, neginf=0.0)
+    n_pos = n_total - torch.searchsorted(asc, bps_f.contiguous(), right=True)  # #{d_i > t}
+    n_act = n_total - torch.searchsorted(asc, (bps_f - c).contiguous(), right=True)  # #{d_i > t - c}
+    s1p, s2p = s1.gather(-1, n_pos), s2.gather(-1, n_pos)
+    s1a, s2a = s1.gather(-1, n_act), s2.gather(-1, n_act)
+    npf, naf = n_pos.to(d.dtype), n_act.to(d.dtype)
+    t = bps_f
+    pos_part = s2p - 2.0 * t * s1p + npf * t * t
+    neg_part = (s2a - s2p) - 2.0 * t * (s1a - s1p) + (naf - npf) * t * t
+    f = pos_part - neg_part - eta * (n - naf)  # f(t) at every breakpoint; decreasing along the (ascending) list
+    below = f < 1.0
+    if mask is not None:
+        below = below & (torch.arange(2 * n_total, device=d.device) < 2 * n)
+    j = below.sum(-1, keepdim=True)  # index of the first breakpoint with f >= 1
+    last = (2 * n).long() - 1 if mask is not None else torch.full_like(j, 2 * n_total - 1)
+    under_all = j > last  # the root lies below every breakpoint: all samples positive
+    t0 = bps_f.gather(-1, torch.minimum(j, last))
+    t_up = bps_f.gather(-1, torch.clamp_min(j - 1, 0))  # f(t_up) < 1 <= f(t0): the root is in [t0, t_up)
+    # which piece each sample is on inside the interval: decided at its midpoint, never at a breakpoint
+    # (a sample sitting on its own kink at t0 would be misclassified by rounding)
+    u_mid = d - 0.5 * (t0 + t_up)
+    is_pos = (u_mid > 0) | under_all
+    is_act = (u_mid > -c) | under_all
+    # elementwise pass at the base point t0: exact f(t0), slope and curvature of the interval's quadratic
+    u = d - t0
+    if mask is not None:
+        is_pos, is_act = is_pos & mask, is_act & mask
+        u = u.masked_fill(~mask, 0.0)
+    sq = u * u
+    contrib = torch.where(is_pos, sq, torch.where(is_act, -sq, torch.full_like(u, -eta)))
+    if mask is not None:
+        contrib = contrib.masked_fill(~mask, 0.0)
+    f0 = contrib.sum(-1, keepdim=True)
+    slope = torch.where(is_act, u.abs(), torch.zeros_like(u)).sum(-1, keepdim=True)  # -f'(t0) / 2
+    curv = 2.0 * is_pos.sum(-1, keepdim=True).to(d.dtype) - is_act.sum(-1, keepdim=True).to(d.dtype)
+    excess = f0 - 1.0
+    # curv * s**2 - 2 slope * s + excess = 0: the root in the interval, written without cancellation
+    disc = torch.clamp_min(slope * slope - curv * excess, 0.0)
+    denom = torch.clamp_min(slope + torch.sqrt(disc), torch.finfo(d.dtype).tiny)
+    return t0 + excess / denom
+
+
+def threshold_bisect(
+    x: Tensor,
+    p: float,
+    eta: float = 0.0,
+    mask: Tensor | None = None,
+    *,
+    tol: float | None = None,
+    max_iter: int = 200,
+) -> tuple[Tensor, Tensor]:
+    """Bisection solver of ``sum_i max(sign(u_i)|u_i|**p, -eta) = 1``, ``u_i = x_i - tau``, for any ``p > 0``.
+
+    The general ``power(p)`` normaliser and the reference the exact solvers are tested against. The bracket
+    ``[min x - 1, max x]`` always contains the root (every term is >= 1 at the lower end, <= 0 at the upper
+    end); the number of halvings is fixed up front from the widest group so the loop has no host syncs.
+
+    Args:
+        x: ``[..., N]`` temperature-scaled advantages, finite on valid entries.
+        p: exponent ``> 0``.
+        eta: negative floor ``>= 0`` (0 = unsigned ``relu(u)**p``).
+        mask: optional ``[..., N]`` bool, True = valid sample.
+        tol: absolute tolerance on tau (default: 4 machine epsilons times the widest bracket).
+        max_iter: cap on the number of halvings.
+
+    Returns:
+        ``(weight [..., N], tau [...])``.
+
+    Raises:
+        ValueError: ``p <= 0`` or ``eta < 0``.
+    """
+    if not p > 0:
+        raise ValueError(f"p must be > 0, got {p}")
+    if eta < 0:
+        raise ValueError(f"eta must be >= 0, got {eta}")
+    hi_x, lo_x = _masked_extremes(x, mask)
+    d = x - hi_x
+    if mask is not None:
+        d = d.masked_fill(~mask, 0.0)
+    lo = lo_x - hi_x - 1.0
+    hi = torch.zeros_like(lo)
+    width = float((hi - lo).max())
+    if tol is None:
+        tol = 4.0 * torch.finfo(x.dtype).eps * width
+    n_iter = min(max_iter, max(1, math.ceil(math.log2(max(width / tol, 1.0)))))
+    for _ in range(n_iter):
+        mid = 0.5 * (lo + hi)
+        g = _signed_power(d - mid, p, eta)
+        if mask is not None:
+            g = g.masked_fill(~mask, 0.0)
+        big = g.sum(-1, keepdim=True) >= 1.0
+        lo = torch.where(big, mid, lo)
+        hi = torch.where(big, hi, mid)
+    t = 0.5 * (lo + hi)
+    weight = _finish(_signed_power(d - t, p, eta), mask)
+    return weight, (t + hi_x).squeeze(-1)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# diagnostics
+
+
+def kl_to_uniform(weight: Tensor, mask: Tensor | None = None) -> Tensor:
+    """KL divergence of a group's weights to the uniform distribution over its valid samples (SPEC 4).
+
+    Defined on ``q = |w| / sum |w|`` so that it also works for signed weights: ``KL = log n - H(q)``, in nats,
+    between 0 (uniform magnitudes) and ``log n`` (one sample carries everything). For non-negative weights this
+    is the usual ``KL(w || uniform)``. The temperature controller drives this quantity to its target.
+
+    Args:
+        weight: ``[..., N]`` weights (any sign); masked entries are ignored.
+        mask: optional ``[..., N]`` bool, True = valid.
+
+    Returns:
+        ``[...]`` KL in nats.
+    """
+    a = weight.abs()
+    if mask is not None:
+        a = a.masked_fill(~mask, 0.0)
+    q = a / torch.clamp_min(a.sum(-1, keepdim=True), torch.finfo(a.dtype).tiny)
+    neg_entropy = torch.xlogy(q, q).sum(-1)
+    return torch.log(_count(weight, mask).squeeze(-1)) + neg_entropy
+
+
+def weight_diagnostics(weight: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    """``(active, negative_mass, ess)`` of ``[..., N]`` weights, each ``[...]`` (see :class:`WeightOutput`)."""
+    if mask is not None:
+        weight = weight.masked_fill(~mask, 0.0)
+    active = (weight != 0).sum(-1)
+    negative_mass = torch.clamp_min(-weight, 0.0).sum(-1)
+    abs_sum = weight.abs().sum(-1)
+    ess = abs_sum * abs_sum / torch.clamp_min((weight * weight).sum(-1), torch.finfo(weight.dtype).tiny)
+    return active, negative_mass, ess
+
+
+# ----------------------------------------------------------------------------------------------------------
+# the entry point
+
+
+def _group_name(index: list[int]) -> str:
+    return "(" + ", ".join(str(i) for i in index) + ")" if index else "()"
+
+
+def _check_advantage(advantage: Tensor, mask: Tensor | None, what: str = "advantage") -> None:
+    bad = ~torch.isfinite(advantage)
+    if mask is not None:
+        bad = bad & mask
+    if bool(bad.any()):
+        first = bad.nonzero()[0].tolist()
+        value = advantage[tuple(first)].item()
+        raise ValueError(
+            f"{what} has a non-finite value ({value}) in group {_group_name(first[:-1])} at position "
+            f"{first[-1]} (shape {tuple(advantage.shape)}); fix the rewards or mask that sample out"
+        )
+    if mask is not None:
+        empty = ~mask.any(-1)
+        if bool(empty.any()):
+            first = empty.nonzero()[0].tolist()
+            raise ValueError(f"group {_group_name(first)} has no valid sample (its mask is all False)")
+
+
+def compute_weights(
+    advantage: Tensor,
+    scheme: str | WeightScheme,
+    temperature: float | Tensor = 1.0,
+    *,
+    mask: Tensor | None = None,
+    **scheme_params: float,
+) -> WeightOutput:
+    """Per-sample weights from advantages, one group per leading index (SiMPO Stage I, SPEC 2-3).
+
+    ``x = advantage / temperature``; the scheme's normaliser then returns weights that sum to 1 over the last
+    dim (target mass ``beta = 1`` on ``x``, i.e. ``beta = temperature**p`` on raw advantages; see the module
+    docstring). A larger temperature gives flatter weights for every scheme. Weights are detached: they are
+    the fixed targets of Stage II (weighted ELBO / flow matching).
+
+    Args:
+        advantage: ``[..., N]`` float (any real units; usually group-standardised, see
+            :func:`simpo_bio.weighting.group_advantages`). At least 1-D.
+        scheme: a name from :func:`simpo_bio.weighting.available_schemes` or a :class:`WeightScheme`.
+        temperature: ``> 0``; a float, a 0-d tensor, or a ``[...]`` tensor (one temperature per group).
+        mask: optional bool ``[..., N]`` (broadcastable), True = valid sample. Masked entries get weight 0 and
+            may hold anything (even NaN). Every group needs at least one valid sample.
+        **scheme_params: passed to :func:`get_scheme` when ``scheme`` is a name (``p=...``, ``eta=...``).
+
+    Returns:
+        :class:`WeightOutput` ``(weight, tau, active, negative_mass, ess)``.
+
+    Raises:
+        ValueError: unknown scheme or bad parameters; a non-finite advantage on a valid entry (the message
+            names the group and position); a group with no valid sample; a non-positive or non-finite
+            temperature; ``advantage / temperature`` overflowing.
+    """
+    sch = get_scheme(scheme, **scheme_params)
+    advantage = torch.as_tensor(advantage)
+    if advantage.dim() == 0:
+        raise ValueError("advantage must have at least one dim (the group dim is the last one)")
+    if not advantage.is_floating_point():
+        advantage = advantage.to(torch.get_default_dtype())
+    out_dtype = advantage.dtype
+    if out_dtype not in (torch.float32, torch.float64):
+        advantage = advantage.float()
+    advantage = advantage.detach()
+    if mask is not None:
+        mask = torch.as_tensor(mask, device=advantage.device)
+        if mask.dtype != torch.bool:
+            raise ValueError(f"mask must be a bool tensor, got {mask.dtype}")
+        mask = mask.expand(advantage.shape)
+    _check_advantage(advantage, mask)
+
+    temp = torch.as_tensor(temperature, dtype=advantage.dtype, device=advantage.device).detach()
+    if not bool(torch.isfinite(temp).all()) or bool((temp <= 0).any()):
+        raise ValueError(f"temperature must be finite and > 0, got {temperature}")
+    if temp.dim() > 0:
+        temp = temp.unsqueeze(-1)
+
+    with torch.no_grad():
+        x = advantage / temp
+        if mask is not None:
+            x = x.masked_fill(~mask, 0.0)
+        _check_advantage(x, mask, what="advantage / temperature")
+        if sch.family == "softmax":
+            weight, tau = softmax_normalize(x, mask)
+        elif sch.family == "wd1":
+            weight, tau = wd1_normalize(x, sch.eta, mask)
+        elif sch.p in (1.0, 2.0):
+            weight, tau = threshold_exact(x, sch.p, sch.eta, mask)
+        else:
+            weight, tau = threshold_bisect(x, sch.p, sch.eta, mask)
+        active, negative_mass, ess = weight_diagnostics(weight, mask)
+    if out_dtype != weight.dtype:
+        weight, tau = weight.to(out_dtype), tau.to(out_dtype)
+        negative_mass, ess = negative_mass.to(out_dtype), ess.to(out_dtype)
+    return WeightOutput(weight, tau, active, negative_mass, ess)
