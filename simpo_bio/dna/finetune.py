@@ -1,0 +1,462 @@
+"""SiMPO fine-tuning of a pretrained masked diffusion model toward a frozen reward oracle (SPEC sections 3-5).
+
+Online RL has no data set: the train dataloader only counts iterations (:class:`PolicyIterationDataModule`), and
+every training step is one policy-improvement iteration of :class:`SiMPOFineTuning`:
+
+1. **sample** ``num_groups x group_size`` sequences from the current policy with no grad (``pi_old`` = the policy
+   at sampling time; the batched ancestral sampler of :class:`~simpo_bio.diffusion.masked.MaskedDiffusion`);
+2. **reward** them with the frozen fine-tuning oracle and turn rewards into group-relative advantages
+   (:func:`simpo_bio.weighting.group_advantages`, SPEC 4);
+3. **weights** by scheme name (``exp``, ``linear``, ``square``, ``power``, ``linear_neg``, ``square_neg``,
+   ``wd1``; :func:`simpo_bio.weighting.compute_weights`, SPEC 2-3) at a fixed temperature or one tuned by the
+   dual of paper Appendix G (:class:`simpo_bio.weighting.TemperatureController`);
+4. **update**: ``update_epochs`` passes of gradient steps on ``sum_i w_i * ELBO_loss(x_i)`` (weights detached,
+   SPEC 5; negative weights repel), plus an optional anchor ``kl_coef * KL(policy || reference)`` on the
+   denoising distributions, with gradient-norm clipping.
+
+Everything random (sampling, ELBO noise, minibatch order) draws from one generator owned by the module; its state
+is saved in every checkpoint, so a fit killed after iteration ``k`` and resumed from ``last.ckpt`` continues with
+iteration ``k + 1`` and reproduces the uninterrupted run (optimizers and the temperature are restored by
+Lightning). Each Lightning *epoch* is one iteration, so checkpoints always fall between iterations.
+
+Logged every iteration (``train/...``): reward mean/median/max/min, weight diagnostics (``ess``,
+``negative_mass``, ``active``, ``temperature``, ``kl_to_uniform``), loss, ``elbo_ref`` (log-likelihood lower bound
+of the samples under the frozen reference, nats per sequence), ``reward_queries`` (cumulative oracle calls) and the
+seconds spent in sample / reward / update.
+
+Run it with LightningCLI (``configs/dna/simpo_base.yaml`` plus one scheme file)::
+
+    simpo-bio fit --config configs/dna/simpo_base.yaml --config configs/dna/simpo_square_neg.yaml
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from torch import Tensor, nn
+
+from simpo_bio.weighting import TemperatureController, compute_weights, get_scheme, group_advantages
+
+__all__ = ["SiMPOFineTuning", "PolicyIterationDataModule", "ExportDesigns", "load_policy"]
+
+
+# ---------------------------------------------------------------------------------------------- step counter
+class _Counter(torch.utils.data.Dataset):
+    def __init__(self, n: int):
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> Tensor:
+        return torch.tensor(i)
+
+
+class PolicyIterationDataModule(pl.LightningDataModule):
+    """The train "data" of online RL: one dummy batch per epoch; each epoch is one policy iteration.
+
+    Set the number of iterations with ``trainer.max_epochs``. No validation data.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+
+    def train_dataloader(self) -> torch.utils.data.DataLoader:
+        return torch.utils.data.DataLoader(_Counter(1), batch_size=1, num_workers=0)
+
+
+# ---------------------------------------------------------------------------------------------------- helpers
+def _load_policy_from(spec) -> nn.Module:
+    if isinstance(spec, nn.Module):
+        return spec
+    from simpo_bio.dna.pretrain import load_pretrained
+
+    return load_pretrained(str(spec))
+
+
+def _load_oracle_from(spec):
+    if callable(spec) and not isinstance(spec, str | Path):
+        return spec
+    from simpo_bio.dna.oracle import load_oracle
+
+    return load_oracle(str(spec))
+
+
+def check_rewards(reward: Tensor, what: str = "oracle") -> Tensor:
+    """Validate oracle output: float ``[B]``, all finite.
+
+    Raises:
+        ValueError: wrong shape, or a NaN / inf reward (the message names the first offending sample).
+    """
+    reward = torch.as_tensor(reward)
+    if reward.ndim != 1:
+        raise ValueError(f"{what} must return rewards of shape [B], got {tuple(reward.shape)}")
+    bad = torch.nonzero(~torch.isfinite(reward)).flatten()
+    if bad.numel():
+        i = int(bad[0])
+        raise ValueError(
+            f"{what} returned a non-finite reward ({reward[i].item()}) for sample {i} of {reward.numel()} "
+            f"({bad.numel()} non-finite in all); fix the oracle or its input before fine-tuning"
+        )
+    return reward.float()
+
+
+# ------------------------------------------------------------------------------------------------ the module
+class SiMPOFineTuning(pl.LightningModule):
+    """SiMPO fine-tuning of a masked diffusion policy (paper section 4; SPEC 3-5).
+
+    Args:
+        pretrained: path of the pretrained model checkpoint (:func:`simpo_bio.dna.pretrain.load_pretrained`); from
+            Python a :class:`~simpo_bio.diffusion.masked.MaskedDiffusion` module is accepted too. The policy starts
+            as a copy of it and the frozen reference stays equal to it.
+        oracle: path of the frozen fine-tuning oracle (:func:`simpo_bio.dna.oracle.load_oracle`) or, from Python,
+            any callable ``tokens [B, L] long -> rewards [B]``. It is never saved in the checkpoint.
+        scheme: weighting scheme name (:func:`simpo_bio.weighting.available_schemes`).
+        scheme_params: extra parameters of the scheme, e.g. ``{"eta": 1.0}`` for ``linear_neg`` / ``square_neg``,
+            ``{"p": 3}`` for ``power``.
+        group_size: ``G``, sequences per group (advantages and weights are normalised within a group).
+        num_groups: groups sampled per iteration (reward queries per iteration = ``G * num_groups``).
+        seq_len: length ``L`` of the generated sequences (bp).
+        num_sampling_steps: steps of the ancestral sampler.
+        temperature: fixed temperature (advantage units); initial value when ``auto_temperature``.
+        auto_temperature: tune the temperature so ``KL(w || uniform) = target_kl`` (paper Appendix G).
+        target_kl: target of the temperature dual, nats (must be ``< log G``).
+        temperature_lr: Adam learning rate of ``log temperature``.
+        normalize_advantages: standardise rewards within each group (``(r - mean) / std``).
+        leave_one_out: centre each reward on the mean of the other group members.
+        update_epochs: passes over the sampled sequences per iteration.
+        minibatch_size: sequences per gradient step (``None`` = all ``G * num_groups``).
+        lr, weight_decay, betas: AdamW settings of the policy.
+        grad_clip: max gradient norm (``0`` disables clipping).
+        kl_coef: coefficient of the KL anchor to the reference (0 = off, the default).
+        log_reference_elbo: log ``elbo_ref`` of the samples under the reference (one extra ELBO pass).
+        seed: seed of the module's generator (sampling, ELBO noise, minibatch order).
+
+    Raises:
+        ValueError: unknown scheme or invalid sizes (at construction); non-finite rewards (during training).
+    """
+
+    def __init__(
+        self,
+        pretrained: str = "checkpoints/dna/pretrained_dhs.ckpt",
+        oracle: str = "checkpoints/dna/oracle_ft.ckpt",
+        scheme: str = "square_neg",
+        scheme_params: dict[str, float] | None = None,
+        group_size: int = 32,
+        num_groups: int = 2,
+        seq_len: int = 200,
+        num_sampling_steps: int = 32,
+        temperature: float = 1.0,
+        auto_temperature: bool = False,
+        target_kl: float = 1.5,
+        temperature_lr: float = 3e-2,
+        normalize_advantages: bool = True,
+        leave_one_out: bool = False,
+        update_epochs: int = 2,
+        minibatch_size: int | None = None,
+        lr: float = 1e-4,
+        weight_decay: float = 0.0,
+        betas: tuple[float, float] = (0.9, 0.999),
+        grad_clip: float = 1.0,
+        kl_coef: float = 0.0,
+        log_reference_elbo: bool = True,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        # modules passed from Python are not hyperparameters (only paths are recorded)
+        self.save_hyperparameters(ignore=[k for k, v in (("pretrained", pretrained), ("oracle", oracle))
+                                          if not isinstance(v, str | Path)])
+        for name, v in (("group_size", group_size), ("num_groups", num_groups), ("seq_len", seq_len),
+                        ("num_sampling_steps", num_sampling_steps), ("update_epochs", update_epochs)):
+            if int(v) < 1:
+                raise ValueError(f"{name} must be >= 1, got {v}")
+        if group_size < 2:
+            raise ValueError("group_size must be >= 2 (advantages are relative within a group)")
+        if not (temperature > 0 and math.isfinite(temperature)):
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        if kl_coef < 0:
+            raise ValueError(f"kl_coef must be >= 0, got {kl_coef}")
+        self.scheme = get_scheme(scheme, **(scheme_params or {}))
+        self.automatic_optimization = False
+
+        reference = _load_policy_from(pretrained)
+        self.policy = copy.deepcopy(reference)
+        # frozen reference and oracle live outside the state dict (not saved; rebuilt from their paths)
+        reference.requires_grad_(False).eval()
+        object.__setattr__(self, "reference", reference)
+        object.__setattr__(self, "oracle", _load_oracle_from(oracle))
+        self.temperature_ctl = TemperatureController(self.scheme, init_temperature=temperature, target_kl=target_kl)
+        self.temperature_ctl.requires_grad_(auto_temperature)
+
+        self.generator = torch.Generator().manual_seed(seed)
+        self.register_buffer("reward_queries", torch.zeros((), dtype=torch.long))
+        self.history: list[dict[str, float]] = []
+        self._extra_sample_kwargs: dict[str, Any] = {}
+
+    # ---------------------------------------------------------------------------------------- plumbing
+    def _move_frozen(self) -> None:
+        self.reference.to(self.device)
+        if isinstance(self.oracle, nn.Module):
+            self.oracle.to(self.device)
+        elif hasattr(self.oracle, "to"):
+            try:
+                self.oracle.to(self.device)
+            except Exception:  # a user callable that is not device-aware
+                pass
+        if self.generator.device != self.device:  # e.g. a GPU fit: the sampler draws on the model's device
+            seed = int(torch.randint(0, 2**62, (1,), generator=self.generator))
+            self.generator = torch.Generator(device=self.device).manual_seed(seed)
+
+    def on_fit_start(self) -> None:
+        self._move_frozen()
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        opt = torch.optim.AdamW(self.policy.parameters(), lr=hp.lr, weight_decay=hp.weight_decay,
+                                betas=tuple(hp.betas))
+        temp_opt = torch.optim.Adam(self.temperature_ctl.parameters(), lr=hp.temperature_lr)
+        return [opt, temp_opt]
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["simpo_generator_state"] = self.generator.get_state().cpu()
+        checkpoint["simpo_generator_device"] = str(self.generator.device)
+        checkpoint["simpo_history"] = list(self.history)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint.get("simpo_generator_state")
+        if state is not None:
+            dev = torch.device(checkpoint.get("simpo_generator_device", "cpu"))
+            if dev.type != "cpu" and not torch.cuda.is_available():
+                dev = torch.device("cpu")
+            self.generator = torch.Generator(device=dev)
+            self.generator.set_state(state)
+        self.history = list(checkpoint.get("simpo_history", []))
+
+    def train_dataloader(self):  # used when no datamodule is given (e.g. `trainer.fit(module)`)
+        return PolicyIterationDataModule().train_dataloader()
+
+    # ------------------------------------------------------------------------------------------- pieces
+    @torch.no_grad()
+    def generate(self, num_samples: int, *, num_steps: int | None = None, generator: torch.Generator | None = None,
+                 batch_size: int | None = None, progress: bool = False) -> Tensor:
+        """Sample ``[num_samples, seq_len]`` token ids from the current policy (no grad, eval mode)."""
+        was_training = self.policy.training
+        self.policy.eval()
+        kwargs = dict(num_steps=num_steps or self.hparams.num_sampling_steps,
+                      generator=self.generator if generator is None else generator, device=self.device)
+        if batch_size is not None:
+            kwargs["batch_size"] = batch_size
+        kwargs.update(self._extra_sample_kwargs)
+        x = self.policy.sample(num_samples, self.hparams.seq_len, **kwargs)
+        self.policy.train(was_training)
+        return x
+
+    @torch.no_grad()
+    def reward(self, tokens: Tensor) -> Tensor:
+        """Frozen fine-tuning oracle rewards ``[B]`` (validated: finite)."""
+        r = self.oracle(tokens)
+        return check_rewards(torch.as_tensor(r).reshape(-1).to(self.device), "the fine-tuning oracle")
+
+    def _noised(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Forward-process draw for the KL anchor: ``(z_t [B, L], sigma [B], t [B])`` (the policy's schedule)."""
+        sched = self.policy.schedule
+        t = self.policy.eps + (1 - self.policy.eps) * torch.rand(x.shape[0], device=x.device,
+                                                                 generator=self.generator)
+        move = torch.rand(x.shape, device=x.device, generator=self.generator) < sched.move_chance(t)[:, None]
+        return torch.where(move, torch.full_like(x, self.policy.mask_index), x), sched.sigma(t), t
+
+    def anchor_kl(self, x: Tensor) -> Tensor:
+        """Per-sample KL anchor ``[B]``: ``E_t[(1/t) sum_{masked l} KL(p_theta(.|z_t) || p_ref(.|z_t))]``.
+
+        The continuous-time masked diffusion analogue of the path KL between the policy and the reference
+        (log-linear schedule, ``1/t`` weighting as in the ELBO, SPEC 5), estimated with one ``t`` per sample.
+        """
+        z, sigma, t = self._noised(x)
+        logp = self.policy(z, sigma)
+        with torch.no_grad():
+            logq = self.reference(z, sigma)
+        masked = (z == self.policy.mask_index).float()
+        # -inf entries (the mask token; carried-over positions) have p = 0: zero them before the product so that
+        # neither the value nor the gradient sees inf - inf
+        finite = torch.isfinite(logp) & torch.isfinite(logq)
+        logp_f = torch.where(finite, logp, torch.zeros_like(logp))
+        logq_f = torch.where(finite, logq, torch.zeros_like(logq))
+        kl = (logp_f.exp() * finite * (logp_f - logq_f)).sum(-1)  # [B, L]
+        return (kl * masked).sum(-1) * self.policy.schedule.elbo_weight(t)
+
+    # ------------------------------------------------------------------------------------- training step
+    def training_step(self, batch, batch_idx: int) -> Tensor:
+        hp = self.hparams
+        opt, temp_opt = self.optimizers()
+        n = hp.group_size * hp.num_groups
+        timings = {}
+
+        t0 = time.perf_counter()
+        x = self.generate(n)
+        timings["time_sample_s"] = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        reward = self.reward(x)
+        timings["time_reward_s"] = time.perf_counter() - t0
+        if reward.numel() != n:
+            raise ValueError(f"the fine-tuning oracle returned {reward.numel()} rewards for {n} sequences")
+        self.reward_queries += n
+
+        t0 = time.perf_counter()
+        groups = reward.view(hp.num_groups, hp.group_size)
+        advantage = group_advantages(groups, normalize=hp.normalize_advantages, leave_one_out=hp.leave_one_out)
+        temperature = self.temperature_ctl.temperature.to(self.device)
+        wout = compute_weights(advantage, self.scheme, temperature)
+        weight = wout.weight.detach().reshape(-1)  # [n]; each group sums to 1
+        if hp.auto_temperature:
+            temp_opt.zero_grad()
+            self.temperature_ctl.loss(wout.weight).backward()
+            temp_opt.step()
+
+        mb = hp.minibatch_size or n
+        losses = []
+        self.policy.train()
+        for _ in range(hp.update_epochs):
+            perm = torch.randperm(n, generator=self.generator, device=self.generator.device).to(self.device)
+            for s in range(0, n, mb):
+                idx = perm[s : s + mb]
+                elbo = self.policy.elbo_loss(x[idx], generator=self.generator)  # [b], nats
+                # groups are averaged: the full-batch loss is mean_groups sum_i w_i ELBO_i
+                loss = (weight[idx] * elbo).sum() / hp.num_groups
+                if hp.kl_coef > 0:
+                    loss = loss + hp.kl_coef * self.anchor_kl(x[idx]).sum() / n
+                opt.zero_grad()
+                self.manual_backward(loss)
+                if hp.grad_clip > 0:
+                    self.clip_gradients(opt, gradient_clip_val=hp.grad_clip, gradient_clip_algorithm="norm")
+                opt.step()
+                losses.append(loss.detach())
+        timings["time_update_s"] = time.perf_counter() - t0
+
+        stats = {
+            "iteration": float(self.current_epoch),
+            "reward_queries": float(self.reward_queries),
+            "reward_mean": reward.mean().item(),
+            "reward_median": reward.median().item(),
+            "reward_max": reward.max().item(),
+            "reward_min": reward.min().item(),
+            "reward_q25": reward.quantile(0.25).item(),
+            "reward_q75": reward.quantile(0.75).item(),
+            "ess": wout.ess.float().mean().item(),
+            "negative_mass": wout.negative_mass.float().mean().item(),
+            "active": wout.active.float().mean().item(),
+            "temperature": float(temperature),
+            "kl_to_uniform": self.temperature_ctl.kl(wout.weight).item(),
+            "loss": torch.stack(losses).mean().item(),
+            **timings,
+        }
+        if hp.log_reference_elbo:
+            with torch.no_grad():
+                stats["elbo_ref"] = -self.reference.elbo_loss(x, generator=self.generator).mean().item()
+        self.history.append(stats)
+        self.log_dict({f"train/{k}": v for k, v in stats.items()}, on_step=True, on_epoch=False,
+                      prog_bar=False, batch_size=n)
+        self.log_dict({"reward": stats["reward_mean"], "ess": stats["ess"]}, prog_bar=True, on_step=True,
+                      on_epoch=False, logger=False, batch_size=n)
+        return torch.stack(losses).mean()
+
+
+def load_policy(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+    """Load a generator from a checkpoint: a SiMPO fine-tuning checkpoint or a pretrained model checkpoint.
+
+    Returns:
+        ``(MaskedDiffusion in eval mode, info)``; ``info`` holds ``kind`` (``"finetuned"`` / ``"pretrained"``),
+        ``scheme`` (or ``"none"``), ``seq_len`` and ``num_sampling_steps`` (when recorded).
+
+    Raises:
+        FileNotFoundError: no such file.
+        RuntimeError: the file is not a readable checkpoint (truncated, corrupt, or not a torch file); the
+            message names the file.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as err:
+        raise RuntimeError(f"cannot read checkpoint {path}: {type(err).__name__}: {err} "
+                           "(truncated or corrupt file?)") from err
+    hp = ckpt.get("hyper_parameters", {}) if isinstance(ckpt, dict) else {}
+    if isinstance(ckpt, dict) and "scheme" in hp and "state_dict" in ckpt:
+        from simpo_bio.dna.pretrain import load_pretrained
+
+        policy = load_pretrained(str(hp["pretrained"]))
+        sd = {k[len("policy."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("policy.")}
+        try:
+            policy.load_state_dict(sd)
+        except RuntimeError as err:
+            raise RuntimeError(f"checkpoint {path} does not match the architecture of {hp['pretrained']}: "
+                               f"{err}") from err
+        info = {"kind": "finetuned", "scheme": hp["scheme"], "seq_len": hp.get("seq_len", 200),
+                "num_sampling_steps": hp.get("num_sampling_steps")}
+    else:
+        from simpo_bio.dna.pretrain import load_pretrained
+
+        policy = load_pretrained(str(path))
+        info = {"kind": "pretrained", "scheme": "none", "seq_len": 200, "num_sampling_steps": None}
+    policy.eval()
+    return policy, info
+
+
+# ------------------------------------------------------------------------------------------- export callback
+class ExportDesigns(pl.Callback):
+    """At the end of a fit: sample designs, evaluate them, write FASTA + table + plots into the run directory.
+
+    Writes ``designs.fasta``, ``designs.csv`` (per-sequence metrics), ``metrics.csv`` (one row), ``history.csv``
+    (per-iteration training log), ``reward_curve.png`` and ``reward_distribution.png`` (real HepG2 vs
+    pretrained vs fine-tuned), all atomically, into ``out_dir`` (default: the trainer's log dir).
+
+    Args:
+        num_samples: designs to sample and evaluate (DRAKES: 640).
+        eval_oracle: path of the *evaluation* oracle (never the fine-tuning one); ``None`` skips evaluation and
+            writes the fine-tuning rewards only.
+        out_dir: output directory; ``None`` = ``trainer.log_dir``.
+        num_sampling_steps: sampler steps for the designs (``None`` = the module's).
+        seed: sampling seed of the designs.
+        evaluate_pretrained: also sample the pretrained reference and evaluate it (for the comparison table).
+        jaspar: compute the JASPAR motif correlation (first use builds a PSSM cache, ~30 s).
+    """
+
+    def __init__(self, num_samples: int = 640, eval_oracle: str | None = "checkpoints/dna/oracle_eval.ckpt",
+                 out_dir: str | None = None, num_sampling_steps: int | None = None, seed: int = 12345,
+                 evaluate_pretrained: bool = True, jaspar: bool = True) -> None:
+        super().__init__()
+        self.num_samples = num_samples
+        self.eval_oracle = eval_oracle
+        self.out_dir = out_dir
+        self.num_sampling_steps = num_sampling_steps
+        self.seed = seed
+        self.evaluate_pretrained = evaluate_pretrained
+        self.jaspar = jaspar
+        self.result: dict[str, Any] | None = None
+        self.evaluator_factory: Callable | None = None  # tests / the demo may inject a ready Evaluator
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: SiMPOFineTuning) -> None:
+        if trainer.global_rank != 0 or trainer.interrupted:
+            return
+        from simpo_bio.dna.commands import export_run
+
+        out = Path(self.out_dir or trainer.log_dir or trainer.default_root_dir)
+        self.result = export_run(pl_module, out, num_samples=self.num_samples, eval_oracle=self.eval_oracle,
+                                 num_sampling_steps=self.num_sampling_steps, seed=self.seed,
+                                 evaluate_pretrained=self.evaluate_pretrained, jaspar=self.jaspar,
+                                 evaluator=self.evaluator_factory() if self.evaluator_factory else None)
+
+
+def history_frame(history: list[dict[str, float]]):
+    """Per-iteration training statistics as a ``pandas.DataFrame`` (one row per iteration)."""
+    import pandas as pd
+
+    return pd.DataFrame(history) if history else pd.DataFrame(columns=["iteration", "reward_queries"])
