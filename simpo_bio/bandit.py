@@ -208,6 +208,10 @@ def parse_schemes(text: str | Sequence[str], default_eta: float | None = None) -
     return specs
 
 
+#: the unsigned scheme whose weights tune a signed scheme's temperature when ``temperature_from == "unsigned"``
+UNSIGNED_COUNTERPART = {"linear_neg": "linear", "square_neg": "square", "wd1": "exp"}
+
+
 # ----------------------------------------------------------------------------------------------------- config
 @dataclass
 class BanditConfig:
@@ -231,6 +235,13 @@ class BanditConfig:
         target_kl: KL(w || uniform) targeted by the temperature controller (paper Appendix G); ``None`` keeps the
             temperature fixed.
         temperature_lr: Adam learning rate of the log-temperature.
+        temperature_from: ``"unsigned"`` (default): a signed scheme's temperature is tuned on the KL of its unsigned
+            counterpart's weights at the same temperature (``linear_neg`` -> ``linear``, ``square_neg`` ->
+            ``square``, ``wd1`` -> ``exp``), so ``linear_neg`` runs at exactly the temperature ``linear`` would and
+            only the negative floor differs. ``"own"``: tune on the scheme's own ``|w|`` (the library's
+            convention). For ``linear_neg`` the KL of ``|w|`` stays near 0.1-0.2 nats at every temperature, so a
+            target of 1.0 is unreachable and ``"own"`` drives the temperature to its floor (1e-4): see
+            bench/RESULTS.md, section Bandit.
         hidden, depth, time_embed_dim, activation: the velocity MLP.
         num_steps: Euler steps of the sampler.
         exploration_noise: ``noise_scale`` of the sampler while collecting the group (0 = the flow's own spread).
@@ -256,6 +267,7 @@ class BanditConfig:
     temperature: float = 1.0
     target_kl: float | None = 1.0
     temperature_lr: float = 0.05
+    temperature_from: str = "unsigned"
     hidden: int = 64
     depth: int = 3
     time_embed_dim: int = 16
@@ -290,6 +302,8 @@ class BanditConfig:
                 f"bandit config: target_kl must be in (0, log(group_size) = {math.log(self.group_size):.3f}), "
                 f"got {self.target_kl}"
             )
+        if self.temperature_from not in ("unsigned", "own"):
+            raise ValueError(f"bandit config: temperature_from must be 'unsigned' or 'own', got {self.temperature_from!r}")
         if self.exploration_noise < 0 or self.pretrain_steps < 0:
             raise ValueError("bandit config: exploration_noise and pretrain_steps must be >= 0")
 
@@ -378,6 +392,9 @@ def train_bandit(
     eval_gen = torch.Generator().manual_seed(1_000_000 + seed)
     opt = torch.optim.Adam(policy.parameters(), lr=cfg.lr)
     controller = None
+    kl_scheme = weight_scheme
+    if cfg.temperature_from == "unsigned" and scheme.name in UNSIGNED_COUNTERPART:
+        kl_scheme = get_scheme(UNSIGNED_COUNTERPART[scheme.name])
     if cfg.target_kl is not None:
         controller = TemperatureController(weight_scheme, init_temperature=cfg.temperature, target_kl=cfg.target_kl)
         temp_opt = torch.optim.Adam(controller.parameters(), lr=cfg.temperature_lr)
@@ -412,7 +429,8 @@ def train_bandit(
         weight = out.weight.detach()
         negative_mass = float(weight.clamp_max(0).abs().sum())
         if controller is not None:
-            temp_loss = controller.loss(weight)
+            kl_weight = weight if kl_scheme is weight_scheme else compute_weights(advantage, kl_scheme, temperature_now()).weight
+            temp_loss = controller.loss(kl_weight)
             temp_opt.zero_grad(set_to_none=True)
             temp_loss.backward()
             temp_opt.step()

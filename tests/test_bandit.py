@@ -1,0 +1,126 @@
+"""Tests of simpo_bio.bandit: reward functions, scheme parsing, the SiMPO loop and the CLI."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from simpo_bio.bandit import (
+    REWARDS,
+    BanditConfig,
+    cli_main,
+    get_reward,
+    parse_schemes,
+    pretrain_policy,
+    train_bandit,
+)
+
+torch.set_num_threads(1)
+
+# a small, fast configuration (not the experiment's): 2 x 32 MLP, short pretraining and run
+TINY = BanditConfig(
+    reward="broad", schemes="linear", seeds=1, iterations=40, group_size=32, updates_per_iteration=2,
+    noise_copies=2, hidden=32, depth=2, num_steps=8, pretrain_steps=300, pretrain_batch=256, eval_every=10,
+    eval_samples=512, density_bins=20, progress=False,
+)
+
+
+@pytest.mark.parametrize("name", sorted(REWARDS))
+def test_reward_optimum_and_basins(name):
+    reward = get_reward(name)
+    a_star, r_star = reward.optimum()
+    global_center = reward.bumps[0][0]
+    assert abs(a_star - global_center) < 0.01
+    probe = torch.rand(20_000, dtype=torch.float64) * (reward.high - reward.low) + reward.low
+    assert reward(probe).max().item() <= r_star + 1e-12
+    # the formula, evaluated by hand at the second bump's centre
+    c1 = reward.bumps[1][0]
+    by_hand = sum(h * math.exp(-((c1 - c) ** 2) / (2 * s * s)) for c, h, s in reward.bumps)
+    assert reward(torch.tensor([[c1]], dtype=torch.float64)).item() == pytest.approx(by_hand)
+    assert by_hand < r_star - 0.1  # the second optimum is strictly worse
+    inside = reward.in_global_basin(torch.tensor([global_center, c1]))
+    assert inside.tolist() == [True, False]
+    init = reward.sample_init(4096, torch.Generator().manual_seed(0))
+    assert init.shape == (4096, 1) and init.min() >= reward.low and init.max() <= reward.high
+    assert init.mean().item() == pytest.approx(reward.init_mean, abs=0.03)
+
+
+def test_two_optima_starts_on_the_local_optimum():
+    reward = get_reward("two_optima")
+    init = reward.sample_init(4096, torch.Generator().manual_seed(0))
+    # P(N(-0.4, 0.15^2) > valley at -0.09) = 1.9%: a few samples start across the valley
+    assert reward.in_global_basin(init).float().mean() < 0.04
+    valley = reward(torch.tensor([reward.basin_boundary()]))
+    assert valley.item() < reward(torch.tensor([-0.4])).item() - 0.3
+    assert reward(init).mean().item() < reward.optimum()[1] - 0.3  # initial regret > 0.3
+
+
+def test_bad_names_give_clear_errors(capsys):
+    with pytest.raises(ValueError, match="unknown bandit reward 'nope'.*two_optima"):
+        get_reward("nope")
+    with pytest.raises(ValueError, match="unknown weighting scheme 'lin'"):
+        parse_schemes("linear,lin")
+    with pytest.raises(ValueError, match="key=value"):
+        parse_schemes("linear_neg:eta")
+    with pytest.raises(ValueError, match="not a number"):
+        parse_schemes("linear_neg:eta=abc")
+    with pytest.raises(ValueError, match="no weighting scheme"):
+        parse_schemes(" , ")
+    with pytest.raises(SystemExit) as exc:
+        cli_main(["--reward", "two_optima", "--schemes", "linear,bogus", "--seeds", "1"])
+    assert exc.value.code == 2
+    assert "unknown weighting scheme 'bogus'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli_main(["--reward", "flat", "--seeds", "1"])
+    assert "unknown bandit reward 'flat'" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="group_size"):
+        replace(TINY, group_size=1).validate()
+
+
+def test_parse_schemes_params():
+    specs = parse_schemes("linear,linear_neg,linear_neg:eta=0.25,power:p=3", default_eta=2.0)
+    assert [s.name for s in specs] == ["linear", "linear_neg", "linear_neg", "power"]
+    assert specs[1].params == {"eta": 2.0} and specs[2].params == {"eta": 0.25} and specs[3].params == {"p": 3.0}
+    assert specs[2].label == "linear_neg:eta=0.25"
+
+
+def test_loop_reduces_regret_and_is_deterministic():
+    reward = get_reward("broad")
+    init = pretrain_policy(TINY, reward, seed=0)
+    spec = parse_schemes("linear")[0]
+    run = train_bandit(TINY, reward, spec, seed=0, init_policy=init)
+    assert run.iteration.tolist() == [0, 10, 20, 30, 40]
+    assert run.regret[0] > 0.3  # the initial policy sits between the optima
+    assert run.regret[-1] < 0.5 * run.regret[0]
+    assert run.std[-1] < run.std[0]  # the policy concentrates
+    assert run.density.shape == (5, 20)
+    np.testing.assert_allclose((run.density * (2.0 / 20)).sum(1), 1.0, rtol=1e-4)
+    again = train_bandit(TINY, reward, spec, seed=0, init_policy=init)
+    np.testing.assert_array_equal(run.regret, again.regret)
+    # linear_neg with eta = 0 is linear, and (temperature_from="unsigned") runs at linear's temperature
+    zero_eta = train_bandit(TINY, reward, parse_schemes("linear_neg:eta=0")[0], seed=0, init_policy=init)
+    np.testing.assert_allclose(zero_eta.temperature, run.temperature, rtol=1e-3)
+    np.testing.assert_allclose(zero_eta.regret, run.regret, atol=0.02)
+    assert (zero_eta.negative_mass == 0).all()
+
+
+def test_cli_writes_csv_and_png(tmp_path, capsys):
+    args = [f"--{k}={v}" for k, v in vars(TINY).items() if k not in ("reward", "schemes", "seeds", "out")]
+    args += ["--reward", "sharp", "--schemes", "linear,linear_neg:eta=0.5", "--seeds", "2", "--iterations", "10",
+             "--pretrain_steps", "50", "--out", str(tmp_path)]
+    cli_main(args)
+    frame = pd.read_csv(tmp_path / "bandit_sharp.csv")
+    assert set(frame.columns) >= {"reward", "scheme", "seed", "iteration", "regret", "global_mass"}
+    assert len(frame) == 2 * 2 * 2  # schemes x seeds x evaluations (iterations 0 and 10)
+    assert set(frame["scheme"]) == {"linear", "linear_neg:eta=0.5"}
+    assert (frame["regret"] >= 0).all()
+    for name in ("bandit_sharp.png", "bandit_sharp_density.png"):
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert np.load(tmp_path / "bandit_sharp_density.npz")["density"].shape == (4, 2, 20)
+    out = capsys.readouterr().out
+    assert "final_regret_mean" in out and "wrote csv" in out
