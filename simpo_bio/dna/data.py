@@ -631,9 +631,12 @@ class _DNADataModuleBase(pl.LightningDataModule):
             self.setup()
         return self._data[split]
 
-    def _limit(self, n: int, split: str) -> int:
+    def _limit(self, n: int, split: str) -> np.ndarray:
+        """Row indices kept of a split of ``n`` rows: all, or a seeded random subset of the cap (sorted)."""
         cap = self.max_train_samples if split == "train" else self.max_eval_samples
-        return n if cap is None else min(n, cap)
+        if cap is None or cap >= n:
+            return np.arange(n)
+        return np.sort(np.random.default_rng(self.seed).choice(n, size=cap, replace=False))
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         g = torch.Generator().manual_seed(self.seed)
@@ -668,8 +671,8 @@ class SequenceDataModule(_DNADataModuleBase):
         cache_dir: data cache (default ``$SIMPO_BIO_CACHE`` or ``~/.cache/simpo-bio``).
         seed: seed of the shuffling and, for files without their own split, of the random split.
         val_fraction, test_fraction: random-split fractions (only for files without their own split).
-        max_train_samples, max_eval_samples: keep only the first N rows of train / of validation and test
-            (quick runs and tests).
+        max_train_samples, max_eval_samples: keep a random subset (under ``seed``) of N rows of train / of
+            validation and test (quick runs and tests).
         cell_types: DHS only: keep only these cell types (names from :data:`CELL_TYPES`); default all.
     """
 
@@ -706,8 +709,8 @@ class SequenceDataModule(_DNADataModuleBase):
             keep = [names.index(c) for c in self.cell_types]
             labels = _columns_numpy(ds, ["label"])["label"]
             ds = ds.select(np.flatnonzero(np.isin(labels, keep)))
-        n = self._limit(len(ds), split)
-        tokens = _columns_numpy(ds.select(range(n)), ["tokens"])["tokens"].astype(np.int8).reshape(n, -1)
+        keep = self._limit(len(ds), split)
+        tokens = _columns_numpy(ds.select(keep), ["tokens"])["tokens"].astype(np.int8).reshape(len(keep), -1)
         return _InMemoryTokens(torch.from_numpy(tokens))
 
 
@@ -764,8 +767,8 @@ class CellTypeDataModule(_DNADataModuleBase):
         if split == "train" and self.train_half is not None:
             idx = train_half_indices(labels, self.train_half, self.half_seed)
             tokens, labels = tokens[idx], labels[idx]
-        n = self._limit(len(labels), split)
-        return _InMemoryTokens(torch.from_numpy(np.ascontiguousarray(tokens[:n])), torch.from_numpy(labels[:n]))
+        keep = self._limit(len(labels), split)
+        return _InMemoryTokens(torch.from_numpy(np.ascontiguousarray(tokens[keep])), torch.from_numpy(labels[keep]))
 
 
 # ---------------------------------------------------------------------------------------------------------------
