@@ -44,6 +44,8 @@ from torch import Tensor, nn
 
 from simpo_bio.weighting import TemperatureController, compute_weights, get_scheme, group_advantages
 
+MODEL_KIND = "SiMPOFineTuning"
+
 __all__ = ["SiMPOFineTuning", "PolicyIterationDataModule", "ExportDesigns", "load_policy"]
 
 
@@ -225,6 +227,13 @@ class SiMPOFineTuning(pl.LightningModule):
         return [opt, temp_opt]
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        from simpo_bio.dna.checkpoints import record_model_kind
+
+        record_model_kind(checkpoint, MODEL_KIND)
+        backbone = self.policy.backbone
+        if hasattr(backbone, "config"):  # makes the checkpoint self-contained for `simpo-bio sample`
+            checkpoint["simpo_policy"] = {"backbone": backbone.config(), "mask_index": self.policy.mask_index,
+                                          "eps": self.policy.eps}
         checkpoint["simpo_generator_state"] = self.generator.get_state().cpu()
         checkpoint["simpo_generator_device"] = str(self.generator.device)
         checkpoint["simpo_history"] = list(self.history)
@@ -373,41 +382,37 @@ def load_policy(path: str | Path, map_location: str | torch.device = "cpu") -> t
 
     Returns:
         ``(MaskedDiffusion in eval mode, info)``; ``info`` holds ``kind`` (``"finetuned"`` / ``"pretrained"``),
-        ``scheme`` (or ``"none"``), ``seq_len`` and ``num_sampling_steps`` (when recorded).
+        ``scheme`` (``"none"`` for a pretrained model), ``seq_len``, ``num_sampling_steps`` (``None`` when not
+        recorded) and, for a fine-tuned model, the ``oracle`` it was tuned on and the ``pretrained`` path.
 
     Raises:
-        FileNotFoundError: no such file.
-        RuntimeError: the file is not a readable checkpoint (truncated, corrupt, or not a torch file); the
-            message names the file.
+        CheckpointNotFoundError: no such file.
+        CheckpointCorruptError: truncated / unreadable file (names the file).
+        CheckpointArchitectureError: a checkpoint of another model (e.g. an oracle) or mismatching weights.
     """
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=False)
-    except Exception as err:
-        raise RuntimeError(f"cannot read checkpoint {path}: {type(err).__name__}: {err} "
-                           "(truncated or corrupt file?)") from err
-    hp = ckpt.get("hyper_parameters", {}) if isinstance(ckpt, dict) else {}
-    if isinstance(ckpt, dict) and "scheme" in hp and "state_dict" in ckpt:
-        from simpo_bio.dna.pretrain import load_pretrained
+    from simpo_bio.diffusion.masked import MaskedDiffusion
+    from simpo_bio.dna.backbones import DilatedCNN
+    from simpo_bio.dna.checkpoints import KIND_KEY, load_checkpoint, load_state_dict_checked, strip_prefix
+    from simpo_bio.dna.pretrain import load_pretrained
 
-        policy = load_pretrained(str(hp["pretrained"]))
-        sd = {k[len("policy."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("policy.")}
-        try:
-            policy.load_state_dict(sd)
-        except RuntimeError as err:
-            raise RuntimeError(f"checkpoint {path} does not match the architecture of {hp['pretrained']}: "
-                               f"{err}") from err
-        info = {"kind": "finetuned", "scheme": hp["scheme"], "seq_len": hp.get("seq_len", 200),
-                "num_sampling_steps": hp.get("num_sampling_steps")}
+    ckpt = load_checkpoint(path, map_location="cpu", weights_only=False)
+    if isinstance(ckpt, dict) and ckpt.get(KIND_KEY) == MODEL_KIND:
+        hp = dict(ckpt.get("hyper_parameters") or {})
+        spec = ckpt.get("simpo_policy")
+        if spec is not None:
+            cfg = {k: (tuple(v) if isinstance(v, list) else v) for k, v in spec["backbone"].items() if v is not None}
+            policy = MaskedDiffusion(DilatedCNN(**cfg), mask_index=spec["mask_index"], eps=spec["eps"])
+        else:
+            policy = load_pretrained(str(hp["pretrained"]))
+        load_state_dict_checked(policy, strip_prefix(ckpt["state_dict"], "policy."), path)
+        info = {"kind": "finetuned", "scheme": hp.get("scheme", "?"), "seq_len": hp.get("seq_len", 200),
+                "num_sampling_steps": hp.get("num_sampling_steps"), "oracle": hp.get("oracle"),
+                "pretrained": hp.get("pretrained")}
     else:
-        from simpo_bio.dna.pretrain import load_pretrained
-
         policy = load_pretrained(str(path))
-        info = {"kind": "pretrained", "scheme": "none", "seq_len": 200, "num_sampling_steps": None}
-    policy.eval()
-    return policy, info
+        info = {"kind": "pretrained", "scheme": "none", "seq_len": 200, "num_sampling_steps": None,
+                "oracle": None, "pretrained": str(path)}
+    return policy.to(map_location).eval(), info
 
 
 # ------------------------------------------------------------------------------------------- export callback

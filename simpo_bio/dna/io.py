@@ -26,6 +26,10 @@ import torch
 from simpo_bio.dna.alphabet import SequenceValidationError, decode, encode
 
 
+class FastaFormatError(ValueError):
+    """A file that is not usable FASTA: not FASTA at all, no records, or duplicate record ids."""
+
+
 # ------------------------------------------------------------------------------------------------ atomic write
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "w", encoding: str | None = "utf-8") -> Iterator:
@@ -137,7 +141,7 @@ def read_fasta(path: str | os.PathLike, length: int | None = None) -> tuple[list
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
-        ValueError: the file holds no FASTA records (empty, or not FASTA), or duplicate ids.
+        FastaFormatError (a ValueError): the file holds no FASTA records (empty, or not FASTA), or duplicate ids.
         SequenceValidationError: a non-ACGT character or a wrong length, naming the file, record and position.
     """
     from Bio import SeqIO
@@ -148,7 +152,7 @@ def read_fasta(path: str | os.PathLike, length: int | None = None) -> tuple[list
     with open(path, encoding="utf-8", errors="replace") as fh:
         head = fh.read(1 << 16).lstrip()
     if not head.startswith(">"):
-        raise ValueError(f"{path}: not a FASTA file (expected the first non-blank character to be '>')")
+        raise FastaFormatError(f"{path}: not a FASTA file (expected the first non-blank character to be '>')")
     ids, seqs, rows = [], [], []
     for rec in SeqIO.parse(str(path), "fasta"):
         ids.append(rec.id)
@@ -160,10 +164,10 @@ def read_fasta(path: str | os.PathLike, length: int | None = None) -> tuple[list
                 row[k] = _parse_value(v)
         rows.append(row)
     if not ids:
-        raise ValueError(f"{path}: no FASTA records found")
+        raise FastaFormatError(f"{path}: no FASTA records found")
     if len(set(ids)) != len(ids):
         dup = next(i for i in ids if ids.count(i) > 1)
-        raise ValueError(f"{path}: duplicate record id {dup!r}")
+        raise FastaFormatError(f"{path}: duplicate record id {dup!r}")
     try:
         tokens = encode(seqs, length=length, names=ids)
     except SequenceValidationError as err:

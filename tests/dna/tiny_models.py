@@ -1,0 +1,74 @@
+"""Tiny checkpoints and runs for the DNA command / notebook tests (seconds, no training, no DHS download)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning.pytorch as pl
+import torch
+
+from simpo_bio.dna.checkpoints import record_model_kind
+
+SEQ_LEN = 20
+
+
+def tiny_pretrained_ckpt(path: Path, seed: int = 0) -> Path:
+    from simpo_bio.dna.pretrain import MaskedDiffusionLM, export_state
+
+    torch.manual_seed(seed)
+    m = MaskedDiffusionLM(hidden_dim=8, num_stacks=1, dilations=[1, 2], kernel_size=3, num_eval_samples=0)
+    m.ema.load_state_dict(m.model.state_dict())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(export_state(m), path)
+    return path
+
+
+def tiny_oracle_ckpt(path: Path, seed: int = 0) -> Path:
+    from simpo_bio.dna.oracle import CellTypeClassifier
+
+    torch.manual_seed(seed)
+    m = CellTypeClassifier(channels=8, first_kernel=5, kernel=3, num_blocks=1, pool=2, seq_len=SEQ_LEN)
+    ckpt = {"state_dict": m.state_dict(), "hyper_parameters": dict(m.hparams)}
+    record_model_kind(ckpt, "CellTypeClassifier")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(ckpt, path)
+    return path
+
+
+def tiny_real_sets(n_train: int = 60, seed: int = 0) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    train = torch.randint(0, 4, (n_train, SEQ_LEN), generator=g)
+    return {"train": train, "hepg2_top": train[:10], "hepg2_test": train[10:30]}
+
+
+def tiny_checkpoints(root: Path) -> dict[str, Path]:
+    return {
+        "pretrained": tiny_pretrained_ckpt(root / "pretrained.ckpt"),
+        "oracle": tiny_oracle_ckpt(root / "oracle_ft.ckpt", seed=1),
+        "eval_oracle": tiny_oracle_ckpt(root / "oracle_eval.ckpt", seed=2),
+    }
+
+
+def tiny_run(root: Path, ckpts: dict[str, Path], iterations: int = 2, num_samples: int = 24,
+             scheme: str = "square_neg") -> Path:
+    """Fit SiMPO for a few iterations on the tiny checkpoints; outputs (FASTA, tables, plots) under ``root``.
+
+    The caller must make :func:`simpo_bio.dna.commands.real_sets` return :func:`tiny_real_sets` (monkeypatch).
+    """
+    from lightning.pytorch.callbacks import ModelCheckpoint
+    from lightning.pytorch.loggers import CSVLogger
+
+    from simpo_bio.dna.finetune import ExportDesigns, PolicyIterationDataModule, SiMPOFineTuning
+
+    module = SiMPOFineTuning(pretrained=str(ckpts["pretrained"]), oracle=str(ckpts["oracle"]), scheme=scheme,
+                             group_size=8, num_groups=1, seq_len=SEQ_LEN, num_sampling_steps=4, update_epochs=1,
+                             lr=1e-3)
+    export = ExportDesigns(num_samples=num_samples, eval_oracle=str(ckpts["eval_oracle"]), out_dir=str(root),
+                           jaspar=False)
+    trainer = pl.Trainer(max_epochs=iterations, accelerator="cpu", devices=1, default_root_dir=root,
+                         logger=CSVLogger(root, name="logs"), enable_progress_bar=False,
+                         enable_model_summary=False,
+                         callbacks=[ModelCheckpoint(dirpath=root / "checkpoints", save_last=True, save_top_k=0),
+                                    export])
+    trainer.fit(module, PolicyIterationDataModule())
+    return root
