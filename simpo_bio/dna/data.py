@@ -585,9 +585,11 @@ class _DNADataModuleBase(pl.LightningDataModule):
         test_fraction: float = 0.1,
         max_train_samples: int | None = None,
         max_eval_samples: int | None = None,
+        loader_kwargs: dict | None = None,
     ):
         super().__init__()
         self.save_hyperparameters()
+        self.loader_kwargs = dict(loader_kwargs or {})
         self.source, self.cache_dir = source, cache_dir
         self.batch_size, self.num_workers = batch_size, num_workers
         self.eval_batch_size = eval_batch_size or batch_size
@@ -603,6 +605,7 @@ class _DNADataModuleBase(pl.LightningDataModule):
             kwargs = {"seed": self.seed, "val_fraction": self.val_fraction, "test_fraction": self.test_fraction}
             if self.seq_len is not None:
                 kwargs["seq_len"] = self.seq_len
+            kwargs.update(self.loader_kwargs)
             self.splits = load_sequences(self.source, cache_dir=self.cache_dir, **kwargs)
             got = len(self.splits["train"][0]["tokens"]) if len(self.splits["train"]) else self.seq_len
             if self.seq_len is not None and got != self.seq_len:
@@ -689,11 +692,12 @@ class SequenceDataModule(_DNADataModuleBase):
         test_fraction: float = 0.1,
         max_train_samples: int | None = None,
         max_eval_samples: int | None = None,
+        loader_kwargs: dict | None = None,
         cell_types: list[str] | None = None,
     ):
         super().__init__(
             source, batch_size, eval_batch_size, num_workers, seq_len, cache_dir, seed,
-            val_fraction, test_fraction, max_train_samples, max_eval_samples,
+            val_fraction, test_fraction, max_train_samples, max_eval_samples, loader_kwargs,
         )  # fmt: skip
         self.cell_types = cell_types
 
@@ -723,7 +727,7 @@ class CellTypeDataModule(_DNADataModuleBase):
             oracle on half 1, as DRAKES does. Validation and test splits are never halved.
         half_seed: seed of the half split (keep it equal for both oracles so the halves are disjoint).
         Other arguments: as :class:`SequenceDataModule`. The source must have a ``label`` column (the DHS set,
-            or a table loaded with ``class_column``).
+            or a table loaded with ``loader_kwargs={"class_column": ...}``).
 
     Attributes (after :meth:`setup`): ``label_names`` (class names in id order), ``num_classes``.
     """
@@ -741,12 +745,13 @@ class CellTypeDataModule(_DNADataModuleBase):
         test_fraction: float = 0.1,
         max_train_samples: int | None = None,
         max_eval_samples: int | None = None,
+        loader_kwargs: dict | None = None,
         train_half: int | None = None,
         half_seed: int = 0,
     ):
         super().__init__(
             source, batch_size, eval_batch_size, num_workers, seq_len, cache_dir, seed,
-            val_fraction, test_fraction, max_train_samples, max_eval_samples,
+            val_fraction, test_fraction, max_train_samples, max_eval_samples, loader_kwargs,
         )  # fmt: skip
         if train_half not in (None, 0, 1):
             raise ValueError(f"train_half must be None, 0 or 1, got {train_half}")
