@@ -87,11 +87,21 @@ def _count(x: Tensor, mask: Tensor | None) -> Tensor:
     return mask.sum(-1, keepdim=True).to(x.dtype)
 
 
-def _finish(weight: Tensor, mask: Tensor | None) -> Tensor:
-    """Zero masked entries and divide by the group sum (removes the last rounding error of the solver)."""
+def _finish(weight: Tensor, mask: Tensor | None, signed: bool = False) -> Tensor:
+    """Zero masked entries and remove the solver's last rounding error so that each group sums to one.
+
+    Unsigned weights are divided by their sum. Signed weights keep their negative entries exactly (so the floor
+    ``-eta`` is never crossed by the correction) and only the positive part is rescaled, by
+    ``(1 + negative mass) / positive mass`` -- a factor within a few ulps of one.
+    """
     if mask is not None:
         weight = weight.masked_fill(~mask, 0.0)
-    return weight / weight.sum(-1, keepdim=True)
+    if not signed:
+        return weight / weight.sum(-1, keepdim=True)
+    pos = torch.clamp_min(weight, 0.0)
+    neg = weight - pos
+    scale = (1.0 - neg.sum(-1, keepdim=True)) / pos.sum(-1, keepdim=True)
+    return pos * scale + neg
 
 
 def _signed_power(u: Tensor, p: float, eta: float) -> Tensor:
@@ -157,7 +167,7 @@ def wd1_normalize(x: Tensor, eta: float = 0.5, mask: Tensor | None = None) -> tu
     if eta == 0.0:
         return pos, tau
     neg, _ = softmax_normalize(-x, mask)
-    weight = _finish((pos - eta * neg) / (1.0 - eta), mask)
+    weight = _finish((pos - eta * neg) / (1.0 - eta), mask, signed=True)
     return weight, tau
 
 
@@ -228,7 +238,7 @@ def threshold_exact(
     n = _count(x, mask)
     if p == 2.0 and eta > 0.0:
         t = _square_neg_threshold(d, mask, eta, n)
-        weight = _finish(_signed_power(d - t, 2.0, eta), mask)
+        weight = _finish(_signed_power(d - t, 2.0, eta), mask, signed=True)
         return weight, (t + hi).squeeze(-1)
 
     ds = d if mask is None else d.masked_fill(~mask, -math.inf)
@@ -239,7 +249,7 @@ def threshold_exact(
         ds = ds.masked_fill(~valid_sorted, 0.0)
     if p == 1.0 and eta > 0.0:
         t = _linear_threshold_sorted(ds, valid_sorted, 1.0 + n * eta, 1.0)
-        weight = _finish(torch.relu(d - t) - eta, mask)  # == max(d - (t + eta), -eta)
+        weight = _finish(torch.relu(d - t) - eta, mask, signed=True)  # == max(d - (t + eta), -eta)
         return weight, (t + eta + hi).squeeze(-1)
     target = torch.ones_like(n)
     t = _linear_threshold_sorted(ds, valid_sorted, target, p)
@@ -284,23 +294,25 @@ def _square_neg_threshold(d: Tensor, mask: Tensor | None, eta: float, n: Tensor)
     u_mid = d - 0.5 * (t0 + t_up)
     is_pos = (u_mid > 0) | under_all
     is_act = (u_mid > -c) | under_all
-    # elementwise pass at the base point t0: exact f(t0), slope and curvature of the interval's quadratic
-    u = d - t0
     if mask is not None:
         is_pos, is_act = is_pos & mask, is_act & mask
-        u = u.masked_fill(~mask, 0.0)
-    sq = u * u
-    contrib = torch.where(is_pos, sq, torch.where(is_act, -sq, torch.full_like(u, -eta)))
-    if mask is not None:
-        contrib = contrib.masked_fill(~mask, 0.0)
-    f0 = contrib.sum(-1, keepdim=True)
-    slope = torch.where(is_act, u.abs(), torch.zeros_like(u)).sum(-1, keepdim=True)  # -f'(t0) / 2
-    curv = 2.0 * is_pos.sum(-1, keepdim=True).to(d.dtype) - is_act.sum(-1, keepdim=True).to(d.dtype)
-    excess = f0 - 1.0
-    # curv * s**2 - 2 slope * s + excess = 0: the root in the interval, written without cancellation
-    disc = torch.clamp_min(slope * slope - curv * excess, 0.0)
-    denom = torch.clamp_min(slope + torch.sqrt(disc), torch.finfo(d.dtype).tiny)
-    return t0 + excess / denom
+    # On the interval f(t) = sum_P (d - t)**2 - sum_{A\P} (d - t)**2 - eta (n - |A|). Every active sample lies
+    # within sqrt(1 + eta n) of the root, so expanding around their mean m is free of cancellation (expanding
+    # around a far breakpoint is not, in float32).
+    act = is_act.to(d.dtype)
+    sign = torch.where(is_pos, 1.0, -1.0).to(d.dtype) * act  # +1 positive piece, -1 negative piece, 0 clipped
+    n_act = act.sum(-1, keepdim=True)
+    m = torch.where(is_act, d, 0.0).sum(-1, keepdim=True) / n_act
+    v = torch.where(is_act, d - m, 0.0)
+    a = sign.sum(-1, keepdim=True)
+    b = (sign * v).sum(-1, keepdim=True)
+    excess = (sign * v * v).sum(-1, keepdim=True) - eta * (n - n_act) - 1.0
+    # a s**2 - 2 b s + excess = 0; the root where f is decreasing (a s < b), in a cancellation-free form
+    root = torch.sqrt(torch.clamp_min(b * b - a * excess, 0.0))
+    denom = b + root
+    tiny = torch.finfo(d.dtype).tiny
+    denom = torch.where(denom.abs() < tiny, torch.full_like(denom, tiny), denom)
+    return m + excess / denom
 
 
 def threshold_bisect(
@@ -355,7 +367,7 @@ def threshold_bisect(
         lo = torch.where(big, mid, lo)
         hi = torch.where(big, hi, mid)
     t = 0.5 * (lo + hi)
-    weight = _finish(_signed_power(d - t, p, eta), mask)
+    weight = _finish(_signed_power(d - t, p, eta), mask, signed=eta > 0)
     return weight, (t + hi_x).squeeze(-1)
 
 
@@ -366,18 +378,22 @@ def threshold_bisect(
 def kl_to_uniform(weight: Tensor, mask: Tensor | None = None) -> Tensor:
     """KL divergence of a group's weights to the uniform distribution over its valid samples (SPEC 4).
 
-    Defined on ``q = |w| / sum |w|`` so that it also works for signed weights: ``KL = log n - H(q)``, in nats,
-    between 0 (uniform magnitudes) and ``log n`` (one sample carries everything). For non-negative weights this
-    is the usual ``KL(w || uniform)``. The temperature controller drives this quantity to its target.
+    Signed weights are not a distribution, so the KL is taken on the *positive part*, renormalised:
+    ``q = relu(w) / sum relu(w)`` and ``KL = log n - H(q)`` in nats, between 0 and ``log n``. For non-negative
+    weights this is exactly the usual ``KL(w || uniform)``; for signed weights it measures how concentrated the
+    attracting part of the measure is (the repelling part is bounded by the floor ``eta``). We chose it over
+    ``|w|`` normalised because it stays monotone in the temperature for the signed threshold schemes (with
+    ``|w|`` the floor makes the KL *rise* with temperature at small temperatures, and the dual of the
+    temperature controller would have an unstable branch); both properties are tested.
 
     Args:
-        weight: ``[..., N]`` weights (any sign); masked entries are ignored.
+        weight: ``[..., N]`` weights (any sign, at least one positive per group); masked entries are ignored.
         mask: optional ``[..., N]`` bool, True = valid.
 
     Returns:
         ``[...]`` KL in nats.
     """
-    a = weight.abs()
+    a = torch.clamp_min(weight, 0.0)
     if mask is not None:
         a = a.masked_fill(~mask, 0.0)
     q = a / torch.clamp_min(a.sum(-1, keepdim=True), torch.finfo(a.dtype).tiny)

@@ -6,7 +6,8 @@ For ``exp`` the dual ``g(lambda) = lambda eps + lambda mean_s log mean_j exp(Q_s
 descent raises the temperature (flatter weights) while the weights are more peaked than the target, and lowers
 it otherwise. For the power schemes the temperature is the ``p``-th root of the target mass (``beta = T**p``,
 see :mod:`simpo_bio.weighting.normalize`), so tuning ``log T`` is tuning ``log beta / p``. For signed schemes the
-KL is taken on ``|w|`` normalised (:func:`simpo_bio.weighting.kl_to_uniform`).
+KL is taken on the positive part of ``w``, renormalised (:func:`simpo_bio.weighting.kl_to_uniform`), which
+keeps it monotone in the temperature.
 """
 
 from __future__ import annotations
@@ -72,7 +73,7 @@ class TemperatureController(nn.Module):
         return compute_weights(advantage, self.scheme, self.temperature.to(advantage.device), mask=mask)
 
     def kl(self, weight: Tensor, mask: Tensor | None = None) -> Tensor:
-        """Mean over groups of ``KL(|w| / sum|w| || uniform)`` in nats (0-d, detached)."""
+        """Mean over groups of ``KL(relu(w) / sum relu(w) || uniform)`` in nats (0-d, detached)."""
         return kl_to_uniform(weight.detach(), mask).mean()
 
     def loss(self, weight: Tensor, mask: Tensor | None = None) -> Tensor:

@@ -125,10 +125,13 @@ def test_temperature_controller_reaches_target_kl(name):
     assert ctrl.temperature > 0 and not ctrl.temperature.requires_grad
 
 
-def test_kl_to_uniform_for_signed_weights():
-    w = torch.tensor([[0.5, 0.5, 0.5, -0.5]])
-    assert float(sw.kl_to_uniform(w)) == pytest.approx(0.0, abs=1e-7)  # |w| uniform
+def test_kl_to_uniform_uses_the_positive_part():
+    w = torch.tensor([[0.25, 0.25, 0.25, 0.25]])
+    assert float(sw.kl_to_uniform(w)) == pytest.approx(0.0, abs=1e-7)
     w = torch.tensor([[1.0, 0.0, 0.0, 0.0]])
     assert float(sw.kl_to_uniform(w)) == pytest.approx(math.log(4))
-    w = torch.tensor([[1.5, -0.5, 0.0, 0.0]])  # |w|/2 = (0.75, 0.25, 0, 0)
-    assert float(sw.kl_to_uniform(w)) == pytest.approx(math.log(4) + 0.75 * math.log(0.75) + 0.25 * math.log(0.25))
+    w = torch.tensor([[1.2, 0.3, -0.5, 0.0]])  # positive part renormalised: (0.8, 0.2, 0, 0)
+    expected = math.log(4) + 0.8 * math.log(0.8) + 0.2 * math.log(0.2)
+    assert float(sw.kl_to_uniform(w)) == pytest.approx(expected)
+    mask = torch.tensor([[True, True, False, False]])
+    assert float(sw.kl_to_uniform(torch.tensor([[0.5, 0.5, 9.0, -3.0]]), mask)) == pytest.approx(0.0, abs=1e-7)
