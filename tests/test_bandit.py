@@ -45,6 +45,9 @@ def test_reward_optimum_and_basins(name):
     assert by_hand < r_star - 0.1  # the second optimum is strictly worse
     inside = reward.in_global_basin(torch.tensor([global_center, c1]))
     assert inside.tolist() == [True, False]
+    a_local, r_local = reward.local_optimum()
+    assert abs(a_local - c1) < 0.01 and by_hand <= r_local < by_hand + 1e-3
+    assert reward.escape_regret() == pytest.approx((r_star - r_local) / 2)
     init = reward.sample_init(4096, torch.Generator().manual_seed(0))
     assert init.shape == (4096, 1) and init.min() >= reward.low and init.max() <= reward.high
     assert init.mean().item() == pytest.approx(reward.init_mean, abs=0.03)
