@@ -1,0 +1,425 @@
+"""SiMPO actor-critic with a flow-matching policy (paper sections 3-4 and 5.2, SPEC sections 2-5).
+
+One update on a batch of ``B`` transitions ``(s, a, r, s', done)``:
+
+1. **Critic** (double Q, TD3/SAC style): ``y = r + gamma (1 - done) min_k Q'_k(s', a')`` with ``a' ~ pi(. | s')``
+   drawn by the flow ODE and ``Q'`` the target networks; loss ``sum_k mean (Q_k(s, a) - y)^2``; then a soft
+   (Polyak) update ``theta' <- (1 - polyak) theta' + polyak theta`` (:func:`critic_target`, :func:`soft_update`).
+2. **Stage I** (target measure by reweighting): for every state draw a *group* of ``N`` actions from the
+   current policy -- one batched forward per ODE step for all ``B x N`` particles -- score them with
+   ``min(Q_1, Q_2)``, turn scores into group-relative advantages and weights by the scheme's name
+   (:func:`simpo_bio.weighting.compute_weights`; weights sum to 1 per state, signed schemes may be negative).
+3. **Stage II** (projection): reweighted flow matching ``sum_s sum_j w_sj || v(a_t, t, s) - (a_sj - eps) ||^2 / B``
+   (:func:`simpo_bio.diffusion.flow.flow_matching_loss`).
+4. **Temperature** (Appendix G): one step of the dual loss of
+   :class:`simpo_bio.weighting.TemperatureController` so that ``KL(w || uniform)`` tracks ``target_kl``.
+
+Exploration and action selection (documented choices; the paper leaves them to its JAX code):
+
+* *collection*: draw ``collect_candidates`` actions from the policy (default 1, i.e. a plain policy sample --
+  the flow ODE from Gaussian noise is itself stochastic), keep the best by ``min(Q_1, Q_2)`` when more than one,
+  then add Gaussian noise of std ``exploration_noise`` (in the ``[-1, 1]`` action box) and clip;
+* *evaluation*: best-of-``eval_candidates`` by ``min(Q_1, Q_2)``, no added noise.
+
+The policy learning rate is annealed linearly from ``policy_lr`` to ``policy_lr_final`` over the run
+(paper Appendix F: 3e-4 -> 3e-5); the critic keeps ``critic_lr``.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from simpo_bio.diffusion.flow import (
+    ACTIVATIONS,
+    VelocityMLP,
+    bound_actions,
+    flow_matching_loss,
+    timestep_embedding,
+)
+from simpo_bio.weighting import TemperatureController, compute_weights, get_scheme, group_advantages
+
+
+@dataclass
+class AgentConfig:
+    """Hyper-parameters of :class:`SiMPOAgent` (defaults = the paper's MuJoCo table, Appendix F.1).
+
+    Attributes:
+        scheme: weighting scheme by name (registry of :mod:`simpo_bio.weighting`), e.g. ``linear_neg``.
+        scheme_params: extra parameters of the scheme, e.g. ``{"eta": 1.0}`` or ``{"p": 3}``.
+        num_particles: ``N``, actions drawn per state to form a group (Stage I).
+        flow_steps: Euler steps of the policy's flow ODE (the paper's "diffusion steps", 20).
+        time_schedule: spacing of the ODE time grid, ``"cosine"`` (paper) or ``"uniform"``.
+        hidden, depth, activation: width, number of hidden layers and activation of policy and critic MLPs.
+        gamma: discount. polyak: soft target-update rate of the critic (per update).
+        critic_lr, policy_lr, policy_lr_final: Adam learning rates; the policy's is annealed linearly.
+        temperature_init, target_kl, temperature_lr, auto_temperature: Appendix G dual (``eps`` is target_kl).
+        normalize_advantage: standardise Q within each group before weighting (SPEC 4).
+        exploration_noise: std of Gaussian noise added to collected actions (``[-1, 1]`` action units).
+        collect_candidates, eval_candidates: best-of-K by Q at collection / evaluation.
+        policy_delay: update the policy every ``policy_delay`` critic updates.
+        grad_clip: max global grad norm for policy and critic (``None``: no clipping).
+    """
+
+    scheme: str = "linear_neg"
+    scheme_params: dict[str, float] = field(default_factory=dict)
+    num_particles: int = 32
+    flow_steps: int = 20
+    time_schedule: str = "cosine"
+    hidden: int = 256
+    depth: int = 3
+    activation: str = "mish"
+    gamma: float = 0.99
+    polyak: float = 0.005
+    critic_lr: float = 3e-4
+    policy_lr: float = 3e-4
+    policy_lr_final: float = 3e-5
+    temperature_init: float = 1.0
+    target_kl: float = 1.5
+    temperature_lr: float = 3e-2
+    auto_temperature: bool = True
+    normalize_advantage: bool = True
+    exploration_noise: float = 0.1
+    collect_candidates: int = 1
+    eval_candidates: int = 16
+    policy_delay: int = 1
+    grad_clip: float | None = None
+
+
+def mlp(
+    in_dim: int, out_dim: int, hidden: int = 256, depth: int = 3, activation: str = "mish"
+) -> nn.Sequential:
+    """``depth`` hidden layers of width ``hidden`` with ``activation``, then a linear head.
+
+    Raises:
+        ValueError: unknown activation or ``depth < 1``.
+    """
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {activation!r}; choose one of {sorted(ACTIVATIONS)}")
+    if depth < 1:
+        raise ValueError(f"depth must be >= 1, got {depth}")
+    layers: list[nn.Module] = []
+    d = in_dim
+    for _ in range(depth):
+        layers += [nn.Linear(d, hidden), ACTIVATIONS[activation]()]
+        d = hidden
+    layers.append(nn.Linear(d, out_dim))
+    return nn.Sequential(*layers)
+
+
+class DoubleQCritic(nn.Module):
+    """Two independent Q networks ``Q_k(s, a)``, ``k = 1, 2`` (clipped double Q, Fujimoto et al. 2018).
+
+    ``forward(state [..., S], action [..., A]) -> (q1 [...], q2 [...])``.
+    """
+
+    def __init__(
+        self, state_dim: int, action_dim: int, hidden: int = 256, depth: int = 3, activation: str = "mish"
+    ):
+        super().__init__()
+        self.q1 = mlp(state_dim + action_dim, 1, hidden, depth, activation)
+        self.q2 = mlp(state_dim + action_dim, 1, hidden, depth, activation)
+
+    def forward(self, state: Tensor, action: Tensor) -> tuple[Tensor, Tensor]:
+        x = torch.cat([state, action], dim=-1)
+        return self.q1(x).squeeze(-1), self.q2(x).squeeze(-1)
+
+    def min_q(self, state: Tensor, action: Tensor) -> Tensor:
+        """``min(Q_1, Q_2)`` with shape ``[...]``."""
+        q1, q2 = self(state, action)
+        return torch.minimum(q1, q2)
+
+
+def critic_target(reward: Tensor, done: Tensor, next_q1: Tensor, next_q2: Tensor, gamma: float) -> Tensor:
+    """Clipped double-Q TD target ``y = r + gamma (1 - done) min(Q'_1, Q'_2)``, shapes ``[B]``.
+
+    ``done`` is 1 only on a true termination (a time-limit truncation bootstraps, it is not stored as done).
+
+    Raises:
+        ValueError: ``gamma`` outside ``[0, 1]`` or mismatched shapes.
+    """
+    if not 0.0 <= gamma <= 1.0:
+        raise ValueError(f"gamma must be in [0, 1], got {gamma}")
+    if not (reward.shape == done.shape == next_q1.shape == next_q2.shape):
+        raise ValueError(
+            f"shape mismatch: reward {tuple(reward.shape)}, done {tuple(done.shape)}, "
+            f"q1 {tuple(next_q1.shape)}, q2 {tuple(next_q2.shape)}"
+        )
+    return reward + gamma * (1.0 - done) * torch.minimum(next_q1, next_q2)
+
+
+@torch.no_grad()
+def soft_update(target: nn.Module, source: nn.Module, polyak: float) -> None:
+    """``theta_target <- (1 - polyak) theta_target + polyak theta_source`` in place (``polyak`` in ``[0, 1]``)."""
+    tp = list(target.parameters())
+    sp = list(source.parameters())
+    torch._foreach_lerp_(tp, sp, polyak)
+
+
+def time_grid(num_steps: int, schedule: str = "cosine") -> Tensor:
+    """ODE time points ``0 = t_0 < ... < t_K = 1`` for the flow sampler, shape ``[K + 1]``.
+
+    ``uniform``: ``t_k = k / K``. ``cosine``: ``t_k = 1 - cos(pi k / (2 K))`` -- denser steps near the noise end
+    ``t = 0`` where the velocity field changes fastest, the flow analogue of the paper's cosine schedule.
+
+    Raises:
+        ValueError: ``num_steps < 1`` or unknown schedule.
+    """
+    if num_steps < 1:
+        raise ValueError(f"num_steps must be >= 1, got {num_steps}")
+    k = torch.arange(num_steps + 1, dtype=torch.float32) / num_steps
+    if schedule == "uniform":
+        return k
+    if schedule == "cosine":
+        return 1.0 - torch.cos(0.5 * torch.pi * k)
+    raise ValueError(f"unknown time schedule {schedule!r}; choose 'cosine' or 'uniform'")
+
+
+@torch.no_grad()
+def sample_flow(
+    velocity_net: nn.Module,
+    state: Tensor,
+    num_samples: int,
+    times: Tensor,
+    *,
+    low: float = -1.0,
+    high: float = 1.0,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Euler integration of the policy's flow ODE on an arbitrary time grid, all particles batched.
+
+    Same path and layout as :func:`simpo_bio.diffusion.flow.sample_actions` (which it equals for a uniform grid,
+    tested) but (a) on the grid ``times`` (e.g. :func:`time_grid` ``"cosine"``), which that function does not
+    take, and (b) for a :class:`~simpo_bio.diffusion.flow.VelocityMLP` it computes the state and time parts of
+    the first layer once per call instead of once per particle and step: the state projection ``W_s s + b`` for
+    the ``B`` states and the time projection for the ``K`` grid points, so each of the ``K`` steps costs one
+    ``[B N, A] x [A, H]`` product plus the hidden layers. Other networks get the plain loop.
+
+    Args:
+        velocity_net: ``(a [M, A], t [M], state [M, S]) -> [M, A]`` with an ``action_dim`` attribute.
+        state: ``[B, S]``. num_samples: ``N``. times: ``[K + 1]`` increasing from 0 to 1.
+        low, high: the action box (actions are clipped into it at the end).
+        generator: for the initial noise.
+
+    Returns:
+        ``[B, N, A]`` actions; the rows of one state are adjacent.
+
+    Raises:
+        ValueError: ``state`` not 2-D or ``num_samples < 1``.
+    """
+    if state.dim() != 2 or num_samples < 1:
+        raise ValueError(
+            f"sample_flow: need state [B, S] and num_samples >= 1, got {tuple(state.shape)}, {num_samples}"
+        )
+    batch, rows = state.shape[0], state.shape[0] * num_samples
+    x = torch.randn(
+        rows, velocity_net.action_dim, generator=generator, device=state.device, dtype=state.dtype
+    )
+    times = times.to(device=state.device, dtype=state.dtype)
+    dts = times.diff()
+    first = (
+        velocity_net.net[0] if isinstance(velocity_net, VelocityMLP) and velocity_net.state_dim > 0 else None
+    )
+    if isinstance(first, nn.Linear):
+        a_dim, e_dim = velocity_net.action_dim, velocity_net.time_embed_dim
+        w_a, w_t, w_s = first.weight.split([a_dim, e_dim, velocity_net.state_dim], dim=1)
+        hidden = first.weight.shape[0]
+        h_state = torch.addmm(first.bias, state, w_s.t()).unsqueeze(1)  # [B, 1, H]
+        h_time = velocity_net.time_mlp(timestep_embedding(times[:-1], e_dim)) @ w_t.t()  # [K, H]
+        rest = velocity_net.net[1:]
+        for k in range(dts.shape[0]):
+            h = (x @ w_a.t()).view(batch, num_samples, hidden) + (h_state + h_time[k])
+            x = x + dts[k] * rest(h.view(rows, hidden))
+    else:
+        flat_state = state.repeat_interleave(num_samples, dim=0)
+        for k in range(dts.shape[0]):
+            x = x + dts[k] * velocity_net(x, times[k].expand(rows), flat_state)
+    return bound_actions(x, low, high, "clip").reshape(batch, num_samples, -1)
+
+
+class SiMPOAgent(nn.Module):
+    """Flow-matching policy + double Q critic trained by SiMPO (see the module docstring for the update).
+
+    Args:
+        state_dim: observation size ``S``. action_dim: action size ``A`` (actions live in ``[-1, 1]^A``).
+        config: :class:`AgentConfig`.
+        total_updates: length of the run in gradient updates (for the policy learning-rate annealing).
+
+    Raises:
+        KeyError / ValueError: unknown scheme name or bad scheme parameters (from the weighting registry).
+    """
+
+    def __init__(
+        self, state_dim: int, action_dim: int, config: AgentConfig | None = None, total_updates: int = 1
+    ):
+        super().__init__()
+        cfg = config or AgentConfig()
+        self.config = cfg
+        self.state_dim, self.action_dim = state_dim, action_dim
+        self.scheme = get_scheme(cfg.scheme, **cfg.scheme_params)
+        self.policy = VelocityMLP(
+            action_dim, state_dim=state_dim, hidden=cfg.hidden, depth=cfg.depth, activation=cfg.activation
+        )
+        self.critic = DoubleQCritic(state_dim, action_dim, cfg.hidden, cfg.depth, cfg.activation)
+        self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
+        self.temperature = TemperatureController(
+            self.scheme, init_temperature=cfg.temperature_init, target_kl=cfg.target_kl
+        )
+        self.register_buffer("times", time_grid(cfg.flow_steps, cfg.time_schedule), persistent=False)
+        self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=cfg.critic_lr)
+        self.policy_opt = torch.optim.Adam(self.policy.parameters(), lr=cfg.policy_lr)
+        self.temperature_opt = torch.optim.Adam(self.temperature.parameters(), lr=cfg.temperature_lr)
+        final = cfg.policy_lr_final / cfg.policy_lr
+        horizon = max(1, int(total_updates))
+        self.policy_sched = torch.optim.lr_scheduler.LambdaLR(
+            self.policy_opt, lambda i: 1.0 + (final - 1.0) * min(1.0, i / horizon)
+        )
+        self.num_updates = 0
+        self.timings: dict[str, float] = defaultdict(float)
+
+    # ------------------------------------------------------------------ acting
+    def sample(self, state: Tensor, num_samples: int, generator: torch.Generator | None = None) -> Tensor:
+        """Draw ``num_samples`` actions per state from the flow policy: ``state [B, S] -> [B, num_samples, A]``.
+
+        All ``B x num_samples`` particles go through the ODE together (one network call per step).
+        """
+        return sample_flow(self.policy, state, num_samples, self.times, generator=generator)
+
+    @torch.no_grad()
+    def best_of(self, state: Tensor, num_candidates: int, generator: torch.Generator | None = None) -> Tensor:
+        """Best of ``num_candidates`` policy samples by ``min(Q_1, Q_2)``: ``state [B, S] -> action [B, A]``."""
+        cand = self.sample(state, num_candidates, generator)
+        if num_candidates == 1:
+            return cand[:, 0]
+        s = state.unsqueeze(1).expand(-1, num_candidates, -1)
+        idx = self.critic.min_q(s, cand).argmax(dim=1)
+        return cand[torch.arange(cand.shape[0], device=cand.device), idx]
+
+    @torch.no_grad()
+    def act(self, state: Tensor, *, explore: bool, generator: torch.Generator | None = None) -> Tensor:
+        """Action for env interaction, ``state [B, S] -> action [B, A]`` in ``[-1, 1]``.
+
+        ``explore=True``: best-of-``collect_candidates`` + Gaussian noise of std ``exploration_noise``;
+        ``explore=False``: best-of-``eval_candidates``, no noise.
+        """
+        cfg = self.config
+        if not explore:
+            return self.best_of(state, cfg.eval_candidates, generator)
+        action = self.best_of(state, cfg.collect_candidates, generator)
+        if cfg.exploration_noise > 0:
+            noise = torch.randn(action.shape, generator=generator, device=action.device, dtype=action.dtype)
+            action = (action + cfg.exploration_noise * noise).clamp(-1.0, 1.0)
+        return action
+
+    # ------------------------------------------------------------------ learning
+    def critic_loss(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+        """TD loss of both Q networks on a batch (keys ``state, action, reward, next_state, done``; ``[B, .]``)."""
+        with torch.no_grad():
+            next_action = self.sample(batch["next_state"], 1)[:, 0]
+            nq1, nq2 = self.critic_target(batch["next_state"], next_action)
+            y = critic_target(batch["reward"], batch["done"], nq1, nq2, self.config.gamma)
+        q1, q2 = self.critic(batch["state"], batch["action"])
+        loss = (q1 - y).pow(2).mean() + (q2 - y).pow(2).mean()
+        return loss, {"q_mean": q1.detach().mean(), "td_target_mean": y.mean()}
+
+    @torch.no_grad()
+    def particle_weights(self, state: Tensor) -> dict[str, Any]:
+        """Stage I for a batch of states ``[B, S]``: particles ``[B, N, A]``, Q ``[B, N]``, weights ``[B, N]``."""
+        cfg = self.config
+        n = cfg.num_particles
+        t0 = time.perf_counter()
+        particles = self.sample(state, n)
+        t1 = time.perf_counter()
+        q = self.critic.min_q(state.unsqueeze(1).expand(-1, n, -1), particles)
+        advantage = group_advantages(q, normalize=cfg.normalize_advantage)
+        out = compute_weights(advantage, self.scheme, self.temperature.temperature)
+        t2 = time.perf_counter()
+        self.timings["particle_sampling"] += t1 - t0
+        self.timings["particle_q_and_weights"] += t2 - t1
+        return {"particles": particles, "q": q, "advantage": advantage, "weights": out}
+
+    def update(self, batch: dict[str, Tensor]) -> dict[str, float]:
+        """One SiMPO update (critic, then policy and temperature every ``policy_delay`` updates).
+
+        Args:
+            batch: ``state [B, S]``, ``action [B, A]``, ``reward [B]``, ``next_state [B, S]``, ``done [B]``
+                (float tensors; ``done`` = true termination).
+
+        Returns:
+            Scalars: ``critic_loss``, ``policy_loss``, ``temperature``, ``weight_ess``, ``weight_active``,
+            ``negative_mass``, ``q_mean``, ``policy_lr`` (policy terms only on policy updates).
+        """
+        cfg = self.config
+        t0 = time.perf_counter()
+        c_loss, c_info = self.critic_loss(batch)
+        self.critic_opt.zero_grad(set_to_none=True)
+        c_loss.backward()
+        if cfg.grad_clip is not None:
+            nn.utils.clip_grad_norm_(self.critic.parameters(), cfg.grad_clip)
+        self.critic_opt.step()
+        soft_update(self.critic_target, self.critic, cfg.polyak)
+        self.timings["critic"] += time.perf_counter() - t0
+        logs = {"critic_loss": c_loss.item(), **{k: v.item() for k, v in c_info.items()}}
+
+        if self.num_updates % cfg.policy_delay == 0:
+            state = batch["state"]
+            stage1 = self.particle_weights(state)
+            w = stage1["weights"]
+            t1 = time.perf_counter()
+            b, n = w.weight.shape
+            particles = stage1["particles"].reshape(b * n, self.action_dim)
+            states = state.unsqueeze(1).expand(-1, n, -1).reshape(b * n, self.state_dim)
+            # weights sum to 1 per state; dividing by B makes the loss a mean over states (SPEC 5)
+            p_loss = flow_matching_loss(self.policy, particles, states, weight=w.weight.reshape(-1) / b)
+            self.policy_opt.zero_grad(set_to_none=True)
+            p_loss.backward()
+            if cfg.grad_clip is not None:
+                nn.utils.clip_grad_norm_(self.policy.parameters(), cfg.grad_clip)
+            policy_lr = self.policy_opt.param_groups[0]["lr"]  # the rate this update used
+            self.policy_opt.step()
+            self.policy_sched.step()
+            if cfg.auto_temperature:
+                t_loss = self.temperature.loss(w.weight)
+                self.temperature_opt.zero_grad(set_to_none=True)
+                t_loss.backward()
+                self.temperature_opt.step()
+            self.timings["policy_loss"] += time.perf_counter() - t1
+            logs.update(
+                policy_loss=p_loss.item(),
+                temperature=float(self.temperature.temperature),
+                weight_ess=float(w.ess.mean()),
+                weight_active=float(w.active.float().mean()),
+                negative_mass=float(w.negative_mass.mean()),
+                particle_q_std=float(stage1["q"].std(dim=1).mean()),
+                policy_lr=policy_lr,
+            )
+        self.num_updates += 1
+        return logs
+
+    # ------------------------------------------------------------------ checkpoints
+    def training_state(self) -> dict[str, Any]:
+        """Everything needed to resume: networks, optimisers, LR schedule, update count, config."""
+        return {
+            "model": self.state_dict(),
+            "critic_opt": self.critic_opt.state_dict(),
+            "policy_opt": self.policy_opt.state_dict(),
+            "temperature_opt": self.temperature_opt.state_dict(),
+            "policy_sched": self.policy_sched.state_dict(),
+            "num_updates": self.num_updates,
+            "config": asdict(self.config),
+        }
+
+    def load_training_state(self, state: dict[str, Any]) -> None:
+        """Inverse of :meth:`training_state` (the agent must have been built with the same dimensions)."""
+        self.load_state_dict(state["model"])
+        self.critic_opt.load_state_dict(state["critic_opt"])
+        self.policy_opt.load_state_dict(state["policy_opt"])
+        self.temperature_opt.load_state_dict(state["temperature_opt"])
+        self.policy_sched.load_state_dict(state["policy_sched"])
+        self.num_updates = int(state["num_updates"])

@@ -1,0 +1,169 @@
+"""Critic target, soft update, flow sampler, replay sampling and the SiMPO update on fake data."""
+
+import numpy as np
+import pytest
+import torch
+
+from simpo_bio.control.agent import (
+    AgentConfig,
+    DoubleQCritic,
+    SiMPOAgent,
+    critic_target,
+    sample_flow,
+    soft_update,
+    time_grid,
+)
+from simpo_bio.diffusion.flow import VelocityMLP, sample_actions
+
+
+def test_critic_target_values():
+    reward = torch.tensor([1.0, -2.0, 0.5])
+    done = torch.tensor([0.0, 1.0, 0.0])
+    q1 = torch.tensor([10.0, 5.0, -4.0])
+    q2 = torch.tensor([8.0, 7.0, -3.0])
+    y = critic_target(reward, done, q1, q2, gamma=0.9)
+    # r + gamma * (1 - done) * min(q1, q2): 1 + 0.9 * 8, -2 (terminal), 0.5 + 0.9 * -4
+    torch.testing.assert_close(y, torch.tensor([8.2, -2.0, -3.1]))
+    with pytest.raises(ValueError, match="gamma"):
+        critic_target(reward, done, q1, q2, gamma=1.5)
+    with pytest.raises(ValueError, match="shape"):
+        critic_target(reward, done[:2], q1, q2, gamma=0.9)
+
+
+def test_agent_critic_loss_uses_target_networks():
+    torch.manual_seed(0)
+    agent = SiMPOAgent(3, 2, AgentConfig(hidden=16, depth=2, num_particles=4, flow_steps=2, gamma=0.5))
+    batch = _batch(8, 3, 2)
+    # make the target networks differ from the online ones: the TD target must come from the target copy
+    with torch.no_grad():
+        for p in agent.critic_target.parameters():
+            p.add_(0.3)
+    gen_state = torch.get_rng_state()
+    loss, info = agent.critic_loss(batch)
+    torch.set_rng_state(gen_state)
+    with torch.no_grad():
+        a_next = agent.sample(batch["next_state"], 1)[:, 0]
+        tq1, tq2 = agent.critic_target(batch["next_state"], a_next)
+        y = batch["reward"] + 0.5 * (1 - batch["done"]) * torch.minimum(tq1, tq2)
+        q1, q2 = agent.critic(batch["state"], batch["action"])
+    torch.testing.assert_close(info["td_target_mean"], y.mean())
+    torch.testing.assert_close(loss, (q1 - y).pow(2).mean() + (q2 - y).pow(2).mean())
+
+
+def test_soft_update():
+    src, dst = DoubleQCritic(2, 1, 8, 1), DoubleQCritic(2, 1, 8, 1)
+    before = [p.clone() for p in dst.parameters()]
+    soft_update(dst, src, 0.25)
+    for b, d, s in zip(before, dst.parameters(), src.parameters()):
+        torch.testing.assert_close(d, 0.75 * b + 0.25 * s)
+    soft_update(dst, src, 1.0)
+    for d, s in zip(dst.parameters(), src.parameters()):
+        torch.testing.assert_close(d, s)
+
+
+def test_time_grid_and_sampler_match_the_shared_flow_sampler():
+    for sched in ("uniform", "cosine"):
+        g = time_grid(7, sched)
+        assert g[0] == 0 and g[-1] == pytest.approx(1.0) and bool((g.diff() > 0).all())
+    cos = time_grid(10, "cosine").diff()
+    assert cos[0] < cos[-1]  # cosine: fine steps near the noise end t = 0
+    with pytest.raises(ValueError):
+        time_grid(0)
+    net = VelocityMLP(2, state_dim=3, hidden=16, depth=2)
+    state = torch.randn(5, 3)
+    ours = sample_flow(net, state, 4, time_grid(6, "uniform"), generator=torch.Generator().manual_seed(1))
+    ref = sample_actions(
+        net, state, 4, num_steps=6, low=-1.0, high=1.0, generator=torch.Generator().manual_seed(1)
+    )
+    assert ours.shape == (5, 4, 2)
+    torch.testing.assert_close(ours, ref)
+
+
+def _batch(b, s, a, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return {
+        "state": torch.randn(b, s, generator=g),
+        "action": torch.rand(b, a, generator=g) * 2 - 1,
+        "reward": torch.randn(b, generator=g),
+        "next_state": torch.randn(b, s, generator=g),
+        "done": (torch.rand(b, generator=g) < 0.1).float(),
+    }
+
+
+@pytest.mark.parametrize(
+    "scheme,params", [("exp", {}), ("linear", {}), ("square", {}), ("linear_neg", {"eta": 0.5})]
+)
+def test_update_on_fake_env_is_finite_and_weights_sum_to_one(scheme, params):
+    torch.manual_seed(0)
+    cfg = AgentConfig(scheme=scheme, scheme_params=params, num_particles=6, flow_steps=3, hidden=32, depth=2,
+                      target_kl=0.5)  # fmt: skip
+    agent = SiMPOAgent(4, 2, cfg, total_updates=10)
+    policy_before = [p.clone() for p in agent.policy.parameters()]
+    temp_before = float(agent.temperature.temperature)
+    for i in range(3):
+        logs = agent.update(_batch(16, 4, 2, seed=i))
+        assert all(np.isfinite(v) for v in logs.values()), logs
+    stage1 = agent.particle_weights(_batch(16, 4, 2)["state"])
+    w = stage1["weights"].weight
+    assert w.shape == (16, 6) and stage1["particles"].shape == (16, 6, 2)
+    torch.testing.assert_close(w.sum(-1), torch.ones(16))
+    assert bool((stage1["particles"].abs() <= 1).all())
+    if scheme == "linear_neg":
+        assert bool((w < 0).any()), "a signed scheme should produce negative weights on a spread group"
+    assert any(not torch.equal(a, b) for a, b in zip(policy_before, agent.policy.parameters()))
+    assert float(agent.temperature.temperature) != temp_before
+    assert agent.num_updates == 3
+    assert logs["policy_lr"] < cfg.policy_lr  # annealing toward policy_lr_final
+
+
+def test_policy_lr_anneals_linearly_to_final():
+    cfg = AgentConfig(num_particles=2, flow_steps=1, hidden=8, depth=1, policy_lr=1e-3, policy_lr_final=1e-4)
+    agent = SiMPOAgent(2, 1, cfg, total_updates=4)
+    lrs = []
+    for i in range(6):
+        lrs.append(agent.update(_batch(4, 2, 1, seed=i))["policy_lr"])
+    np.testing.assert_allclose(lrs, [1e-3, 7.75e-4, 5.5e-4, 3.25e-4, 1e-4, 1e-4], rtol=1e-6)
+
+
+def test_act_explore_and_greedy_shapes_and_bounds():
+    torch.manual_seed(0)
+    cfg = AgentConfig(num_particles=2, flow_steps=2, hidden=8, depth=1, exploration_noise=0.5,
+                      collect_candidates=3, eval_candidates=5)  # fmt: skip
+    agent = SiMPOAgent(3, 2, cfg)
+    s = torch.randn(7, 3)
+    for explore in (True, False):
+        a = agent.act(s, explore=explore)
+        assert a.shape == (7, 2) and bool((a.abs() <= 1).all())
+    # greedy = the candidate with the largest min(Q1, Q2)
+    g = torch.Generator().manual_seed(3)
+    cand = agent.sample(s, 5, generator=torch.Generator().manual_seed(3))
+    best = agent.best_of(s, 5, generator=g)
+    q = agent.critic.min_q(s.unsqueeze(1).expand(-1, 5, -1), cand)
+    torch.testing.assert_close(best, cand[torch.arange(7), q.argmax(1)])
+
+
+def test_replay_buffer_sampling_keeps_transitions_together():
+    pytest.importorskip("stable_baselines3", reason="needs the [control] extra (stable-baselines3)")
+    import gymnasium as gym
+    from stable_baselines3.common.buffers import ReplayBuffer
+
+    from simpo_bio.control.train import _to_batch
+
+    n_envs, obs_space = 3, gym.spaces.Box(-np.inf, np.inf, (2,), np.float32)
+    act_space = gym.spaces.Box(-1, 1, (1,), np.float32)
+    buf = ReplayBuffer(
+        30, obs_space, act_space, device="cpu", n_envs=n_envs, handle_timeout_termination=False
+    )
+    np.random.seed(0)
+    for t in range(7):  # 7 vector steps x 3 envs; encode (t, env) in every field to check alignment
+        obs = np.array([[t, e] for e in range(n_envs)], np.float32)
+        buf.add(obs, obs + 100, np.full((n_envs, 1), t / 10, np.float32), np.arange(n_envs) + 10 * t,
+                np.array([t == 6, False, False]), [{}] * n_envs)  # fmt: skip
+    batch = _to_batch(buf.sample(64), "cpu")
+    assert batch["state"].shape == (64, 2) and batch["reward"].shape == (64,) and batch["done"].shape == (64,)
+    t, e = batch["state"][:, 0], batch["state"][:, 1]
+    torch.testing.assert_close(batch["next_state"], batch["state"] + 100)
+    torch.testing.assert_close(batch["action"][:, 0], t / 10)
+    torch.testing.assert_close(batch["reward"], e + 10 * t)
+    torch.testing.assert_close(batch["done"], ((t == 6) & (e == 0)).float())
+    assert len(set(zip(t.tolist(), e.tolist()))) > 10  # samples spread over the stored transitions
