@@ -1,0 +1,295 @@
+"""Absorbing-state (masked) discrete diffusion, as in MDLM (Sahoo et al. 2024), with a per-sample ELBO.
+
+Forward process (continuous time ``t in [0, 1]``, log-linear schedule): every token is independently replaced by
+the mask token with probability ``m(t) = (1 - eps) * t`` (total noise ``sigma(t) = -log(1 - m(t))``).
+
+Reverse model (``subs`` parameterisation): the denoiser predicts the clean token at every position; the mask token
+gets probability 0 and already unmasked tokens are copied through unchanged.
+
+Loss (SPEC.md section 5): the continuous-time negative ELBO of one sequence,
+``ELBO_loss(x) = E_t [ m'(t) / m(t) * sum_{l masked in z_t} -log p_theta(x^l | z_t) ]``; for the log-linear
+schedule ``m'(t) / m(t) = 1 / t``. :meth:`MaskedDiffusion.elbo_loss` returns one Monte-Carlo draw of it per
+sequence (shape ``[B]``, nats) so that fine-tuning can weight sequences individually (``sum_i w_i ELBO_loss(x_i)``).
+
+Sampler: the ancestral sampler of the discretised reverse process on the grid ``t_i = 1 - i / N``. Its key
+property is that *when* a masked position is revealed does not depend on the model: a position still masked at
+``t_i`` stays masked with probability ``m(t_{i+1}) / m(t_i)`` whatever ``p_theta`` says. So the reveal step of every
+position is drawn up front (for the log-linear schedule it is uniform over the N steps), one uniform per position
+draws its base by inverse CDF when it is revealed, and the denoiser runs only on the sequences that reveal at least
+one position at that step. This is the same distribution as the step-by-step MDLM sampler (ending at ``t = 0``, so
+no final greedy "noise removal" step is needed), with ``2 * B * L`` random numbers in total and no wasted forwards.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["LogLinearSchedule", "MaskedDiffusion", "antithetic_times"]
+
+
+class LogLinearSchedule:
+    """Log-linear noise schedule of MDLM: mask probability ``m(t) = (1 - eps) t``.
+
+    Args:
+        eps: keeps ``m(1) = 1 - eps < 1`` so ``sigma(1)`` is finite; also the smallest training time.
+    """
+
+    def __init__(self, eps: float = 1e-3) -> None:
+        if not 0.0 < eps < 1.0:
+            raise ValueError(f"LogLinearSchedule: eps must be in (0, 1), got {eps}")
+        self.eps = float(eps)
+
+    def move_chance(self, t: Tensor) -> Tensor:
+        """Probability that a token is masked at time ``t`` (``[...]`` -> ``[...]``)."""
+        return (1.0 - self.eps) * t
+
+    def sigma(self, t: Tensor) -> Tensor:
+        """Total noise ``sigma(t) = -log(1 - m(t))`` (what a time-conditioned backbone receives)."""
+        return -torch.log1p(-(1.0 - self.eps) * t)
+
+    def elbo_weight(self, t: Tensor) -> Tensor:
+        """Weight of the masked-token cross-entropy in the continuous-time ELBO: ``m'(t) / m(t) = 1 / t``."""
+        return 1.0 / t
+
+
+def antithetic_times(
+    batch_size: int,
+    *,
+    eps: float = 1e-3,
+    antithetic: bool = True,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+) -> Tensor:
+    """Diffusion times for a batch, ``[batch_size]`` in ``[eps, 1]``.
+
+    With ``antithetic`` (low-discrepancy) sampling, ``u_b = (u_0 + b / B) mod 1`` for a single uniform ``u_0``, so
+    the batch covers ``[0, 1)`` evenly and the ELBO estimate of a batch has a much lower variance; each ``t_b`` is
+    still marginally uniform, so every per-sample estimate stays unbiased. ``t = eps + (1 - eps) u``.
+    """
+    if antithetic:
+        u0 = torch.rand(1, generator=generator, device=device)
+        u = (u0 + torch.arange(batch_size, device=device) / batch_size) % 1.0
+    else:
+        u = torch.rand(batch_size, generator=generator, device=device)
+    return eps + (1.0 - eps) * u
+
+
+class MaskedDiffusion(nn.Module):
+    """MDLM masked diffusion around a denoising backbone (absorbing state, log-linear schedule, ``subs``).
+
+    Args:
+        backbone: module mapping ``(tokens [B, L] long, sigma [B]) -> logits [B, L, V]`` with ``V`` including the
+            mask token (e.g. :class:`simpo_bio.dna.backbones.DilatedCNN`).
+        mask_index: id of the mask token (4 for the DNA alphabet A, C, G, T, [MASK]).
+        eps: schedule offset (:class:`LogLinearSchedule`); also the smallest training time.
+        vocab_size: ``V``; read from ``backbone.vocab_size`` when not given, else ``mask_index + 1``.
+
+    Raises:
+        ValueError: if ``mask_index`` is outside ``[0, V)``.
+    """
+
+    def __init__(self, backbone: nn.Module, mask_index: int = 4, eps: float = 1e-3, vocab_size: int | None = None):
+        super().__init__()
+        self.backbone = backbone
+        self.vocab_size = int(vocab_size or getattr(backbone, "vocab_size", mask_index + 1))
+        if not 0 <= mask_index < self.vocab_size:
+            raise ValueError(f"MaskedDiffusion: mask_index {mask_index} outside the vocabulary [0, {self.vocab_size})")
+        self.mask_index = int(mask_index)
+        self.schedule = LogLinearSchedule(eps)
+        self.eps = float(eps)
+        keep = [v for v in range(self.vocab_size) if v != self.mask_index]
+        self.register_buffer("_data_tokens", torch.tensor(keep, dtype=torch.long), persistent=False)
+
+    # ------------------------------------------------------------------ model
+    def forward(self, z_t: Tensor, sigma: Tensor) -> Tensor:
+        """``subs`` log-probabilities of the clean sequence given the noisy one.
+
+        Args:
+            z_t: ``[B, L]`` long tokens, mask token where masked.
+            sigma: ``[B]`` total noise level (passed to the backbone).
+
+        Returns:
+            ``[B, L, V]`` float32 log-probabilities: at masked positions a log-softmax over the data tokens (the
+            mask token has log-probability ``-inf``); at unmasked positions 0 for the observed token and ``-inf``
+            for every other one (the token is carried over).
+        """
+        logits = self.backbone(z_t, sigma).float()
+        neg_inf = float("-inf")
+        mask_col = torch.tensor([self.mask_index], device=logits.device)
+        logits = logits.index_fill(-1, mask_col, neg_inf)  # subs: the mask token is never predicted
+        log_probs = torch.log_softmax(logits, dim=-1)
+        carried = torch.full_like(log_probs, neg_inf).scatter_(-1, z_t.unsqueeze(-1), 0.0)
+        unmasked = (z_t != self.mask_index).unsqueeze(-1)
+        return torch.where(unmasked, carried, log_probs)
+
+    def _check_tokens(self, x: Tensor) -> None:
+        if x.dim() != 2 or x.dtype != torch.long:
+            raise ValueError(f"MaskedDiffusion: expected a [B, L] long token tensor, got {tuple(x.shape)} {x.dtype}")
+        bad = (x < 0) | (x >= self.vocab_size) | (x == self.mask_index)
+        if bool(bad.any()):
+            b, pos = (int(v) for v in bad.nonzero()[0])
+            raise ValueError(
+                f"MaskedDiffusion: clean sequences must hold data tokens only; sequence {b} has token "
+                f"{int(x[b, pos])} at position {pos} (mask index {self.mask_index}, vocab {self.vocab_size})"
+            )
+
+    def elbo_loss(
+        self,
+        x: Tensor,
+        *,
+        antithetic: bool = True,
+        generator: torch.Generator | None = None,
+        t: Tensor | None = None,
+    ) -> Tensor:
+        """One-draw Monte-Carlo estimate of the negative ELBO of every sequence (SPEC.md section 5).
+
+        ``ELBO_loss(x) = (1 / t) * sum_{l : z_t^l = MASK} -log p_theta(x^l | z_t)`` with ``t ~ U[eps, 1]``
+        (antithetic across the batch) and ``z_t`` drawn from the forward process. Its expectation over ``t`` and
+        ``z_t`` upper-bounds ``-log p_theta(x)``; divide by ``L * ln 2`` for bits per base.
+
+        Args:
+            x: ``[B, L]`` long clean tokens (no mask token).
+            antithetic: stratify the batch's times (:func:`antithetic_times`).
+            generator: RNG for the times and the masking (reproducible estimates).
+            t: optional ``[B]`` times in ``(0, 1]`` to use instead of sampling them.
+
+        Returns:
+            ``[B]`` float32 negative ELBO per sequence, in nats (differentiable w.r.t. the backbone).
+
+        Raises:
+            ValueError: on a non-``[B, L]`` / non-long input or a token outside the data alphabet.
+        """
+        self._check_tokens(x)
+        batch, length = x.shape
+        if t is None:
+            t = antithetic_times(batch, eps=self.eps, antithetic=antithetic, generator=generator, device=x.device)
+        else:
+            t = t.to(device=x.device, dtype=torch.float32).reshape(batch)
+        move = self.schedule.move_chance(t)
+        masked = torch.rand(batch, length, generator=generator, device=x.device) < move[:, None]
+        z_t = torch.where(masked, torch.full_like(x, self.mask_index), x)
+        log_probs = self(z_t, self.schedule.sigma(t))
+        # Unmasked positions gather their carried-over log-probability 0, so the sum runs over masked ones only.
+        log_px = log_probs.gather(-1, x.unsqueeze(-1)).squeeze(-1)
+        nll = -(log_px * masked).sum(-1)
+        return nll * self.schedule.elbo_weight(t)
+
+    # ---------------------------------------------------------------- sampler
+    def reveal_step_probs(self, num_steps: int, device: torch.device | str | None = None) -> Tensor:
+        """``[num_steps]`` probability that a position is revealed at step ``i`` of the ancestral sampler.
+
+        On the grid ``t_i = 1 - i / N`` a position masked at ``t_i`` stays masked with probability
+        ``m(t_{i+1}) / m(t_i)``, independently of the model, so ``P(reveal at i) = (m(t_i) - m(t_{i+1})) / m(t_0)``
+        (uniform ``1 / N`` for the log-linear schedule). The last step ends at ``t = 0`` and reveals everything.
+        """
+        grid = torch.linspace(1.0, 0.0, num_steps + 1, device=device, dtype=torch.float64)
+        move = self.schedule.move_chance(grid)
+        return ((move[:-1] - move[1:]) / move[0]).float()
+
+    @torch.no_grad()
+    def sample(
+        self,
+        num_samples: int,
+        seq_len: int,
+        *,
+        num_steps: int = 128,
+        batch_size: int | None = None,
+        generator: torch.Generator | None = None,
+        seed: int | None = None,
+        device: torch.device | str | None = None,
+    ) -> Tensor:
+        """Draw sequences with the ancestral sampler (``num_steps`` steps from ``t = 1`` to ``t = 0``).
+
+        Args:
+            num_samples: number of sequences ``B``.
+            seq_len: length ``L``.
+            num_steps: number of reverse steps ``N`` (the denoiser runs at most ``N`` times per sequence, and
+                only at steps where that sequence reveals something).
+            batch_size: sequences per chunk (default: all at once).
+            generator: RNG for every draw; with ``seed`` instead, a fresh generator seeded with it is used. The
+                same seed, sizes and device give the same sequences.
+            device: where to sample (default: the model's device).
+
+        Returns:
+            ``[num_samples, seq_len]`` long tokens, never the mask token.
+
+        Raises:
+            ValueError: on non-positive sizes or when both ``generator`` and ``seed`` are given.
+        """
+        if num_samples <= 0 or seq_len <= 0 or num_steps <= 0:
+            raise ValueError(
+                f"MaskedDiffusion.sample: num_samples, seq_len, num_steps must be positive, got "
+                f"{num_samples}, {seq_len}, {num_steps}"
+            )
+        if generator is not None and seed is not None:
+            raise ValueError("MaskedDiffusion.sample: pass either generator or seed, not both")
+        if device is None:
+            param = next(self.parameters(), None)
+            device = param.device if param is not None else torch.device("cpu")
+        device = torch.device(device)
+        if seed is not None:
+            generator = torch.Generator(device=device).manual_seed(int(seed))
+        batch_size = int(batch_size or num_samples)
+        was_training = self.training
+        self.eval()
+        try:
+            reveal_cdf = self.reveal_step_probs(num_steps, device).cumsum(0)
+            grid = torch.linspace(1.0, 0.0, num_steps + 1, device=device)
+            sigmas = self.schedule.sigma(grid[:-1])
+            out = [
+                self._sample_chunk(min(batch_size, num_samples - start), seq_len, reveal_cdf, sigmas, generator, device)
+                for start in range(0, num_samples, batch_size)
+            ]
+        finally:
+            self.train(was_training)
+        return torch.cat(out, dim=0)
+
+    def _sample_chunk(
+        self,
+        batch: int,
+        length: int,
+        reveal_cdf: Tensor,
+        sigmas: Tensor,
+        generator: torch.Generator | None,
+        device: torch.device,
+    ) -> Tensor:
+        num_steps = reveal_cdf.numel()
+        # Reveal step of every position (inverse CDF), then one uniform per position for its base.
+        u_step = torch.rand(batch, length, generator=generator, device=device)
+        step = torch.searchsorted(reveal_cdf, u_step.reshape(-1), right=True).clamp_(max=num_steps - 1)
+        step = step.reshape(batch, length)
+        u_token = torch.rand(batch, length, generator=generator, device=device)
+        x = torch.full((batch, length), self.mask_index, dtype=torch.long, device=device)
+        # Visit positions grouped by step: one sort instead of a [B, L] comparison per step.
+        flat_step = step.reshape(-1)
+        order = torch.argsort(flat_step, stable=True)
+        counts = torch.bincount(flat_step, minlength=num_steps).tolist()
+        rows_all = order // length
+        cols_all = order % length
+        data_tokens = self._data_tokens.to(device)
+        start = 0
+        for i, count in enumerate(counts):
+            if count == 0:
+                continue  # no position is revealed at this step: the denoiser output would not be used
+            rows = rows_all[start:start + count]
+            cols = cols_all[start:start + count]
+            start += count
+            active, slot = torch.unique(rows, sorted=True, return_inverse=True)
+            x_in = x if active.numel() == batch else x.index_select(0, active)
+            logits = self.backbone(x_in, sigmas[i].expand(active.numel()))
+            logits = logits[slot, cols].float().index_select(-1, data_tokens)  # [E, V-1], mask column dropped
+            cdf = torch.softmax(logits, dim=-1).cumsum_(-1)
+            # Count how many CDF knots lie below u; the last knot is never compared, so the pick is in range.
+            choice = (cdf[:, :-1] < u_token[rows, cols, None]).sum(-1)
+            x[rows, cols] = data_tokens[choice]
+        return x
+
+    def sample_stats(self, num_steps: int, seq_len: int) -> dict[str, float]:
+        """Expected denoiser calls per sequence for the ancestral sampler (steps where something is revealed)."""
+        probs = self.reveal_step_probs(num_steps).double()
+        expected = float((1.0 - (1.0 - probs) ** seq_len).sum())
+        return {"num_steps": float(num_steps), "expected_forwards_per_sequence": expected,
+                "saved_fraction": 1.0 - expected / num_steps if num_steps else math.nan}
