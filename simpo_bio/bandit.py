@@ -65,9 +65,16 @@ __all__ = [
     "SchemeSpec",
     "cli_main",
     "get_reward",
+    "load_runs",
+    "make_policy",
     "parse_schemes",
+    "plot_density",
+    "plot_regret",
     "pretrain_policy",
     "run_experiment",
+    "runs_to_frame",
+    "save_outputs",
+    "summarize",
     "train_bandit",
 ]
 
@@ -508,6 +515,38 @@ def runs_to_frame(runs: Sequence[BanditRun], reward: str):
             "temperature": run.temperature, "negative_mass": run.negative_mass,
         }))
     return pd.concat(frames, ignore_index=True)
+
+
+def load_runs(csv_path: str | Path, npz_path: str | Path | None = None) -> list[BanditRun]:
+    """Rebuild :class:`BanditRun` s from a CSV written by :func:`save_outputs` (and its density ``.npz``).
+
+    Raises:
+        FileNotFoundError: missing file. ValueError: the CSV mixes rewards or lacks columns.
+    """
+    import pandas as pd
+
+    frame = pd.read_csv(csv_path)
+    missing = {"reward", "scheme", "seed", "iteration", "regret", "global_mass"} - set(frame.columns)
+    if missing:
+        raise ValueError(f"{csv_path}: not a bandit CSV, missing columns {sorted(missing)}")
+    if frame["reward"].nunique() != 1:
+        raise ValueError(f"{csv_path}: expected one reward, got {sorted(frame['reward'].unique())}")
+    reward = get_reward(frame["reward"].iloc[0])
+    dens = np.load(npz_path) if npz_path is not None else None
+    runs = []
+    for i, ((scheme, seed), g) in enumerate(frame.groupby(["scheme", "seed"], sort=False)):
+        g = g.sort_values("iteration")
+        density = np.zeros((len(g), 1))
+        if dens is not None:
+            match = np.flatnonzero((dens["schemes"] == scheme) & (dens["seeds"] == seed))
+            density = dens["density"][match[0] if len(match) else i]
+        runs.append(BanditRun(
+            scheme=str(scheme), seed=int(seed), iteration=g["iteration"].to_numpy(), regret=g["regret"].to_numpy(),
+            global_mass=g["global_mass"].to_numpy(), mean=g["mean_action"].to_numpy(), std=g["std_action"].to_numpy(),
+            temperature=g["temperature"].to_numpy(), negative_mass=g["negative_mass"].to_numpy(), density=density,
+            escape_regret=reward.escape_regret(),
+        ))
+    return runs
 
 
 def summarize(runs: Sequence[BanditRun]):

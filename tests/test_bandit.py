@@ -15,6 +15,7 @@ from simpo_bio.bandit import (
     BanditConfig,
     cli_main,
     get_reward,
+    load_runs,
     parse_schemes,
     pretrain_policy,
     train_bandit,
@@ -125,5 +126,10 @@ def test_cli_writes_csv_and_png(tmp_path, capsys):
     for name in ("bandit_sharp.png", "bandit_sharp_density.png"):
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert np.load(tmp_path / "bandit_sharp_density.npz")["density"].shape == (4, 2, 20)
+    back = load_runs(tmp_path / "bandit_sharp.csv", tmp_path / "bandit_sharp_density.npz")
+    assert [(r.scheme, r.seed) for r in back] == [("linear", 0), ("linear_neg:eta=0.5", 0), ("linear", 1),
+                                                  ("linear_neg:eta=0.5", 1)]
+    np.testing.assert_allclose(back[0].regret, frame["regret"][:2], rtol=1e-5)
+    assert back[0].density.shape == (2, 20)
     out = capsys.readouterr().out
     assert "final_regret_mean" in out and "wrote csv" in out
