@@ -33,9 +33,9 @@ from simpo_bio.bandit import BanditConfig, get_reward, run_experiment, save_outp
 ETAS = (0.0, 0.005, 0.01, 0.03, 0.1, 1.0)
 
 
-def _run(cfg: BanditConfig, out: Path, img: Path, stem: str):
+def _run(cfg: BanditConfig, out: Path, img: Path, stem: str, extra_runs=()):
     t0 = time.perf_counter()
-    runs = run_experiment(cfg)
+    runs = run_experiment(cfg) + list(extra_runs)
     seconds = time.perf_counter() - t0
     paths = save_outputs(cfg, runs, out=out, stem=stem)
     img.mkdir(parents=True, exist_ok=True)
@@ -69,6 +69,7 @@ def _plot_eta(summary, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(5, 3.2))
     etas = [float(s.split("eta=")[1]) for s in summary["scheme"]]
     ax.plot(etas, summary["at_global"], "o-", color="C3", label="fraction of seeds at global optimum")
+    ax.set_xscale("symlog", linthresh=0.005)
     ax.set_xlabel("eta (linear_neg floor; 0 = linear)")
     ax.set_ylabel("fraction at global", color="C3")
     ax.set_ylim(-0.05, 1.05)
@@ -102,9 +103,9 @@ def main() -> None:
     report: dict[str, object] = {}
 
     # 1. escaping a local optimum
-    s1 = None
+    s1, runs1 = None, []
     if "two_optima" in stages:
-        _, s1, t1 = _run(replace(base, reward="two_optima", schemes="linear,square,exp,linear_neg"), out, img,
+        runs1, s1, t1 = _run(replace(base, reward="two_optima", schemes="linear,square,exp,linear_neg"), out, img,
                          f"bandit_two_optima{sfx}")
         escape = dict(zip(s1["scheme"], s1["at_global"]))
         others = [v for k, v in escape.items() if k != "linear_neg"]
@@ -129,8 +130,12 @@ def main() -> None:
 
     # 3. eta sweep
     if "eta" in stages:
-        schemes = ",".join(f"linear_neg:eta={e:g}" for e in ETAS)
-        _, s3, t3 = _run(replace(base, reward="two_optima", schemes=schemes), out, img, f"bandit_eta_sweep{sfx}")
+        # eta = 1.0 (the default) was run in stage 1 with the same config and seeds: reuse those runs
+        reuse = [replace(r, scheme=f"linear_neg:eta={base.eta:g}") for r in runs1 if r.scheme == "linear_neg"]
+        etas = [e for e in ETAS if not (reuse and e == base.eta)]
+        schemes = ",".join(f"linear_neg:eta={e:g}" for e in etas)
+        _, s3, t3 = _run(replace(base, reward="two_optima", schemes=schemes), out, img, f"bandit_eta_sweep{sfx}",
+                         extra_runs=reuse)
         _plot_eta(s3, img / f"bandit_eta_sweep{sfx}_summary.png")
         report["eta_sweep"] = {"at_global": dict(zip(s3["scheme"], s3["at_global"])),
                                "final_regret_mean": dict(zip(s3["scheme"], s3["final_regret_mean"])),
