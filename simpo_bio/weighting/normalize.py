@@ -200,13 +200,14 @@ def _linear_threshold_sorted(d: Tensor, valid: Tensor | None, target: Tensor, p:
 
 
 def threshold_exact(
-    x: Tensor, p: float, eta: float = 0.0, mask: Tensor | None = None
+    x: Tensor, p: float, eta: float = 0.0, mask: Tensor | None = None, *, method: str = "auto"
 ) -> tuple[Tensor, Tensor]:
-    """Exact sort-based solver of ``sum_i max(sign(u_i)|u_i|**p, -eta) = 1``, ``u_i = x_i - tau`` (p in {1, 2}).
+    """Exact solver of ``sum_i max(sign(u_i)|u_i|**p, -eta) = 1``, ``u_i = x_i - tau`` (p in {1, 2}).
 
     Paper Appendix E (Eq. 22-29) for ``eta = 0``; its signed generalisation (paper Eq. 11) for ``eta > 0``.
-    Cost per group: one sort of N values (two of 2N for ``square_neg``), cumulative sums, one gather and one
-    elementwise pass -- no Python loop over groups.
+    Vectorised over groups (no Python loop over groups). Two exact algorithms, same answer:
+
+    ``method='sort'`` -- one sort of N values per group, cumulative sums, a gather, an elementwise pass:
 
     * ``p = 1``: sparsemax-style closed form ``tau = mean_k - 1/k`` on the top-k active set. With ``eta > 0``
       the identity ``max(u, -eta) = relu(u + eta) - eta`` reduces it exactly to the same solver with target
@@ -217,17 +218,25 @@ def threshold_exact(
       cumulative sums and ``searchsorted``, and the quadratic on the bracketing interval is solved in a
       cancellation-free form.
 
+    ``method='active_set'`` -- sort-free: Michelot's iteration (p 1)
+    or monotone Newton steps with the closed form accepted once it reproduces its own active set (p 2); a
+    handful of elementwise passes, exact at termination, with the sort solver as fallback for any group not
+    settled after 50 steps; for ``square_neg`` a safeguarded piecewise-Newton iteration with the same
+    verification. ``method='auto'`` (default) uses the active-set solvers (a CPU sort of many short rows costs
+    far more than a few elementwise passes).
+
     Args:
         x: ``[..., N]`` temperature-scaled advantages, finite on valid entries.
         p: 1 or 2.
         eta: negative floor ``>= 0`` in units of ``x``.
         mask: optional ``[..., N]`` bool, True = valid sample; every group needs one valid sample.
+        method: ``'auto'`` (= ``'active_set'``), ``'sort'`` or ``'active_set'``.
 
     Returns:
         ``(weight [..., N], tau [...])``; weights sum to 1 per group, masked entries are 0, ``weight >= -eta``.
 
     Raises:
-        ValueError: ``p`` not 1 or 2, or ``eta < 0``.
+        ValueError: ``p`` not 1 or 2, ``eta < 0`` or an unknown ``method``.
     """
     if p not in (1.0, 2.0):
         raise ValueError(f"threshold_exact handles p = 1 or 2 only, got p={p}; use threshold_bisect")
@@ -236,26 +245,143 @@ def threshold_exact(
     hi, _ = _masked_extremes(x, mask)
     d = x - hi  # shift invariance: work relative to the group max (<= 0), keeps float32 accurate
     n = _count(x, mask)
-    if p == 2.0 and eta > 0.0:
-        t = _square_neg_threshold(d, mask, eta, n)
-        weight = _finish(_signed_power(d - t, 2.0, eta), mask, signed=True)
-        return weight, (t + hi).squeeze(-1)
+    if method not in ("auto", "sort", "active_set"):
+        raise ValueError(f"method must be 'auto', 'sort' or 'active_set', got {method!r}")
+    if method == "sort":
+        t = _threshold_sort(d, mask, n, p, eta)
+    else:
+        solver = _square_neg_active_set if (p == 2.0 and eta > 0.0) else _threshold_active_set
+        t, converged = solver(d, mask, n, p, eta)
+        if not bool(converged.all()):  # rare (ties at rounding level, adversarial spacing): sort those groups
+            rows = (~converged.squeeze(-1)).nonzero(as_tuple=True)
+            t = t.clone()
+            t[rows] = _threshold_sort(d[rows], None if mask is None else mask[rows], n[rows], p, eta)
+    weight = _finish(_signed_power(d - t, p, eta), mask, signed=eta > 0.0)
+    return weight, (t + hi).squeeze(-1)
 
+
+def _threshold_sort(d: Tensor, mask: Tensor | None, n: Tensor, p: float, eta: float) -> Tensor:
+    """Sort-based exact threshold ``[..., 1]`` for ``d <= 0`` (group max 0); see :func:`threshold_exact`."""
+    if p == 2.0 and eta > 0.0:
+        return _square_neg_threshold(d, mask, eta, n)
     ds = d if mask is None else d.masked_fill(~mask, -math.inf)
     ds = torch.sort(ds, dim=-1, descending=True).values
     valid_sorted = None
     if mask is not None:
-        valid_sorted = torch.arange(x.shape[-1], device=x.device) < n
+        valid_sorted = torch.arange(d.shape[-1], device=d.device) < n
         ds = ds.masked_fill(~valid_sorted, 0.0)
     if p == 1.0 and eta > 0.0:
-        t = _linear_threshold_sorted(ds, valid_sorted, 1.0 + n * eta, 1.0)
-        weight = _finish(torch.relu(d - t) - eta, mask, signed=True)  # == max(d - (t + eta), -eta)
-        return weight, (t + eta + hi).squeeze(-1)
-    target = torch.ones_like(n)
-    t = _linear_threshold_sorted(ds, valid_sorted, target, p)
-    u = torch.relu(d - t)
-    weight = _finish(u if p == 1.0 else u * u, mask)
-    return weight, (t + hi).squeeze(-1)
+        # max(u, -eta) = relu(u + eta) - eta: the linear solver with target mass 1 + n eta
+        return _linear_threshold_sorted(ds, valid_sorted, 1.0 + n * eta, 1.0) + eta
+    return _linear_threshold_sorted(ds, valid_sorted, torch.ones_like(n), p)
+
+
+#: Steps of the active-set solver before the remaining groups fall back to the sort solver.
+ACTIVE_SET_MAX_ITER = 50
+
+
+def _threshold_active_set(
+    d: Tensor, mask: Tensor | None, n: Tensor, p: float, eta: float
+) -> tuple[Tensor, Tensor]:
+    """Sort-free exact threshold by active-set iteration, for ``linear``, ``square`` and ``linear_neg``.
+
+    ``d <= 0`` with group max 0. Returns ``(t [..., 1], converged [..., 1] bool)``; a converged group's ``t``
+    is exact: its active set ``{d > t}`` is verified to be the one the closed form was computed on.
+
+    * p = 1 (target mass ``B = 1 + n eta``, via ``max(u, -eta) = relu(u + eta) - eta``): Michelot's
+      iteration ``t <- (sum_{d > t} d - B) / #{d > t}`` from a lower bound. ``t`` rises monotonically and
+      stops, exactly, once the active set is stable (at most N steps, a handful in practice).
+    * p = 2: Newton steps on the convex ``f(t) = sum relu(d - t)**2`` from the lower bound ``t = -1`` (so the
+      iterates rise monotonically to the root), and at every step the closed form of paper Eq. 28 on the
+      current active set, accepted as soon as it reproduces that active set.
+    """
+    max_iter = ACTIVE_SET_MAX_ITER
+    dm = d if mask is None else d.masked_fill(~mask, -math.inf)
+    tiny = torch.finfo(d.dtype).tiny
+    if p == 1.0:
+        target = 1.0 + n * eta
+        d0 = d if mask is None else d.masked_fill(~mask, 0.0)
+        t = torch.maximum(-target, (d0.sum(-1, keepdim=True) - target) / n)  # two lower bounds of the root
+        k_prev = torch.full_like(n, -1.0)
+        stable = torch.zeros(n.shape, dtype=torch.bool, device=d.device)
+        for _ in range(max_iter):
+            u = torch.clamp_min(dm - t, 0.0)  # relu(d - t); its support is the active set
+            k = torch.sign(u).sum(-1, keepdim=True)  # counts via sign(): much cheaper than a bool mask on CPU
+            stable = k == k_prev
+            if bool(stable.all()):
+                break
+            t = t + (u.sum(-1, keepdim=True) - target) / k  # == (sum_active d - target) / k
+            k_prev = k
+        return t + eta, stable
+
+    t = torch.full_like(n, -1.0)  # the top sample alone has mass 1 there: a lower bound
+    result = torch.zeros_like(t)
+    done = torch.zeros(t.shape, dtype=torch.bool, device=d.device)
+    for _ in range(max_iter):
+        u = torch.clamp_min(dm - t, 0.0)
+        k = torch.sign(u).sum(-1, keepdim=True)
+        s1 = u.sum(-1, keepdim=True)
+        s2 = (u * u).sum(-1, keepdim=True)
+        mean = s1 / k  # mean of d - t over the active set
+        m2 = torch.clamp_min(s2 - s1 * mean, 0.0)  # squared deviations of the active set (u is O(1): no cancellation)
+        closed = t + mean - torch.sqrt(torch.clamp_min((1.0 - m2) / k, 0.0))  # Eq. 28 on this active set
+        k_closed = torch.sign(torch.clamp_min(dm - closed, 0.0)).sum(-1, keepdim=True)  # #{d > closed}
+        ok = (m2 <= 1.0) & (k_closed == k) & ~done
+        result = torch.where(ok, closed, result)
+        done = done | ok
+        if bool(done.all()):
+            break
+        t = t + torch.clamp_min(s2 - 1.0, 0.0) / torch.clamp_min(2.0 * s1, tiny)  # Newton, from below
+    return torch.where(done, result, t), done
+
+
+def _square_neg_active_set(
+    d: Tensor, mask: Tensor | None, n: Tensor, p: float, eta: float
+) -> tuple[Tensor, Tensor]:
+    """Sort-free exact threshold for ``square_neg``: safeguarded piecewise-Newton with exact verification.
+
+    ``f(t) = sum relu(u)**2 - sum clamp(u, -c, 0)**2``, ``u = d - t``, ``c = sqrt(eta)``, is decreasing but not
+    convex. At the current point ``t`` each sample's piece (positive / negative / floored) is known, so the
+    piece's quadratic is solved exactly for its root ``t*`` (cancellation-free form). If every sample is on the
+    same piece at ``t*`` as at ``t`` the quadratic *is* ``f`` between them and ``t*`` is the exact answer;
+    otherwise a bracket ``[lo, hi]`` (``f(lo) >= 1 > f(hi)``) is tightened and the next point is ``t*`` when it
+    lies inside the bracket, else the bracket's midpoint. Returns ``(t [..., 1], converged [..., 1])``.
+    """
+    del p
+    c = math.sqrt(eta)
+    dm = d if mask is None else d.masked_fill(~mask, -math.inf)
+    k_masked = eta * (d.shape[-1] - n)  # masked samples sit at -inf, i.e. on the floor: add their eta back
+    lo = (dm.masked_fill(torch.isinf(dm), 0.0) if mask is not None else d).amin(-1, keepdim=True) - 1.0
+    hi = torch.zeros_like(lo)  # f(0) <= 0 < 1 because the group max is 0
+    t = torch.full_like(lo, -1.0)
+    result = torch.zeros_like(t)
+    done = torch.zeros(t.shape, dtype=torch.bool, device=d.device)
+    for _ in range(ACTIVE_SET_MAX_ITER):
+        u = dm - t
+        pos = torch.clamp_min(u, 0.0)
+        neg = torch.clamp(u, -c, 0.0)
+        f = (pos * pos).sum(-1, keepdim=True) - (neg * neg).sum(-1, keepdim=True) + k_masked
+        unfloored = torch.sign(neg + c)  # 1 on the negative piece (and at u >= 0), 0 on the floor
+        slope = pos.sum(-1, keepdim=True) - (neg * unfloored).sum(-1, keepdim=True)  # -f'(t) / 2
+        n_pos = torch.sign(pos).sum(-1, keepdim=True)
+        n_act = unfloored.sum(-1, keepdim=True)
+        curv = 2.0 * n_pos - n_act
+        excess = f - 1.0
+        denom = slope + torch.sqrt(torch.clamp_min(slope * slope - curv * excess, 0.0))
+        cand = t + excess / denom
+        # same pieces at the candidate?  (upper sets {d > t} are nested, so equal counts = equal sets)
+        n_pos_c = torch.sign(torch.clamp_min(dm - cand, 0.0)).sum(-1, keepdim=True)
+        n_act_c = torch.sign(torch.clamp_min(dm - cand + c, 0.0)).sum(-1, keepdim=True)
+        ok = torch.isfinite(cand) & (n_pos_c == n_pos) & (n_act_c == n_act) & ~done
+        result = torch.where(ok, cand, result)
+        done = done | ok
+        if bool(done.all()):
+            break
+        lo = torch.where(f >= 1.0, torch.maximum(lo, t), lo)
+        hi = torch.where(f < 1.0, torch.minimum(hi, t), hi)
+        inside = torch.isfinite(cand) & (cand > lo) & (cand < hi)
+        t = torch.where(inside, cand, 0.5 * (lo + hi))
+    return torch.where(done, result, t), done
 
 
 def _square_neg_threshold(d: Tensor, mask: Tensor | None, eta: float, n: Tensor) -> Tensor:
@@ -405,7 +531,7 @@ def weight_diagnostics(weight: Tensor, mask: Tensor | None = None) -> tuple[Tens
     """``(active, negative_mass, ess)`` of ``[..., N]`` weights, each ``[...]`` (see :class:`WeightOutput`)."""
     if mask is not None:
         weight = weight.masked_fill(~mask, 0.0)
-    active = (weight != 0).sum(-1)
+    active = torch.sign(weight.abs()).sum(-1).long()
     negative_mass = torch.clamp_min(-weight, 0.0).sum(-1)
     abs_sum = weight.abs().sum(-1)
     ess = abs_sum * abs_sum / torch.clamp_min((weight * weight).sum(-1), torch.finfo(weight.dtype).tiny)
@@ -421,10 +547,9 @@ def _group_name(index: list[int]) -> str:
 
 
 def _check_advantage(advantage: Tensor, mask: Tensor | None, what: str = "advantage") -> None:
-    bad = ~torch.isfinite(advantage)
-    if mask is not None:
-        bad = bad & mask
-    if bool(bad.any()):
+    probe = advantage if mask is None else advantage.masked_fill(~mask, 0.0)
+    if not bool(torch.isfinite(probe.abs().amax())):  # one reduction; locate the culprit only on failure
+        bad = ~torch.isfinite(probe)
         first = bad.nonzero()[0].tolist()
         value = advantage[tuple(first)].item()
         raise ValueError(
@@ -474,6 +599,8 @@ def compute_weights(
     advantage = torch.as_tensor(advantage)
     if advantage.dim() == 0:
         raise ValueError("advantage must have at least one dim (the group dim is the last one)")
+    if advantage.shape[-1] == 0 or advantage.numel() == 0:
+        raise ValueError(f"advantage has an empty group dim or no groups (shape {tuple(advantage.shape)})")
     if not advantage.is_floating_point():
         advantage = advantage.to(torch.get_default_dtype())
     out_dtype = advantage.dtype

@@ -121,3 +121,19 @@ def test_unknown_divergence_raises():
         sw.get_divergence("hellinger")
     with pytest.raises(ValueError):
         sw.get_divergence("alpha", alpha=0.5)
+
+
+@pytest.mark.parametrize("p, eta", [(1.0, 0.0), (2.0, 0.0), (1.0, 0.7)])
+def test_active_set_fallback_to_sort_is_exact(monkeypatch, p, eta):
+    """Groups the active-set iteration has not settled are re-solved by the sort solver."""
+    from simpo_bio.weighting import normalize
+
+    x = torch.randn(2, 5, 40, generator=torch.Generator().manual_seed(4), dtype=torch.float64) * 3
+    mask = torch.rand(2, 5, 40, generator=torch.Generator().manual_seed(5)) < 0.8
+    mask[..., 0] = True
+    ref, _ = sw.threshold_exact(x, p, eta, mask, method="sort")
+    monkeypatch.setattr(normalize, "ACTIVE_SET_MAX_ITER", 1)
+    w, _ = sw.threshold_exact(x, p, eta, mask, method="active_set")
+    torch.testing.assert_close(w, ref, atol=1e-12, rtol=0)
+    bis, _ = sw.threshold_bisect(x, p, eta, mask)
+    torch.testing.assert_close(w, bis, atol=1e-9, rtol=0)

@@ -74,11 +74,11 @@ def test_sum_to_one_monotone_and_floor(x, k, temperature):
 
 @SETTINGS
 @given(x=groups(dtypes=(torch.float64,)), k=st.integers(0, len(EXACT) - 1),
-       temperature=st.sampled_from([0.05, 0.3, 1.0, 4.0]))
-def test_exact_solvers_match_bisection(x, k, temperature):
+       temperature=st.sampled_from([0.05, 0.3, 1.0, 4.0]), method=st.sampled_from(["sort", "active_set"]))
+def test_exact_solvers_match_bisection(x, k, temperature, method):
     _, p, eta = EXACT[k]
     z = x / temperature
-    w_exact, tau_exact = sw.threshold_exact(z, p, eta)
+    w_exact, tau_exact = sw.threshold_exact(z, p, eta, method=method)
     w_ref, tau_ref = sw.threshold_bisect(z, p, eta)
     torch.testing.assert_close(w_exact, w_ref, atol=1e-6, rtol=0)
     # tau is unique wherever some sample is on a strictly increasing piece of phi
