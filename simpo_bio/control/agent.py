@@ -60,6 +60,9 @@ class AgentConfig:
         gamma: discount. polyak: soft target-update rate of the critic (per update).
         critic_lr, policy_lr, policy_lr_final: Adam learning rates; the policy's is annealed linearly.
         temperature_init, target_kl, temperature_lr, auto_temperature: Appendix G dual (``eps`` is target_kl).
+        temperature_min, temperature_max: clamp of the temperature (advantage units). The floor matters: when
+            many particles of a group tie (e.g. all clipped to the same action bound) the KL cannot reach the
+            target at any temperature and the dual would drive it to zero.
         normalize_advantage: standardise Q within each group before weighting (SPEC 4).
         exploration_noise: std of Gaussian noise added to collected actions (``[-1, 1]`` action units).
         collect_candidates, eval_candidates: best-of-K by Q at collection / evaluation.
@@ -83,6 +86,8 @@ class AgentConfig:
     temperature_init: float = 1.0
     target_kl: float = 1.5
     temperature_lr: float = 3e-2
+    temperature_min: float = 1e-2
+    temperature_max: float = 1e2
     auto_temperature: bool = True
     normalize_advantage: bool = True
     exploration_noise: float = 0.1
@@ -269,7 +274,11 @@ class SiMPOAgent(nn.Module):
         self.critic = DoubleQCritic(state_dim, action_dim, cfg.hidden, cfg.depth, cfg.activation)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         self.temperature = TemperatureController(
-            self.scheme, init_temperature=cfg.temperature_init, target_kl=cfg.target_kl
+            self.scheme,
+            init_temperature=cfg.temperature_init,
+            target_kl=cfg.target_kl,
+            min_temperature=cfg.temperature_min,
+            max_temperature=cfg.temperature_max,
         )
         self.register_buffer("times", time_grid(cfg.flow_steps, cfg.time_schedule), persistent=False)
         self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=cfg.critic_lr)
@@ -352,7 +361,7 @@ class SiMPOAgent(nn.Module):
                 (float tensors; ``done`` = true termination).
 
         Returns:
-            Scalars: ``critic_loss``, ``policy_loss``, ``temperature``, ``weight_ess``, ``weight_active``,
+            Scalars: ``critic_loss``, ``policy_loss``, ``temperature``, ``weight_kl``, ``weight_ess``, ``weight_active``,
             ``negative_mass``, ``q_mean``, ``policy_lr`` (policy terms only on policy updates).
         """
         cfg = self.config
@@ -393,6 +402,7 @@ class SiMPOAgent(nn.Module):
             logs.update(
                 policy_loss=p_loss.item(),
                 temperature=float(self.temperature.temperature),
+                weight_kl=float(self.temperature.kl(w.weight)),
                 weight_ess=float(w.ess.mean()),
                 weight_active=float(w.active.float().mean()),
                 negative_mass=float(w.negative_mass.mean()),

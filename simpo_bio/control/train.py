@@ -99,7 +99,7 @@ class TrainConfig:
 METRIC_FIELDS = (
     "env_steps", "updates", "wall_time_s", "env_steps_per_s", "updates_per_s", "episode_return",
     "eval_return_mean", "eval_return_std", "eval_original_return_mean", "critic_loss", "policy_loss",
-    "temperature", "weight_ess", "weight_active", "negative_mass", "q_mean", "td_target_mean",
+    "temperature", "weight_kl", "weight_ess", "weight_active", "negative_mass", "q_mean", "td_target_mean",
     "particle_q_std", "policy_lr",
 )  # fmt: skip
 

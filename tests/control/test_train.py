@@ -60,3 +60,35 @@ def test_resume_continues_step_count(tmp_path):
     assert steps == sorted(steps) and steps[-1] == 1200
     with pytest.raises(FileNotFoundError):
         cli_main(["--config", str(path), "--train.resume", str(tmp_path / "missing.pt")])
+
+
+def test_every_shipped_config_parses_and_builds_an_agent():
+    from pathlib import Path
+
+    from simpo_bio.control.agent import SiMPOAgent
+    from simpo_bio.control.envs import DMC_TASKS, GYM_TASKS
+    from simpo_bio.control.train import build_parser
+
+    configs = sorted((Path(__file__).resolve().parents[2] / "configs" / "control").rglob("*.yaml"))
+    assert len(configs) >= 12
+    parser = build_parser()
+    for path in configs:
+        init = parser.instantiate_classes(parser.parse_args(["--config", str(path)]))
+        assert init.env.id in DMC_TASKS or init.env.id.split("-")[0] in GYM_TASKS, path
+        SiMPOAgent(5, 2, init.agent)  # validates the scheme name and its parameters
+        if "paper" in path.parts:
+            a, t = init.agent, init.train
+            assert (t.total_env_steps, a.flow_steps, a.time_schedule, a.hidden, a.depth, a.activation) == (
+                1_000_000,
+                20,
+                "cosine",
+                256,
+                3,
+                "mish",
+            ), path
+            assert (a.policy_lr, a.policy_lr_final, t.buffer_size, init.env.num_envs) == (
+                3e-4,
+                3e-5,
+                1_000_000,
+                5,
+            )

@@ -1,0 +1,299 @@
+"""Benchmarks of the control submodule (results go to bench/RESULTS.md, section "Control").
+
+Run one at a time, single-threaded unless you say otherwise::
+
+    python bench/control.py smoke --seeds 0 1 2            # gate: InvertedPendulum >= 950 within 20k steps, 2/3 seeds
+    python bench/control.py speed                          # updates/s: SiMPO step vs SB3 SAC, breakdown, torch.compile
+    python bench/control.py compare --env HalfCheetah-v4 --steps 50000 --seeds 0 1 2
+    python bench/control.py landscape --steps 50000 --seeds 0 1 2   # DMC cheetah-run, linear vs square x 4 rewards
+
+Every number printed is measured in this run; ratios are against the SB3 reference measured in the same process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+os.environ.setdefault("MUJOCO_GL", "disable")
+os.environ.setdefault("WANDB_MODE", "offline")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from simpo_bio.control.agent import AgentConfig, SiMPOAgent  # noqa: E402
+from simpo_bio.control.envs import make_env, make_vector_env  # noqa: E402
+from simpo_bio.control.train import EnvConfig, TrainConfig, build_parser, train  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_config(path: str, *overrides: str) -> tuple[EnvConfig, AgentConfig, TrainConfig]:
+    """Parse a configs/control YAML (plus ``--a.b value`` overrides) into the three dataclasses."""
+    parser = build_parser()
+    init = parser.instantiate_classes(parser.parse_args(["--config", path, *overrides]))
+    return init.env, init.agent, init.train
+
+
+def _mean_std(xs: list[float]) -> tuple[float, float]:
+    return float(np.mean(xs)), float(np.std(xs)) if len(xs) > 1 else 0.0
+
+
+# --------------------------------------------------------------------------------------------- smoke
+def cmd_smoke(args: argparse.Namespace) -> dict:
+    env, agent, tr = load_config(args.config, *args.override)
+    rows = []
+    for seed in args.seeds:
+        t0 = time.perf_counter()
+        res = train(env, agent, replace(tr, seed=seed, output_dir=f"{args.out}/smoke/seed{seed}", progress=False,
+                                        wandb=False))  # fmt: skip
+        wall = time.perf_counter() - t0
+        within = [m for s, m, _ in res["evals"] if s <= args.budget]
+        reached = next((s for s, m, _ in res["evals"] if s <= args.budget and m >= args.threshold), None)
+        rows.append({"seed": seed, "best": max(within), "final": res["evals"][-1][1], "reached_at": reached,
+                     "wall_s": wall, "env_steps_per_s": res["env_steps_per_s"], "updates_per_s": res["updates_per_s"],
+                     "evals": res["evals"]})  # fmt: skip
+        print(f"seed {seed}: best eval {max(within):7.1f}  final {res['evals'][-1][1]:7.1f}  "
+              f">= {args.threshold:g} at {reached}  ({wall:.0f} s, {res['env_steps_per_s']:.1f} env steps/s, "
+              f"{res['updates_per_s']:.1f} updates/s)", flush=True)  # fmt: skip
+    passed = sum(r["reached_at"] is not None for r in rows)
+    verdict = "PASS" if passed >= args.need else "FAIL"
+    print(f"smoke gate ({env.id}, scheme {agent.scheme}): {passed}/{len(rows)} seeds reach mean eval return "
+          f">= {args.threshold:g} within {args.budget} env steps (need {args.need}) -> {verdict}")  # fmt: skip
+    return {
+        "rows": rows,
+        "passed": passed,
+        "verdict": verdict,
+        "config": args.config,
+        "override": args.override,
+    }
+
+
+# --------------------------------------------------------------------------------------------- speed
+def _random_batch(state_dim: int, action_dim: int, batch: int, seed: int = 0) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return {"state": torch.randn(batch, state_dim, generator=g),
+            "action": torch.rand(batch, action_dim, generator=g) * 2 - 1,
+            "reward": torch.randn(batch, generator=g), "next_state": torch.randn(batch, state_dim, generator=g),
+            "done": torch.zeros(batch)}  # fmt: skip
+
+
+def time_simpo(state_dim, action_dim, cfg: AgentConfig, batch: int, updates: int, compile_nets: bool) -> dict:
+    """updates/s of :meth:`SiMPOAgent.update` on a random batch and the share of each phase."""
+    torch.manual_seed(0)
+    agent = SiMPOAgent(state_dim, action_dim, cfg, total_updates=10_000)
+    if compile_nets:
+        agent.policy.compile()
+        agent.critic.compile()
+        agent.critic_target.compile()
+    data = _random_batch(state_dim, action_dim, batch)
+    t0 = time.perf_counter()
+    for _ in range(3):  # warm-up (and compilation)
+        agent.update(data)
+    warm = time.perf_counter() - t0
+    agent.timings.clear()
+    t0 = time.perf_counter()
+    for _ in range(updates):
+        agent.update(data)
+    dt = time.perf_counter() - t0
+    parts = {k: v / updates * 1e3 for k, v in agent.timings.items()}
+    return {"updates_per_s": updates / dt, "ms_per_update": dt / updates * 1e3, "warmup_s": warm, "ms": parts}
+
+
+def time_sb3(algo: str, env_id: str, batch: int, updates: int, hidden: int, depth: int) -> dict:
+    """updates/s of SB3's ``train(gradient_steps)`` after filling its buffer with random steps."""
+    from stable_baselines3 import SAC, TD3
+
+    cls = {"sac": SAC, "td3": TD3}[algo]
+    env = make_env(env_id, seed=0)
+    kw = {"net_arch": [hidden] * depth, "activation_fn": torch.nn.Mish}
+    model = cls(
+        "MlpPolicy", env, batch_size=batch, learning_starts=2_000, policy_kwargs=kw, seed=0, device="cpu"
+    )
+    model.learn(total_timesteps=2_000)  # random actions only: learning starts after these steps
+    model.train(gradient_steps=3, batch_size=batch)
+    t0 = time.perf_counter()
+    model.train(gradient_steps=updates, batch_size=batch)
+    dt = time.perf_counter() - t0
+    return {"updates_per_s": updates / dt, "ms_per_update": dt / updates * 1e3}
+
+
+def cmd_speed(args: argparse.Namespace) -> dict:
+    torch.set_num_threads(args.threads)
+    probe = make_env(args.env)
+    s_dim, a_dim = probe.observation_space.shape[0], probe.action_space.shape[0]
+    probe.close()
+    settings = {
+        "paper (N=32, 20 steps, 3x256)": AgentConfig(num_particles=32, flow_steps=20),
+        "cpu (N=8, 10 steps, 3x256)": AgentConfig(num_particles=8, flow_steps=10),
+    }
+    if args.cpu_config:
+        settings[f"config {Path(args.cpu_config).name}"] = load_config(args.cpu_config)[1]
+    out: dict = {"env": args.env, "threads": args.threads, "batch": args.batch, "torch": torch.__version__}
+    sac = time_sb3("sac", args.env, args.batch, args.sb3_updates, 256, 3)
+    out["sb3_sac_3x256"] = sac
+    print(f"SB3 SAC (3x256 Mish, batch {args.batch}): {sac['updates_per_s']:.1f} updates/s "
+          f"({sac['ms_per_update']:.1f} ms)", flush=True)  # fmt: skip
+    for name, cfg in settings.items():
+        for compiled in [False, True] if args.compile else [False]:
+            if compiled and not name.startswith("cpu"):
+                continue
+            r = time_simpo(s_dim, a_dim, cfg, args.batch, args.updates, compiled)
+            key = f"simpo {name}{' compiled' if compiled else ''}"
+            out[key] = r
+            parts = ", ".join(f"{k} {v:.1f} ms" for k, v in r["ms"].items())
+            print(f"{key}: {r['updates_per_s']:.2f} updates/s ({r['ms_per_update']:.1f} ms = {parts}); "
+                  f"{r['updates_per_s'] / sac['updates_per_s']:.3f}x SAC; warm-up {r['warmup_s']:.1f} s",
+                  flush=True)  # fmt: skip
+    return out
+
+
+# --------------------------------------------------------------------------------------------- returns
+def evaluate_sb3(model, env_cfg: EnvConfig, episodes: int, seed: int) -> list[float]:
+    """Same protocol as :func:`simpo_bio.control.train.evaluate` for an SB3 model (deterministic actions)."""
+    envs = make_vector_env(env_cfg.id, episodes, seed=seed, reward_shape=env_cfg.reward_shape)
+    obs, _ = envs.reset(seed=seed)
+    returns, running = np.zeros(episodes), np.ones(episodes, dtype=bool)
+    while running.any():
+        action, _ = model.predict(obs, deterministic=True)
+        obs, reward, terminated, truncated, _ = envs.step(action)
+        returns += reward * running
+        running &= ~(terminated | truncated)
+    envs.close()
+    return returns.tolist()
+
+
+def run_sb3(algo: str, env_cfg: EnvConfig, tr: TrainConfig, seed: int) -> dict:
+    from stable_baselines3 import SAC, TD3
+    from stable_baselines3.common.env_util import make_vec_env
+
+    vec = make_vec_env(lambda: make_env(env_cfg.id, reward_shape=env_cfg.reward_shape), n_envs=env_cfg.num_envs,
+                       seed=seed)  # fmt: skip
+    kw = {"net_arch": [256] * 3, "activation_fn": torch.nn.Mish}
+    model = {"sac": SAC, "td3": TD3}[algo](
+        "MlpPolicy", vec, batch_size=tr.batch_size, learning_starts=tr.learning_starts, train_freq=1,
+        gradient_steps=tr.updates_per_step, policy_kwargs=kw, seed=seed, device="cpu", buffer_size=tr.buffer_size,
+    )  # fmt: skip
+    t0 = time.perf_counter()
+    model.learn(total_timesteps=tr.total_env_steps)
+    wall = time.perf_counter() - t0
+    rets = evaluate_sb3(model, env_cfg, tr.eval_episodes, seed + 10_000)
+    return {"return": float(np.mean(rets)), "env_steps_per_s": tr.total_env_steps / wall,
+            "updates_per_s": model._n_updates / wall}  # fmt: skip
+
+
+def run_simpo(
+    scheme: str, env_cfg: EnvConfig, agent: AgentConfig, tr: TrainConfig, seed: int, out: str
+) -> dict:
+    # scheme parameters of the config (e.g. eta) only go to the schemes that take them
+    params = agent.scheme_params if scheme in ("linear_neg", "square_neg", "wd1") else {}
+    res = train(env_cfg, replace(agent, scheme=scheme, scheme_params=params), replace(tr, seed=seed, output_dir=out, progress=False,
+                                                                wandb=False, eval_every=0))  # fmt: skip
+    return {"return": res["evals"][-1][1], "env_steps_per_s": res["env_steps_per_s"],
+            "updates_per_s": res["updates_per_s"]}  # fmt: skip
+
+
+def cmd_compare(args: argparse.Namespace) -> dict:
+    env, agent, tr = load_config(args.config, *args.override)
+    env = replace(env, id=args.env)
+    tr = replace(tr, total_env_steps=args.steps)
+    table = {}
+    for algo in args.algos:
+        runs = []
+        for seed in args.seeds:
+            if algo in ("sac", "td3"):
+                r = run_sb3(algo, env, tr, seed)
+            else:
+                r = run_simpo(algo, env, agent, tr, seed, f"{args.out}/compare/{args.env}/{algo}/seed{seed}")
+            runs.append(r)
+            print(f"{args.env} {algo} seed {seed}: return {r['return']:.1f} ({r['env_steps_per_s']:.1f} env steps/s, "
+                  f"{r['updates_per_s']:.1f} updates/s)", flush=True)  # fmt: skip
+        m, s = _mean_std([r["return"] for r in runs])
+        table[algo] = {"mean": m, "std": s, "runs": runs}
+        print(
+            f"== {args.env} {algo}: {m:.1f} +- {s:.1f} over seeds {args.seeds} at {args.steps} env steps",
+            flush=True,
+        )
+    if "sac" in table and "linear_neg" in table:
+        ratio = table["linear_neg"]["mean"] / table["sac"]["mean"]
+        print(f"gate linear_neg / SAC mean return = {ratio:.3f} (need >= 0.9 at 50k on HalfCheetah; "
+              f"this run: {args.steps} steps on {args.env})")  # fmt: skip
+    return {
+        "env": args.env,
+        "steps": args.steps,
+        "seeds": args.seeds,
+        "table": table,
+        "override": args.override,
+    }
+
+
+def cmd_landscape(args: argparse.Namespace) -> dict:
+    env, agent, tr = load_config(args.config, *args.override)
+    tr = replace(tr, total_env_steps=args.steps)
+    table: dict = {}
+    for shape in args.shapes:
+        for scheme in args.schemes:
+            rets = []
+            for seed in args.seeds:
+                e = replace(env, reward_shape=shape)
+                r = run_simpo(scheme, e, agent, tr, seed, f"{args.out}/landscape/{shape}/{scheme}/seed{seed}")
+                rets.append(r["return"])
+            m, s = _mean_std(rets)
+            table[f"{shape}/{scheme}"] = {"mean": m, "std": s, "returns": rets}
+            print(f"{env.id} reward {shape:6s} scheme {scheme:6s}: {m:.1f} +- {s:.1f}", flush=True)
+    return {"env": env.id, "steps": args.steps, "seeds": args.seeds, "table": table}
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", default="runs/bench_control", help="where run folders go")
+    p.add_argument("--json", default=None, help="also write the results here")
+    p.add_argument("--threads", type=int, default=1)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("smoke")
+    s.add_argument("--config", default=str(ROOT / "configs/control/inverted_pendulum.yaml"))
+    s.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    s.add_argument("--threshold", type=float, default=950.0)
+    s.add_argument("--budget", type=int, default=20_000)
+    s.add_argument("--need", type=int, default=2)
+    s.add_argument("--override", nargs="*", default=[], help="extra --a.b value pairs for the config")
+    s = sub.add_parser("speed")
+    s.add_argument("--env", default="HalfCheetah-v4")
+    s.add_argument("--batch", type=int, default=256)
+    s.add_argument("--updates", type=int, default=5)
+    s.add_argument("--sb3-updates", type=int, default=100)
+    s.add_argument("--compile", action="store_true", help="also time torch.compile'd networks")
+    s.add_argument("--cpu-config", default=None, help="also time the agent of this YAML")
+    for name in ("compare", "landscape"):
+        s = sub.add_parser(name)
+        default_cfg = "halfcheetah.yaml" if name == "compare" else "dmc_cheetah_run.yaml"
+        s.add_argument("--config", default=str(ROOT / "configs/control" / default_cfg))
+        s.add_argument("--steps", type=int, default=50_000)
+        s.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+        s.add_argument("--override", nargs="*", default=[])
+    sub.choices["compare"].add_argument("--env", default="HalfCheetah-v4")
+    sub.choices["compare"].add_argument("--algos", nargs="+",
+                                        default=["sac", "td3", "exp", "linear", "linear_neg", "square"])  # fmt: skip
+    sub.choices["landscape"].add_argument("--shapes", nargs="+", default=["sqrt", "linear", "square", "exp"])
+    sub.choices["landscape"].add_argument("--schemes", nargs="+", default=["linear", "square"])
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    t0 = time.perf_counter()
+    res = {"smoke": cmd_smoke, "speed": cmd_speed, "compare": cmd_compare, "landscape": cmd_landscape}[
+        args.cmd
+    ](args)
+    res["wall_s"] = time.perf_counter() - t0
+    res["argv"] = sys.argv[1:]
+    print(f"total wall time {res['wall_s']:.0f} s ({args.threads} torch thread(s))")
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(res, indent=1, default=str))
+
+
+if __name__ == "__main__":
+    main()
