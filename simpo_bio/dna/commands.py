@@ -400,10 +400,10 @@ def demo_main(argv: list[str] | None = None) -> None:
               "reference sequences", flush=True)
         print("[simpo-bio] 2/4 models: pretrained masked diffusion model + fine-tuning / evaluation oracles",
               flush=True)
-        ensure_checkpoints()
-        print("[simpo-bio] 3/4 fine-tuning with SiMPO (scheme square_neg)", flush=True)
         configs = list(a.config or DEMO_CONFIGS)
         args = _demo_args(configs, out, a)
+        ensure_checkpoints(**_model_paths(configs))
+        print("[simpo-bio] 3/4 fine-tuning with SiMPO (scheme square_neg)", flush=True)
         last = out / "checkpoints" / "last.ckpt"
         if last.exists() and not a.fresh:
             print(f"[simpo-bio]     resuming from {last}", flush=True)
@@ -461,3 +461,18 @@ def _export_overrides(configs: Sequence[str]) -> dict[str, Any]:
             if isinstance(cb, dict) and str(cb.get("class_path", "")).endswith("ExportDesigns"):
                 found.update({k: v for k, v in (cb.get("init_args") or {}).items() if k != "out_dir"})
     return found
+
+
+def _model_paths(configs: Sequence[str]) -> dict[str, str]:
+    """``pretrained`` / ``oracle`` / ``eval_oracle`` paths the composed configs use (later files win)."""
+    import yaml
+
+    paths = {"pretrained": DEFAULT_PRETRAINED, "oracle": DEFAULT_ORACLE, "eval_oracle": DEFAULT_EVAL_ORACLE}
+    for c in configs:
+        cfg = yaml.safe_load(Path(c).read_text()) or {}
+        init = ((cfg.get("model") or {}).get("init_args")) or {}
+        paths.update({k: str(init[k]) for k in ("pretrained", "oracle") if init.get(k)})
+    export = _export_overrides(configs)
+    if export.get("eval_oracle"):
+        paths["eval_oracle"] = str(export["eval_oracle"])
+    return paths
