@@ -5,7 +5,7 @@ Prints, for each input shape, the median wall time of every solver and the two r
 ``linear`` = sparsemax, ``square`` = entmax15 on 2x). All timings come from the same run, interleaved.
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/weighting.py            # [4096 x 32] and [1 x 1,000,000]
-    .venv/bin/python bench/weighting.py --shapes 4096x32 --dtype float64 --repeats 21
+    OMP_NUM_THREADS=1 .venv/bin/python bench/weighting.py --shapes 4096x32 --dtype float64
 """
 
 from __future__ import annotations
@@ -33,40 +33,42 @@ CASES = [
 ]
 
 
-def _time(fn: Callable[[], object], repeats: int, min_seconds: float) -> float:
-    """Median seconds per call over at least ``repeats`` calls (and at least ``min_seconds`` in total)."""
-    fn()  # warm-up
-    times: list[float] = []
-    start = time.perf_counter()
-    while len(times) < repeats or time.perf_counter() - start < min_seconds:
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+def _time_interleaved(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, tuple[float, float]]:
+    """``{name: (median ms, min ms)}``; the solvers are timed round-robin so load drift hits them all alike."""
+    for fn in fns.values():
+        fn()  # warm-up
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    return {name: (1e3 * statistics.median(ts), 1e3 * min(ts)) for name, ts in times.items()}
 
 
-def run(shape: tuple[int, int], dtype: torch.dtype, repeats: int, min_seconds: float) -> list[dict]:
+def run(shape: tuple[int, int], dtype: torch.dtype, repeats: int) -> list[dict]:
     gen = torch.Generator().manual_seed(0)
     x = sw.group_advantages(torch.randn(*shape, generator=gen, dtype=dtype))
     rows = []
     for name, p, eta, ref in CASES:
-        w_exact, _ = sw.threshold_exact(x, p, eta)
-        w_bis, _ = sw.threshold_bisect(x, p, eta)
-        row = {
-            "shape": f"{shape[0]} x {shape[1]:,}",
-            "scheme": name,
-            "exact_ms": 1e3 * _time(lambda: sw.threshold_exact(x, p, eta), repeats, min_seconds),  # noqa: B023
-            "api_ms": 1e3 * _time(lambda: sw.compute_weights(x, name, eta=eta) if eta else  # noqa: B023
-                                  sw.compute_weights(x, name), repeats, min_seconds),  # noqa: B023
-            "bisect_ms": 1e3 * _time(lambda: sw.threshold_bisect(x, p, eta), repeats, min_seconds),  # noqa: B023
-            "max_abs_diff_vs_bisect": float((w_exact - w_bis).abs().max()),
+        params = {"eta": eta} if eta else {}
+        fns: dict[str, Callable[[], object]] = {
+            "exact": lambda: sw.threshold_exact(x, p, eta),  # noqa: B023
+            "sort": lambda: sw.threshold_exact(x, p, eta, method="sort"),  # noqa: B023
+            "api": lambda: sw.compute_weights(x, name, **params),  # noqa: B023
+            "bisect": lambda: sw.threshold_bisect(x, p, eta),  # noqa: B023
         }
         if ref is not None and sparsemax is not None:
-            ref_fn = (lambda: sparsemax(x, dim=-1)) if ref == "sparsemax" else (lambda: entmax15(2 * x, dim=-1))
-            row["entmax_ms"] = 1e3 * _time(ref_fn, repeats, min_seconds)
-            row["entmax"] = ref
-            row["max_abs_diff_vs_entmax"] = float((w_exact - ref_fn()).abs().max())
-        rows.append(row)
+            fns["entmax"] = (lambda: sparsemax(x, dim=-1)) if ref == "sparsemax" else (lambda: entmax15(2 * x, dim=-1))
+        w_bis = sw.threshold_bisect(x, p, eta)[0]
+        diff = max(float((fn()[0] - w_bis).abs().max()) for fn in (fns["exact"], fns["sort"]))
+        if "entmax" in fns:
+            diff_entmax = float((fns["entmax"]() - fns["exact"]()[0]).abs().max())
+        else:
+            diff_entmax = float("nan")
+        timing = _time_interleaved(fns, repeats)
+        rows.append({"shape": f"{shape[0]} x {shape[1]:,}", "scheme": name, "timing": timing,
+                     "diff_bisect": diff, "diff_entmax": diff_entmax})
     return rows
 
 
@@ -75,23 +77,29 @@ def main() -> None:
     parser.add_argument("--shapes", nargs="+", default=["4096x32", "1x1000000"], help="GROUPSxN")
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
-    parser.add_argument("--repeats", type=int, default=11, help="minimum timed calls per solver")
-    parser.add_argument("--min-seconds", type=float, default=0.5, help="minimum timed seconds per solver")
+    parser.add_argument("--repeats", type=int, default=15, help="timed calls per solver (round-robin)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     dtype = getattr(torch, args.dtype)
-    print(f"torch {torch.__version__}, {args.dtype}, {args.threads} thread(s); median ms per call")
-    header = (f"{'shape':>14} {'scheme':>11} {'exact':>9} {'api':>9} {'bisect':>9} {'entmax':>9} "
-              f"{'bisect/exact':>12} {'exact/entmax':>12} {'|exact-bisect|':>14}")
-    print(header)
+    print(f"torch {torch.__version__}, {args.dtype}, {args.threads} thread(s), {args.repeats} round-robin repeats")
+    print("exact = threshold_exact (default: sort-free active set); sort = threshold_exact(method='sort');")
+    print("api = compute_weights (adds input checks + diagnostics); bisect = threshold_bisect (the reference);")
+    print("entmax = sparsemax (linear) / entmax15 on 2x (square). Times: median ms (min ms). Ratios of medians.")
+    print(f"{'shape':>14} {'scheme':>11} {'exact':>16} {'sort':>16} {'api':>16} {'bisect':>16} {'entmax':>16} "
+          f"{'bis/exact':>9} {'exact/entmax':>12} {'sort/entmax':>11} {'|w-w_bis|':>9} {'|w-w_ent|':>9}")
     for spec in args.shapes:
         groups, n = (int(v) for v in spec.lower().split("x"))
-        for row in run((groups, n), dtype, args.repeats, args.min_seconds):
-            entmax_ms = row.get("entmax_ms")
-            ratio_e = f"{row['exact_ms'] / entmax_ms:12.2f}" if entmax_ms else f"{'-':>12}"
-            print(f"{row['shape']:>14} {row['scheme']:>11} {row['exact_ms']:9.3f} {row['api_ms']:9.3f} "
-                  f"{row['bisect_ms']:9.3f} {entmax_ms if entmax_ms else float('nan'):9.3f} "
-                  f"{row['bisect_ms'] / row['exact_ms']:12.1f} {ratio_e} {row['max_abs_diff_vs_bisect']:14.2e}")
+        for row in run((groups, n), dtype, args.repeats):
+            tm = row["timing"]
+
+            def cell(key: str, tm: dict = tm) -> str:
+                return f"{tm[key][0]:8.3f} ({tm[key][1]:6.3f})" if key in tm else f"{'-':>16}"
+
+            ent = tm.get("entmax", (float("nan"),))[0]
+            print(f"{row['shape']:>14} {row['scheme']:>11} {cell('exact')} {cell('sort')} {cell('api')} "
+                  f"{cell('bisect')} {cell('entmax')} {tm['bisect'][0] / tm['exact'][0]:9.1f} "
+                  f"{tm['exact'][0] / ent:12.2f} {tm['sort'][0] / ent:11.2f} "
+                  f"{row['diff_bisect']:9.1e} {row['diff_entmax']:9.1e}", flush=True)
 
 
 if __name__ == "__main__":

@@ -222,15 +222,16 @@ def threshold_exact(
     or monotone Newton steps with the closed form accepted once it reproduces its own active set (p 2); a
     handful of elementwise passes, exact at termination, with the sort solver as fallback for any group not
     settled after 50 steps; for ``square_neg`` a safeguarded piecewise-Newton iteration with the same
-    verification. ``method='auto'`` (default) uses the active-set solvers (a CPU sort of many short rows costs
-    far more than a few elementwise passes).
+    verification. ``method='auto'`` (default) uses the active-set solvers for CPU tensors of at least
+    ``AUTO_ACTIVE_SET_MIN_NUMEL`` elements (a CPU sort of many short rows costs far more than a few elementwise
+    passes) and the sort solvers otherwise (GPU: fast sort, no per-step host sync; tiny inputs: fewer ops).
 
     Args:
         x: ``[..., N]`` temperature-scaled advantages, finite on valid entries.
         p: 1 or 2.
         eta: negative floor ``>= 0`` in units of ``x``.
         mask: optional ``[..., N]`` bool, True = valid sample; every group needs one valid sample.
-        method: ``'auto'`` (= ``'active_set'``), ``'sort'`` or ``'active_set'``.
+        method: ``'auto'``, ``'sort'`` or ``'active_set'`` (all exact; they differ only in speed).
 
     Returns:
         ``(weight [..., N], tau [...])``; weights sum to 1 per group, masked entries are 0, ``weight >= -eta``.
@@ -247,6 +248,11 @@ def threshold_exact(
     n = _count(x, mask)
     if method not in ("auto", "sort", "active_set"):
         raise ValueError(f"method must be 'auto', 'sort' or 'active_set', got {method!r}")
+    if method == "auto":
+        # A CPU sort of many short rows is slow next to a few elementwise passes; on accelerators (fast sort,
+        # no host sync wanted) and for tiny inputs (per-op overhead dominates) the sort solver wins.
+        big = x.numel() >= AUTO_ACTIVE_SET_MIN_NUMEL
+        method = "active_set" if (x.device.type == "cpu" and big) else "sort"
     if method == "sort":
         t = _threshold_sort(d, mask, n, p, eta)
     else:
@@ -278,6 +284,8 @@ def _threshold_sort(d: Tensor, mask: Tensor | None, n: Tensor, p: float, eta: fl
 
 #: Steps of the active-set solver before the remaining groups fall back to the sort solver.
 ACTIVE_SET_MAX_ITER = 50
+#: ``method='auto'`` uses the active-set solver on CPU tensors with at least this many elements, else sort.
+AUTO_ACTIVE_SET_MIN_NUMEL = 16384
 
 
 def _threshold_active_set(

@@ -137,3 +137,37 @@ def test_active_set_fallback_to_sort_is_exact(monkeypatch, p, eta):
     torch.testing.assert_close(w, ref, atol=1e-12, rtol=0)
     bis, _ = sw.threshold_bisect(x, p, eta, mask)
     torch.testing.assert_close(w, bis, atol=1e-9, rtol=0)
+
+
+@pytest.mark.parametrize("p, eta", [(1.0, 0.0), (2.0, 0.0), (1.0, 0.3), (2.0, 0.3), (2.0, 4.0)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_both_exact_methods_agree_on_large_masked_batches(p, eta, dtype):
+    """Covers the path ``method='auto'`` takes on CPU for big inputs (active set), with ragged groups."""
+    gen = torch.Generator().manual_seed(7)
+    x = (torch.randn(64, 300, generator=gen, dtype=torch.float64) * torch.rand(64, 1, generator=gen) * 20).to(dtype)
+    mask = torch.rand(64, 300, generator=gen) < torch.rand(64, 1, generator=gen)
+    mask[:, 5] = True
+    w_active, tau_active = sw.threshold_exact(x, p, eta, mask, method="active_set")
+    w_sort, tau_sort = sw.threshold_exact(x, p, eta, mask, method="sort")
+    w_bis, _ = sw.threshold_bisect(x.double(), p, eta, mask)
+    tol = 1e-4 if dtype == torch.float32 else 1e-9
+    torch.testing.assert_close(w_active, w_sort, atol=tol, rtol=0)
+    torch.testing.assert_close(w_active.double(), w_bis, atol=tol, rtol=0)
+    assert bool((w_active[~mask] == 0).all())
+    auto = sw.compute_weights(x, "linear_neg" if p == 1 else "square_neg", mask=mask, eta=eta)
+    torch.testing.assert_close(auto.weight, w_active, atol=tol, rtol=0)
+
+
+def test_wd1_is_the_documented_rule():
+    """w = (softmax(x) - eta softmax(-x)) / (1 - eta); eta = 0 is exp; the wd1 direction for any eta."""
+    x = torch.randn(5, 12, generator=torch.Generator().manual_seed(8), dtype=torch.float64)
+    for eta in (0.0, 0.3, 0.9):
+        w = sw.compute_weights(x, "wd1", 0.7, eta=eta).weight
+        z = x / 0.7
+        expected = (torch.softmax(z, -1) - eta * torch.softmax(-z, -1)) / (1 - eta)
+        torch.testing.assert_close(w, expected)
+    torch.testing.assert_close(sw.compute_weights(x, "wd1", eta=0.0).weight, sw.compute_weights(x, "exp").weight)
+    # direction: (1 - eta) w + (eta - 1) softmax(x) ... i.e. w - softmax(x) is proportional to wd1's
+    # softmax(x) - softmax(-x) when eta -> 1 (the scale diverges, the direction does not)
+    w = sw.compute_weights(x, "wd1", eta=0.999).weight * (1 - 0.999)
+    torch.testing.assert_close(w, torch.softmax(x, -1) - torch.softmax(-x, -1), atol=2e-3, rtol=0)
