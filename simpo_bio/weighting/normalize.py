@@ -256,8 +256,10 @@ def threshold_exact(
     if method == "sort":
         t = _threshold_sort(d, mask, n, p, eta)
     else:
-        solver = _square_neg_active_set if (p == 2.0 and eta > 0.0) else _threshold_active_set
-        t, converged = solver(d, mask, n, p, eta)
+        if p == 2.0 and eta > 0.0:
+            t, converged = _square_neg_active_set(d, mask, n, p, eta)
+        else:
+            t, converged = _threshold_active_set(*_compact(d, mask, n, eta), n, p, eta)
         if not bool(converged.all()):  # rare (ties at rounding level, adversarial spacing): sort those groups
             rows = (~converged.squeeze(-1)).nonzero(as_tuple=True)
             t = t.clone()
@@ -288,6 +290,29 @@ ACTIVE_SET_MAX_ITER = 50
 AUTO_ACTIVE_SET_MIN_NUMEL = 16384
 
 
+def _compact(d: Tensor, mask: Tensor | None, n: Tensor, eta: float) -> tuple[Tensor, Tensor | None]:
+    """Drop samples that cannot be active (long groups only): returns ``(d', mask')`` for the active-set solver.
+
+    Unsigned ``linear``/``square``: the top sample alone has mass 1 at ``t = -1`` (``d`` has max 0), so the
+    root is ``>= -1`` and only samples with ``d > -1`` can be active. When those are few (at most a quarter of
+    a long group) the iteration runs on the top-``K`` samples of each group instead of all ``N``; the final
+    weights are still computed on every sample.
+    """
+    n_total = d.shape[-1]
+    if eta > 0.0 or n_total < COMPACT_MIN_GROUP:
+        return d, mask
+    dm = d if mask is None else d.masked_fill(~mask, -math.inf)
+    k_max = int(torch.sign(torch.clamp_min(dm + 1.0, 0.0)).sum(-1).max())
+    if 4 * k_max > n_total:
+        return d, mask
+    top = torch.topk(dm, max(k_max, 1), dim=-1, sorted=False).values  # invalid entries stay -inf
+    return top, torch.isfinite(top) if mask is not None else None
+
+
+#: Groups at least this long are compacted to their possibly-active samples before the active-set iteration.
+COMPACT_MIN_GROUP = 1024
+
+
 def _threshold_active_set(
     d: Tensor, mask: Tensor | None, n: Tensor, p: float, eta: float
 ) -> tuple[Tensor, Tensor]:
@@ -309,7 +334,8 @@ def _threshold_active_set(
     if p == 1.0:
         target = 1.0 + n * eta
         d0 = d if mask is None else d.masked_fill(~mask, 0.0)
-        t = torch.maximum(-target, (d0.sum(-1, keepdim=True) - target) / n)  # two lower bounds of the root
+        n_here = _count(d, mask)  # (sum_S d - B) / |S| bounds the root from below for any subset S
+        t = torch.maximum(-target, (d0.sum(-1, keepdim=True) - target) / n_here)
         k_prev = torch.full_like(n, -1.0)
         stable = torch.zeros(n.shape, dtype=torch.bool, device=d.device)
         for _ in range(max_iter):

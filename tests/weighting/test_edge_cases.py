@@ -171,3 +171,21 @@ def test_wd1_is_the_documented_rule():
     # softmax(x) - softmax(-x) when eta -> 1 (the scale diverges, the direction does not)
     w = sw.compute_weights(x, "wd1", eta=0.999).weight * (1 - 0.999)
     torch.testing.assert_close(w, torch.softmax(x, -1) - torch.softmax(-x, -1), atol=2e-3, rtol=0)
+
+
+@pytest.mark.parametrize("p", [1.0, 2.0])
+@pytest.mark.parametrize("scale", [0.01, 3.0, 300.0])
+@pytest.mark.parametrize("masked", [False, True])
+def test_long_groups_compacted_active_set_is_exact(p, scale, masked):
+    """Long groups (>= 1024): the active-set solver works on the samples within 1 of the max only."""
+    gen = torch.Generator().manual_seed(9)
+    x = torch.randn(3, 5000, generator=gen, dtype=torch.float64) * scale
+    mask = None
+    if masked:
+        mask = torch.rand(3, 5000, generator=gen) < 0.5
+        mask[2] = False
+        mask[2, :3] = True  # a group with fewer valid samples than the compacted width
+    w, tau = sw.threshold_exact(x, p, 0.0, mask, method="active_set")
+    w_ref, tau_ref = sw.threshold_bisect(x, p, 0.0, mask)
+    torch.testing.assert_close(w, w_ref, atol=1e-9, rtol=0)
+    torch.testing.assert_close(tau, tau_ref, atol=1e-9 * (1 + tau_ref.abs().max()), rtol=0)
