@@ -159,9 +159,23 @@ def _history_curve(history: list[dict[str, float]]) -> pd.DataFrame:
     return history_frame(history)
 
 
+def sample_with_progress(policy, num_samples: int, seq_len: int, *, num_steps: int, batch_size: int = 64,
+                         generator: torch.Generator | None = None, device=None, desc: str = "sampling") -> torch.Tensor:
+    """``policy.sample`` in chunks of ``batch_size`` with a tqdm progress bar; same generator, same designs."""
+    from tqdm.auto import tqdm
+
+    chunks = []
+    with tqdm(total=num_samples, desc=desc, unit="seq", leave=False, disable=num_samples <= batch_size) as bar:
+        for start in range(0, num_samples, batch_size):
+            n = min(batch_size, num_samples - start)
+            chunks.append(policy.sample(n, seq_len, num_steps=num_steps, generator=generator, device=device))
+            bar.update(n)
+    return torch.cat(chunks)
+
+
 def export_run(module, out_dir: str | os.PathLike, *, num_samples: int = 640, eval_oracle=DEFAULT_EVAL_ORACLE,
                num_sampling_steps: int | None = None, seed: int = 12345, evaluate_pretrained: bool = True,
-               jaspar: bool = True, evaluator: Evaluator | None = None, batch_size: int = 256,
+               jaspar: bool = True, evaluator: Evaluator | None = None, batch_size: int = 64,
                model_name: str | None = None) -> dict[str, Any]:
     """Everything a finished fit hands the user, written atomically into ``out_dir``.
 
@@ -193,8 +207,9 @@ def export_run(module, out_dir: str | os.PathLike, *, num_samples: int = 640, ev
     for name, (policy, sch, mname, stem) in sets.items():
         gen = torch.Generator(device=module.device).manual_seed(seed)
         t0 = time.perf_counter()
-        x = policy.sample(num_samples, module.hparams.seq_len, num_steps=steps, batch_size=batch_size,
-                          generator=gen, device=module.device).cpu()
+        x = sample_with_progress(policy, num_samples, module.hparams.seq_len, num_steps=steps,
+                                 batch_size=batch_size, generator=gen, device=module.device,
+                                 desc=f"sampling {name}").cpu()
         r = module.reward(x).cpu()
         prefix = "pretrained" if sch == "none" else sch
         ids = [f"{prefix}-{i:06d}" for i in range(num_samples)]
@@ -250,7 +265,8 @@ def sample_main(argv: list[str] | None = None) -> None:
 
         policy, info = load_policy(a.ckpt)
         steps = a.num_steps or info.get("num_sampling_steps") or 128
-        x = policy.sample(a.num_samples, info["seq_len"], num_steps=steps, batch_size=a.batch_size, seed=a.seed)
+        x = sample_with_progress(policy, a.num_samples, info["seq_len"], num_steps=steps, batch_size=a.batch_size,
+                                 generator=torch.Generator().manual_seed(a.seed))
         reward = per_seq = None
         if not a.no_score:
             from simpo_bio.dna.metrics import oracle_scores
@@ -304,7 +320,8 @@ def evaluate_main(argv: list[str] | None = None) -> None:
 
             policy, info = load_policy(a.ckpt)
             steps = a.num_steps or info.get("num_sampling_steps") or 128
-            x = policy.sample(a.num_samples, seq_len, num_steps=steps, seed=a.seed)
+            x = sample_with_progress(policy, a.num_samples, seq_len, num_steps=steps,
+                                     generator=torch.Generator().manual_seed(a.seed))
             ids = [f"seq-{i:06d}" for i in range(a.num_samples)]
             name = a.name or f"{Path(a.ckpt).name} ({info['scheme']})"
         ev = build_evaluator(oracle, a.pretrained or None, jaspar=not a.no_jaspar, novelty=not a.no_novelty,
