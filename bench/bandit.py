@@ -26,16 +26,26 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from simpo_bio.bandit import BanditConfig, get_reward, run_experiment, save_outputs, summarize
+from simpo_bio.bandit import BanditConfig, get_reward, load_runs, run_experiment, save_outputs, summarize
 
 # eta is in units of x = advantage / temperature; with the KL-1.0 temperature (~10 on standardised advantages)
 # x has a spread of ~0.1, so the floor binds for eta << 0.1 and never for eta >= ~0.3 (1.0 = untruncated).
 ETAS = (0.0, 0.005, 0.01, 0.03, 0.1, 1.0)
 
 
+COLUMNS = ["scheme", "final_regret_mean", "final_regret_std", "late_regret_mean", "late_regret_std", "mean_regret",
+           "at_global", "in_global_basin"]
+REUSE = False  # --reuse: rebuild the runs from the CSV/npz of an earlier bench run instead of running them
+
+
 def _run(cfg: BanditConfig, out: Path, img: Path, stem: str, extra_runs=()):
     t0 = time.perf_counter()
-    runs = run_experiment(cfg) + list(extra_runs)
+    csv = out / f"{stem}.csv"
+    if REUSE and csv.exists():
+        print(f"reusing {csv}")
+        runs = load_runs(csv, out / f"{stem}_density.npz")
+    else:
+        runs = run_experiment(cfg) + list(extra_runs)
     seconds = time.perf_counter() - t0
     paths = save_outputs(cfg, runs, out=out, stem=stem)
     img.mkdir(parents=True, exist_ok=True)
@@ -93,7 +103,10 @@ def main() -> None:
     parser.add_argument("--temperature-from", default="unsigned", choices=("unsigned", "own"),
                         help="how signed schemes tune their temperature (see BanditConfig.temperature_from)")
     parser.add_argument("--suffix", default="", help="appended to the output names, e.g. _own")
+    parser.add_argument("--reuse", action="store_true", help="re-plot / re-tabulate from existing CSVs in --out")
     args = parser.parse_args()
+    global REUSE
+    REUSE = args.reuse
     torch.set_num_threads(1)
     out, img = Path(args.out), Path(args.img)
     stages = set(args.stages.split(","))
@@ -121,7 +134,7 @@ def main() -> None:
         report[reward] = {"final_regret_mean": dict(zip(s["scheme"], s["final_regret_mean"])),
                           "final_regret_std": dict(zip(s["scheme"], s["final_regret_std"])),
                           "best": best[reward], "seconds": t}
-        print(_table(s, ["scheme", "final_regret_mean", "final_regret_std", "final_regret_median", "at_global"]))
+        print(_table(s, COLUMNS))
     claim2 = {}
     if best:
         claim2 = {"square best on broad": best["broad"] == "square", "linear best on sharp": best["sharp"] == "linear",
@@ -140,11 +153,11 @@ def main() -> None:
         report["eta_sweep"] = {"at_global": dict(zip(s3["scheme"], s3["at_global"])),
                                "final_regret_mean": dict(zip(s3["scheme"], s3["final_regret_mean"])),
                                "seconds": t3}
-        print(_table(s3, ["scheme", "final_regret_mean", "final_regret_std", "at_global"]))
+        print(_table(s3, COLUMNS))
 
     print("\n== claims")
     if s1 is not None:
-        print(_table(s1, ["scheme", "final_regret_mean", "final_regret_std", "final_regret_median", "at_global"]))
+        print(_table(s1, COLUMNS))
         print(f"claim 1 (only linear_neg escapes every time): {'REPRODUCED' if claim1 else 'NOT reproduced'}")
     for k, v in claim2.items():
         print(f"claim 2 ({k}): {'REPRODUCED' if v else 'NOT reproduced'} (best: {best})")
