@@ -243,7 +243,7 @@ def threshold_exact(
         raise ValueError(f"threshold_exact handles p = 1 or 2 only, got p={p}; use threshold_bisect")
     if eta < 0:
         raise ValueError(f"eta must be >= 0, got {eta}")
-    hi, _ = _masked_extremes(x, mask)
+    hi = x.amax(-1, keepdim=True) if mask is None else x.masked_fill(~mask, -math.inf).amax(-1, keepdim=True)
     d = x - hi  # shift invariance: work relative to the group max (<= 0), keeps float32 accurate
     n = _count(x, mask)
     if method not in ("auto", "sort", "active_set"):
@@ -302,11 +302,19 @@ def _compact(d: Tensor, mask: Tensor | None, n: Tensor, eta: float) -> tuple[Ten
     if eta > 0.0 or n_total < COMPACT_MIN_GROUP:
         return d, mask
     dm = d if mask is None else d.masked_fill(~mask, -math.inf)
-    k_max = int(torch.sign(torch.clamp_min(dm + 1.0, 0.0)).sum(-1).max())
+    k_max = int(torch.sign(torch.clamp_min(dm + 1.0, 0.0)).sum(-1).max())  # max #{d > -1} over groups
     if 4 * k_max > n_total:
         return d, mask
-    top = torch.topk(dm, max(k_max, 1), dim=-1, sorted=False).values  # invalid entries stay -inf
-    return top, torch.isfinite(top) if mask is not None else None
+    keep = dm > -1.0
+    lead = d.shape[:-1]
+    if lead.numel() == 1:
+        return dm[keep].reshape(*lead, k_max), None
+    # scatter each group's kept samples to the front of a [..., k_max] buffer (-inf = padding), no sort
+    slot = torch.cumsum(keep, dim=-1) - 1
+    index = keep.nonzero(as_tuple=True)
+    top = torch.full((*lead, k_max), -math.inf, dtype=d.dtype, device=d.device)
+    top[(*index[:-1], slot[keep])] = dm[keep]
+    return top, torch.isfinite(top)
 
 
 #: Groups at least this long are compacted to their possibly-active samples before the active-set iteration.
