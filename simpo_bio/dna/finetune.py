@@ -189,7 +189,9 @@ class SiMPOFineTuning(pl.LightningModule):
         self.automatic_optimization = False
 
         reference = _load_policy_from(pretrained)
-        self.policy = copy.deepcopy(reference)
+        if reference is pretrained:  # a module from the caller: never freeze or move the caller's object
+            reference = copy.deepcopy(reference)
+        self.policy = copy.deepcopy(reference).requires_grad_(True)
         # frozen reference and oracle live outside the state dict (not saved; rebuilt from their paths)
         reference.requires_grad_(False).eval()
         object.__setattr__(self, "reference", reference)

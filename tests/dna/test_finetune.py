@@ -150,3 +150,11 @@ def test_resume_from_last_checkpoint_continues_same_iteration_exactly(tmp_path, 
     assert torch.equal(flat_params(resumed), flat_params(full))
     assert resumed.history[-1]["reward_mean"] == full.history[-1]["reward_mean"]
     assert resumed.temperature_ctl.temperature == full.temperature_ctl.temperature
+
+
+def test_a_module_passed_twice_is_not_frozen_or_shared():
+    base = tiny_policy()
+    a, b = make_module(pretrained=base), make_module(pretrained=base)
+    assert all(p.requires_grad for p in b.policy.parameters())
+    assert all(p.requires_grad for p in base.parameters())  # the caller's module is left alone
+    assert a.policy.backbone.linear.weight.data_ptr() != b.policy.backbone.linear.weight.data_ptr()
