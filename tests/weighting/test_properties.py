@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 import simpo_bio.weighting as sw
 
-SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 SCHEMES = [
     ("exp", {}),
