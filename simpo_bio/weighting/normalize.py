@@ -17,10 +17,11 @@ solved weights already sum to one, so no normalised weight is below ``-eta``.
 Solvers:
 
 * :func:`softmax_normalize` -- ``exp``.
-* :func:`threshold_exact` -- ``linear``/``square`` (sort + cumsum closed forms, SPEC 3; these are sparsemax and
-  1.5-entmax up to scale: ``linear(x) == sparsemax(x)`` and ``square(x) == entmax15(2 x)``), ``linear_neg``
-  (exact: reduces to the linear solver on ``x + eta`` with mass ``1 + n eta``) and ``square_neg`` (exact: sorted
-  breakpoints ``x_i`` and ``x_i + sqrt(eta)``, then one quadratic on the bracketing interval).
+* :func:`threshold_exact` -- ``linear``/``square``/``linear_neg``/``square_neg``, exact. Sort-based closed forms
+  (SPEC 3; sparsemax and 1.5-entmax up to scale: ``linear(x) == sparsemax(x)``, ``square(x) == entmax15(2 x)``;
+  ``linear_neg`` reduces to the linear solver on ``x + eta`` with mass ``1 + n eta``; ``square_neg`` uses the
+  sorted breakpoints ``x_i`` and ``x_i + sqrt(eta)`` and one quadratic on the bracketing interval), or sort-free
+  active-set iterations that are exact on termination (the default for large CPU inputs).
 * :func:`threshold_bisect` -- any ``p > 0``, signed or not; the reference solver in the tests.
 * :func:`wd1_normalize` -- ``wd1``.
 """
