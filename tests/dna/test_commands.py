@@ -44,7 +44,7 @@ def test_fit_writes_fasta_tables_and_plots(run_dir):
     table = pd.read_csv(run_dir / "designs.csv")
     assert table["eval_reward"].tolist() == pytest.approx(fields["eval_reward"].tolist(), abs=1e-3)
     metrics = pd.read_csv(run_dir / "metrics.csv")
-    assert list(metrics["model"]) == ["pretrained", "fine-tuned (square_neg)"]
+    assert list(metrics["model"]) == ["real HepG2 (test split)", "pretrained", "fine-tuned (square_neg)"]
     assert len(pd.read_csv(run_dir / "history.csv")) == 2
     assert not list(run_dir.glob(".*.tmp"))  # no temp files left behind
 
