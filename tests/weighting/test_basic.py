@@ -105,12 +105,14 @@ def test_group_advantages():
         sw.group_advantages(torch.tensor([[1.0, 2.0], [float("nan"), 1.0]]))
 
 
-@pytest.mark.parametrize("name", ["exp", "linear", "square", "wd1"])
-def test_temperature_controller_reaches_target_kl(name):
+@pytest.mark.parametrize("name, init", [("exp", 1.0), ("linear", 1.0), ("square", 0.05), ("wd1", 5.0),
+                                        ("linear_neg", 0.05), ("square_neg", 3.0)])
+def test_temperature_controller_reaches_target_kl(name, init):
     torch.manual_seed(0)
     adv = sw.group_advantages(torch.randn(64, 32, dtype=torch.float64))
     target = 1.0
-    ctrl = sw.TemperatureController(name, init_temperature=1.0, target_kl=target)
+    scheme = sw.get_scheme(name, **({"eta": 0.2} if name.endswith("_neg") else {}))
+    ctrl = sw.TemperatureController(scheme, init_temperature=init, target_kl=target)
     opt = torch.optim.Adam(ctrl.parameters(), lr=3e-2)
     for _ in range(400):
         out = sw.compute_weights(adv, ctrl.scheme, ctrl.temperature)
@@ -120,7 +122,7 @@ def test_temperature_controller_reaches_target_kl(name):
         # the contract: d loss / d log_temperature = target_kl - KL(w || uniform)
         torch.testing.assert_close(ctrl.log_temperature.grad, (target - ctrl.kl(out.weight)).float())
         opt.step()
-    final = sw.kl_to_uniform(sw.compute_weights(adv, name, ctrl.temperature).weight).mean()
+    final = sw.kl_to_uniform(ctrl.weights(adv).weight).mean()
     assert abs(float(final) - target) < 0.02
     assert ctrl.temperature > 0 and not ctrl.temperature.requires_grad
 
