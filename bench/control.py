@@ -50,8 +50,9 @@ def cmd_smoke(args: argparse.Namespace) -> dict:
     rows = []
     for seed in args.seeds:
         t0 = time.perf_counter()
+        stop = None if args.full else args.threshold  # stop a seed once it has passed (saves shared CPU)
         res = train(env, agent, replace(tr, seed=seed, output_dir=f"{args.out}/smoke/seed{seed}", progress=False,
-                                        wandb=False))  # fmt: skip
+                                        wandb=False, stop_return=stop, total_env_steps=args.budget))  # fmt: skip
         wall = time.perf_counter() - t0
         within = [m for s, m, _ in res["evals"] if s <= args.budget]
         reached = next((s for s, m, _ in res["evals"] if s <= args.budget and m >= args.threshold), None)
@@ -88,9 +89,7 @@ def time_simpo(state_dim, action_dim, cfg: AgentConfig, batch: int, updates: int
     torch.manual_seed(0)
     agent = SiMPOAgent(state_dim, action_dim, cfg, total_updates=10_000)
     if compile_nets:
-        agent.policy.compile()
-        agent.critic.compile()
-        agent.critic_target.compile()
+        agent.compile()
     data = _random_batch(state_dim, action_dim, batch)
     t0 = time.perf_counter()
     for _ in range(3):  # warm-up (and compilation)
@@ -261,6 +260,9 @@ def main(argv: list[str] | None = None) -> None:
     s.add_argument("--threshold", type=float, default=950.0)
     s.add_argument("--budget", type=int, default=20_000)
     s.add_argument("--need", type=int, default=2)
+    s.add_argument(
+        "--full", action="store_true", help="run every seed to the budget (default: stop once passed)"
+    )
     s.add_argument("--override", nargs="*", default=[], help="extra --a.b value pairs for the config")
     s = sub.add_parser("speed")
     s.add_argument("--env", default="HalfCheetah-v4")

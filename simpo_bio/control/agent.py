@@ -65,6 +65,10 @@ class AgentConfig:
             target at any temperature and the dual would drive it to zero.
         normalize_advantage: standardise Q within each group before weighting (SPEC 4).
         exploration_noise: std of Gaussian noise added to collected actions (``[-1, 1]`` action units).
+        particle_noise: std of Gaussian noise added to the N particles of Stage I before they are scored and fitted
+            (``[-1, 1]`` action units; 0 = the plain form). The group then comes from the policy smoothed by this
+            noise, so each update can move the policy by about this much beyond its own support; without it a
+            policy that has concentrated improves only within its (small) spread.
         collect_candidates, eval_candidates: best-of-K by Q at collection / evaluation.
         policy_delay: update the policy every ``policy_delay`` critic updates.
         grad_clip: max global grad norm for policy and critic (``None``: no clipping).
@@ -91,6 +95,7 @@ class AgentConfig:
     auto_temperature: bool = True
     normalize_advantage: bool = True
     exploration_noise: float = 0.1
+    particle_noise: float = 0.0
     collect_candidates: int = 1
     eval_candidates: int = 16
     policy_delay: int = 1
@@ -291,6 +296,17 @@ class SiMPOAgent(nn.Module):
         )
         self.num_updates = 0
         self.timings: dict[str, float] = defaultdict(float)
+        self._sampler = sample_flow
+
+    def compile(self, **kwargs: Any) -> SiMPOAgent:
+        """``torch.compile`` the particle sampler, the policy and both critics (kwargs go to ``torch.compile``).
+
+        Measured in bench/control.py (``speed --compile``): see bench/RESULTS.md before turning it on.
+        """
+        self._sampler = torch.compile(sample_flow, **kwargs)
+        for name in ("policy", "critic", "critic_target"):
+            getattr(self, name).compile(**kwargs)
+        return self
 
     # ------------------------------------------------------------------ acting
     def sample(self, state: Tensor, num_samples: int, generator: torch.Generator | None = None) -> Tensor:
@@ -298,7 +314,7 @@ class SiMPOAgent(nn.Module):
 
         All ``B x num_samples`` particles go through the ODE together (one network call per step).
         """
-        return sample_flow(self.policy, state, num_samples, self.times, generator=generator)
+        return self._sampler(self.policy, state, num_samples, self.times, generator=generator)
 
     @torch.no_grad()
     def best_of(self, state: Tensor, num_candidates: int, generator: torch.Generator | None = None) -> Tensor:
@@ -344,6 +360,8 @@ class SiMPOAgent(nn.Module):
         n = cfg.num_particles
         t0 = time.perf_counter()
         particles = self.sample(state, n)
+        if cfg.particle_noise > 0:
+            particles = (particles + cfg.particle_noise * torch.randn_like(particles)).clamp(-1.0, 1.0)
         t1 = time.perf_counter()
         q = self.critic.min_q(state.unsqueeze(1).expand(-1, n, -1), particles)
         advantage = group_advantages(q, normalize=cfg.normalize_advantage)

@@ -74,6 +74,7 @@ class TrainConfig:
         wandb: also log to wandb (offline unless WANDB_MODE says otherwise). wandb_project: its project.
         progress: show a tqdm progress bar. torch_threads: ``torch.set_num_threads`` (0: leave as is).
         device: ``cpu`` or ``cuda``. compile: ``torch.compile`` the policy and critic networks.
+        stop_return: stop early once an evaluation's mean return reaches this value (None: run the full budget).
     """
 
     total_env_steps: int = 1_000_000
@@ -94,6 +95,7 @@ class TrainConfig:
     torch_threads: int = 0
     device: str = "cpu"
     compile: bool = False
+    stop_return: float | None = None
 
 
 METRIC_FIELDS = (
@@ -197,7 +199,8 @@ def train(env: EnvConfig, agent: AgentConfig, train: TrainConfig) -> dict[str, A
 
     Returns:
         ``{"evals": [(env_steps, mean, std), ...], "env_steps": int, "updates": int, "output_dir": str,
-        "env_steps_per_s": float, "updates_per_s": float}``.
+        "env_steps_per_s": float, "updates_per_s": float, "timings": {phase: seconds}}``; ``env_steps`` is
+        below the budget only when ``train.stop_return`` ended the run early.
 
     Raises:
         ValueError: inconsistent budget (e.g. ``batch_size`` larger than ``learning_starts``), bad env id.
@@ -238,9 +241,7 @@ def train(env: EnvConfig, agent: AgentConfig, train: TrainConfig) -> dict[str, A
     device = train.device
     simpo = SiMPOAgent(state_dim, action_dim, agent, total_updates=total_updates).to(device)
     if train.compile:
-        simpo.policy.compile()
-        simpo.critic.compile()
-        simpo.critic_target.compile()
+        simpo.compile()
     buffer = ReplayBuffer(
         max(train.buffer_size // n, 1) * n, obs_space, act_space, device=device, n_envs=n,
         handle_timeout_termination=False,
@@ -328,6 +329,8 @@ def train(env: EnvConfig, agent: AgentConfig, train: TrainConfig) -> dict[str, A
                             **rates, **logs})  # fmt: skip
                 bar.set_postfix_str(f"{rates['env_steps_per_s']:.0f} env steps/s", refresh=False)
                 run_eval()
+                if train.stop_return is not None and evals[-1][1] >= train.stop_return:
+                    break
             if next_ckpt is not None and env_steps >= next_ckpt:
                 next_ckpt += train.checkpoint_every
                 checkpoint()
