@@ -29,7 +29,6 @@ _EXPORTS = {
     "DMCEnv": "envs",
     "EnvConfig": "train",
     "TrainConfig": "train",
-    "train": "train",
     "evaluate": "train",
     "cli_main": "train",
 }
