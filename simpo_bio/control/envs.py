@@ -218,7 +218,8 @@ def make_env(
         if reward_shape is not None:
             raise ValueError(f"reward_shape is only defined for {list(DMC_TASKS)}, not {env_id!r}")
         env = gym.make(_canonical_gym_id(env_id))
-    env = gym.wrappers.RescaleAction(env, -1.0, 1.0)
+    shape = env.action_space.shape
+    env = gym.wrappers.RescaleAction(env, np.full(shape, -1.0, np.float32), np.full(shape, 1.0, np.float32))
     env = gym.wrappers.RecordEpisodeStatistics(env)
     if seed is not None:
         env.action_space.seed(seed)
