@@ -141,3 +141,19 @@ def test_kmer_counts():
     assert m.shape == (1, 16) and m.sum() == 3
     assert m[0, 0] == 1 and m[0, 1] == 1 and m[0, 1 * 4 + 3] == 1  # AA, AC, CT
     assert reverse_complement(torch.tensor([[0, 1, 4, 2]])).tolist() == [[1, 4, 2, 3]]
+
+
+@pytest.mark.parametrize("name", ["oracle_ft", "oracle_eval"])
+def test_shipped_checkpoints_load(name):
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "checkpoints" / "dna" / f"{name}.ckpt"
+    assert path.stat().st_size <= 5 * 2**20
+    oracle = load_oracle(path)
+    assert oracle.seq_len == 200 and oracle.cell_types[oracle.target_index] == "HepG2"
+    x = torch.randint(0, 4, (6, 200), generator=torch.Generator().manual_seed(0))
+    r = oracle(x)
+    assert r.shape == (6,) and torch.isfinite(r).all()
+    torch.testing.assert_close(r, log_odds(oracle.logits(x), oracle.target_index))
+    other = load_oracle(path.with_name("oracle_eval.ckpt" if name == "oracle_ft" else "oracle_ft.ckpt"))
+    assert not torch.allclose(other(x), r)  # two independently trained oracles
