@@ -72,7 +72,7 @@ def _table(summary, columns: list[str]) -> str:
         cells = []
         for c in columns:
             v = r[c]
-            cells.append(f"{v:.3f}" if isinstance(v, float) else str(v))
+            cells.append(f"{v:.4f}" if isinstance(v, float) else str(v))
         rows.append("| " + " | ".join(cells) + " |")
     return head + "\n".join(rows)
 
