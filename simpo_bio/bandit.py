@@ -259,10 +259,11 @@ class BanditConfig:
         temperature_from: ``"unsigned"`` (default): a signed scheme's temperature is tuned on the KL of its unsigned
             counterpart's weights at the same temperature (``linear_neg`` -> ``linear``, ``square_neg`` ->
             ``square``, ``wd1`` -> ``exp``), so ``linear_neg`` runs at exactly the temperature ``linear`` would and
-            only the negative floor differs. ``"own"``: tune on the scheme's own ``|w|`` (the library's
-            convention). For ``linear_neg`` the KL of ``|w|`` stays near 0.1-0.2 nats at every temperature, so a
-            target of 1.0 is unreachable and ``"own"`` drives the temperature to its floor (1e-4): see
-            bench/RESULTS.md, section Bandit.
+            only the negative floor differs (``eta = 0`` reproduces ``linear`` exactly). ``"own"``: the library's
+            :class:`~simpo_bio.weighting.TemperatureController` on the scheme's own weights (KL of the positive part
+            since weighting commit f7d2ad5; before it, KL of ``|w|``, which stays near 0.1-0.2 nats for
+            ``linear_neg`` at every temperature, so a 1.0 target drove the temperature to its 1e-4 floor: the first
+            bandit run, see bench/RESULTS.md, section Bandit).
         hidden, depth, time_embed_dim, activation: the velocity MLP.
         num_steps: Euler steps of the sampler.
         exploration_noise: ``noise_scale`` of the sampler while collecting the group (0 = the flow's own spread).
