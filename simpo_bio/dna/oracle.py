@@ -70,7 +70,7 @@ class RewardOracle(nn.Module):
             p.requires_grad_(False)
         return super().train(False)
 
-    def train(self, mode: bool = True) -> RewardOracle:  # noqa: ARG002 - frozen by design
+    def train(self, mode: bool = True) -> RewardOracle:
         """Always eval mode: an oracle is frozen (a parent module's ``.train()`` does not unfreeze it)."""
         return super().train(False)
 
@@ -228,6 +228,35 @@ class CellTypeOracle(RewardOracle):
         if not chunks:
             return torch.zeros(0, len(self.cell_types), device=out_device)
         return torch.cat(chunks).to(out_device)
+
+
+class RegressionOracle(RewardOracle):
+    """Frozen regression model (e.g. an MPRA activity predictor with outputs hepg2/k562/sknsh) as a reward.
+
+    Args:
+        net: module mapping token ids ``[B, L]`` to predictions ``[B, K]`` (or ``[B]``).
+        output_index: which of the ``K`` outputs is the reward (ignored for ``[B]`` outputs).
+        output_names: names of the outputs, for reports.
+        seq_len: accepted sequence length.
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        output_index: int = 0,
+        output_names: Sequence[str] | None = None,
+        seq_len: int = DHS_SEQ_LEN,
+        batch_size: int = 1024,
+    ):
+        super().__init__(seq_len, batch_size)
+        self.net = net
+        self.output_index = int(output_index)
+        self.output_names = list(output_names) if output_names is not None else None
+        self.freeze()
+
+    def reward(self, tokens: torch.Tensor) -> torch.Tensor:
+        out = self.net(tokens)
+        return out if out.dim() == 1 else out[:, self.output_index]
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from simpo_bio.dna.data import CellTypeDataModule
 from simpo_bio.dna.oracle import (
     CellTypeClassifier,
     CellTypeOracle,
+    RegressionOracle,
     RewardOracle,
     kmer_count_matrix,
     load_oracle,
@@ -157,3 +158,15 @@ def test_shipped_checkpoints_load(name):
     torch.testing.assert_close(r, log_odds(oracle.logits(x), oracle.target_index))
     other = load_oracle(path.with_name("oracle_eval.ckpt" if name == "oracle_ft" else "oracle_ft.ckpt"))
     assert not torch.allclose(other(x), r)  # two independently trained oracles
+
+
+def test_regression_oracle_wraps_any_module():
+    class Activity(torch.nn.Module):  # 3 outputs: GC count, A count, length
+        def forward(self, tokens):
+            return torch.stack([((tokens == 1) | (tokens == 2)).sum(1), (tokens == 0).sum(1), tokens.new_full(
+                (len(tokens),), tokens.shape[1])], dim=1).float()
+
+    oracle = RegressionOracle(Activity(), output_index=0, output_names=["hepg2", "k562", "sknsh"], seq_len=4)
+    torch.testing.assert_close(oracle(["GCGA", "aaat"]), torch.tensor([3.0, 0.0]))
+    with pytest.raises(SequenceValidationError):
+        oracle(["GCG"])
