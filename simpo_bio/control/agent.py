@@ -39,7 +39,6 @@ from torch import Tensor, nn
 from simpo_bio.diffusion.flow import (
     ACTIVATIONS,
     VelocityMLP,
-    bound_actions,
     flow_matching_loss,
     timestep_embedding,
 )
@@ -227,11 +226,26 @@ def sample_flow(
         raise ValueError(
             f"sample_flow: need state [B, S] and num_samples >= 1, got {tuple(state.shape)}, {num_samples}"
         )
-    batch, rows = state.shape[0], state.shape[0] * num_samples
-    x = torch.randn(
+    rows = state.shape[0] * num_samples
+    noise = torch.randn(
         rows, velocity_net.action_dim, generator=generator, device=state.device, dtype=state.dtype
     )
-    times = times.to(device=state.device, dtype=state.dtype)
+    return integrate_flow(
+        velocity_net, state, noise, times.to(device=state.device, dtype=state.dtype), low, high
+    )
+
+
+def integrate_flow(
+    velocity_net: nn.Module, state: Tensor, noise: Tensor, times: Tensor, low: float = -1.0, high: float = 1.0
+) -> Tensor:
+    """The deterministic part of :func:`sample_flow`: Euler steps from ``noise [B N, A]`` for ``state [B, S]``.
+
+    Kept free of random draws so that ``torch.compile`` can trace it (see :meth:`SiMPOAgent.compile`).
+    Returns ``[B, N, A]`` clipped to ``[low, high]``.
+    """
+    batch, rows = state.shape[0], noise.shape[0]
+    num_samples = rows // batch
+    x = noise
     dts = times.diff()
     first = (
         velocity_net.net[0] if isinstance(velocity_net, VelocityMLP) and velocity_net.state_dim > 0 else None
@@ -250,7 +264,7 @@ def sample_flow(
         flat_state = state.repeat_interleave(num_samples, dim=0)
         for k in range(dts.shape[0]):
             x = x + dts[k] * velocity_net(x, times[k].expand(rows), flat_state)
-    return bound_actions(x, low, high, "clip").reshape(batch, num_samples, -1)
+    return x.clamp(low, high).reshape(batch, num_samples, -1)
 
 
 class SiMPOAgent(nn.Module):
@@ -296,14 +310,14 @@ class SiMPOAgent(nn.Module):
         )
         self.num_updates = 0
         self.timings: dict[str, float] = defaultdict(float)
-        self._sampler = sample_flow
+        self._integrate = integrate_flow
 
     def compile(self, **kwargs: Any) -> SiMPOAgent:
         """``torch.compile`` the particle sampler, the policy and both critics (kwargs go to ``torch.compile``).
 
         Measured in bench/control.py (``speed --compile``): see bench/RESULTS.md before turning it on.
         """
-        self._sampler = torch.compile(sample_flow, **kwargs)
+        self._integrate = torch.compile(integrate_flow, **kwargs)
         for name in ("policy", "critic", "critic_target"):
             getattr(self, name).compile(**kwargs)
         return self
@@ -314,7 +328,11 @@ class SiMPOAgent(nn.Module):
 
         All ``B x num_samples`` particles go through the ODE together (one network call per step).
         """
-        return self._sampler(self.policy, state, num_samples, self.times, generator=generator)
+        rows = state.shape[0] * num_samples
+        noise = torch.randn(
+            rows, self.action_dim, generator=generator, device=state.device, dtype=state.dtype
+        )
+        return self._integrate(self.policy, state, noise, self.times.to(state.dtype))
 
     @torch.no_grad()
     def best_of(self, state: Tensor, num_candidates: int, generator: torch.Generator | None = None) -> Tensor:
