@@ -278,6 +278,8 @@ def export_state(module: MaskedDiffusionLM, extra: dict[str, Any] | None = None,
     # evaluation settings (samples, draws) stay with the config.
     keep = (*BACKBONE_ARGS, "dropout", "eps")
     hparams = {k: (list(v) if isinstance(v, tuple) else v) for k, v in dict(module.hparams).items() if k in keep}
+    # LightningCLI (subclass mode) needs the class to re-apply checkpoint hyper-parameters at `test --ckpt_path`.
+    hparams["_class_path"] = f"{type(module).__module__}.{type(module).__qualname__}"
     ckpt = {
         "pytorch-lightning_version": pl.__version__,
         "state_dict": state,
