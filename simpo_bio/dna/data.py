@@ -811,7 +811,14 @@ def cli_main(argv: list[str] | None = None) -> None:
     i.add_argument("dataset", nargs="?", default="dhs", help="'dhs' (default) or a CSV/TSV/FASTA path")
     i.add_argument("--cache-dir", default=None)
     args = parser.parse_args(argv)
+    try:
+        _run_cli(args)
+    except (ChecksumError, FileNotFoundError, RuntimeError, ValueError) as err:
+        print(f"simpo-bio data {args.cmd}: error: {err}", file=sys.stderr)
+        raise SystemExit(1) from err
 
+
+def _run_cli(args: argparse.Namespace) -> None:
     cache = _resolve_cache(args.cache_dir)
     if args.cmd == "fetch":
         tsv = fetch_dhs(args.source, cache, force=args.force)

@@ -209,3 +209,6 @@ def test_cli_fetch_and_info(fake_dhs, capsys):
     assert "verified" in out and "train" in out and "HepG2 12" in out
     data.cli_main(["info", "--cache-dir", str(fake_dhs["cache"])])
     assert "test" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exit_info:  # a clean message, not a traceback
+        data.cli_main(["fetch", "dhs", "--source", str(fake_dhs["tsv"]) + ".missing"])
+    assert exit_info.value.code == 1 and "does not exist" in capsys.readouterr().err
