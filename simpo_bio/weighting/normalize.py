@@ -322,13 +322,70 @@ def _compact(d: Tensor, mask: Tensor | None, n: Tensor, eta: float) -> tuple[Ten
 COMPACT_MIN_GROUP = 1024
 
 
+class _Rows:
+    """Bookkeeping for the iterative solvers: groups leave the working set once they are solved.
+
+    The solvers work on ``[G, N]`` rows. When at most 3/4 of the current rows are still open, the finished
+    rows' results are written out and every per-row tensor is cut down to the open rows, so the later
+    iterations (which only a few groups need) cost in proportion to those groups.
+    """
+
+    def __init__(self, t: Tensor) -> None:
+        self.out = torch.zeros_like(t)
+        self.done = torch.zeros(t.shape, dtype=torch.bool, device=t.device)
+        self.rows: Tensor | None = None  # indices of the working rows into the full batch (None = all)
+
+    def finish(self, value: Tensor, ok: Tensor) -> None:
+        """Record ``value`` for the working rows flagged ``ok`` ([g, 1] each)."""
+        if self.rows is None:
+            self.out = torch.where(ok, value, self.out)
+            self.done |= ok
+        else:
+            idx = self.rows[ok.squeeze(-1)]
+            self.out[idx] = value[ok].unsqueeze(-1)
+            self.done[idx] = True
+
+    @staticmethod
+    def cut_worthwhile(n_open: int, open_: Tensor) -> bool:
+        """At most 3/4 of the working rows are open (a cut costs about one pass over the kept rows)."""
+        return 4 * n_open <= 3 * open_.shape[0]
+
+    def shrink(self, open_: Tensor, *state: Tensor) -> list[Tensor]:
+        """Keep only the open working rows; returns ``state`` cut down to them."""
+        keep = open_.squeeze(-1).nonzero().squeeze(-1)
+        self.rows = keep if self.rows is None else self.rows[keep]
+        return [s.index_select(0, keep) for s in state]
+
+    def result(self, t: Tensor) -> tuple[Tensor, Tensor]:
+        """``(t, converged)`` over the full batch; unsolved rows keep their last iterate ``t``."""
+        if self.rows is None:
+            return torch.where(self.done, self.out, t), self.done
+        out = self.out.clone()
+        open_rows = ~self.done[self.rows].squeeze(-1)
+        out[self.rows[open_rows]] = t[open_rows]
+        return out, self.done
+
+
+def _flat(d: Tensor, mask: Tensor | None, n: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """``[G, N]`` view of ``d`` with masked entries at ``-inf``, ``n`` as ``[G, 1]``, and a ``[N, 1]`` ones column.
+
+    Row sums are taken as ``rows @ ones`` (a matrix-vector product): on CPU that is cheaper than ``sum(-1)``
+    over short rows.
+    """
+    dm = d if mask is None else d.masked_fill(~mask, -math.inf)
+    n_total = d.shape[-1]
+    ones = torch.ones(n_total, 1, dtype=d.dtype, device=d.device)
+    return dm.reshape(-1, n_total), n.reshape(-1, 1), ones
+
+
 def _threshold_active_set(
     d: Tensor, mask: Tensor | None, n: Tensor, p: float, eta: float
 ) -> tuple[Tensor, Tensor]:
     """Sort-free exact threshold by active-set iteration, for ``linear``, ``square`` and ``linear_neg``.
 
     ``d <= 0`` with group max 0. Returns ``(t [..., 1], converged [..., 1] bool)``; a converged group's ``t``
-    is exact: its active set ``{d > t}`` is verified to be the one the closed form was computed on.
+    is exact: its active set ``{d > t}`` is verified to be the one the closed form was computed on. Solved
+    groups leave the working set (see :class:`_Rows`).
 
     * p = 1 (target mass ``B = 1 + n eta``, via ``max(u, -eta) = relu(u + eta) - eta``): Michelot's
       iteration ``t <- (sum_{d > t} d - B) / #{d > t}`` from a lower bound. ``t`` rises monotonically and
@@ -337,94 +394,121 @@ def _threshold_active_set(
       iterates rise monotonically to the root), and at every step the closed form of paper Eq. 28 on the
       current active set, accepted as soon as it reproduces that active set.
     """
-    max_iter = ACTIVE_SET_MAX_ITER
-    dm = d if mask is None else d.masked_fill(~mask, -math.inf)
+    lead = d.shape[:-1]
+    dm, n2, ones = _flat(d, mask, n)
+    n_total = d.shape[-1]
     tiny = torch.finfo(d.dtype).tiny
     if p == 1.0:
-        target = 1.0 + n * eta
-        d0 = d if mask is None else d.masked_fill(~mask, 0.0)
-        n_here = _count(d, mask)  # (sum_S d - B) / |S| bounds the root from below for any subset S
-        t = torch.maximum(-target, (d0.sum(-1, keepdim=True) - target) / n_here)
-        k_prev = torch.full_like(n, -1.0)
-        stable = torch.zeros(n.shape, dtype=torch.bool, device=d.device)
-        for _ in range(max_iter):
-            u = torch.clamp_min(dm - t, 0.0)  # relu(d - t); its support is the active set
-            k = torch.sign(u).sum(-1, keepdim=True)  # counts via sign(): much cheaper than a bool mask on CPU
-            stable = k == k_prev
-            if bool(stable.all()):
+        target = 1.0 + n2 * eta
+        d0 = dm if mask is None else torch.nan_to_num(dm, neginf=0.0)
+        # (sum_S d - B) / |S| bounds the root from below for any subset S (here: all, and the top sample)
+        n_here = _count(d, mask).reshape(-1, 1)  # valid samples in the (possibly compacted) rows
+        t = torch.maximum(-target, (d0 @ ones - target) / n_here)
+        k_prev = torch.full_like(t, -1.0)
+        rows = _Rows(t)
+        open_ = torch.ones(t.shape, dtype=torch.bool, device=t.device)
+        for _ in range(ACTIVE_SET_MAX_ITER):
+            u = torch.sub(dm, t).clamp_min_(0.0)  # relu(d - t); its support is the active set
+            s = u @ ones
+            k = u.sign_() @ ones  # counts via sign(): much cheaper than a bool mask on CPU
+            open_ = k != k_prev
+            # (sum_active d - target) / k; once the set is stable this is the exact root, and stays so
+            t = torch.addcdiv(t, s - target, k)
+            n_open = int(open_.sum())
+            if n_open == 0:
                 break
-            t = t + (u.sum(-1, keepdim=True) - target) / k  # == (sum_active d - target) / k
+            if rows.cut_worthwhile(n_open, open_):
+                rows.finish(t, ~open_)
+                dm, target, t, k = rows.shrink(open_, dm, target, t, k)
+                open_ = open_[open_].unsqueeze(-1)
             k_prev = k
-        return t + eta, stable
+        rows.finish(t, ~open_)
+        t_all, done = rows.result(t)
+        return (t_all + eta).reshape(*lead, 1), done.reshape(*lead, 1)
 
-    t = torch.full_like(n, -1.0)  # the top sample alone has mass 1 there: a lower bound
-    result = torch.zeros_like(t)
-    done = torch.zeros(t.shape, dtype=torch.bool, device=d.device)
-    for _ in range(max_iter):
-        u = torch.clamp_min(dm - t, 0.0)
-        k = torch.sign(u).sum(-1, keepdim=True)
-        s1 = u.sum(-1, keepdim=True)
-        s2 = (u * u).sum(-1, keepdim=True)
+    t = torch.full_like(n2, -1.0)  # the top sample alone has mass 1 there: a lower bound
+    rows = _Rows(t)
+    for _ in range(ACTIVE_SET_MAX_ITER):
+        u = torch.sub(dm, t).clamp_min_(0.0)
+        s1 = u @ ones
+        s2 = (u * u) @ ones
+        k = u.sign_() @ ones
         mean = s1 / k  # mean of d - t over the active set
         m2 = torch.clamp_min(s2 - s1 * mean, 0.0)  # squared deviations of the active set (u is O(1): no cancellation)
         closed = t + mean - torch.sqrt(torch.clamp_min((1.0 - m2) / k, 0.0))  # Eq. 28 on this active set
-        k_closed = torch.sign(torch.clamp_min(dm - closed, 0.0)).sum(-1, keepdim=True)  # #{d > closed}
-        ok = (m2 <= 1.0) & (k_closed == k) & ~done
-        result = torch.where(ok, closed, result)
-        done = done | ok
-        if bool(done.all()):
+        # #{d > closed} from sum(sign(d - closed)) = #{>} - #{<} (masked -inf entries count as below)
+        k_closed = 0.5 * (torch.sign(dm - closed) @ ones + n_total)
+        ok = (m2 <= 1.0) & (k_closed == k)
+        rows.finish(closed, ok)
+        open_ = ~ok
+        n_open = int(open_.sum())
+        if n_open == 0:
             break
         t = t + torch.clamp_min(s2 - 1.0, 0.0) / torch.clamp_min(2.0 * s1, tiny)  # Newton, from below
-    return torch.where(done, result, t), done
+        if rows.cut_worthwhile(n_open, open_):
+            dm, t = rows.shrink(open_, dm, t)
+    t_all, done = rows.result(t)
+    return t_all.reshape(*lead, 1), done.reshape(*lead, 1)
 
 
 def _square_neg_active_set(
     d: Tensor, mask: Tensor | None, n: Tensor, p: float, eta: float
 ) -> tuple[Tensor, Tensor]:
-    """Sort-free exact threshold for ``square_neg``: safeguarded piecewise-Newton with exact verification.
+    """Sort-free exact threshold for ``square_neg``: safeguarded piecewise-quadratic steps, verified exactly.
 
-    ``f(t) = sum relu(u)**2 - sum clamp(u, -c, 0)**2``, ``u = d - t``, ``c = sqrt(eta)``, is decreasing but not
-    convex. At the current point ``t`` each sample's piece (positive / negative / floored) is known, so the
-    piece's quadratic is solved exactly for its root ``t*`` (cancellation-free form). If every sample is on the
-    same piece at ``t*`` as at ``t`` the quadratic *is* ``f`` between them and ``t*`` is the exact answer;
-    otherwise a bracket ``[lo, hi]`` (``f(lo) >= 1 > f(hi)``) is tightened and the next point is ``t*`` when it
-    lies inside the bracket, else the bracket's midpoint. Returns ``(t [..., 1], converged [..., 1])``.
+    ``f(t) = sum_i max(sign(u_i) u_i**2, -eta)``, ``u = d - t``, ``c = sqrt(eta)``, is decreasing but not convex.
+    One pass at ``t`` gives ``f(t)`` and which piece every sample is on (positive / negative / floored), as
+    counts; on those pieces ``f(t + s) = f(t) - 2 B s + a s**2`` (``B = sum_unfloored |u|``, ``a = #pos - #neg``),
+    whose decreasing root ``t*`` is the next point when it lies inside the bracket ``[lo, hi]``
+    (``f(lo) >= 1 > f(hi)``), else the bracket's midpoint. When the pass at such a ``t*`` finds the same pieces
+    as at ``t`` (same counts: the positive and unfloored sets are nested upper sets), that quadratic *is* ``f``
+    on ``[t, t*]`` and ``t*`` is the exact root. Returns ``(t [..., 1], converged [..., 1])``.
     """
     del p
+    lead = d.shape[:-1]
     c = math.sqrt(eta)
-    dm = d if mask is None else d.masked_fill(~mask, -math.inf)
-    k_masked = eta * (d.shape[-1] - n)  # masked samples sit at -inf, i.e. on the floor: add their eta back
-    lo = (dm.masked_fill(torch.isinf(dm), 0.0) if mask is not None else d).amin(-1, keepdim=True) - 1.0
+    dm, n2, ones = _flat(d, mask, n)
+    n_total = d.shape[-1]
+    floor_masked = eta * (n_total - n2)  # masked samples (-inf) sit on the floor: add their eta back
+    d_min = (dm if mask is None else torch.nan_to_num(dm, neginf=math.inf)).amin(-1, keepdim=True)
+    lo = d_min - 1.0  # every valid term is >= 1 there
     hi = torch.zeros_like(lo)  # f(0) <= 0 < 1 because the group max is 0
-    t = torch.full_like(lo, -1.0)
-    result = torch.zeros_like(t)
-    done = torch.zeros(t.shape, dtype=torch.bool, device=d.device)
+    t = torch.full_like(lo, -1.0 - c)  # a start (any point works); near the root for standardised groups
+    # pieces (#unfloored, #pos - #neg - #floored) at the point the current t was solved from (NaN: none)
+    prev_act = torch.full_like(lo, math.nan)
+    prev_sign = torch.full_like(lo, math.nan)
+    rows = _Rows(t)
     for _ in range(ACTIVE_SET_MAX_ITER):
-        u = dm - t
-        pos = torch.clamp_min(u, 0.0)
-        neg = torch.clamp(u, -c, 0.0)
-        f = (pos * pos).sum(-1, keepdim=True) - (neg * neg).sum(-1, keepdim=True) + k_masked
-        unfloored = torch.sign(neg + c)  # 1 on the negative piece (and at u >= 0), 0 on the floor
-        slope = pos.sum(-1, keepdim=True) - (neg * unfloored).sum(-1, keepdim=True)  # -f'(t) / 2
-        n_pos = torch.sign(pos).sum(-1, keepdim=True)
-        n_act = unfloored.sum(-1, keepdim=True)
-        curv = 2.0 * n_pos - n_act
-        excess = f - 1.0
-        denom = slope + torch.sqrt(torch.clamp_min(slope * slope - curv * excess, 0.0))
-        cand = t + excess / denom
-        # same pieces at the candidate?  (upper sets {d > t} are nested, so equal counts = equal sets)
-        n_pos_c = torch.sign(torch.clamp_min(dm - cand, 0.0)).sum(-1, keepdim=True)
-        n_act_c = torch.sign(torch.clamp_min(dm - cand + c, 0.0)).sum(-1, keepdim=True)
-        ok = torch.isfinite(cand) & (n_pos_c == n_pos) & (n_act_c == n_act) & ~done
-        result = torch.where(ok, cand, result)
-        done = done | ok
-        if bool(done.all()):
+        v = torch.sub(dm, t).clamp_min_(-c)  # max(u, -c): the floored samples sit at -c
+        av = v.abs()
+        f = (v * av) @ ones + floor_masked  # sum of max(sign(u) u**2, -eta)
+        n_act = torch.sign(v + c) @ ones  # unfloored samples
+        sum_sign = torch.sign(v) @ ones  # #pos - #neg - #floored
+        n_floor = n_total - n_act
+        b = av @ ones - c * n_floor  # sum of |u| over the unfloored samples (-f'(t) / 2)
+        a = sum_sign + n_floor  # #pos - #neg
+        ok = (n_act == prev_act) & (sum_sign == prev_sign)  # same (#unfloored, #pos) as where t came from
+        rows.finish(t, ok)
+        open_ = ~ok
+        n_open = int(open_.sum())
+        if n_open == 0:
             break
-        lo = torch.where(f >= 1.0, torch.maximum(lo, t), lo)
-        hi = torch.where(f < 1.0, torch.minimum(hi, t), hi)
-        inside = torch.isfinite(cand) & (cand > lo) & (cand < hi)
+        excess = f - 1.0
+        lo = torch.where(excess >= 0.0, torch.maximum(lo, t), lo)
+        hi = torch.where(excess < 0.0, torch.minimum(hi, t), hi)
+        # a s**2 - 2 b s + excess = 0, the root where f decreases, in a cancellation-free form
+        cand = t + excess / (b + torch.sqrt(torch.clamp_min(b * b - a * excess, 0.0)))
+        # inclusive: in float32 the root can round onto a bracket end; False for NaN/inf candidates
+        inside = (cand >= lo) & (cand <= hi)
         t = torch.where(inside, cand, 0.5 * (lo + hi))
-    return torch.where(done, result, t), done
+        prev_act = torch.where(inside, n_act, math.nan)
+        prev_sign = sum_sign
+        if rows.cut_worthwhile(n_open, open_):
+            dm, t, prev_act, prev_sign, lo, hi, floor_masked = rows.shrink(
+                open_, dm, t, prev_act, prev_sign, lo, hi, floor_masked
+            )
+    t_all, done = rows.result(t)
+    return t_all.reshape(*lead, 1), done.reshape(*lead, 1)
 
 
 def _square_neg_threshold(d: Tensor, mask: Tensor | None, eta: float, n: Tensor) -> Tensor:
