@@ -100,9 +100,10 @@ def _finish(weight: Tensor, mask: Tensor | None, signed: bool = False) -> Tensor
     if not signed:
         return weight / weight.sum(-1, keepdim=True)
     pos = torch.clamp_min(weight, 0.0)
-    neg = weight - pos
-    scale = (1.0 - neg.sum(-1, keepdim=True)) / pos.sum(-1, keepdim=True)
-    return pos * scale + neg
+    pos_mass = pos.sum(-1, keepdim=True)
+    neg_mass = pos_mass - weight.sum(-1, keepdim=True)
+    # pos * scale + neg, with the negative entries passed through untouched
+    return torch.addcmul(weight, pos, (1.0 + neg_mass) / pos_mass - 1.0)
 
 
 def _signed_power(u: Tensor, p: float, eta: float) -> Tensor:
