@@ -192,6 +192,7 @@ class SiMPOFineTuning(pl.LightningModule):
         if reference is pretrained:  # a module from the caller: never freeze or move the caller's object
             reference = copy.deepcopy(reference)
         self.policy = copy.deepcopy(reference)  # keeps the trainable / fixed flags of the pretrained model
+        self.policy.train()  # the sampler switches to eval mode by itself
         # frozen reference and oracle live outside the state dict (not saved; rebuilt from their paths)
         reference.requires_grad_(False).eval()
         object.__setattr__(self, "reference", reference)
