@@ -223,8 +223,9 @@ def threshold_exact(
     ``method='active_set'`` -- sort-free: Michelot's iteration (p 1)
     or monotone Newton steps with the closed form accepted once it reproduces its own active set (p 2); a
     handful of elementwise passes, exact at termination, with the sort solver as fallback for any group not
-    settled after 50 steps; for ``square_neg`` a safeguarded piecewise-Newton iteration with the same
-    verification. ``method='auto'`` (default) uses the active-set solvers for CPU tensors of at least
+    settled after 50 steps; for ``square_neg`` a safeguarded piecewise-quadratic iteration, exact once two
+    consecutive points see the same pieces. Solved groups leave the working set, so the last steps (which few
+    groups need) are cheap. ``method='auto'`` (default) uses the active-set solvers for CPU tensors of at least
     ``AUTO_ACTIVE_SET_MIN_NUMEL`` elements (a CPU sort of many short rows costs far more than a few elementwise
     passes) and the sort solvers otherwise (GPU: fast sort, no per-step host sync; tiny inputs: fewer ops).
 
@@ -326,45 +327,50 @@ COMPACT_MIN_GROUP = 1024
 class _Rows:
     """Bookkeeping for the iterative solvers: groups leave the working set once they are solved.
 
-    The solvers work on ``[G, N]`` rows. When at most 3/4 of the current rows are still open, the finished
-    rows' results are written out and every per-row tensor is cut down to the open rows, so the later
-    iterations (which only a few groups need) cost in proportion to those groups.
+    The solvers work on ``[G, N]`` rows. When at most 3/4 of the current rows are still open, the results of
+    all working rows are written out and every per-row tensor is cut down to the open rows, so the later
+    iterations (which only a few groups need) cost in proportion to those groups. Only index ops (no boolean
+    indexing, which is slow on CPU).
     """
 
     def __init__(self, t: Tensor) -> None:
-        self.out = torch.zeros_like(t)
-        self.done = torch.zeros(t.shape, dtype=torch.bool, device=t.device)
+        self.acc = torch.zeros_like(t)  # accepted value per working row
+        self.acc_done = torch.zeros(t.shape, dtype=torch.bool, device=t.device)
         self.rows: Tensor | None = None  # indices of the working rows into the full batch (None = all)
+        self.out = self.acc
+        self.done = self.acc_done
 
-    def finish(self, value: Tensor, ok: Tensor) -> None:
-        """Record ``value`` for the working rows flagged ``ok`` ([g, 1] each)."""
-        if self.rows is None:
-            self.out = torch.where(ok, value, self.out)
-            self.done |= ok
-        else:
-            idx = self.rows[ok.squeeze(-1)]
-            self.out[idx] = value[ok].unsqueeze(-1)
-            self.done[idx] = True
+    def finish(self, value: Tensor, ok: Tensor) -> Tensor:
+        """Accept ``value`` for the working rows flagged ``ok`` ([g, 1] each); returns the (sticky) done flags."""
+        self.acc = torch.where(ok, value, self.acc)
+        self.acc_done = self.acc_done | ok
+        return self.acc_done
 
     @staticmethod
     def cut_worthwhile(n_open: int, open_: Tensor) -> bool:
         """At most 3/4 of the working rows are open (a cut costs about one pass over the kept rows)."""
         return 4 * n_open <= 3 * open_.shape[0]
 
-    def shrink(self, open_: Tensor, *state: Tensor) -> list[Tensor]:
+    def _write_out(self) -> None:
+        if self.rows is None:
+            self.out, self.done = self.acc, self.acc_done
+        else:
+            self.out.index_copy_(0, self.rows, self.acc)
+            self.done.index_copy_(0, self.rows, self.acc_done)
+
+    def cut(self, open_: Tensor, *state: Tensor) -> list[Tensor]:
         """Keep only the open working rows; returns ``state`` cut down to them."""
-        keep = open_.squeeze(-1).nonzero().squeeze(-1)
-        self.rows = keep if self.rows is None else self.rows[keep]
+        self._write_out()
+        keep = open_.reshape(-1).nonzero().reshape(-1)
+        self.rows = keep if self.rows is None else self.rows.index_select(0, keep)
+        self.acc, self.acc_done = self.acc.index_select(0, keep), self.acc_done.index_select(0, keep)
         return [s.index_select(0, keep) for s in state]
 
     def result(self, t: Tensor) -> tuple[Tensor, Tensor]:
         """``(t, converged)`` over the full batch; unsolved rows keep their last iterate ``t``."""
-        if self.rows is None:
-            return torch.where(self.done, self.out, t), self.done
-        out = self.out.clone()
-        open_rows = ~self.done[self.rows].squeeze(-1)
-        out[self.rows[open_rows]] = t[open_rows]
-        return out, self.done
+        self.acc = torch.where(self.acc_done, self.acc, t)
+        self._write_out()
+        return self.out, self.done
 
 
 def _flat(d: Tensor, mask: Tensor | None, n: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -407,7 +413,6 @@ def _threshold_active_set(
         t = torch.maximum(-target, (d0 @ ones - target) / n_here)
         k_prev = torch.full_like(t, -1.0)
         rows = _Rows(t)
-        open_ = torch.ones(t.shape, dtype=torch.bool, device=t.device)
         for _ in range(ACTIVE_SET_MAX_ITER):
             u = torch.sub(dm, t).clamp_min_(0.0)  # relu(d - t); its support is the active set
             s = u @ ones
@@ -420,10 +425,9 @@ def _threshold_active_set(
                 break
             if rows.cut_worthwhile(n_open, open_):
                 rows.finish(t, ~open_)
-                dm, target, t, k = rows.shrink(open_, dm, target, t, k)
-                open_ = open_[open_].unsqueeze(-1)
+                dm, target, t, k, open_ = rows.cut(open_, dm, target, t, k, open_)
             k_prev = k
-        rows.finish(t, ~open_)
+        rows.finish(t, ~open_)  # the stable rows are solved; any others (out of steps) go to the fallback
         t_all, done = rows.result(t)
         return (t_all + eta).reshape(*lead, 1), done.reshape(*lead, 1)
 
@@ -439,15 +443,13 @@ def _threshold_active_set(
         closed = t + mean - torch.sqrt(torch.clamp_min((1.0 - m2) / k, 0.0))  # Eq. 28 on this active set
         # #{d > closed} from sum(sign(d - closed)) = #{>} - #{<} (masked -inf entries count as below)
         k_closed = 0.5 * (torch.sign(dm - closed) @ ones + n_total)
-        ok = (m2 <= 1.0) & (k_closed == k)
-        rows.finish(closed, ok)
-        open_ = ~ok
+        open_ = ~rows.finish(closed, (m2 <= 1.0) & (k_closed == k))
         n_open = int(open_.sum())
         if n_open == 0:
             break
         t = t + torch.clamp_min(s2 - 1.0, 0.0) / torch.clamp_min(2.0 * s1, tiny)  # Newton, from below
         if rows.cut_worthwhile(n_open, open_):
-            dm, t = rows.shrink(open_, dm, t)
+            dm, t = rows.cut(open_, dm, t)
     t_all, done = rows.result(t)
     return t_all.reshape(*lead, 1), done.reshape(*lead, 1)
 
@@ -489,8 +491,7 @@ def _square_neg_active_set(
         b = av @ ones - c * n_floor  # sum of |u| over the unfloored samples (-f'(t) / 2)
         a = sum_sign + n_floor  # #pos - #neg
         ok = (n_act == prev_act) & (sum_sign == prev_sign)  # same (#unfloored, #pos) as where t came from
-        rows.finish(t, ok)
-        open_ = ~ok
+        open_ = ~rows.finish(t, ok)
         n_open = int(open_.sum())
         if n_open == 0:
             break
@@ -505,7 +506,7 @@ def _square_neg_active_set(
         prev_act = torch.where(inside, n_act, math.nan)
         prev_sign = sum_sign
         if rows.cut_worthwhile(n_open, open_):
-            dm, t, prev_act, prev_sign, lo, hi, floor_masked = rows.shrink(
+            dm, t, prev_act, prev_sign, lo, hi, floor_masked = rows.cut(
                 open_, dm, t, prev_act, prev_sign, lo, hi, floor_masked
             )
     t_all, done = rows.result(t)

@@ -189,3 +189,21 @@ def test_long_groups_compacted_active_set_is_exact(p, scale, masked):
     w_ref, tau_ref = sw.threshold_bisect(x, p, 0.0, mask)
     torch.testing.assert_close(w, w_ref, atol=1e-9, rtol=0)
     torch.testing.assert_close(tau, tau_ref, atol=1e-9 * (1 + tau_ref.abs().max()), rtol=0)
+
+
+@pytest.mark.parametrize("max_iter", [2, 3, 5])
+@pytest.mark.parametrize("p, eta", [(1.0, 0.0), (2.0, 0.0), (1.0, 0.5), (2.0, 0.5)])
+def test_active_set_row_bookkeeping_with_early_stop(monkeypatch, max_iter, p, eta):
+    """Groups finish at different steps and leave the working set; results must land on the right groups,
+    including those still open when the step budget runs out (they go to the sort fallback)."""
+    from simpo_bio.weighting import normalize
+
+    gen = torch.Generator().manual_seed(11)
+    x = torch.randn(512, 24, generator=gen, dtype=torch.float64) * torch.rand(512, 1, generator=gen) * 6
+    mask = torch.rand(512, 24, generator=gen) < 0.85
+    mask[:, 3] = True
+    monkeypatch.setattr(normalize, "ACTIVE_SET_MAX_ITER", max_iter)
+    w, tau = sw.threshold_exact(x, p, eta, mask, method="active_set")
+    w_ref, tau_ref = sw.threshold_bisect(x, p, eta, mask)
+    torch.testing.assert_close(w, w_ref, atol=1e-9, rtol=0)
+    torch.testing.assert_close(tau, tau_ref, atol=1e-9 * (1 + tau_ref.abs().max()), rtol=0)
