@@ -112,6 +112,7 @@ class DilatedCNN(nn.Module):
         self.kernel_size = kernel_size
         self.block_order = block_order
         self.time_conditioning = time_conditioning
+        self.fourier_scale = float(fourier_scale)
         if block_order == "grouped":
             block_dilations = [d for d in self.dilations for _ in range(num_stacks)]
         else:
@@ -145,7 +146,7 @@ class DilatedCNN(nn.Module):
             "block_order": self.block_order,
             "time_conditioning": self.time_conditioning,
             "dropout": self.dropout.p,
-            "fourier_scale": None,  # W is stored in the state dict; the scale only matters at init
+            "fourier_scale": self.fourier_scale,  # only matters at init: W itself is in the state dict
         }
 
     def forward(self, tokens: Tensor, sigma: Tensor | None = None) -> Tensor:

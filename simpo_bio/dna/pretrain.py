@@ -318,6 +318,7 @@ class ExportPretrained(pl.Callback):
             "val_bpb": float(trainer.callback_metrics["val/bpb"]) if "val/bpb" in trainer.callback_metrics else None,
         }
         path = save_checkpoint_atomic(export_state(pl_module, extra, self.half), self.path)
+        os.chmod(path, 0o644)  # a file meant to be shipped / shared, not a private temp file
         print(f"exported EMA weights to {path} ({os.path.getsize(path) / 1e6:.2f} MB)", flush=True)
 
 
