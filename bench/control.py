@@ -7,6 +7,7 @@ Run one at a time, single-threaded unless you say otherwise::
     python bench/control.py compare --env HalfCheetah-v4 --steps 50000 --seeds 0 1 2
     python bench/control.py landscape --steps 50000 --seeds 0 1 2   # DMC cheetah-run, linear vs square x 4 rewards
 
+Arguments this script does not know (``--agent.scheme exp``, ``--train.batch_size 128``) override the YAML config.
 Every number printed is measured in this run; ratios are against the SB3 reference measured in the same process.
 """
 
@@ -263,7 +264,6 @@ def main(argv: list[str] | None = None) -> None:
     s.add_argument(
         "--full", action="store_true", help="run every seed to the budget (default: stop once passed)"
     )
-    s.add_argument("--override", nargs="*", default=[], help="extra --a.b value pairs for the config")
     s = sub.add_parser("speed")
     s.add_argument("--env", default="HalfCheetah-v4")
     s.add_argument("--batch", type=int, default=256)
@@ -277,13 +277,15 @@ def main(argv: list[str] | None = None) -> None:
         s.add_argument("--config", default=str(ROOT / "configs/control" / default_cfg))
         s.add_argument("--steps", type=int, default=50_000)
         s.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-        s.add_argument("--override", nargs="*", default=[])
     sub.choices["compare"].add_argument("--env", default="HalfCheetah-v4")
     sub.choices["compare"].add_argument("--algos", nargs="+",
                                         default=["sac", "td3", "exp", "linear", "linear_neg", "square"])  # fmt: skip
     sub.choices["landscape"].add_argument("--shapes", nargs="+", default=["sqrt", "linear", "square", "exp"])
     sub.choices["landscape"].add_argument("--schemes", nargs="+", default=["linear", "square"])
-    args = p.parse_args(argv)
+    # anything not known here overrides the config, e.g. `smoke --seeds 0 1 --agent.scheme exp`
+    args, args.override = p.parse_known_args(argv)
+    if args.override and args.cmd == "speed":
+        p.error(f"unrecognized arguments: {args.override}")
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     res = {"smoke": cmd_smoke, "speed": cmd_speed, "compare": cmd_compare, "landscape": cmd_landscape}[

@@ -96,7 +96,8 @@ def _batch(b, s, a, seed=0):
 def test_update_on_fake_env_is_finite_and_weights_sum_to_one(scheme, params):
     torch.manual_seed(0)
     cfg = AgentConfig(scheme=scheme, scheme_params=params, num_particles=6, flow_steps=3, hidden=32, depth=2,
-                      target_kl=0.5, particle_noise=0.3 if scheme == "linear" else 0.0)  # fmt: skip
+                      target_kl=0.5, particle_noise=0.3 if scheme == "linear" else 0.0,
+                      normalize_advantage=True)  # fmt: skip
     agent = SiMPOAgent(4, 2, cfg, total_updates=10)
     policy_before = [p.clone() for p in agent.policy.parameters()]
     temp_before = float(agent.temperature.temperature)
