@@ -472,11 +472,13 @@ def _square_neg_active_set(
     c = math.sqrt(eta)
     dm, n2, ones = _flat(d, mask, n)
     n_total = d.shape[-1]
-    floor_masked = eta * (n_total - n2)  # masked samples (-inf) sit on the floor: add their eta back
+    # f(t) - 1 = sum(v |v|) + shift: masked samples (-inf) sit on the floor, so add their eta back
+    shift = -1.0 if mask is None else eta * (n_total - n2) - 1.0
     d_min = (dm if mask is None else torch.nan_to_num(dm, neginf=math.inf)).amin(-1, keepdim=True)
     lo = d_min - 1.0  # every valid term is >= 1 there
     hi = torch.zeros_like(lo)  # f(0) <= 0 < 1 because the group max is 0
-    t = torch.full_like(lo, -1.0 - c)  # a start (any point works); near the root for standardised groups
+    # a start inside the bracket (any such point works); near the root for standardised groups
+    t = torch.clamp_min(lo, -1.0 - c)
     # pieces (#unfloored, #pos - #neg - #floored) at the point the current t was solved from (NaN: none)
     prev_act = torch.full_like(lo, math.nan)
     prev_sign = torch.full_like(lo, math.nan)
@@ -484,31 +486,34 @@ def _square_neg_active_set(
     for _ in range(ACTIVE_SET_MAX_ITER):
         v = torch.sub(dm, t).clamp_min_(-c)  # max(u, -c): the floored samples sit at -c
         av = v.abs()
-        f = (v * av) @ ones + floor_masked  # sum of max(sign(u) u**2, -eta)
+        excess = ((v * av) @ ones).add_(shift)  # f(t) - 1, f(t) = sum of max(sign(u) u**2, -eta)
         n_act = torch.sign(v + c) @ ones  # unfloored samples
-        sum_sign = torch.sign(v) @ ones  # #pos - #neg - #floored
-        n_floor = n_total - n_act
-        b = av @ ones - c * n_floor  # sum of |u| over the unfloored samples (-f'(t) / 2)
-        a = sum_sign + n_floor  # #pos - #neg
+        sum_sign = v.sign_() @ ones  # #pos - #neg - #floored
         ok = (n_act == prev_act) & (sum_sign == prev_sign)  # same (#unfloored, #pos) as where t came from
         open_ = ~rows.finish(t, ok)
         n_open = int(open_.sum())
         if n_open == 0:
             break
-        excess = f - 1.0
-        lo = torch.where(excess >= 0.0, torch.maximum(lo, t), lo)
-        hi = torch.where(excess < 0.0, torch.minimum(hi, t), hi)
+        b = torch.add(av @ ones, n_act, alpha=c).sub_(c * n_total)  # sum_unfloored |u| (-f'(t) / 2)
+        a = torch.sub(sum_sign, n_act).add_(n_total)  # #pos - #neg
+        above = excess >= 0.0  # t lies inside [lo, hi]: it replaces one end
+        lo = torch.where(above, t, lo)
+        hi = torch.where(above, hi, t)
         # a s**2 - 2 b s + excess = 0, the root where f decreases, in a cancellation-free form
-        cand = t + excess / (b + torch.sqrt(torch.clamp_min(b * b - a * excess, 0.0)))
+        root = torch.addcmul(b * b, a, excess, value=-1.0).clamp_min_(0.0).sqrt_()
+        cand = torch.addcdiv(t, excess, root.add_(b))
         # inclusive: in float32 the root can round onto a bracket end; False for NaN/inf candidates
         inside = (cand >= lo) & (cand <= hi)
-        t = torch.where(inside, cand, 0.5 * (lo + hi))
+        t = torch.where(inside, cand, torch.lerp(lo, hi, 0.5))
         prev_act = torch.where(inside, n_act, math.nan)
         prev_sign = sum_sign
         if rows.cut_worthwhile(n_open, open_):
-            dm, t, prev_act, prev_sign, lo, hi, floor_masked = rows.cut(
-                open_, dm, t, prev_act, prev_sign, lo, hi, floor_masked
+            per_row_shift = [shift] if isinstance(shift, Tensor) else []
+            dm, t, prev_act, prev_sign, lo, hi, *per_row_shift = rows.cut(
+                open_, dm, t, prev_act, prev_sign, lo, hi, *per_row_shift
             )
+            if per_row_shift:
+                shift = per_row_shift[0]
     t_all, done = rows.result(t)
     return t_all.reshape(*lead, 1), done.reshape(*lead, 1)
 
