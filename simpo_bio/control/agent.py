@@ -7,7 +7,8 @@ One update on a batch of ``B`` transitions ``(s, a, r, s', done)``:
    (Polyak) update ``theta' <- (1 - polyak) theta' + polyak theta`` (:func:`critic_target`, :func:`soft_update`).
 2. **Stage I** (target measure by reweighting): for every state draw a *group* of ``N`` actions from the
    current policy -- one batched forward per ODE step for all ``B x N`` particles -- score them with
-   ``min(Q_1, Q_2)``, turn scores into group-relative advantages and weights by the scheme's name
+   ``min(Q_1, Q_2)``, turn scores into group-relative advantages (``Q - mean_group Q`` in Q units by default,
+   ``normalize_advantage`` standardises each group instead) and weights by the scheme's name
    (:func:`simpo_bio.weighting.compute_weights`; weights sum to 1 per state, signed schemes may be negative).
 3. **Stage II** (projection): reweighted flow matching ``sum_s sum_j w_sj || v(a_t, t, s) - (a_sj - eps) ||^2 / B``
    (:func:`simpo_bio.diffusion.flow.flow_matching_loss`).
