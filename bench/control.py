@@ -219,7 +219,9 @@ def cmd_compare(args: argparse.Namespace) -> dict:
             f"== {args.env} {algo}: {m:.1f} +- {s:.1f} over seeds {args.seeds} at {args.steps} env steps",
             flush=True,
         )
-    if "sac" in table and "linear_neg" in table:
+    if "sac" in table and "linear_neg" in table and table["sac"]["mean"] <= 0:
+        print("gate linear_neg / SAC: undefined, SAC's mean return is <= 0 at this budget")
+    elif "sac" in table and "linear_neg" in table:
         ratio = table["linear_neg"]["mean"] / table["sac"]["mean"]
         print(f"gate linear_neg / SAC mean return = {ratio:.3f} (need >= 0.9 at 50k on HalfCheetah; "
               f"this run: {args.steps} steps on {args.env})")  # fmt: skip
