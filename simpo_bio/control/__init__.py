@@ -20,8 +20,6 @@ _EXPORTS = {
     "SiMPOAgent": "agent",
     "DoubleQCritic": "agent",
     "critic_target": "agent",
-    "sample_flow": "agent",
-    "time_grid": "agent",
     "make_env": "envs",
     "make_vector_env": "envs",
     "reshape_speed": "envs",

@@ -6,7 +6,8 @@ One update on a batch of ``B`` transitions ``(s, a, r, s', done)``:
    drawn by the flow ODE and ``Q'`` the target networks; loss ``sum_k mean (Q_k(s, a) - y)^2``; then a soft
    (Polyak) update ``theta' <- (1 - polyak) theta' + polyak theta`` (:func:`critic_target`, :func:`soft_update`).
 2. **Stage I** (target measure by reweighting): for every state draw a *group* of ``N`` actions from the
-   current policy -- one batched forward per ODE step for all ``B x N`` particles -- score them with
+   current policy (:func:`simpo_bio.diffusion.flow.sample_actions` on the ``time_schedule`` grid, one batched
+   forward per ODE step for all ``B x N`` particles) -- score them with
    ``min(Q_1, Q_2)``, turn scores into group-relative advantages (``Q - mean_group Q`` in Q units by default,
    ``normalize_advantage`` standardises each group instead) and weights by the scheme's name
    (:func:`simpo_bio.weighting.compute_weights`; weights sum to 1 per state, signed schemes may be negative).
@@ -41,7 +42,9 @@ from simpo_bio.diffusion.flow import (
     ACTIVATIONS,
     VelocityMLP,
     flow_matching_loss,
-    timestep_embedding,
+    integrate_flow,
+    sample_actions,
+    time_grid,
 )
 from simpo_bio.weighting import TemperatureController, compute_weights, get_scheme, group_advantages
 
@@ -176,102 +179,6 @@ def soft_update(target: nn.Module, source: nn.Module, polyak: float) -> None:
     torch._foreach_lerp_(tp, sp, polyak)
 
 
-def time_grid(num_steps: int, schedule: str = "cosine") -> Tensor:
-    """ODE time points ``0 = t_0 < ... < t_K = 1`` for the flow sampler, shape ``[K + 1]``.
-
-    ``uniform``: ``t_k = k / K``. ``cosine``: ``t_k = 1 - cos(pi k / (2 K))`` -- denser steps near the noise end
-    ``t = 0`` where the velocity field changes fastest, the flow analogue of the paper's cosine schedule.
-
-    Raises:
-        ValueError: ``num_steps < 1`` or unknown schedule.
-    """
-    if num_steps < 1:
-        raise ValueError(f"num_steps must be >= 1, got {num_steps}")
-    k = torch.arange(num_steps + 1, dtype=torch.float32) / num_steps
-    if schedule == "uniform":
-        return k
-    if schedule == "cosine":
-        return 1.0 - torch.cos(0.5 * torch.pi * k)
-    raise ValueError(f"unknown time schedule {schedule!r}; choose 'cosine' or 'uniform'")
-
-
-@torch.no_grad()
-def sample_flow(
-    velocity_net: nn.Module,
-    state: Tensor,
-    num_samples: int,
-    times: Tensor,
-    *,
-    low: float = -1.0,
-    high: float = 1.0,
-    generator: torch.Generator | None = None,
-) -> Tensor:
-    """Euler integration of the policy's flow ODE on an arbitrary time grid, all particles batched.
-
-    Same path and layout as :func:`simpo_bio.diffusion.flow.sample_actions` (which it equals for a uniform grid,
-    tested) but (a) on the grid ``times`` (e.g. :func:`time_grid` ``"cosine"``), which that function does not
-    take, and (b) for a :class:`~simpo_bio.diffusion.flow.VelocityMLP` it computes the state and time parts of
-    the first layer once per call instead of once per particle and step: the state projection ``W_s s + b`` for
-    the ``B`` states and the time projection for the ``K`` grid points, so each of the ``K`` steps costs one
-    ``[B N, A] x [A, H]`` product plus the hidden layers. Other networks get the plain loop.
-
-    Args:
-        velocity_net: ``(a [M, A], t [M], state [M, S]) -> [M, A]`` with an ``action_dim`` attribute.
-        state: ``[B, S]``. num_samples: ``N``. times: ``[K + 1]`` increasing from 0 to 1.
-        low, high: the action box (actions are clipped into it at the end).
-        generator: for the initial noise.
-
-    Returns:
-        ``[B, N, A]`` actions; the rows of one state are adjacent.
-
-    Raises:
-        ValueError: ``state`` not 2-D or ``num_samples < 1``.
-    """
-    if state.dim() != 2 or num_samples < 1:
-        raise ValueError(
-            f"sample_flow: need state [B, S] and num_samples >= 1, got {tuple(state.shape)}, {num_samples}"
-        )
-    rows = state.shape[0] * num_samples
-    noise = torch.randn(
-        rows, velocity_net.action_dim, generator=generator, device=state.device, dtype=state.dtype
-    )
-    return integrate_flow(
-        velocity_net, state, noise, times.to(device=state.device, dtype=state.dtype), low, high
-    )
-
-
-def integrate_flow(
-    velocity_net: nn.Module, state: Tensor, noise: Tensor, times: Tensor, low: float = -1.0, high: float = 1.0
-) -> Tensor:
-    """The deterministic part of :func:`sample_flow`: Euler steps from ``noise [B N, A]`` for ``state [B, S]``.
-
-    Kept free of random draws so that ``torch.compile`` can trace it (see :meth:`SiMPOAgent.compile`).
-    Returns ``[B, N, A]`` clipped to ``[low, high]``.
-    """
-    batch, rows = state.shape[0], noise.shape[0]
-    num_samples = rows // batch
-    x = noise
-    dts = times.diff()
-    first = (
-        velocity_net.net[0] if isinstance(velocity_net, VelocityMLP) and velocity_net.state_dim > 0 else None
-    )
-    if isinstance(first, nn.Linear):
-        a_dim, e_dim = velocity_net.action_dim, velocity_net.time_embed_dim
-        w_a, w_t, w_s = first.weight.split([a_dim, e_dim, velocity_net.state_dim], dim=1)
-        hidden = first.weight.shape[0]
-        h_state = torch.addmm(first.bias, state, w_s.t()).unsqueeze(1)  # [B, 1, H]
-        h_time = velocity_net.time_mlp(timestep_embedding(times[:-1], e_dim)) @ w_t.t()  # [K, H]
-        rest = velocity_net.net[1:]
-        for k in range(dts.shape[0]):
-            h = (x @ w_a.t()).view(batch, num_samples, hidden) + (h_state + h_time[k])
-            x = x + dts[k] * rest(h.view(rows, hidden))
-    else:
-        flat_state = state.repeat_interleave(num_samples, dim=0)
-        for k in range(dts.shape[0]):
-            x = x + dts[k] * velocity_net(x, times[k].expand(rows), flat_state)
-    return x.clamp(low, high).reshape(batch, num_samples, -1)
-
-
 class SiMPOAgent(nn.Module):
     """Flow-matching policy + double Q critic trained by SiMPO (see the module docstring for the update).
 
@@ -318,7 +225,10 @@ class SiMPOAgent(nn.Module):
         self._integrate = integrate_flow
 
     def compile(self, **kwargs: Any) -> SiMPOAgent:
-        """``torch.compile`` the particle sampler, the policy and both critics (kwargs go to ``torch.compile``).
+        """``torch.compile`` the sampler's Euler core, the policy and both critics (kwargs go to ``torch.compile``).
+
+        The sampler's core is :func:`simpo_bio.diffusion.flow.integrate_flow` (random draws and input checks stay
+        outside it, in :func:`~simpo_bio.diffusion.flow.sample_actions`).
 
         Measured in bench/control.py (``speed --compile``): see bench/RESULTS.md before turning it on.
         """
@@ -331,13 +241,14 @@ class SiMPOAgent(nn.Module):
     def sample(self, state: Tensor, num_samples: int, generator: torch.Generator | None = None) -> Tensor:
         """Draw ``num_samples`` actions per state from the flow policy: ``state [B, S] -> [B, num_samples, A]``.
 
-        All ``B x num_samples`` particles go through the ODE together (one network call per step).
+        Euler integration of the flow ODE on the ``time_schedule`` grid of ``flow_steps`` steps, actions clipped
+        to ``[-1, 1]`` (:func:`simpo_bio.diffusion.flow.sample_actions`). All ``B x num_samples`` particles go
+        through the ODE together (one network call per step).
         """
-        rows = state.shape[0] * num_samples
-        noise = torch.randn(
-            rows, self.action_dim, generator=generator, device=state.device, dtype=state.dtype
+        return sample_actions(
+            self.policy, state, num_samples, times=self.times, low=-1.0, high=1.0, bound="clip",
+            generator=generator, integrate=self._integrate,
         )
-        return self._integrate(self.policy, state, noise, self.times.to(state.dtype))
 
     @torch.no_grad()
     def best_of(self, state: Tensor, num_candidates: int, generator: torch.Generator | None = None) -> Tensor:

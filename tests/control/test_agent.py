@@ -9,11 +9,9 @@ from simpo_bio.control.agent import (
     DoubleQCritic,
     SiMPOAgent,
     critic_target,
-    sample_flow,
     soft_update,
-    time_grid,
 )
-from simpo_bio.diffusion.flow import VelocityMLP, sample_actions
+from simpo_bio.diffusion.flow import sample_actions
 
 
 def test_critic_target_values():
@@ -61,22 +59,24 @@ def test_soft_update():
         torch.testing.assert_close(d, s)
 
 
-def test_time_grid_and_sampler_match_the_shared_flow_sampler():
-    for sched in ("uniform", "cosine"):
-        g = time_grid(7, sched)
-        assert g[0] == 0 and g[-1] == pytest.approx(1.0) and bool((g.diff() > 0).all())
-    cos = time_grid(10, "cosine").diff()
-    assert cos[0] < cos[-1]  # cosine: fine steps near the noise end t = 0
-    with pytest.raises(ValueError):
-        time_grid(0)
-    net = VelocityMLP(2, state_dim=3, hidden=16, depth=2)
+def test_agent_samples_with_the_shared_flow_sampler_on_its_cosine_grid():
+    """The agent's particles are diffusion.flow.sample_actions on the config's grid, clipped to [-1, 1]."""
+    torch.manual_seed(0)
+    agent = SiMPOAgent(3, 2, AgentConfig(hidden=16, depth=2, flow_steps=6, time_schedule="cosine"))
+    with torch.no_grad():  # a large output scale so that clipping matters
+        agent.policy.net[-1].weight.mul_(30)
     state = torch.randn(5, 3)
-    ours = sample_flow(net, state, 4, time_grid(6, "uniform"), generator=torch.Generator().manual_seed(1))
-    ref = sample_actions(
-        net, state, 4, num_steps=6, low=-1.0, high=1.0, generator=torch.Generator().manual_seed(1)
-    )
+    ours = agent.sample(state, 4, generator=torch.Generator().manual_seed(1))
+    ref = sample_actions(agent.policy, state, 4, num_steps=6, schedule="cosine", low=-1.0, high=1.0,
+                         generator=torch.Generator().manual_seed(1))  # fmt: skip
     assert ours.shape == (5, 4, 2)
     torch.testing.assert_close(ours, ref)
+    assert bool((ours.abs() <= 1).all()) and bool((ours.abs() == 1).any())
+    uniform = sample_actions(agent.policy, state, 4, num_steps=6, low=-1.0, high=1.0,
+                             generator=torch.Generator().manual_seed(1))  # fmt: skip
+    assert not torch.allclose(ours, uniform)  # the schedule reaches the sampler
+    with pytest.raises(ValueError, match="schedule"):
+        SiMPOAgent(3, 2, AgentConfig(hidden=8, depth=1, time_schedule="linear"))
 
 
 def _batch(b, s, a, seed=0):
