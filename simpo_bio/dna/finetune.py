@@ -163,7 +163,7 @@ class SiMPOFineTuning(pl.LightningModule):
         leave_one_out: bool = False,
         update_epochs: int = 2,
         minibatch_size: int | None = None,
-        lr: float = 1e-4,
+        lr: float = 1e-3,
         weight_decay: float = 0.0,
         betas: tuple[float, float] = (0.9, 0.999),
         grad_clip: float = 1.0,
