@@ -44,8 +44,6 @@ from __future__ import annotations
 
 import copy
 import math
-import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -56,6 +54,7 @@ import torch
 from torch import Tensor
 
 from simpo_bio.diffusion.flow import FlowPolicy, VelocityMLP, flow_matching_loss, sample_actions
+from simpo_bio.fileio import atomic_path
 
 __all__ = [
     "REWARDS",
@@ -577,15 +576,8 @@ def summarize(runs: Sequence[BanditRun]):
 
 def _atomic_write(path: Path, write) -> None:
     """Call ``write(tmp_path)`` then move the temporary file onto ``path`` (no half-written outputs)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with atomic_path(path) as tmp:
+        write(str(tmp))
 
 
 # ----------------------------------------------------------------------------------------------------- plots

@@ -36,6 +36,7 @@ import torch
 
 from simpo_bio.control.agent import AgentConfig, SiMPOAgent
 from simpo_bio.control.envs import make_vector_env
+from simpo_bio.fileio import atomic_path
 
 
 @dataclass
@@ -140,13 +141,12 @@ class MetricLogger:
 
 
 def _atomic_save(obj: Any, path: Path, *, use_pickle: bool = False) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    if use_pickle:
-        with open(tmp, "wb") as fh:
-            pickle.dump(obj, fh, protocol=pickle.HIGHEST_PROTOCOL)
-    else:
-        torch.save(obj, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        if use_pickle:
+            with open(tmp, "wb") as fh:
+                pickle.dump(obj, fh, protocol=pickle.HIGHEST_PROTOCOL)
+        else:
+            torch.save(obj, tmp)
 
 
 def _to_batch(samples, device: str) -> dict[str, torch.Tensor]:

