@@ -105,7 +105,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--out", default="runs/bench_bandit")
-    parser.add_argument("--img", default="docs/img")
+    parser.add_argument("--img", default="docs/images")
     parser.add_argument("--stages", default="two_optima,landscape,eta",
                         help="comma list of: two_optima (claim 1), landscape (claim 2), eta (sweep)")
     parser.add_argument("--temperature-from", default="unsigned", choices=("unsigned", "own"),
