@@ -6,6 +6,7 @@ Run one at a time, single-threaded unless you say otherwise::
     python bench/control.py speed                          # updates/s: SiMPO step vs SB3 SAC, breakdown, torch.compile
     python bench/control.py compare --env HalfCheetah-v4 --steps 50000 --seeds 0 1 2
     python bench/control.py landscape --steps 50000 --seeds 0 1 2   # DMC cheetah-run, linear vs square x 4 rewards
+    python bench/control.py report runs/*.json --png 'docs/images/control_{env}.png'  # merge compare --json files
 
 Arguments this script does not know (``--agent.scheme exp``, ``--train.batch_size 128``) override the YAML config.
 Every number printed is measured in this run; ratios are against the SB3 reference measured in the same process.
@@ -156,7 +157,9 @@ def cmd_speed(args: argparse.Namespace) -> dict:
 # --------------------------------------------------------------------------------------------- returns
 def evaluate_sb3(model, env_cfg: EnvConfig, episodes: int, seed: int) -> list[float]:
     """Same protocol as :func:`simpo_bio.control.train.evaluate` for an SB3 model (deterministic actions)."""
-    envs = make_vector_env(env_cfg.id, episodes, seed=seed, reward_shape=env_cfg.reward_shape)
+    envs = make_vector_env(
+        env_cfg.id, episodes, seed=seed, reward_shape=env_cfg.reward_shape, exp_scale=env_cfg.exp_scale
+    )
     obs, _ = envs.reset(seed=seed)
     returns, running = np.zeros(episodes), np.ones(episodes, dtype=bool)
     while running.any():
@@ -169,10 +172,29 @@ def evaluate_sb3(model, env_cfg: EnvConfig, episodes: int, seed: int) -> list[fl
 
 
 def run_sb3(algo: str, env_cfg: EnvConfig, tr: TrainConfig, seed: int) -> dict:
+    """Train SB3 SAC/TD3 with the harness's envs, budget and networks; evaluate every ``tr.eval_every`` steps."""
     from stable_baselines3 import SAC, TD3
+    from stable_baselines3.common.callbacks import BaseCallback
     from stable_baselines3.common.env_util import make_vec_env
 
-    vec = make_vec_env(lambda: make_env(env_cfg.id, reward_shape=env_cfg.reward_shape), n_envs=env_cfg.num_envs,
+    evals: list[tuple[int, float, float]] = []
+    eval_time = [0.0]
+
+    class _Eval(BaseCallback):  # the same protocol and episode seeds as SiMPO's evaluations
+        def __init__(self) -> None:
+            super().__init__()
+            self.next = tr.eval_every
+
+        def _on_step(self) -> bool:
+            if tr.eval_every > 0 and self.num_timesteps >= self.next:
+                t = time.perf_counter()
+                rets = evaluate_sb3(self.model, env_cfg, tr.eval_episodes, seed + 10_000)
+                evals.append((self.num_timesteps, float(np.mean(rets)), float(np.std(rets))))
+                eval_time[0] += time.perf_counter() - t
+                self.next += tr.eval_every
+            return True
+
+    vec = make_vec_env(lambda: make_env(env_cfg.id, reward_shape=env_cfg.reward_shape, exp_scale=env_cfg.exp_scale), n_envs=env_cfg.num_envs,
                        seed=seed)  # fmt: skip
     kw = {"net_arch": [256] * 3, "activation_fn": torch.nn.Mish}
     model = {"sac": SAC, "td3": TD3}[algo](
@@ -180,11 +202,13 @@ def run_sb3(algo: str, env_cfg: EnvConfig, tr: TrainConfig, seed: int) -> dict:
         gradient_steps=tr.updates_per_step, policy_kwargs=kw, seed=seed, device="cpu", buffer_size=tr.buffer_size,
     )  # fmt: skip
     t0 = time.perf_counter()
-    model.learn(total_timesteps=tr.total_env_steps)
-    wall = time.perf_counter() - t0
-    rets = evaluate_sb3(model, env_cfg, tr.eval_episodes, seed + 10_000)
-    return {"return": float(np.mean(rets)), "env_steps_per_s": tr.total_env_steps / wall,
-            "updates_per_s": model._n_updates / wall}  # fmt: skip
+    model.learn(total_timesteps=tr.total_env_steps, callback=_Eval())
+    wall = time.perf_counter() - t0 - eval_time[0]
+    if not evals or evals[-1][0] != model.num_timesteps:
+        rets = evaluate_sb3(model, env_cfg, tr.eval_episodes, seed + 10_000)
+        evals.append((model.num_timesteps, float(np.mean(rets)), float(np.std(rets))))
+    return {"return": evals[-1][1], "env_steps_per_s": tr.total_env_steps / wall,
+            "updates_per_s": model._n_updates / wall, "evals": evals}  # fmt: skip
 
 
 def run_simpo(
@@ -192,16 +216,17 @@ def run_simpo(
 ) -> dict:
     # scheme parameters of the config (e.g. eta) only go to the schemes that take them
     params = agent.scheme_params if scheme in ("linear_neg", "square_neg", "wd1") else {}
-    res = train(env_cfg, replace(agent, scheme=scheme, scheme_params=params), replace(tr, seed=seed, output_dir=out, progress=False,
-                                                                wandb=False, eval_every=0))  # fmt: skip
+    # resume="auto": a killed benchmark continues each run from its last checkpoint in ``out``
+    res = train(env_cfg, replace(agent, scheme=scheme, scheme_params=params),
+                replace(tr, seed=seed, output_dir=out, progress=False, wandb=False, resume="auto"))  # fmt: skip
     return {"return": res["evals"][-1][1], "env_steps_per_s": res["env_steps_per_s"],
-            "updates_per_s": res["updates_per_s"]}  # fmt: skip
+            "updates_per_s": res["updates_per_s"], "evals": res["evals"]}  # fmt: skip
 
 
 def cmd_compare(args: argparse.Namespace) -> dict:
     env, agent, tr = load_config(args.config, *args.override)
     env = replace(env, id=args.env)
-    tr = replace(tr, total_env_steps=args.steps)
+    tr = replace(tr, total_env_steps=args.steps, eval_every=args.eval_every)
     table = {}
     for algo in args.algos:
         runs = []
@@ -236,7 +261,7 @@ def cmd_compare(args: argparse.Namespace) -> dict:
 
 def cmd_landscape(args: argparse.Namespace) -> dict:
     env, agent, tr = load_config(args.config, *args.override)
-    tr = replace(tr, total_env_steps=args.steps)
+    tr = replace(tr, total_env_steps=args.steps, eval_every=args.eval_every)
     table: dict = {}
     for shape in args.shapes:
         for scheme in args.schemes:
@@ -249,6 +274,73 @@ def cmd_landscape(args: argparse.Namespace) -> dict:
             table[f"{shape}/{scheme}"] = {"mean": m, "std": s, "returns": rets}
             print(f"{env.id} reward {shape:6s} scheme {scheme:6s}: {m:.1f} +- {s:.1f}", flush=True)
     return {"env": env.id, "steps": args.steps, "seeds": args.seeds, "table": table}
+
+
+def cmd_report(args: argparse.Namespace) -> dict:
+    """Merge the JSON files of several ``compare`` runs into one table per env (and a learning-curve PNG)."""
+    runs: dict[tuple[str, str], dict[int, dict]] = {}
+    steps: dict[str, set[int]] = {}
+    for path in args.jsons:
+        res = json.loads(Path(path).read_text())
+        if "table" not in res or "env" not in res or "seeds" not in res:
+            raise SystemExit(f"{path}: not the JSON of a `compare` run (keys {sorted(res)})")
+        steps.setdefault(res["env"], set()).add(res["steps"])
+        for algo, row in res["table"].items():
+            for seed, r in zip(res["seeds"], row["runs"], strict=True):
+                runs.setdefault((res["env"], algo), {})[seed] = r
+    order = ["sac", "td3", "exp", "linear", "linear_neg", "square", "square_neg", "wd1"]
+    out: dict = {}
+    for env_id in sorted(steps):
+        if len(steps[env_id]) != 1:
+            raise SystemExit(f"{env_id}: runs with different budgets {sorted(steps[env_id])} cannot share a table")
+        algos = sorted((a for e, a in runs if e == env_id), key=lambda a: (order.index(a) if a in order else 99, a))
+        sac = runs.get((env_id, "sac"))
+        sac_mean = float(np.mean([r["return"] for r in sac.values()])) if sac else None
+        print(f"\n{env_id}, {steps[env_id].pop()} env steps: final evaluation return (mean of 5 episodes per seed)")
+        print("| algorithm | seeds | mean +- std over seeds | per seed | vs SAC | env steps/s | updates/s |")
+        print("|---|---|---|---|---|---|---|")
+        for algo in algos:
+            by_seed = runs[(env_id, algo)]
+            rets = [by_seed[s]["return"] for s in sorted(by_seed)]
+            m, sd = _mean_std(rets)
+            ratio = f"{m / sac_mean:.2f}x" if sac_mean and sac_mean > 0 else "n/a"
+            sps = np.mean([r["env_steps_per_s"] for r in by_seed.values()])
+            ups = np.mean([r["updates_per_s"] for r in by_seed.values()])
+            per = ", ".join(f"{r:.0f}" for r in rets)
+            name = f"SB3 {algo.upper()}" if algo in ("sac", "td3") else f"SiMPO `{algo}`"
+            print(f"| {name} | {', '.join(map(str, sorted(by_seed)))} | {m:.0f} +- {sd:.0f} | {per} | {ratio} | "
+                  f"{sps:.1f} | {ups:.1f} |")  # fmt: skip
+            out[f"{env_id}/{algo}"] = {"mean": m, "std": sd, "returns": rets, "vs_sac": ratio}
+        if args.png:
+            _plot_curves(env_id, {a: runs[(env_id, a)] for a in algos}, Path(args.png.replace("{env}", env_id)))
+    return out
+
+
+def _plot_curves(env_id: str, by_algo: dict[str, dict[int, dict]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for i, (algo, by_seed) in enumerate(by_algo.items()):
+        color = f"C{i}"
+        curves = [np.asarray([(s, m) for s, m, _ in r["evals"]]) for r in by_seed.values() if r.get("evals")]
+        for c in curves:
+            ax.plot(c[:, 0], c[:, 1], color=color, alpha=0.25, lw=1)
+        common = min(len(c) for c in curves)
+        mean = np.mean([c[:common, 1] for c in curves], axis=0)
+        label = f"SB3 {algo.upper()}" if algo in ("sac", "td3") else f"SiMPO {algo}"
+        ax.plot(curves[0][:common, 0], mean, color=color, lw=2, label=f"{label} (n={len(curves)})")
+    ax.set_xlabel("env steps")
+    ax.set_ylabel("evaluation return (5 episodes)")
+    ax.set_title(f"{env_id}: thin lines = seeds, thick = mean")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    print(f"wrote {path}")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -279,18 +371,23 @@ def main(argv: list[str] | None = None) -> None:
         s.add_argument("--config", default=str(ROOT / "configs/control" / default_cfg))
         s.add_argument("--steps", type=int, default=50_000)
         s.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+        s.add_argument("--eval-every", type=int, default=10_000, help="env steps between evaluations")
     sub.choices["compare"].add_argument("--env", default="HalfCheetah-v4")
     sub.choices["compare"].add_argument("--algos", nargs="+",
                                         default=["sac", "td3", "exp", "linear", "linear_neg", "square"])  # fmt: skip
     sub.choices["landscape"].add_argument("--shapes", nargs="+", default=["sqrt", "linear", "square", "exp"])
     sub.choices["landscape"].add_argument("--schemes", nargs="+", default=["linear", "square"])
+    s = sub.add_parser("report", help="merge the --json files of compare runs into tables and curves")
+    s.add_argument("jsons", nargs="+")
+    s.add_argument("--png", default=None, help="learning curves; {env} is replaced by the env id")
     # anything not known here overrides the config, e.g. `smoke --seeds 0 1 --agent.scheme exp`
     args, args.override = p.parse_known_args(argv)
-    if args.override and args.cmd == "speed":
+    if args.override and args.cmd in ("speed", "report"):
         p.error(f"unrecognized arguments: {args.override}")
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
-    res = {"smoke": cmd_smoke, "speed": cmd_speed, "compare": cmd_compare, "landscape": cmd_landscape}[
+    res = {"smoke": cmd_smoke, "speed": cmd_speed, "compare": cmd_compare, "landscape": cmd_landscape,
+           "report": cmd_report}[
         args.cmd
     ](args)
     res["wall_s"] = time.perf_counter() - t0
