@@ -199,8 +199,10 @@ def train(env: EnvConfig, agent: AgentConfig, train: TrainConfig) -> dict[str, A
 
     Returns:
         ``{"evals": [(env_steps, mean, std), ...], "env_steps": int, "updates": int, "output_dir": str,
-        "env_steps_per_s": float, "updates_per_s": float, "timings": {phase: seconds}}``; ``env_steps`` is
-        below the budget only when ``train.stop_return`` ended the run early.
+        "wall_time_s": float, "env_steps_per_s": float, "updates_per_s": float, "timings": {phase: seconds}}``;
+        ``env_steps`` is below the budget only when ``train.stop_return`` ended the run early. Wall time and
+        rates cover the whole run, resumed segments included (the checkpoint carries the training time so far;
+        a checkpoint written before this field existed gives the rates of the last segment only).
 
     Raises:
         ValueError: inconsistent budget (e.g. ``batch_size`` larger than ``learning_starts``), bad env id.
@@ -249,10 +251,12 @@ def train(env: EnvConfig, agent: AgentConfig, train: TrainConfig) -> dict[str, A
 
     env_steps, run_id = 0, f"{Path(train.output_dir).name}-{train.seed}-{int(time.time())}"
     evals: list[tuple[int, float, float]] = []
+    elapsed_before = 0.0  # training wall time of the segments before a resume (rates are over the whole run)
     if resume is not None:
         ckpt = torch.load(resume, map_location=device, weights_only=False)
         simpo.load_training_state(ckpt["agent"])
         env_steps, run_id, evals = int(ckpt["env_steps"]), ckpt["run_id"], list(ckpt["evals"])
+        elapsed_before = float(ckpt.get("elapsed_s", 0.0))
         random.setstate(ckpt["rng"]["python"])
         np.random.set_state(ckpt["rng"]["numpy"])
         torch.set_rng_state(ckpt["rng"]["torch"])
@@ -274,7 +278,8 @@ def train(env: EnvConfig, agent: AgentConfig, train: TrainConfig) -> dict[str, A
         rng = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
         _atomic_save(
             {"agent": simpo.training_state(), "env_steps": env_steps, "run_id": run_id, "evals": evals,
-             "rng": rng, "config": config, "buffer_path": saved_buffer},
+             "rng": rng, "config": config, "buffer_path": saved_buffer,
+             "elapsed_s": elapsed_before + time.perf_counter() - t_start},
             ckpt_path,
         )  # fmt: skip
 
@@ -342,11 +347,14 @@ def train(env: EnvConfig, agent: AgentConfig, train: TrainConfig) -> dict[str, A
         envs.close()
         logger.close()
     elapsed = time.perf_counter() - t_start
+    if elapsed_before > 0:  # whole-run rates across resumes
+        elapsed, steps_start, updates_start = elapsed + elapsed_before, 0, 0
     return {
         "evals": evals,
         "env_steps": env_steps,
         "updates": simpo.num_updates,
         "output_dir": str(out_dir),
+        "wall_time_s": elapsed,
         "env_steps_per_s": (env_steps - steps_start) / max(elapsed, 1e-9),
         "updates_per_s": (simpo.num_updates - updates_start) / max(elapsed, 1e-9),
         "timings": dict(simpo.timings),

@@ -48,6 +48,12 @@ def test_resume_continues_step_count(tmp_path):
     assert second["env_steps"] == 1200
     assert second["updates"] == 400  # 200 before + 200 after the restart: counters continue, not restart
     assert [e[0] for e in second["evals"]] == [400, 800, 1200]
+    # rates cover the whole run: the first segment's training time is carried in the checkpoint
+    assert second["wall_time_s"] > first["wall_time_s"]
+    assert second["updates_per_s"] == pytest.approx(400 / second["wall_time_s"])
+    third = cli_main(["--config", str(path), "--train.total_env_steps", "1200", "--train.resume", "auto"])
+    assert third["updates"] == 400 and third["evals"] == second["evals"]  # finished: nothing more to do
+    assert third["updates_per_s"] == pytest.approx(second["updates_per_s"], rel=0.2)
     import torch
 
     ckpt = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
