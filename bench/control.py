@@ -6,6 +6,7 @@ Run one at a time, single-threaded unless you say otherwise::
     python bench/control.py speed                          # updates/s: SiMPO step vs SB3 SAC, breakdown, torch.compile
     python bench/control.py compare --env HalfCheetah-v4 --steps 50000 --seeds 0 1 2
     python bench/control.py landscape --steps 50000 --seeds 0 1 2   # DMC cheetah-run, linear vs square x 4 rewards
+    python bench/control.py evalckpt RUN_DIR ... --candidates 1 8 32   # re-evaluate checkpoints, best-of-K by Q
     python bench/control.py report runs/*.json --png 'docs/images/control_{env}.png'  # merge compare --json files
 
 Arguments this script does not know (``--agent.scheme exp``, ``--train.batch_size 128``) override the YAML config.
@@ -276,6 +277,38 @@ def cmd_landscape(args: argparse.Namespace) -> dict:
     return {"env": env.id, "steps": args.steps, "seeds": args.seeds, "table": table}
 
 
+def cmd_evalckpt(args: argparse.Namespace) -> dict:
+    """Re-evaluate finished SiMPO runs' checkpoints with other action-selection settings (best-of-K by Q).
+
+    Same episodes (seeds ``train.seed + 10,000``) as the runs' own evaluations; only ``eval_candidates`` changes.
+    """
+    from simpo_bio.control.train import evaluate
+
+    out: dict = {}
+    for run in args.runs:
+        path = Path(run) / "checkpoint.pt"
+        if not path.exists():
+            raise SystemExit(f"{run}: no checkpoint.pt (is it the output_dir of a SiMPO run?)")
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        cfg = ckpt["config"]
+        env_cfg = EnvConfig(**cfg["env"])
+        seed = cfg["train"]["seed"]
+        probe = make_env(env_cfg.id)
+        s_dim, a_dim = probe.observation_space.shape[0], probe.action_space.shape[0]
+        probe.close()
+        row = {}
+        for k in args.candidates:
+            agent = SiMPOAgent(s_dim, a_dim, replace(AgentConfig(**cfg["agent"]), eval_candidates=k))
+            agent.load_training_state(ckpt["agent"])
+            torch.manual_seed(0)
+            res = evaluate(agent, env_cfg, args.episodes, seed=seed + 10_000)
+            row[k] = res["eval_return_mean"]
+        out[run] = {"env_steps": ckpt["env_steps"], "returns": row}
+        print(f"{run} ({ckpt['env_steps']} env steps): " + ", ".join(f"best-of-{k} {v:.1f}" for k, v in row.items()),
+              flush=True)  # fmt: skip
+    return out
+
+
 def cmd_report(args: argparse.Namespace) -> dict:
     """Merge the JSON files of several ``compare`` runs into one table per env (and a learning-curve PNG)."""
     runs: dict[tuple[str, str], dict[int, dict]] = {}
@@ -377,17 +410,21 @@ def main(argv: list[str] | None = None) -> None:
                                         default=["sac", "td3", "exp", "linear", "linear_neg", "square"])  # fmt: skip
     sub.choices["landscape"].add_argument("--shapes", nargs="+", default=["sqrt", "linear", "square", "exp"])
     sub.choices["landscape"].add_argument("--schemes", nargs="+", default=["linear", "square"])
+    s = sub.add_parser("evalckpt", help="re-evaluate SiMPO run folders with best-of-K action selection")
+    s.add_argument("runs", nargs="+")
+    s.add_argument("--candidates", type=int, nargs="+", default=[1, 8, 32])
+    s.add_argument("--episodes", type=int, default=5)
     s = sub.add_parser("report", help="merge the --json files of compare runs into tables and curves")
     s.add_argument("jsons", nargs="+")
     s.add_argument("--png", default=None, help="learning curves; {env} is replaced by the env id")
     # anything not known here overrides the config, e.g. `smoke --seeds 0 1 --agent.scheme exp`
     args, args.override = p.parse_known_args(argv)
-    if args.override and args.cmd in ("speed", "report"):
+    if args.override and args.cmd in ("speed", "report", "evalckpt"):
         p.error(f"unrecognized arguments: {args.override}")
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     res = {"smoke": cmd_smoke, "speed": cmd_speed, "compare": cmd_compare, "landscape": cmd_landscape,
-           "report": cmd_report}[
+           "report": cmd_report, "evalckpt": cmd_evalckpt}[
         args.cmd
     ](args)
     res["wall_s"] = time.perf_counter() - t0

@@ -68,3 +68,20 @@ def test_sb3_baseline_evaluates_on_the_harness_schedule(bench):
     assert [e[0] for e in res["evals"]] == [200, 400, 600]
     assert res["return"] == res["evals"][-1][1]
     assert res["updates_per_s"] > 0 and res["env_steps_per_s"] > 0
+
+
+def test_evalckpt_reevaluates_a_finished_run(bench, tmp_path):
+    from simpo_bio.control.agent import AgentConfig
+    from simpo_bio.control.train import train
+
+    agent = AgentConfig(num_particles=4, flow_steps=3, hidden=32, depth=2, eval_candidates=4)
+    tr = TrainConfig(total_env_steps=400, learning_starts=200, batch_size=32, eval_every=0, eval_episodes=2,
+                     checkpoint_every=0, seed=3, output_dir=str(tmp_path / "run"), wandb=False, progress=False)  # fmt: skip
+    res = train(EnvConfig(id="InvertedPendulum-v4", num_envs=2), agent, tr)
+    out = bench.cmd_evalckpt(bench.argparse.Namespace(runs=[str(tmp_path / "run")], candidates=[1, 4], episodes=2))
+    row = out[str(tmp_path / "run")]
+    assert row["env_steps"] == 400 and set(row["returns"]) == {1, 4}
+    assert all(v > 0 for v in row["returns"].values())  # InvertedPendulum pays +1 per step alive
+    assert res["evals"][-1][0] == 400
+    with pytest.raises(SystemExit, match="no checkpoint.pt"):
+        bench.cmd_evalckpt(bench.argparse.Namespace(runs=[str(tmp_path)], candidates=[1], episodes=1))
