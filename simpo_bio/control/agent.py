@@ -79,6 +79,11 @@ class AgentConfig:
         collect_candidates, eval_candidates: best-of-K by Q at collection / evaluation.
         policy_delay: update the policy every ``policy_delay`` critic updates.
         grad_clip: max global grad norm for policy and critic (``None``: no clipping).
+        repel_margin: cap, per action dimension, of a negative-weight particle's squared flow-matching error
+            (:func:`simpo_bio.diffusion.flow.flow_matching_loss`; ``None``: the unbounded loss). Without it a
+            signed scheme's policy loss can run to -inf (HalfCheetah, ``linear_neg`` eta 1, seed 1: policy loss
+            -4e9 after 3k updates, then NaN Q values; bench/RESULTS.md, Control). No effect on schemes whose
+            weights are never negative.
     """
 
     scheme: str = "linear_neg"
@@ -107,6 +112,7 @@ class AgentConfig:
     eval_candidates: int = 16
     policy_delay: int = 1
     grad_clip: float | None = None
+    repel_margin: float | None = 4.0
 
 
 def mlp(
@@ -198,6 +204,8 @@ class SiMPOAgent(nn.Module):
         cfg = config or AgentConfig()
         self.config = cfg
         self.state_dim, self.action_dim = state_dim, action_dim
+        if cfg.repel_margin is not None and not cfg.repel_margin > 0:
+            raise ValueError(f"repel_margin must be > 0 or None, got {cfg.repel_margin}")
         self.scheme = get_scheme(cfg.scheme, **cfg.scheme_params)
         self.policy = VelocityMLP(
             action_dim, state_dim=state_dim, hidden=cfg.hidden, depth=cfg.depth, activation=cfg.activation
@@ -298,6 +306,12 @@ class SiMPOAgent(nn.Module):
             particles = (particles + cfg.particle_noise * torch.randn_like(particles)).clamp(-1.0, 1.0)
         t1 = time.perf_counter()
         q = self.critic.min_q(state.unsqueeze(1).expand(-1, n, -1), particles)
+        if not torch.isfinite(q).all():
+            raise FloatingPointError(
+                f"SiMPO update {self.num_updates}: the critic returned non-finite Q values for the policy's "
+                "particles (training diverged); for signed schemes set agent.repel_margin, lower eta, or set "
+                "agent.grad_clip"
+            )
         advantage = group_advantages(q, normalize=cfg.normalize_advantage)
         out = compute_weights(advantage, self.scheme, self.temperature.temperature)
         t2 = time.perf_counter()
@@ -337,7 +351,9 @@ class SiMPOAgent(nn.Module):
             particles = stage1["particles"].reshape(b * n, self.action_dim)
             states = state.unsqueeze(1).expand(-1, n, -1).reshape(b * n, self.state_dim)
             # weights sum to 1 per state; dividing by B makes the loss a mean over states (SPEC 5)
-            p_loss = flow_matching_loss(self.policy, particles, states, weight=w.weight.reshape(-1) / b)
+            p_loss = flow_matching_loss(
+                self.policy, particles, states, weight=w.weight.reshape(-1) / b, repel_margin=cfg.repel_margin
+            )
             self.policy_opt.zero_grad(set_to_none=True)
             p_loss.backward()
             if cfg.grad_clip is not None:

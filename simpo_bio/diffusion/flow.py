@@ -223,6 +223,7 @@ def flow_matching_loss(
     generator: torch.Generator | None = None,
     t: Tensor | None = None,
     noise: Tensor | None = None,
+    repel_margin: float | None = None,
 ) -> Tensor:
     """(Signed-)weighted flow-matching loss, SiMPO Stage II for continuous actions (SPEC 5, paper Eq. 7).
 
@@ -231,7 +232,14 @@ def flow_matching_loss(
     group summing to 1 (as :func:`simpo_bio.weighting.compute_weights` returns them), the weighted sum has the
     scale of a per-sample mean; for ``G`` groups flattened into ``B = G * N`` rows, pass ``weight / G`` to keep it.
     Negative weights are allowed and repel the velocity field from their samples (paper section 3.4); the loss is
-    then unbounded below if a region's total weight is negative, so keep each group's total mass positive.
+    then unbounded below if a region's total weight is negative (the paper's Case II, section 3.4), and a network
+    can drive it to -inf by pushing its velocity ever further from the negative samples.
+
+    ``repel_margin`` bounds that repulsion (our rule, not the paper's): for a sample with a negative weight the
+    term is ``min(l_j, repel_margin * A)``, so the push stops once the predicted velocity is ``sqrt(repel_margin)``
+    per action dimension (root mean square) away from that sample's target. Positive-weight terms are unchanged,
+    and where the weighted-average optimum (Case I) lies within the margin the optimum is unchanged too; the loss
+    is bounded below by ``repel_margin * A * sum(negative weights)``.
 
     Args:
         velocity_net: callable ``(a_t [B, A], t [B], state [B, S] | None) -> [B, A]``.
@@ -240,13 +248,17 @@ def flow_matching_loss(
         weight: ``[B]`` per-sample weights (any sign) or ``None``.
         generator: torch generator for the path noise and times.
         t, noise: optional fixed ``[B]`` times and ``[B, A]`` source noise.
+        repel_margin: cap of a negative-weight sample's squared error per action dimension (``None``: no cap).
 
     Returns:
         Scalar loss.
 
     Raises:
-        ValueError: ``weight`` not of shape ``[B]`` or contains non-finite values; shape errors of the per-sample loss.
+        ValueError: ``weight`` not of shape ``[B]`` or contains non-finite values; ``repel_margin <= 0``; shape
+            errors of the per-sample loss.
     """
+    if repel_margin is not None and not repel_margin > 0:
+        raise ValueError(f"flow matching: repel_margin must be > 0 (or None), got {repel_margin}")
     per_sample = per_sample_flow_matching_loss(velocity_net, action, state, t=t, noise=noise, generator=generator)
     if weight is None:
         return per_sample.mean()
@@ -255,6 +267,9 @@ def flow_matching_loss(
     weight = weight.detach().to(per_sample.dtype)
     if not torch.isfinite(weight).all():
         raise ValueError("flow matching: weight contains NaN or inf")
+    if repel_margin is not None:
+        cap = repel_margin * action.shape[-1]
+        per_sample = torch.where(weight < 0, per_sample.clamp(max=cap), per_sample)
     return (weight * per_sample).sum()
 
 

@@ -168,3 +168,26 @@ def test_replay_buffer_sampling_keeps_transitions_together():
     torch.testing.assert_close(batch["reward"], e + 10 * t)
     torch.testing.assert_close(batch["done"], ((t == 6) & (e == 0)).float())
     assert len(set(zip(t.tolist(), e.tolist()))) > 10  # samples spread over the stored transitions
+
+
+def test_update_passes_repel_margin_and_rejects_a_bad_one(monkeypatch):
+    import simpo_bio.control.agent as agent_mod
+
+    seen = []
+    real = agent_mod.flow_matching_loss
+    monkeypatch.setattr(agent_mod, "flow_matching_loss", lambda *a, **kw: seen.append(kw) or real(*a, **kw))
+    cfg = AgentConfig(scheme="linear_neg", scheme_params={"eta": 1.0}, num_particles=4, flow_steps=2, hidden=16,
+                      depth=1, repel_margin=2.5)  # fmt: skip
+    SiMPOAgent(3, 2, cfg).update(_batch(8, 3, 2))
+    assert seen and seen[0]["repel_margin"] == 2.5
+    assert AgentConfig().repel_margin == 4.0  # on by default
+    with pytest.raises(ValueError, match="repel_margin"):
+        SiMPOAgent(3, 2, AgentConfig(num_particles=2, flow_steps=1, hidden=8, depth=1, repel_margin=-1.0))
+
+
+def test_diverged_critic_raises_a_clear_error():
+    agent = SiMPOAgent(3, 2, AgentConfig(num_particles=4, flow_steps=2, hidden=16, depth=1))
+    with torch.no_grad():
+        agent.critic.q1[-1].bias.fill_(float("nan"))
+    with pytest.raises(FloatingPointError, match="non-finite Q values"):
+        agent.particle_weights(torch.randn(5, 3))

@@ -248,3 +248,39 @@ def test_signed_weights_attract_and_repel():
     # ... and the same update without the negative term (weight 0 at +0.5) moves the mean much less
     neutral = _mean_after_update(policy, [0.0, 0.5], [1.0, 0.0])
     assert away < neutral - 0.03
+
+
+def test_repel_margin_bounds_negative_terms_only():
+    from simpo_bio.diffusion.flow import flow_matching_loss
+
+    a_dim = 3
+    action = torch.zeros(4, a_dim)
+    t, noise = torch.full((4,), 0.5), torch.zeros(4, a_dim)
+    weight = torch.tensor([0.5, 1.0, -0.25, -0.25])
+    for scale in (1.0, 1e3, 1e6):  # a velocity field pushed ever further from every target
+        net = lambda a_t, tt, s, c=scale: torch.full_like(a_t, c)  # noqa: E731
+        unbounded = flow_matching_loss(net, action, weight=weight, t=t, noise=noise)
+        capped = flow_matching_loss(net, action, weight=weight, t=t, noise=noise, repel_margin=2.0)
+        per = a_dim * scale**2  # every sample's squared error
+        assert unbounded.item() == pytest.approx(per * weight.sum().item(), rel=1e-5)
+        # positive terms as before, negative ones capped at margin * A
+        assert capped.item() == pytest.approx(1.5 * per - 0.5 * min(per, 2.0 * a_dim), rel=1e-5)
+    # within the margin the two losses (and their optimum) agree
+    net = lambda a_t, tt, s: torch.full_like(a_t, 0.1)  # noqa: E731
+    assert flow_matching_loss(net, action, weight=weight, t=t, noise=noise, repel_margin=2.0).item() == (
+        pytest.approx(flow_matching_loss(net, action, weight=weight, t=t, noise=noise).item())
+    )
+    with pytest.raises(ValueError, match="repel_margin"):
+        flow_matching_loss(net, action, weight=weight, repel_margin=0.0)
+
+
+def test_repel_margin_stops_the_gradient_of_far_negative_samples():
+    from simpo_bio.diffusion.flow import flow_matching_loss
+
+    bias = torch.tensor([10.0], requires_grad=True)
+    net = lambda a_t, tt, s: a_t * 0 + bias  # noqa: E731
+    action, t, noise = torch.zeros(2, 1), torch.full((2,), 0.5), torch.zeros(2, 1)
+    loss = flow_matching_loss(net, action, weight=torch.tensor([1.5, -0.5]), t=t, noise=noise, repel_margin=4.0)
+    loss.backward()
+    # only the positive sample pulls (d/db 1.5 (b - 0)^2 = 3 b); the negative one is beyond 4 and pushes no more
+    assert bias.grad.item() == pytest.approx(3 * 10.0)
