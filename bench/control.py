@@ -178,20 +178,21 @@ def run_sb3(algo: str, env_cfg: EnvConfig, tr: TrainConfig, seed: int) -> dict:
     from stable_baselines3.common.callbacks import BaseCallback
     from stable_baselines3.common.env_util import make_vec_env
 
-    evals: list[tuple[int, float, float]] = []
-    eval_time = [0.0]
-
     class _Eval(BaseCallback):  # the same protocol and episode seeds as SiMPO's evaluations
         def __init__(self) -> None:
             super().__init__()
-            self.next = tr.eval_every
+            self.next, self.seconds = tr.eval_every, 0.0
+            self.evals: list[tuple[int, float, float]] = []
+
+        def run(self) -> None:
+            t = time.perf_counter()
+            rets = evaluate_sb3(self.model, env_cfg, tr.eval_episodes, seed + 10_000)
+            self.evals.append((self.num_timesteps, float(np.mean(rets)), float(np.std(rets))))
+            self.seconds += time.perf_counter() - t
 
         def _on_step(self) -> bool:
             if tr.eval_every > 0 and self.num_timesteps >= self.next:
-                t = time.perf_counter()
-                rets = evaluate_sb3(self.model, env_cfg, tr.eval_episodes, seed + 10_000)
-                evals.append((self.num_timesteps, float(np.mean(rets)), float(np.std(rets))))
-                eval_time[0] += time.perf_counter() - t
+                self.run()
                 self.next += tr.eval_every
             return True
 
@@ -202,14 +203,14 @@ def run_sb3(algo: str, env_cfg: EnvConfig, tr: TrainConfig, seed: int) -> dict:
         "MlpPolicy", vec, batch_size=tr.batch_size, learning_starts=tr.learning_starts, train_freq=1,
         gradient_steps=tr.updates_per_step, policy_kwargs=kw, seed=seed, device="cpu", buffer_size=tr.buffer_size,
     )  # fmt: skip
+    cb = _Eval()
     t0 = time.perf_counter()
-    model.learn(total_timesteps=tr.total_env_steps, callback=_Eval())
-    wall = time.perf_counter() - t0 - eval_time[0]
-    if not evals or evals[-1][0] != model.num_timesteps:
-        rets = evaluate_sb3(model, env_cfg, tr.eval_episodes, seed + 10_000)
-        evals.append((model.num_timesteps, float(np.mean(rets)), float(np.std(rets))))
-    return {"return": evals[-1][1], "env_steps_per_s": tr.total_env_steps / wall,
-            "updates_per_s": model._n_updates / wall, "evals": evals}  # fmt: skip
+    model.learn(total_timesteps=tr.total_env_steps, callback=cb)
+    wall = time.perf_counter() - t0 - cb.seconds
+    if not cb.evals or cb.evals[-1][0] != model.num_timesteps:
+        cb.run()
+    return {"return": cb.evals[-1][1], "env_steps_per_s": tr.total_env_steps / wall,
+            "updates_per_s": model._n_updates / wall, "evals": cb.evals}  # fmt: skip
 
 
 def run_simpo(
@@ -296,10 +297,11 @@ def cmd_evalckpt(args: argparse.Namespace) -> dict:
         probe = make_env(env_cfg.id)
         s_dim, a_dim = probe.observation_space.shape[0], probe.action_space.shape[0]
         probe.close()
+        agent = SiMPOAgent(s_dim, a_dim, AgentConfig(**cfg["agent"]))
+        agent.load_training_state(ckpt["agent"])
         row = {}
         for k in args.candidates:
-            agent = SiMPOAgent(s_dim, a_dim, replace(AgentConfig(**cfg["agent"]), eval_candidates=k))
-            agent.load_training_state(ckpt["agent"])
+            agent.config = replace(agent.config, eval_candidates=k)  # act() reads it at every call
             torch.manual_seed(0)
             res = evaluate(agent, env_cfg, args.episodes, seed=seed + 10_000)
             row[k] = res["eval_return_mean"]
@@ -329,7 +331,7 @@ def cmd_report(args: argparse.Namespace) -> dict:
         algos = sorted((a for e, a in runs if e == env_id), key=lambda a: (order.index(a) if a in order else 99, a))
         sac = runs.get((env_id, "sac"))
         sac_mean = float(np.mean([r["return"] for r in sac.values()])) if sac else None
-        print(f"\n{env_id}, {steps[env_id].pop()} env steps: final evaluation return (mean of 5 episodes per seed)")
+        print(f"\n{env_id}, {next(iter(steps[env_id]))} env steps: final evaluation return (mean over episodes)")
         print("| algorithm | seeds | mean +- std over seeds | per seed | vs SAC | env steps/s | updates/s |")
         print("|---|---|---|---|---|---|---|")
         for algo in algos:
@@ -340,13 +342,18 @@ def cmd_report(args: argparse.Namespace) -> dict:
             sps = np.mean([r["env_steps_per_s"] for r in by_seed.values()])
             ups = np.mean([r["updates_per_s"] for r in by_seed.values()])
             per = ", ".join(f"{r:.0f}" for r in rets)
-            name = f"SB3 {algo.upper()}" if algo in ("sac", "td3") else f"SiMPO `{algo}`"
-            print(f"| {name} | {', '.join(map(str, sorted(by_seed)))} | {m:.0f} +- {sd:.0f} | {per} | {ratio} | "
+            print(f"| {_display_name(algo, code=True)} | {', '.join(map(str, sorted(by_seed)))} | {m:.0f} +- {sd:.0f} | {per} | {ratio} | "
                   f"{sps:.1f} | {ups:.1f} |")  # fmt: skip
             out[f"{env_id}/{algo}"] = {"mean": m, "std": sd, "returns": rets, "vs_sac": ratio}
         if args.png:
             _plot_curves(env_id, {a: runs[(env_id, a)] for a in algos}, Path(args.png.replace("{env}", env_id)))
     return out
+
+
+def _display_name(algo: str, code: bool = False) -> str:
+    if algo in ("sac", "td3"):
+        return f"SB3 {algo.upper()}"
+    return f"SiMPO `{algo}`" if code else f"SiMPO {algo}"
 
 
 def _plot_curves(env_id: str, by_algo: dict[str, dict[int, dict]], path: Path) -> None:
@@ -363,10 +370,9 @@ def _plot_curves(env_id: str, by_algo: dict[str, dict[int, dict]], path: Path) -
             ax.plot(c[:, 0], c[:, 1], color=color, alpha=0.25, lw=1)
         common = min(len(c) for c in curves)
         mean = np.mean([c[:common, 1] for c in curves], axis=0)
-        label = f"SB3 {algo.upper()}" if algo in ("sac", "td3") else f"SiMPO {algo}"
-        ax.plot(curves[0][:common, 0], mean, color=color, lw=2, label=f"{label} (n={len(curves)})")
+        ax.plot(curves[0][:common, 0], mean, color=color, lw=2, label=f"{_display_name(algo)} (n={len(curves)})")
     ax.set_xlabel("env steps")
-    ax.set_ylabel("evaluation return (5 episodes)")
+    ax.set_ylabel("evaluation return (mean over episodes)")
     ax.set_title(f"{env_id}: thin lines = seeds, thick = mean")
     ax.legend(fontsize=8)
     fig.tight_layout()

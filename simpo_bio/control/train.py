@@ -251,12 +251,14 @@ def train(env: EnvConfig, agent: AgentConfig, train: TrainConfig) -> dict[str, A
 
     env_steps, run_id = 0, f"{Path(train.output_dir).name}-{train.seed}-{int(time.time())}"
     evals: list[tuple[int, float, float]] = []
-    elapsed_before = 0.0  # training wall time of the segments before a resume (rates are over the whole run)
+    elapsed_before = 0.0  # training wall time of the segments before a resume
+    whole_run = True  # rates over the whole run; False for a checkpoint without "elapsed_s" (last segment only)
     if resume is not None:
         ckpt = torch.load(resume, map_location=device, weights_only=False)
         simpo.load_training_state(ckpt["agent"])
         env_steps, run_id, evals = int(ckpt["env_steps"]), ckpt["run_id"], list(ckpt["evals"])
-        elapsed_before = float(ckpt.get("elapsed_s", 0.0))
+        whole_run = ckpt.get("elapsed_s") is not None
+        elapsed_before = float(ckpt.get("elapsed_s") or 0.0)
         random.setstate(ckpt["rng"]["python"])
         np.random.set_state(ckpt["rng"]["numpy"])
         torch.set_rng_state(ckpt["rng"]["torch"])
@@ -279,7 +281,7 @@ def train(env: EnvConfig, agent: AgentConfig, train: TrainConfig) -> dict[str, A
         _atomic_save(
             {"agent": simpo.training_state(), "env_steps": env_steps, "run_id": run_id, "evals": evals,
              "rng": rng, "config": config, "buffer_path": saved_buffer,
-             "elapsed_s": elapsed_before + time.perf_counter() - t_start},
+             "elapsed_s": elapsed_before + time.perf_counter() - t_start if whole_run else None},
             ckpt_path,
         )  # fmt: skip
 
@@ -293,7 +295,8 @@ def train(env: EnvConfig, agent: AgentConfig, train: TrainConfig) -> dict[str, A
     obs, _ = envs.reset(seed=train.seed + env_steps)
     bar = tqdm(total=train.total_env_steps, initial=env_steps, disable=not train.progress, unit="step",
                desc=f"SiMPO[{agent.scheme}] {env.id}", dynamic_ncols=True)  # fmt: skip
-    t_start, steps_start, updates_start = time.perf_counter(), env_steps, simpo.num_updates
+    t_start = time.perf_counter()
+    steps_start, updates_start = (0, 0) if whole_run else (env_steps, simpo.num_updates)
     logs: dict[str, float] = {}
     next_eval = (env_steps // train.eval_every + 1) * train.eval_every if train.eval_every > 0 else None
     next_ckpt = (
@@ -327,7 +330,7 @@ def train(env: EnvConfig, agent: AgentConfig, train: TrainConfig) -> dict[str, A
 
             if next_eval is not None and env_steps >= next_eval:
                 next_eval += train.eval_every
-                elapsed = time.perf_counter() - t_start
+                elapsed = elapsed_before + time.perf_counter() - t_start
                 rates = {"env_steps_per_s": (env_steps - steps_start) / elapsed,
                          "updates_per_s": (simpo.num_updates - updates_start) / elapsed}  # fmt: skip
                 logger.log({"env_steps": env_steps, "updates": simpo.num_updates, "wall_time_s": elapsed,
@@ -346,9 +349,7 @@ def train(env: EnvConfig, agent: AgentConfig, train: TrainConfig) -> dict[str, A
         bar.close()
         envs.close()
         logger.close()
-    elapsed = time.perf_counter() - t_start
-    if elapsed_before > 0:  # whole-run rates across resumes
-        elapsed, steps_start, updates_start = elapsed + elapsed_before, 0, 0
+    elapsed = elapsed_before + time.perf_counter() - t_start
     return {
         "evals": evals,
         "env_steps": env_steps,

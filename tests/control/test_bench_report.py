@@ -38,8 +38,7 @@ def test_report_merges_seeds_and_algorithms(bench, tmp_path, capsys):
         _compare_json(tmp_path / "c.json", "Env-v4", 1000, "linear_neg", [0, 1], [1500.0, 2500.0]),
     ]
     png = tmp_path / "curves_{env}.png"
-    out = bench.main(["--json", str(tmp_path / "r.json"), "report", *files, "--png", str(png)])
-    assert out is None
+    bench.main(["--json", str(tmp_path / "r.json"), "report", *files, "--png", str(png)])
     res = json.loads((tmp_path / "r.json").read_text())
     assert res["Env-v4/sac"]["returns"] == [1000.0, 2000.0, 3000.0]
     assert res["Env-v4/sac"]["mean"] == pytest.approx(2000.0)

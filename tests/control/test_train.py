@@ -56,6 +56,7 @@ def test_resume_continues_step_count(tmp_path):
     assert third["updates_per_s"] == pytest.approx(second["updates_per_s"], rel=0.2)
     import torch
 
+
     ckpt = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
     assert ckpt["env_steps"] == 1200 and ckpt["agent"]["num_updates"] == 400
     import pickle
@@ -66,6 +67,16 @@ def test_resume_continues_step_count(tmp_path):
     assert steps == sorted(steps) and steps[-1] == 1200
     with pytest.raises(FileNotFoundError):
         cli_main(["--config", str(path), "--train.resume", str(tmp_path / "missing.pt")])
+
+    # a checkpoint without the training time (older runs): rates of the new segment only, and it resumes again
+    legacy = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
+    del legacy["elapsed_s"]
+    torch.save(legacy, tmp_path / "run" / "checkpoint.pt")
+    fourth = cli_main(["--config", str(path), "--train.total_env_steps", "1400", "--train.resume", "auto"])
+    assert fourth["updates"] == 500
+    assert fourth["updates_per_s"] == pytest.approx(100 / fourth["wall_time_s"])
+    fifth = cli_main(["--config", str(path), "--train.total_env_steps", "1600", "--train.resume", "auto"])
+    assert fifth["updates"] == 600
 
 
 def test_every_shipped_config_parses_and_builds_an_agent():
