@@ -7,7 +7,7 @@ Run one at a time, single-threaded unless you say otherwise::
     python bench/control.py compare --env HalfCheetah-v4 --steps 50000 --seeds 0 1 2
     python bench/control.py landscape --steps 50000 --seeds 0 1 2   # DMC cheetah-run, linear vs square x 4 rewards
     python bench/control.py evalckpt RUN_DIR ... --candidates 1 8 32   # re-evaluate checkpoints, best-of-K by Q
-    python bench/control.py report runs/*.json --png 'docs/images/control_{env}.png'  # merge compare --json files
+    python bench/control.py report runs/*.json --png 'docs/images/control_{env}.png'  # merge compare/landscape --json
 
 Arguments this script does not know (``--agent.scheme exp``, ``--train.batch_size 128``) override the YAML config.
 Every number printed is measured in this run; ratios are against the SB3 reference measured in the same process.
@@ -267,15 +267,16 @@ def cmd_landscape(args: argparse.Namespace) -> dict:
     table: dict = {}
     for shape in args.shapes:
         for scheme in args.schemes:
-            rets = []
+            runs = []
             for seed in args.seeds:
                 e = replace(env, reward_shape=shape)
                 r = run_simpo(scheme, e, agent, tr, seed, f"{args.out}/landscape/{shape}/{scheme}/seed{seed}")
-                rets.append(r["return"])
+                runs.append(r)
+            rets = [r["return"] for r in runs]
             m, s = _mean_std(rets)
-            table[f"{shape}/{scheme}"] = {"mean": m, "std": s, "returns": rets}
+            table[f"{shape}/{scheme}"] = {"mean": m, "std": s, "returns": rets, "runs": runs}
             print(f"{env.id} reward {shape:6s} scheme {scheme:6s}: {m:.1f} +- {s:.1f}", flush=True)
-    return {"env": env.id, "steps": args.steps, "seeds": args.seeds, "table": table}
+    return {"kind": "landscape", "env": env.id, "steps": args.steps, "seeds": args.seeds, "table": table}
 
 
 def cmd_evalckpt(args: argparse.Namespace) -> dict:
@@ -311,14 +312,39 @@ def cmd_evalckpt(args: argparse.Namespace) -> dict:
     return out
 
 
+def _is_landscape(res: dict) -> bool:
+    # older landscape JSONs carry no "kind"; their table keys are "<reward shape>/<scheme>"
+    return res.get("kind") == "landscape" or (bool(res.get("table")) and all("/" in k for k in res["table"]))
+
+
 def cmd_report(args: argparse.Namespace) -> dict:
-    """Merge the JSON files of several ``compare`` runs into one table per env (and a learning-curve PNG)."""
-    runs: dict[tuple[str, str], dict[int, dict]] = {}
-    steps: dict[str, set[int]] = {}
+    """Merge the JSON files of several ``compare`` or ``landscape`` runs (e.g. one per seed) into tables.
+
+    ``compare`` files give one table per env (and a learning-curve PNG with ``--png``); ``landscape`` files give one
+    reward-shape x scheme table per env and budget. Files of one env with different budgets are refused.
+    """
+    compare, landscape = [], []
     for path in args.jsons:
         res = json.loads(Path(path).read_text())
-        if "table" not in res or "env" not in res or "seeds" not in res:
-            raise SystemExit(f"{path}: not the JSON of a `compare` run (keys {sorted(res)})")
+        if "table" not in res or "env" not in res or "seeds" not in res or "steps" not in res:
+            raise SystemExit(f"{path}: not the JSON of a `compare` or `landscape` run (keys {sorted(res)})")
+        (landscape if _is_landscape(res) else compare).append(res)
+    out = _report_compare(compare, args.png) if compare else {}
+    if landscape:
+        out.update(_report_landscape(landscape))
+    return out
+
+
+def _budget(steps: dict[str, set[int]], env_id: str, what: str) -> int:
+    if len(steps[env_id]) != 1:
+        raise SystemExit(f"{env_id}: {what} runs with different budgets {sorted(steps[env_id])} cannot share a table")
+    return next(iter(steps[env_id]))
+
+
+def _report_compare(files: list[dict], png: str | None) -> dict:
+    runs: dict[tuple[str, str], dict[int, dict]] = {}
+    steps: dict[str, set[int]] = {}
+    for res in files:
         steps.setdefault(res["env"], set()).add(res["steps"])
         for algo, row in res["table"].items():
             for seed, r in zip(res["seeds"], row["runs"], strict=True):
@@ -326,12 +352,11 @@ def cmd_report(args: argparse.Namespace) -> dict:
     order = ["sac", "td3", "exp", "linear", "linear_neg", "square", "square_neg", "wd1"]
     out: dict = {}
     for env_id in sorted(steps):
-        if len(steps[env_id]) != 1:
-            raise SystemExit(f"{env_id}: runs with different budgets {sorted(steps[env_id])} cannot share a table")
+        budget = _budget(steps, env_id, "compare")
         algos = sorted((a for e, a in runs if e == env_id), key=lambda a: (order.index(a) if a in order else 99, a))
         sac = runs.get((env_id, "sac"))
         sac_mean = float(np.mean([r["return"] for r in sac.values()])) if sac else None
-        print(f"\n{env_id}, {next(iter(steps[env_id]))} env steps: final evaluation return (mean over episodes)")
+        print(f"\n{env_id}, {budget} env steps: final evaluation return (mean over episodes)")
         print("| algorithm | seeds | mean +- std over seeds | per seed | vs SAC | env steps/s | updates/s |")
         print("|---|---|---|---|---|---|---|")
         for algo in algos:
@@ -345,8 +370,45 @@ def cmd_report(args: argparse.Namespace) -> dict:
             print(f"| {_display_name(algo, code=True)} | {', '.join(map(str, sorted(by_seed)))} | {m:.0f} +- {sd:.0f} | {per} | {ratio} | "
                   f"{sps:.1f} | {ups:.1f} |")  # fmt: skip
             out[f"{env_id}/{algo}"] = {"mean": m, "std": sd, "returns": rets, "vs_sac": ratio}
-        if args.png:
-            _plot_curves(env_id, {a: runs[(env_id, a)] for a in algos}, Path(args.png.replace("{env}", env_id)))
+        if png:
+            _plot_curves(env_id, {a: runs[(env_id, a)] for a in algos}, Path(png.replace("{env}", env_id)))
+    return out
+
+
+def _report_landscape(files: list[dict]) -> dict:
+    rets: dict[tuple[str, str, str], dict[int, float]] = {}
+    steps: dict[str, set[int]] = {}
+    for res in files:
+        steps.setdefault(res["env"], set()).add(res["steps"])
+        for key, row in res["table"].items():
+            shape, scheme = key.split("/", 1)
+            for seed, r in zip(res["seeds"], row["returns"], strict=True):
+                rets.setdefault((res["env"], shape, scheme), {})[seed] = r
+    shape_order = ["sqrt", "linear", "square", "exp"]  # flat to steep (simpo_bio.control.envs)
+    out: dict = {}
+    for env_id in sorted(steps):
+        budget = _budget(steps, env_id, "landscape")
+        shapes = sorted({k[1] for k in rets if k[0] == env_id},
+                        key=lambda x: (shape_order.index(x) if x in shape_order else 99, x))  # fmt: skip
+        schemes = sorted({k[2] for k in rets if k[0] == env_id})
+        print(f"\n{env_id}, {budget} env steps: final evaluation return, mean +- std over seeds (per seed)")
+        print("| reward shape | " + " | ".join(_display_name(s, code=True) for s in schemes) + " | best |")
+        print("|---|" + "---|" * len(schemes) + "---|")
+        for shape in shapes:
+            cells, means = [], {}
+            for scheme in schemes:
+                by_seed = rets.get((env_id, shape, scheme))
+                if not by_seed:
+                    cells.append("not run")
+                    continue
+                vals = [by_seed[s] for s in sorted(by_seed)]
+                m, sd = _mean_std(vals)
+                means[scheme] = m
+                seeds = ", ".join(f"s{s} {by_seed[s]:.0f}" for s in sorted(by_seed))
+                cells.append(f"{m:.0f} +- {sd:.0f} ({seeds})")
+                out[f"{env_id}/{shape}/{scheme}"] = {"mean": m, "std": sd, "returns": vals, "seeds": sorted(by_seed)}
+            best = f"`{max(means, key=means.get)}`" if len(means) > 1 else "n/a"
+            print(f"| {shape} | " + " | ".join(cells) + f" | {best} |")
     return out
 
 
@@ -420,7 +482,7 @@ def main(argv: list[str] | None = None) -> None:
     s.add_argument("runs", nargs="+")
     s.add_argument("--candidates", type=int, nargs="+", default=[1, 8, 32])
     s.add_argument("--episodes", type=int, default=5)
-    s = sub.add_parser("report", help="merge the --json files of compare runs into tables and curves")
+    s = sub.add_parser("report", help="merge the --json files of compare / landscape runs into tables and curves")
     s.add_argument("jsons", nargs="+")
     s.add_argument("--png", default=None, help="learning curves; {env} is replaced by the env id")
     # anything not known here overrides the config, e.g. `smoke --seeds 0 1 --agent.scheme exp`

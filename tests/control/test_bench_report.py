@@ -55,8 +55,43 @@ def test_report_refuses_mixed_budgets_and_foreign_json(bench, tmp_path):
     with pytest.raises(SystemExit, match="different budgets"):
         bench.main(["report", a, b])
     (tmp_path / "smoke.json").write_text(json.dumps({"rows": [], "verdict": "PASS"}))
-    with pytest.raises(SystemExit, match="not the JSON of a `compare` run"):
+    with pytest.raises(SystemExit, match="not the JSON of a `compare` or `landscape` run"):
         bench.main(["report", str(tmp_path / "smoke.json")])
+
+
+def _landscape_json(path, steps, seeds, cells, kind=True):
+    """cells: {"<shape>/<scheme>": [return per seed]}; kind=False writes the older format without "kind"."""
+    res = {"env": "dmc/cheetah-run", "steps": steps, "seeds": seeds,
+           "table": {k: {"mean": 0, "std": 0, "returns": v} for k, v in cells.items()}}  # fmt: skip
+    if kind:
+        res["kind"] = "landscape"
+    path.write_text(json.dumps(res))
+    return str(path)
+
+
+def test_report_merges_landscape_seeds_into_a_shape_by_scheme_table(bench, tmp_path, capsys):
+    a = _landscape_json(tmp_path / "a.json", 1000, [0], {"exp/linear": [30.0], "exp/square": [10.0],
+                                                         "sqrt/linear": [5.0], "sqrt/square": [9.0]}, kind=False)  # fmt: skip
+    b = _landscape_json(tmp_path / "b.json", 1000, [1, 2], {"exp/linear": [50.0, 40.0], "sqrt/linear": [7.0, 6.0]})
+    c = _compare_json(tmp_path / "c.json", "Env-v4", 1000, "sac", [0], [100.0])
+    bench.main(["--json", str(tmp_path / "r.json"), "report", a, b, c])
+    res = json.loads((tmp_path / "r.json").read_text())
+    assert res["dmc/cheetah-run/exp/linear"]["returns"] == [30.0, 50.0, 40.0]
+    assert res["dmc/cheetah-run/exp/linear"]["mean"] == pytest.approx(40.0)
+    assert res["dmc/cheetah-run/exp/square"]["seeds"] == [0]
+    assert res["Env-v4/sac"]["mean"] == pytest.approx(100.0)  # compare files in the same call still tabulate
+    out = capsys.readouterr().out
+    lines = [ln for ln in out.splitlines() if ln.startswith("| sqrt") or ln.startswith("| exp")]
+    assert lines[0].startswith("| sqrt |")  # flat before steep whatever the file order
+    assert lines[0].endswith("| `square` |") and lines[1].endswith("| `linear` |")
+    assert "s0 30, s1 50, s2 40" in lines[1]
+
+
+def test_report_refuses_landscape_files_with_different_budgets(bench, tmp_path):
+    a = _landscape_json(tmp_path / "a.json", 1000, [0], {"exp/linear": [1.0]})
+    b = _landscape_json(tmp_path / "b.json", 2000, [1], {"exp/linear": [1.0]})
+    with pytest.raises(SystemExit, match="landscape runs with different budgets"):
+        bench.main(["report", a, b])
 
 
 def test_sb3_baseline_evaluates_on_the_harness_schedule(bench):
