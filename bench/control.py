@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def load_config(path: str, *overrides: str) -> tuple[EnvConfig, AgentConfig, TrainConfig]:
     """Parse a configs/control YAML (plus ``--a.b value`` overrides) into the three dataclasses."""
     parser = build_parser()
-    init = parser.instantiate_classes(parser.parse_args(["--config", path, *overrides]))
+    init = parser.instantiate(parser.parse_args(["--config", path, *overrides]))
     return init.env, init.agent, init.train
 
 

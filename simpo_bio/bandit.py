@@ -697,7 +697,7 @@ def cli_main(argv: Sequence[str] | None = None) -> list[BanditRun]:
 
     parser = build_parser()
     ns = parser.parse_args(list(argv) if argv is not None else None)
-    values = {k: v for k, v in vars(parser.instantiate_classes(ns)).items() if k != "config"}
+    values = {k: v for k, v in vars(parser.instantiate(ns)).items() if k != "config"}
     values = {k: v for k, v in values.items() if k in BanditConfig.__dataclass_fields__}
     cfg = BanditConfig(**values)
     try:

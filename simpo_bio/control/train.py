@@ -378,7 +378,7 @@ def cli_main(argv: list[str] | None = None) -> dict[str, Any]:
     """Entry point of ``simpo-bio control``; saves the resolved config next to the metrics."""
     parser = build_parser()
     cfg = parser.parse_args(argv)
-    init = parser.instantiate_classes(cfg)
+    init = parser.instantiate(cfg)
     out_dir = Path(init.train.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     parser.save(cfg, out_dir / "config.yaml", overwrite=True, skip_check=True)

@@ -90,7 +90,7 @@ def test_every_shipped_config_parses_and_builds_an_agent():
     assert len(configs) >= 12
     parser = build_parser()
     for path in configs:
-        init = parser.instantiate_classes(parser.parse_args(["--config", str(path)]))
+        init = parser.instantiate(parser.parse_args(["--config", str(path)]))
         assert init.env.id in DMC_TASKS or init.env.id.split("-")[0] in GYM_TASKS, path
         SiMPOAgent(5, 2, init.agent)  # validates the scheme name and its parameters
         if "paper" in path.parts:
