@@ -363,7 +363,8 @@ def _report_compare(files: list[dict], png: str | None) -> dict:
             by_seed = runs[(env_id, algo)]
             rets = [by_seed[s]["return"] for s in sorted(by_seed)]
             m, sd = _mean_std(rets)
-            ratio = f"{m / sac_mean:.2f}x" if sac_mean and sac_mean > 0 else "n/a"
+            # a ratio of returns means nothing once either mean is <= 0 (returns are not on a ratio scale there)
+            ratio = f"{m / sac_mean:.2f}x" if sac_mean and sac_mean > 0 and m > 0 else "n/a"
             sps = np.mean([r["env_steps_per_s"] for r in by_seed.values()])
             ups = np.mean([r["updates_per_s"] for r in by_seed.values()])
             per = ", ".join(f"{r:.0f}" for r in rets)

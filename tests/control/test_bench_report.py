@@ -44,6 +44,9 @@ def test_report_merges_seeds_and_algorithms(bench, tmp_path, capsys):
     assert res["Env-v4/sac"]["mean"] == pytest.approx(2000.0)
     assert res["Env-v4/linear_neg"]["mean"] == pytest.approx(2000.0)
     assert res["Env-v4/linear_neg"]["vs_sac"] == "1.00x"
+    neg = _compare_json(tmp_path / "d.json", "Env-v4", 1000, "linear", [0], [-50.0])
+    bench.main(["--json", str(tmp_path / "r2.json"), "report", *files, neg])
+    assert json.loads((tmp_path / "r2.json").read_text())["Env-v4/linear"]["vs_sac"] == "n/a"
     assert (tmp_path / "curves_Env-v4.png").stat().st_size > 0
     table = capsys.readouterr().out
     assert "| SB3 SAC | 0, 1, 2 | 2000 +- 816 |" in table
