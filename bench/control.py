@@ -378,6 +378,7 @@ def _report_compare(files: list[dict], png: str | None) -> dict:
 
 def _report_landscape(files: list[dict]) -> dict:
     rets: dict[tuple[str, str, str], dict[int, float]] = {}
+    first: dict[tuple[str, str], list[list[float]]] = {}  # (env, shape) -> [[env steps, return] of 1st evaluation]
     steps: dict[str, set[int]] = {}
     for res in files:
         steps.setdefault(res["env"], set()).add(res["steps"])
@@ -385,6 +386,9 @@ def _report_landscape(files: list[dict]) -> dict:
             shape, scheme = key.split("/", 1)
             for seed, r in zip(res["seeds"], row["returns"], strict=True):
                 rets.setdefault((res["env"], shape, scheme), {})[seed] = r
+            for run in row.get("runs", []):  # older files have no per-run evaluations
+                if run.get("evals"):
+                    first.setdefault((res["env"], shape), []).append(run["evals"][0][:2])
     shape_order = ["sqrt", "linear", "square", "exp"]  # flat to steep (simpo_bio.control.envs)
     out: dict = {}
     for env_id in sorted(steps):
@@ -392,9 +396,12 @@ def _report_landscape(files: list[dict]) -> dict:
         shapes = sorted({k[1] for k in rets if k[0] == env_id},
                         key=lambda x: (shape_order.index(x) if x in shape_order else 99, x))  # fmt: skip
         schemes = sorted({k[2] for k in rets if k[0] == env_id})
-        print(f"\n{env_id}, {budget} env steps: final evaluation return, mean +- std over seeds (per seed)")
-        print("| reward shape | " + " | ".join(_display_name(s, code=True) for s in schemes) + " | best |")
-        print("|---|" + "---|" * len(schemes) + "---|")
+        print(f"\n{env_id}, {budget} env steps: final evaluation return, mean +- std over seeds (per seed); "
+              "first evaluation = mean over all runs of the shape at its first evaluation (before or at the start "
+              "of learning)")  # fmt: skip
+        print("| reward shape | first evaluation | " + " | ".join(_display_name(s, code=True) for s in schemes)
+              + " | best |")  # fmt: skip
+        print("|---|---|" + "---|" * len(schemes) + "---|")
         for shape in shapes:
             cells, means = [], {}
             for scheme in schemes:
@@ -405,12 +412,19 @@ def _report_landscape(files: list[dict]) -> dict:
                 vals = [by_seed[s] for s in sorted(by_seed)]
                 m, sd = _mean_std(vals)
                 means[scheme] = m
-                seeds = ", ".join(f"s{s} {by_seed[s]:.0f}" for s in sorted(by_seed))
-                cells.append(f"{m:.0f} +- {sd:.0f} ({seeds})")
+                seeds = ", ".join(f"s{s} {_g(by_seed[s])}" for s in sorted(by_seed))
+                cells.append(f"{_g(m)} +- {_g(sd)} ({seeds})")
                 out[f"{env_id}/{shape}/{scheme}"] = {"mean": m, "std": sd, "returns": vals, "seeds": sorted(by_seed)}
             best = f"`{max(means, key=means.get)}`" if len(means) > 1 else "n/a"
-            print(f"| {shape} | " + " | ".join(cells) + f" | {best} |")
+            f0 = first.get((env_id, shape))
+            f0_cell = f"{_g(float(np.mean([r for _, r in f0])))} at {int(f0[0][0])}" if f0 else "n/a"
+            print(f"| {shape} | {f0_cell} | " + " | ".join(cells) + f" | {best} |")
     return out
+
+
+def _g(x: float) -> str:
+    """Returns at a readable precision: integers from 100 up, 3 significant digits below (DMC returns can be ~1e-2)."""
+    return f"{x:.0f}" if abs(x) >= 100 else f"{x:.3g}"
 
 
 def _display_name(algo: str, code: bool = False) -> str:

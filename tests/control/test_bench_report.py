@@ -62,12 +62,15 @@ def test_report_refuses_mixed_budgets_and_foreign_json(bench, tmp_path):
         bench.main(["report", str(tmp_path / "smoke.json")])
 
 
-def _landscape_json(path, steps, seeds, cells, kind=True):
-    """cells: {"<shape>/<scheme>": [return per seed]}; kind=False writes the older format without "kind"."""
+def _landscape_json(path, steps, seeds, cells, kind=True, first=None):
+    """cells: {"<shape>/<scheme>": [return per seed]}; kind=False writes the older format (no "kind", no "runs");
+    first: the return of every run's first evaluation (at steps // 2)."""
     res = {"env": "dmc/cheetah-run", "steps": steps, "seeds": seeds,
            "table": {k: {"mean": 0, "std": 0, "returns": v} for k, v in cells.items()}}  # fmt: skip
     if kind:
         res["kind"] = "landscape"
+        for row in res["table"].values():
+            row["runs"] = [{"return": r, "evals": [[steps // 2, first, 0.0], [steps, r, 0.0]]} for r in row["returns"]]
     path.write_text(json.dumps(res))
     return str(path)
 
@@ -75,7 +78,8 @@ def _landscape_json(path, steps, seeds, cells, kind=True):
 def test_report_merges_landscape_seeds_into_a_shape_by_scheme_table(bench, tmp_path, capsys):
     a = _landscape_json(tmp_path / "a.json", 1000, [0], {"exp/linear": [30.0], "exp/square": [10.0],
                                                          "sqrt/linear": [5.0], "sqrt/square": [9.0]}, kind=False)  # fmt: skip
-    b = _landscape_json(tmp_path / "b.json", 1000, [1, 2], {"exp/linear": [50.0, 40.0], "sqrt/linear": [7.0, 6.0]})
+    b = _landscape_json(tmp_path / "b.json", 1000, [1, 2], {"exp/linear": [50.0, 40.0], "sqrt/linear": [7.0, 6.0]},
+                        first=0.25)  # fmt: skip
     c = _compare_json(tmp_path / "c.json", "Env-v4", 1000, "sac", [0], [100.0])
     bench.main(["--json", str(tmp_path / "r.json"), "report", a, b, c])
     res = json.loads((tmp_path / "r.json").read_text())
@@ -88,6 +92,8 @@ def test_report_merges_landscape_seeds_into_a_shape_by_scheme_table(bench, tmp_p
     assert lines[0].startswith("| sqrt |")  # flat before steep whatever the file order
     assert lines[0].endswith("| `square` |") and lines[1].endswith("| `linear` |")
     assert "s0 30, s1 50, s2 40" in lines[1]
+    assert lines[1].startswith("| exp | 0.25 at 500 |")  # first evaluation, from the files that carry it
+    assert "| 9 +- 0 (s0 9) |" in lines[0]  # 3 significant digits, not rounded to integers
 
 
 def test_report_refuses_landscape_files_with_different_budgets(bench, tmp_path):
