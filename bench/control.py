@@ -254,6 +254,8 @@ def cmd_compare(args: argparse.Namespace) -> dict:
               f"this run: {args.steps} steps on {args.env})")  # fmt: skip
     return {
         "env": args.env,
+        # DMC tasks: runs under different reshaped rewards must not share a table (``report`` keys on it)
+        "reward_shape": env.reward_shape if args.env.startswith("dmc/") else None,
         "steps": args.steps,
         "seeds": args.seeds,
         "table": table,
@@ -341,14 +343,24 @@ def _budget(steps: dict[str, set[int]], env_id: str, what: str) -> int:
     return next(iter(steps[env_id]))
 
 
+def _env_label(res: dict) -> str:
+    """The env id, plus the reshaped reward of DMC runs (older files only have it in their overrides)."""
+    shape = res.get("reward_shape")
+    over = res.get("override") or []
+    if shape is None and "--env.reward_shape" in over[:-1]:
+        shape = over[over.index("--env.reward_shape") + 1]
+    return f"{res['env']} (reward {shape})" if shape and res["env"].startswith("dmc/") else res["env"]
+
+
 def _report_compare(files: list[dict], png: str | None) -> dict:
     runs: dict[tuple[str, str], dict[int, dict]] = {}
     steps: dict[str, set[int]] = {}
     for res in files:
-        steps.setdefault(res["env"], set()).add(res["steps"])
+        env_label = _env_label(res)
+        steps.setdefault(env_label, set()).add(res["steps"])
         for algo, row in res["table"].items():
             for seed, r in zip(res["seeds"], row["runs"], strict=True):
-                runs.setdefault((res["env"], algo), {})[seed] = r
+                runs.setdefault((env_label, algo), {})[seed] = r
     order = ["sac", "td3", "exp", "linear", "linear_neg", "square", "square_neg", "wd1"]
     out: dict = {}
     for env_id in sorted(steps):
@@ -367,12 +379,13 @@ def _report_compare(files: list[dict], png: str | None) -> dict:
             ratio = f"{m / sac_mean:.2f}x" if sac_mean and sac_mean > 0 and m > 0 else "n/a"
             sps = np.mean([r["env_steps_per_s"] for r in by_seed.values()])
             ups = np.mean([r["updates_per_s"] for r in by_seed.values()])
-            per = ", ".join(f"{r:.0f}" for r in rets)
-            print(f"| {_display_name(algo, code=True)} | {', '.join(map(str, sorted(by_seed)))} | {m:.0f} +- {sd:.0f} | {per} | {ratio} | "
+            per = ", ".join(_g(r) for r in rets)
+            print(f"| {_display_name(algo, code=True)} | {', '.join(map(str, sorted(by_seed)))} | {_g(m)} +- {_g(sd)} | {per} | {ratio} | "
                   f"{sps:.1f} | {ups:.1f} |")  # fmt: skip
             out[f"{env_id}/{algo}"] = {"mean": m, "std": sd, "returns": rets, "vs_sac": ratio}
         if png:
-            _plot_curves(env_id, {a: runs[(env_id, a)] for a in algos}, Path(png.replace("{env}", env_id)))
+            name = env_id.replace("/", "_").replace(" (reward ", "_").rstrip(")")  # dmc/cheetah-run (reward exp)
+            _plot_curves(env_id, {a: runs[(env_id, a)] for a in algos}, Path(png.replace("{env}", name)))
     return out
 
 

@@ -52,6 +52,22 @@ def test_report_merges_seeds_and_algorithms(bench, tmp_path, capsys):
     assert "| SB3 SAC | 0, 1, 2 | 2000 +- 816 |" in table
 
 
+def test_report_keeps_dmc_reward_shapes_apart(bench, tmp_path):
+    a = _compare_json(tmp_path / "a.json", "dmc/cheetah-run", 1000, "sac", [0], [6.0])
+    res = json.loads(Path(a).read_text())
+    res["reward_shape"] = "sqrt"
+    Path(a).write_text(json.dumps(res))
+    b = _compare_json(tmp_path / "b.json", "dmc/cheetah-run", 1000, "sac", [0], [0.1])
+    res = json.loads(Path(b).read_text())
+    res["override"] = ["--env.reward_shape", "exp"]  # older files: the shape is only in the overrides
+    Path(b).write_text(json.dumps(res))
+    bench.main(["--json", str(tmp_path / "r.json"), "report", a, b, "--png", str(tmp_path / "c_{env}.png")])
+    out = json.loads((tmp_path / "r.json").read_text())
+    assert out["dmc/cheetah-run (reward sqrt)/sac"]["returns"] == [6.0]
+    assert out["dmc/cheetah-run (reward exp)/sac"]["returns"] == [0.1]
+    assert (tmp_path / "c_dmc_cheetah-run_exp.png").exists()
+
+
 def test_report_refuses_mixed_budgets_and_foreign_json(bench, tmp_path):
     a = _compare_json(tmp_path / "a.json", "Env-v4", 1000, "sac", [0], [1.0])
     b = _compare_json(tmp_path / "b.json", "Env-v4", 2000, "sac", [1], [1.0])
