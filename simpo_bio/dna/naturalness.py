@@ -1,0 +1,221 @@
+"""Naturalness of designed sequences and the checks a synthesis order needs.
+
+A fine-tuned generator can raise an oracle's score by leaving natural DNA (near-0% or near-100% GC, homopolymer
+runs, repeats): these per-sequence measures make that visible next to Pred-Activity, and :func:`synthesis_flags`
+turns user-set constraints (GC window, longest homopolymer, forbidden sites on both strands) into flags.
+
+- :func:`gc_fraction` ``[B]``: share of G or C.
+- :func:`longest_homopolymer` ``[B]``: longest run of one base, bp.
+- :func:`dust_score` ``[B]``: the DUST low-complexity score (Morgulis et al. 2006, J. Comput. Biol. 13:1028),
+  the largest over sliding windows: ``sum_t c_t (c_t - 1) / 2 / (l - 1)`` over the ``l`` 3-mers of a window with
+  counts ``c_t``. A random sequence scores about 0.5 in a 64-bp window; DUST masks windows above 2 (its
+  threshold 20 is this score times 10); a homopolymer scores ``l / 2``.
+- :func:`naturalness_summary`: the set-level columns of the metrics table (median GC, share outside a GC window,
+  share with a homopolymer longer than a limit, median DUST score).
+- :func:`SynthesisConstraints` / :func:`synthesis_flags`: per-design flags for an order.
+
+Token ids are those of :mod:`simpo_bio.dna.alphabet` (``A=0, C=1, G=2, T=3``). Imports: torch, numpy and
+:mod:`simpo_bio.dna.alphabet` only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from simpo_bio.dna.alphabet import ALPHABET, decode
+
+__all__ = [
+    "gc_fraction",
+    "longest_homopolymer",
+    "dust_score",
+    "naturalness_per_sequence",
+    "naturalness_summary",
+    "SynthesisConstraints",
+    "synthesis_flags",
+    "reverse_complement_str",
+]
+
+_COMPLEMENT = str.maketrans("ACGTacgtN", "TGCAtgcaN")
+
+
+def _tokens(tokens) -> torch.Tensor:
+    t = torch.as_tensor(tokens)
+    if t.ndim != 2:
+        raise ValueError(f"expected a [B, L] token tensor, got shape {tuple(t.shape)}")
+    if t.shape[1] == 0:
+        raise ValueError("sequences of length 0 have no composition")
+    return t.long()
+
+
+def gc_fraction(tokens: torch.Tensor) -> torch.Tensor:
+    """Share of G or C per sequence: ``[B, L]`` tokens -> ``[B]`` float in ``[0, 1]``.
+
+    Raises:
+        ValueError: not a ``[B, L]`` tensor, or ``L == 0``.
+    """
+    t = _tokens(tokens)
+    return ((t == 1) | (t == 2)).float().mean(1)
+
+
+def longest_homopolymer(tokens: torch.Tensor) -> torch.Tensor:
+    """Longest run of one repeated base per sequence: ``[B, L]`` -> ``[B]`` long, in bp (at least 1).
+
+    Raises:
+        ValueError: not a ``[B, L]`` tensor, or ``L == 0``.
+    """
+    t = _tokens(tokens)
+    run = torch.ones(t.shape[0], dtype=torch.long)
+    best = run.clone()
+    for i in range(1, t.shape[1]):
+        run = torch.where(t[:, i] == t[:, i - 1], run + 1, torch.ones_like(run))
+        best = torch.maximum(best, run)
+    return best
+
+
+def dust_score(tokens: torch.Tensor, window: int = 64) -> torch.Tensor:
+    """DUST low-complexity score per sequence, the maximum over sliding windows: ``[B, L]`` -> ``[B]`` float.
+
+    For a window with ``l = window - 2`` 3-mers and count ``c_t`` of 3-mer ``t``:
+    ``score = sum_t c_t (c_t - 1) / 2 / (l - 1)`` (Morgulis et al. 2006). Sequences shorter than ``window`` are
+    scored as one window. Higher = lower complexity; DUST masks windows above 2.0.
+
+    Raises:
+        ValueError: not a ``[B, L]`` tensor, ``L < 4`` or ``window < 4``.
+    """
+    t = _tokens(tokens)
+    if window < 4 or t.shape[1] < 4:
+        raise ValueError(f"dust_score needs window >= 4 and sequences of >= 4 bp, got {window} and {t.shape[1]}")
+    t = t.clamp(0, 3)
+    codes = t[:, :-2] * 16 + t[:, 1:-1] * 4 + t[:, 2:]  # [B, L-2]
+    n = codes.shape[1]
+    width = min(window - 2, n)
+    onehot = torch.nn.functional.one_hot(codes, 64).to(torch.float32)
+    csum = torch.cat([torch.zeros(t.shape[0], 1, 64), onehot.cumsum(1)], dim=1)  # [B, n + 1, 64]
+    counts = csum[:, width:] - csum[:, : n - width + 1]  # [B, W, 64]
+    score = (counts * (counts - 1) / 2).sum(-1) / (width - 1)
+    return score.max(1).values
+
+
+def naturalness_per_sequence(tokens: torch.Tensor) -> dict[str, np.ndarray]:
+    """Per-design columns: ``gc`` (fraction), ``longest_homopolymer`` (bp), ``dust`` (score), each ``[B]``."""
+    return {
+        "gc": gc_fraction(tokens).numpy(),
+        "longest_homopolymer": longest_homopolymer(tokens).numpy(),
+        "dust": dust_score(tokens).numpy(),
+    }
+
+
+def naturalness_summary(per_sequence: dict[str, np.ndarray] | object, *, gc_window: tuple[float, float] = (0.3, 0.7),
+                        max_homopolymer: int = 15) -> dict[str, float]:
+    """Set-level naturalness columns from :func:`naturalness_per_sequence` (or a table with those columns).
+
+    Returns:
+        ``gc_median``; ``frac_gc_outside`` (share with GC outside ``gc_window``, inclusive bounds are inside);
+        ``homopolymer_median`` (bp); ``frac_homopolymer_over`` (share with a run longer than
+        ``max_homopolymer`` bp); ``dust_median``.
+    """
+    gc = np.asarray(per_sequence["gc"], dtype=float)
+    hp = np.asarray(per_sequence["longest_homopolymer"], dtype=float)
+    dust = np.asarray(per_sequence["dust"], dtype=float)
+    if gc.size == 0:
+        raise ValueError("need at least one design to summarise")
+    lo, hi = gc_window
+    return {
+        "gc_median": float(np.median(gc)),
+        "frac_gc_outside": float(((gc < lo) | (gc > hi)).mean()),
+        "homopolymer_median": float(np.median(hp)),
+        "frac_homopolymer_over": float((hp > max_homopolymer).mean()),
+        "dust_median": float(np.median(dust)),
+    }
+
+
+def reverse_complement_str(seq: str) -> str:
+    """Reverse complement of a DNA string (``ACGT``, either case; ``N`` stays ``N``)."""
+    return seq.translate(_COMPLEMENT)[::-1]
+
+
+@dataclass
+class SynthesisConstraints:
+    """What a design must satisfy to be ordered.
+
+    Args:
+        gc_min, gc_max: allowed GC fraction (inclusive).
+        max_homopolymer: longest allowed run of one base, bp.
+        forbidden: named sites that must not occur on either strand (default: the Golden Gate enzymes BsaI
+            ``GGTCTC`` and BsmBI ``CGTCTC``, which would cut inside the insert).
+        prefix, suffix: adapters added 5' / 3' before the checks (sites spanning a junction are found too).
+
+    Raises:
+        ValueError: ``gc_min > gc_max``, a bound outside ``[0, 1]``, ``max_homopolymer < 1``, or a forbidden site
+            with characters other than ``ACGT``.
+    """
+
+    gc_min: float = 0.3
+    gc_max: float = 0.7
+    max_homopolymer: int = 15
+    forbidden: dict[str, str] = field(default_factory=lambda: {"BsaI": "GGTCTC", "BsmBI": "CGTCTC"})
+    prefix: str = ""
+    suffix: str = ""
+
+    def __post_init__(self) -> None:
+        if not (0.0 <= self.gc_min <= self.gc_max <= 1.0):
+            raise ValueError(f"GC window must satisfy 0 <= gc_min <= gc_max <= 1, got {self.gc_min}, {self.gc_max}")
+        if int(self.max_homopolymer) < 1:
+            raise ValueError(f"max_homopolymer must be >= 1, got {self.max_homopolymer}")
+        for name, site in {**self.forbidden, "prefix": self.prefix or "A", "suffix": self.suffix or "A"}.items():
+            if not site or set(site.upper()) - set(ALPHABET):
+                raise ValueError(f"site {name!r} must be a non-empty ACGT string, got {site!r}")
+
+
+def _find_all(seq: str, site: str) -> list[int]:
+    out, start = [], seq.find(site)
+    while start >= 0:
+        out.append(start)
+        start = seq.find(site, start + 1)
+    return out
+
+
+def synthesis_flags(sequences: Sequence[str] | torch.Tensor, constraints: SynthesisConstraints | None = None
+                    ) -> list[list[str]]:
+    """Constraint violations of every design, as short flags (empty list = ready to order).
+
+    Flags: ``gc_low`` / ``gc_high`` (outside the window), ``homopolymer`` (a run longer than the limit), and
+    ``NAME@POS+`` / ``NAME@POS-`` for a forbidden site at 0-based position ``POS`` of the full construct
+    (prefix + design + suffix) on the forward / reverse strand (a palindromic site is reported once, ``+``).
+
+    Args:
+        sequences: design strings (``ACGT``, either case) or ``[B, L]`` tokens.
+        constraints: the constraints (default :class:`SynthesisConstraints`).
+
+    Returns:
+        One list of flags per design, in input order.
+    """
+    c = constraints or SynthesisConstraints()
+    seqs = decode(sequences) if isinstance(sequences, torch.Tensor) else [str(s) for s in sequences]
+    out: list[list[str]] = []
+    for s in seqs:
+        full = (c.prefix + s + c.suffix).upper()
+        flags = []
+        gc = sum(ch in "GC" for ch in s.upper()) / max(1, len(s))
+        if gc < c.gc_min:
+            flags.append("gc_low")
+        elif gc > c.gc_max:
+            flags.append("gc_high")
+        run = best = 1
+        for i in range(1, len(full)):
+            run = run + 1 if full[i] == full[i - 1] else 1
+            best = max(best, run)
+        if best > c.max_homopolymer:
+            flags.append("homopolymer")
+        for name, site in c.forbidden.items():
+            site = site.upper()
+            rc = reverse_complement_str(site)
+            flags += [f"{name}@{p}+" for p in _find_all(full, site)]
+            if rc != site:
+                flags += [f"{name}@{p}-" for p in _find_all(full, rc)]
+        out.append(flags)
+    return out
