@@ -1,6 +1,13 @@
-"""simpo_bio.weighting: rewards -> per-sample weights, shared by every domain (SPEC 2-4).
+"""simpo_bio.weighting: rewards -> per-sample weights, shared by every domain (SiMPO Stage I, paper Eq. 9-11).
 
-Pure torch (no Lightning, no I/O). Shapes ``[..., N]``: the group is the last dim.
+Pure torch (no Lightning, no I/O); imports nothing of ``simpo_bio`` outside this package. Shapes ``[..., N]``:
+the group is the last dim. The objective, the weights per scheme and their normalisers and the temperature dual
+are written out in ``docs/method.md``.
+
+Layout (public API first): ``normalize`` (:func:`compute_weights`, :class:`WeightOutput`, the ``exp`` / ``wd1``
+normalisers, diagnostics), ``functions`` (the scheme registry), ``advantages``, ``temperature``, ``thresholds``
+(power-family threshold solvers; ``active_set`` holds their sort-free variants), ``divergences`` (reference),
+``validation`` (input checks, :class:`AdvantageError`), ``group_ops`` (shared tensor helpers).
 
 >>> import torch, simpo_bio.weighting as sw
 >>> adv = sw.group_advantages(torch.randn(4096, 32))          # [groups, N], standardised per group
@@ -22,15 +29,16 @@ from simpo_bio.weighting.normalize import (
     compute_weights,
     kl_to_uniform,
     softmax_normalize,
-    threshold_bisect,
-    threshold_exact,
     wd1_normalize,
     weight_diagnostics,
 )
 from simpo_bio.weighting.temperature import TemperatureController
+from simpo_bio.weighting.thresholds import threshold_bisect, threshold_exact
+from simpo_bio.weighting.validation import AdvantageError, check_advantage
 
 __all__ = [
     "DIVERGENCES",
+    "AdvantageError",
     "SCHEMES",
     "FDivergence",
     "TemperatureController",
@@ -38,6 +46,7 @@ __all__ = [
     "WeightScheme",
     "available_divergences",
     "available_schemes",
+    "check_advantage",
     "compute_weights",
     "get_divergence",
     "get_scheme",

@@ -1,6 +1,10 @@
-"""Group-relative advantages (SPEC 4: ``(r - mean_group) / (std_group + eps)``; GRPO, wd1).
+"""Group-relative advantages ``(r - mean_group) / (std_group + eps)`` (paper Example 3.4; GRPO, wd1).
 
 A *group* is the last dim: the N samples drawn from the old policy for one state / prompt / generation batch.
+The advantages are what :func:`simpo_bio.weighting.compute_weights` turns into weights (``docs/method.md``,
+section 5).
+
+Imports: torch and :mod:`simpo_bio.weighting.validation`.
 """
 
 from __future__ import annotations
@@ -8,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from simpo_bio.weighting.normalize import _check_advantage
+from simpo_bio.weighting.validation import check_advantage
 
 __all__ = ["group_advantages"]
 
@@ -40,8 +44,9 @@ def group_advantages(
         ``[..., N]`` advantages, same dtype as ``reward`` (float).
 
     Raises:
-        ValueError: a non-finite reward on a valid entry (names group and position), a group with no valid
-            sample, or a 0-d input.
+        AdvantageError: (a ``ValueError``) a non-finite reward on a valid entry (names group and position), or
+            a group with no valid sample.
+        ValueError: a 0-d input or a non-bool mask.
     """
     reward = torch.as_tensor(reward)
     if reward.dim() == 0:
@@ -52,7 +57,7 @@ def group_advantages(
         mask = torch.as_tensor(mask, device=reward.device).expand(reward.shape)
         if mask.dtype != torch.bool:
             raise ValueError(f"mask must be a bool tensor, got {mask.dtype}")
-    _check_advantage(reward, mask, what="reward")
+    check_advantage(reward, mask, what="reward")
     r = reward if mask is None else reward.masked_fill(~mask, 0.0)
     if mask is None:
         n = torch.full(r.shape[:-1] + (1,), r.shape[-1], dtype=r.dtype, device=r.device)

@@ -1,4 +1,4 @@
-"""f-divergences and the weightings they induce (SPEC 2, paper Table 1).
+"""f-divergences and the weightings they induce (paper Table 1).
 
 Regularising policy improvement with ``lambda * D_f(pi || pi_old)`` gives ``pi* = pi_old * w`` with
 ``w = g((Q - mu) / lambda)``, ``g = max(0, (f')^{-1})`` and ``mu`` the multiplier making ``E_{pi_old}[w] = 1``
@@ -14,7 +14,10 @@ divergence             f(x)                                         g(y)        
 ``alpha`` (alpha > 1)  ``(x**a - a x + a - 1) / (a (a - 1))``       ``relu(1 + (a-1) y)**p``     power p, ``N**(1/p) lambda / (a-1)``
 =====================  ===========================================  ===========================  ==================
 
-with ``p = 1 / (alpha - 1)`` (alpha 1.5 -> ``square``, alpha 2 -> ``linear``).
+with ``p = 1 / (alpha - 1)`` (alpha 1.5 -> ``square``, alpha 2 -> ``linear``). A reference for the tests and
+the docs; training code uses the schemes of :mod:`simpo_bio.weighting.functions`.
+
+Imports: torch only.
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
-"""Weight functions ``phi`` and the one registry of weighting schemes (SPEC 2, paper Table 1 and Eq. 11).
+"""Weight functions ``phi`` and the one registry of weighting schemes (paper Table 1, Eq. 9 and Eq. 11).
 
 A *scheme* turns the temperature-scaled advantage ``x = advantage / temperature`` of every sample of a group
 into a weight. It is the pair (elementwise ``phi``, per-group normaliser); the normalisers live in
-:mod:`simpo_bio.weighting.normalize`. Every domain (DNA, control, bandit) selects a scheme by name from
+:mod:`simpo_bio.weighting.normalize` and :mod:`simpo_bio.weighting.thresholds` (weights and normalisers per
+scheme: ``docs/method.md``). Every domain (DNA, control, bandit) selects a scheme by name from
 :data:`SCHEMES`, so ``--model.scheme square_neg`` means the same thing everywhere.
 
 Schemes (``x`` is dimensionless; ``tau`` the per-group threshold, ``eta >= 0`` the negative floor):
@@ -18,6 +19,8 @@ linear_neg    ``max(x - tau, -eta)``                                 eta > 0    
 square_neg    ``max(sign(u) u**2, -eta)``, ``u = x - tau``           eta > 0    exact sort (paper Eq. 11)
 wd1           ``(softmax(x) - eta softmax(-x)) / (1 - eta)``         eta > 0    two softmaxes (Tang et al. 2025)
 ============  ====================================================  =========  ================================
+
+Imports: torch only.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Automatic temperature tuning by the MPO-style dual (SPEC 4, paper Appendix G).
+"""Automatic temperature tuning by the MPO-style dual (paper Appendix G, Eq. 30; ``docs/method.md``, section 6).
 
 For ``exp`` the dual ``g(lambda) = lambda eps + lambda mean_s log mean_j exp(Q_sj / lambda)`` has
 ``dg / dlambda = eps - KL(w || uniform)``. We use the same fixed point for every scheme: the controller holds
@@ -8,6 +8,8 @@ it otherwise. For the power schemes the temperature is the ``p``-th root of the 
 see :mod:`simpo_bio.weighting.normalize`), so tuning ``log T`` is tuning ``log beta / p``. For signed schemes the
 KL is taken on the positive part of ``w``, renormalised (:func:`simpo_bio.weighting.kl_to_uniform`), which
 keeps it monotone in the temperature.
+
+Imports: torch and :mod:`simpo_bio.weighting` (``functions``, ``normalize``).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ __all__ = ["TemperatureController"]
 
 
 class TemperatureController(nn.Module):
-    """Learns the weighting temperature so that ``KL(w || uniform)`` tracks ``target_kl`` (SPEC 4).
+    """Learns the weighting temperature so that ``KL(w || uniform)`` tracks ``target_kl`` (paper Appendix G).
 
     Usage (one optimizer of its own, e.g. ``Adam(controller.parameters(), lr=1e-2)``)::
 
@@ -33,7 +35,8 @@ class TemperatureController(nn.Module):
 
     Args:
         scheme: scheme name or :class:`WeightScheme` whose temperature is tuned.
-        init_temperature: starting temperature, ``> 0`` (units of the advantage).
+        temperature: starting temperature, ``> 0`` (units of the advantage); read the current one from the
+            :attr:`temperature` property.
         target_kl: target ``KL(w || uniform)`` in nats, ``> 0``; must be below ``log N`` (N = group size) to be
             reachable (paper default 1.5 for N = 32, where ``log 32 = 3.47``).
         min_temperature, max_temperature: the temperature is clamped to this range.
@@ -45,13 +48,13 @@ class TemperatureController(nn.Module):
     def __init__(
         self,
         scheme: str | WeightScheme,
-        init_temperature: float = 1.0,
+        temperature: float = 1.0,
         target_kl: float = 1.5,
         min_temperature: float = 1e-4,
         max_temperature: float = 1e4,
     ) -> None:
         super().__init__()
-        for name, value in (("init_temperature", init_temperature), ("target_kl", target_kl),
+        for name, value in (("temperature", temperature), ("target_kl", target_kl),
                             ("min_temperature", min_temperature), ("max_temperature", max_temperature)):
             if not (math.isfinite(value) and value > 0):
                 raise ValueError(f"{name} must be finite and > 0, got {value}")
@@ -60,7 +63,7 @@ class TemperatureController(nn.Module):
         self.scheme = get_scheme(scheme)
         self.target_kl = float(target_kl)
         self.log_min, self.log_max = math.log(min_temperature), math.log(max_temperature)
-        init = min(max(math.log(init_temperature), self.log_min), self.log_max)
+        init = min(max(math.log(temperature), self.log_min), self.log_max)
         self.log_temperature = nn.Parameter(torch.tensor(init, dtype=torch.float32))
 
     @property

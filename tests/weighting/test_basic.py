@@ -112,7 +112,7 @@ def test_temperature_controller_reaches_target_kl(name, init):
     adv = sw.group_advantages(torch.randn(64, 32, dtype=torch.float64))
     target = 1.0
     scheme = sw.get_scheme(name, **({"eta": 0.2} if name.endswith("_neg") else {}))
-    ctrl = sw.TemperatureController(scheme, init_temperature=init, target_kl=target)
+    ctrl = sw.TemperatureController(scheme, temperature=init, target_kl=target)
     opt = torch.optim.Adam(ctrl.parameters(), lr=3e-2)
     for _ in range(400):
         out = sw.compute_weights(adv, ctrl.scheme, ctrl.temperature)

@@ -126,13 +126,13 @@ def test_unknown_divergence_raises():
 @pytest.mark.parametrize("p, eta", [(1.0, 0.0), (2.0, 0.0), (1.0, 0.7)])
 def test_active_set_fallback_to_sort_is_exact(monkeypatch, p, eta):
     """Groups the active-set iteration has not settled are re-solved by the sort solver."""
-    from simpo_bio.weighting import normalize
+    from simpo_bio.weighting import active_set
 
     x = torch.randn(2, 5, 40, generator=torch.Generator().manual_seed(4), dtype=torch.float64) * 3
     mask = torch.rand(2, 5, 40, generator=torch.Generator().manual_seed(5)) < 0.8
     mask[..., 0] = True
     ref, _ = sw.threshold_exact(x, p, eta, mask, method="sort")
-    monkeypatch.setattr(normalize, "ACTIVE_SET_MAX_ITER", 1)
+    monkeypatch.setattr(active_set, "ACTIVE_SET_MAX_ITER", 1)
     w, _ = sw.threshold_exact(x, p, eta, mask, method="active_set")
     torch.testing.assert_close(w, ref, atol=1e-12, rtol=0)
     bis, _ = sw.threshold_bisect(x, p, eta, mask)
@@ -196,13 +196,13 @@ def test_long_groups_compacted_active_set_is_exact(p, scale, masked):
 def test_active_set_row_bookkeeping_with_early_stop(monkeypatch, max_iter, p, eta):
     """Groups finish at different steps and leave the working set; results must land on the right groups,
     including those still open when the step budget runs out (they go to the sort fallback)."""
-    from simpo_bio.weighting import normalize
+    from simpo_bio.weighting import active_set
 
     gen = torch.Generator().manual_seed(11)
     x = torch.randn(512, 24, generator=gen, dtype=torch.float64) * torch.rand(512, 1, generator=gen) * 6
     mask = torch.rand(512, 24, generator=gen) < 0.85
     mask[:, 3] = True
-    monkeypatch.setattr(normalize, "ACTIVE_SET_MAX_ITER", max_iter)
+    monkeypatch.setattr(active_set, "ACTIVE_SET_MAX_ITER", max_iter)
     w, tau = sw.threshold_exact(x, p, eta, mask, method="active_set")
     w_ref, tau_ref = sw.threshold_bisect(x, p, eta, mask)
     torch.testing.assert_close(w, w_ref, atol=1e-9, rtol=0)
