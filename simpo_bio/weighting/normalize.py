@@ -1,16 +1,17 @@
 """Public entry point of the weighting: advantages -> per-group weights that sum to one (SiMPO Stage I).
 
 :func:`compute_weights` is what every domain calls (DNA, control, bandit); it validates its inputs and
-dispatches to the scheme's normaliser (paper Sec. 4, Appendix E): :func:`softmax_normalize` (``exp``), :func:`wd1_normalize` (``wd1``)
-or the threshold solvers of :mod:`simpo_bio.weighting.thresholds` (the power family, signed or not). The
-diagnostics :func:`kl_to_uniform` (what the temperature dual of paper Appendix G tracks) and
-:func:`weight_diagnostics` follow.
+dispatches to the scheme's normaliser (paper Sec. 4, Appendix E): :func:`softmax_normalize` (``exp``),
+:func:`wd1_normalize` (``wd1``) or the threshold solvers of :mod:`simpo_bio.weighting.thresholds` (the power
+family, signed or not). The diagnostics :func:`kl_to_uniform` (what the temperature dual of paper Appendix G
+tracks) and :func:`weight_diagnostics` follow.
 
 Shapes: ``advantage`` is ``[..., N]``; the group is the last dim, every leading index is one group (one state,
 one prompt, one generation batch). All solvers are vectorised over groups (no Python loop over groups).
 
-Convention (documented once, used everywhere; derivation in ``docs/method.md``, section 4). For every threshold scheme the
-solver works on the temperature-scaled advantage ``x = advantage / temperature`` with target mass ``beta = 1``:
+Convention (documented once, used everywhere; derivation in ``docs/method.md``, section 4). For every threshold
+scheme the solver works on the temperature-scaled advantage ``x = advantage / temperature`` with target mass
+``beta = 1``:
 
     sum_i max(phi(x_i - tau), -eta) = 1,      phi(u) = sign(u) |u|**p      (paper Eq. 11)
 

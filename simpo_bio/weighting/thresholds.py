@@ -51,12 +51,12 @@ def threshold_exact(
       cumulative sums and ``searchsorted``, and the quadratic on the bracketing interval is solved in a
       cancellation-free form.
 
-    ``method='active_set'`` -- sort-free (:mod:`simpo_bio.weighting.active_set`): Michelot's iteration (p 1)
-    or monotone Newton steps with the closed form accepted once it reproduces its own active set (p 2); a
+    ``method='active_set'`` -- sort-free (:mod:`simpo_bio.weighting.active_set`): Michelot's iteration
+    (p 1) or monotone Newton steps with the closed form accepted once it reproduces its own active set (p 2); a
     handful of elementwise passes, exact at termination, with the sort solver as fallback for any group not
-    settled after ``ACTIVE_SET_MAX_ITER`` (50) steps; for ``square_neg`` a safeguarded piecewise-quadratic iteration, exact once two
-    consecutive points see the same pieces. Solved groups leave the working set, so the last steps (which few
-    groups need) are cheap. ``method='auto'`` (default) uses the active-set solvers for CPU tensors of at least
+    settled after ``ACTIVE_SET_MAX_ITER`` (50) steps; for ``square_neg`` a safeguarded piecewise-quadratic
+    iteration, exact once two consecutive points see the same pieces. Solved groups leave the working set, so
+    the last steps (which few groups need) are cheap. ``method='auto'`` (default) uses the active-set solvers for CPU tensors of at least
     ``AUTO_ACTIVE_SET_MIN_NUMEL`` elements (a CPU sort of many short rows costs far more than a few elementwise
     passes) and the sort solvers otherwise (GPU: fast sort, no per-step host sync; tiny inputs: fewer ops).
 
