@@ -56,7 +56,9 @@ def threshold_exact(
     handful of elementwise passes, exact at termination, with the sort solver as fallback for any group not
     settled after ``ACTIVE_SET_MAX_ITER`` (50) steps; for ``square_neg`` a safeguarded piecewise-quadratic
     iteration, exact once two consecutive points see the same pieces. Solved groups leave the working set, so
-    the last steps (which few groups need) are cheap. ``method='auto'`` (default) uses the active-set solvers for CPU tensors of at least
+    the last steps (which few groups need) are cheap.
+
+    ``method='auto'`` (default) uses the active-set solvers for CPU tensors of at least
     ``AUTO_ACTIVE_SET_MIN_NUMEL`` elements (a CPU sort of many short rows costs far more than a few elementwise
     passes) and the sort solvers otherwise (GPU: fast sort, no per-step host sync; tiny inputs: fewer ops).
 
