@@ -1,21 +1,23 @@
 """Continuous flow matching for policies: path, per-sample (signed-)weighted loss, Euler ODE sampler.
 
-The probability path is the linear (rectified-flow / conditional OT) path of SPEC section 5::
+The probability path is the linear (rectified-flow / conditional OT) path (``docs/method.md``, section 7)::
 
     a_t = t * a + (1 - t) * eps,      eps ~ N(0, I),  t ~ U[0, 1)
     target velocity  u_t = a - eps     (d a_t / d t)
 
 so ``t = 0`` is pure noise and ``t = 1`` is the action. Training minimises the conditional flow-matching loss
-``|| v_theta(a_t, t, s) - (a - eps) ||^2`` per sample; SiMPO's Stage II (SPEC 5, paper Eq. 7) multiplies each
-sample's term by a detached weight ``w_j`` which may be negative (signed measures, paper section 3.4): a negative
-weight turns the term into a repelling force that pushes the velocity field away from that sample.
+``|| v_theta(a_t, t, s) - (a - eps) ||^2`` per sample; SiMPO's Stage II (paper Eq. 7) multiplies each sample's
+term by a detached weight ``w_j`` which may be negative (signed measures, paper Sec. 3.3-3.4): a negative weight
+turns the term into a repelling force that pushes the velocity field away from that sample.
 
 Sampling integrates ``d a / d t = v_theta(a, t, s)`` from ``t = 0`` to ``t = 1`` with the explicit Euler method
 on a uniform or cosine time grid (or any given grid); all ``B x N`` particles (B states, N samples per state) go
 through the network in one forward per ODE step. :func:`sample_actions` validates and draws the random numbers;
-:func:`integrate_flow` is its deterministic, ``torch.compile``-friendly core.
+:func:`integrate_flow` is its deterministic, ``torch.compile``-friendly core. The velocity network
+(:class:`VelocityMLP`) lives in :mod:`simpo_bio.diffusion.velocity` and is re-exported here.
 
-Everything here is plain torch (no Lightning); it is shared by :mod:`simpo_bio.bandit` and the control submodule.
+Shared by :mod:`simpo_bio.bandit` and :mod:`simpo_bio.control`. Imports: torch and
+:mod:`simpo_bio.diffusion.velocity` only (no Lightning).
 """
 
 from __future__ import annotations
@@ -26,11 +28,14 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
+from simpo_bio.diffusion.velocity import ACTIVATIONS, VelocityFn, VelocityMLP, timestep_embedding
+
 __all__ = [
     "ACTIVATIONS",
     "BOUND_MODES",
     "FlowPolicy",
     "TIME_SCHEDULES",
+    "VelocityFn",
     "VelocityMLP",
     "bound_actions",
     "flow_matching_loss",
@@ -41,131 +46,10 @@ __all__ = [
     "timestep_embedding",
 ]
 
-ACTIVATIONS: dict[str, type[nn.Module]] = {
-    "mish": nn.Mish,
-    "silu": nn.SiLU,
-    "relu": nn.ReLU,
-    "gelu": nn.GELU,
-    "tanh": nn.Tanh,
-    "elu": nn.ELU,
-}
-
+#: Modes of :func:`bound_actions`.
 BOUND_MODES = ("clip", "tanh", "none")
+#: Time grids of :func:`time_grid`.
 TIME_SCHEDULES = ("uniform", "cosine")
-
-
-def timestep_embedding(t: Tensor, dim: int, *, max_period: float = 10_000.0, scale: float = 1000.0) -> Tensor:
-    """Sinusoidal embedding of flow time.
-
-    Args:
-        t: ``[B]`` flow times in ``[0, 1]``.
-        dim: embedding size (even or odd; an odd size is zero-padded by one column).
-        max_period: longest period of the sinusoids (in units of ``scale * t``).
-        scale: ``t`` is multiplied by ``scale`` first so that ``[0, 1]`` spans many periods of the fast features.
-
-    Returns:
-        ``[B, dim]`` tensor ``[cos(scale t f_k), sin(scale t f_k)]`` with geometric frequencies
-        ``f_k = max_period ** (-k / half)``.
-    """
-    half = dim // 2
-    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device, dtype=t.dtype) / max(half, 1))
-    args = scale * t[:, None] * freqs[None, :]
-    emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
-    if dim % 2:
-        emb = torch.cat([emb, torch.zeros_like(emb[:, :1])], dim=-1)
-    return emb
-
-
-class VelocityMLP(nn.Module):
-    """MLP velocity field ``v_theta(a_t, t, s) -> R^A`` with a sinusoidal time embedding.
-
-    The input of the MLP is ``[a_t, time_mlp(emb(t)), s]`` (``s`` only when ``state_dim > 0``). The paper's control
-    networks are 3 hidden layers of 256 units with Mish (Appendix F, table of hyper-parameters): the defaults.
-
-    Args:
-        action_dim: ``A``, size of an action.
-        state_dim: ``S``, size of the conditioning state; ``0`` for an unconditional (bandit) policy.
-        hidden: width of each hidden layer.
-        depth: number of hidden layers (``>= 1``).
-        time_embed_dim: size of the sinusoidal time embedding (then mapped by a 2-layer MLP of the same size).
-        activation: one of :data:`ACTIVATIONS` (``"mish"`` by default).
-        layer_norm: add a LayerNorm after each hidden linear layer.
-
-    Raises:
-        ValueError: non-positive sizes or an unknown activation name.
-    """
-
-    def __init__(
-        self,
-        action_dim: int,
-        state_dim: int = 0,
-        hidden: int = 256,
-        depth: int = 3,
-        time_embed_dim: int = 32,
-        activation: str = "mish",
-        layer_norm: bool = False,
-    ) -> None:
-        super().__init__()
-        if action_dim < 1 or state_dim < 0 or hidden < 1 or depth < 1 or time_embed_dim < 2:
-            raise ValueError(
-                f"VelocityMLP: need action_dim >= 1, state_dim >= 0, hidden >= 1, depth >= 1, time_embed_dim >= 2; "
-                f"got action_dim={action_dim}, state_dim={state_dim}, hidden={hidden}, depth={depth}, "
-                f"time_embed_dim={time_embed_dim}"
-            )
-        if activation not in ACTIVATIONS:
-            raise ValueError(f"VelocityMLP: unknown activation {activation!r}; choose from {sorted(ACTIVATIONS)}")
-        act = ACTIVATIONS[activation]
-        self.action_dim = action_dim
-        self.state_dim = state_dim
-        self.time_embed_dim = time_embed_dim
-        self.time_mlp = nn.Sequential(
-            nn.Linear(time_embed_dim, time_embed_dim), act(), nn.Linear(time_embed_dim, time_embed_dim)
-        )
-        layers: list[nn.Module] = []
-        width = action_dim + time_embed_dim + state_dim
-        for _ in range(depth):
-            layers.append(nn.Linear(width, hidden))
-            if layer_norm:
-                layers.append(nn.LayerNorm(hidden))
-            layers.append(act())
-            width = hidden
-        layers.append(nn.Linear(width, action_dim))
-        self.net = nn.Sequential(*layers)
-
-    def forward(self, action_t: Tensor, t: Tensor, state: Tensor | None = None) -> Tensor:
-        """Velocity at the point ``action_t`` of the path.
-
-        Args:
-            action_t: ``[B, A]`` point on the path.
-            t: ``[B]`` (or ``[B, 1]`` or a scalar) flow time in ``[0, 1]``.
-            state: ``[B, S]`` conditioning state; required iff ``state_dim > 0``.
-
-        Returns:
-            ``[B, A]`` velocity (action units per unit flow time).
-
-        Raises:
-            ValueError: wrong shapes or a missing / unexpected state.
-        """
-        if action_t.dim() != 2 or action_t.shape[-1] != self.action_dim:
-            raise ValueError(f"VelocityMLP: action_t must be [B, {self.action_dim}], got {tuple(action_t.shape)}")
-        batch = action_t.shape[0]
-        t = torch.as_tensor(t, dtype=action_t.dtype, device=action_t.device).reshape(-1)
-        if t.numel() == 1:
-            t = t.expand(batch)
-        if t.shape[0] != batch:
-            raise ValueError(f"VelocityMLP: t must have {batch} entries, got {t.shape[0]}")
-        parts = [action_t, self.time_mlp(timestep_embedding(t, self.time_embed_dim))]
-        if self.state_dim > 0:
-            if state is None or state.shape != (batch, self.state_dim):
-                got = None if state is None else tuple(state.shape)
-                raise ValueError(f"VelocityMLP: state must be [{batch}, {self.state_dim}], got {got}")
-            parts.append(state.to(action_t.dtype))
-        elif state is not None and state.numel() > 0:
-            raise ValueError("VelocityMLP: got a state but the network was built with state_dim=0")
-        return self.net(torch.cat(parts, dim=-1))
-
-
-VelocityFn = Callable[[Tensor, Tensor, "Tensor | None"], Tensor]
 
 
 def per_sample_flow_matching_loss(
@@ -177,7 +61,7 @@ def per_sample_flow_matching_loss(
     noise: Tensor | None = None,
     generator: torch.Generator | None = None,
 ) -> Tensor:
-    """Conditional flow-matching loss of each sample on the linear path (SPEC 5).
+    """Conditional flow-matching loss of each sample on the linear path (paper Eq. 7, unweighted terms).
 
     ``l_j = || v(a_t^j, t_j, s_j) - (a^j - eps_j) ||^2`` (summed over action dims), with
     ``a_t = t a + (1 - t) eps``, ``t ~ U[0, 1)`` and ``eps ~ N(0, I)`` drawn here unless given.
@@ -225,14 +109,14 @@ def flow_matching_loss(
     noise: Tensor | None = None,
     repel_margin: float | None = None,
 ) -> Tensor:
-    """(Signed-)weighted flow-matching loss, SiMPO Stage II for continuous actions (SPEC 5, paper Eq. 7).
+    """(Signed-)weighted flow-matching loss, SiMPO Stage II for continuous actions (paper Eq. 7).
 
     ``L = sum_j w_j * l_j`` when ``weight`` is given (``l_j`` from :func:`per_sample_flow_matching_loss`), and the
     plain mean ``mean_j l_j`` otherwise. Weights are treated as constants (detached). With the weights of one
     group summing to 1 (as :func:`simpo_bio.weighting.compute_weights` returns them), the weighted sum has the
     scale of a per-sample mean; for ``G`` groups flattened into ``B = G * N`` rows, pass ``weight / G`` to keep it.
-    Negative weights are allowed and repel the velocity field from their samples (paper section 3.4); the loss is
-    then unbounded below if a region's total weight is negative (the paper's Case II, section 3.4), and a network
+    Negative weights are allowed and repel the velocity field from their samples (paper Sec. 3.4); the loss is
+    then unbounded below if a region's total weight is negative (the paper's Case II, Sec. 3.4), and a network
     can drive it to -inf by pushing its velocity ever further from the negative samples.
 
     ``repel_margin`` bounds that repulsion (our rule, not the paper's): for a sample with a negative weight the
@@ -590,7 +474,10 @@ class FlowPolicy(nn.Module):
         weight: Tensor | None = None,
         generator: torch.Generator | None = None,
     ) -> Tensor:
-        """Scalar (signed-)weighted flow-matching loss; see :func:`flow_matching_loss`."""
+        """0-d (signed-)weighted flow-matching loss of ``action [B, A]`` (paper Eq. 7), ``weight [B]`` or ``None``.
+
+        See :func:`flow_matching_loss` (no ``repel_margin`` here); raises its ``ValueError`` on bad shapes.
+        """
         return flow_matching_loss(self.velocity, action, state, weight=weight, generator=generator)
 
     def sample(
@@ -602,16 +489,8 @@ class FlowPolicy(nn.Module):
         num_steps: int | None = None,
         generator: torch.Generator | None = None,
     ) -> Tensor:
-        """Actions ``[B, N, A]`` (``[N, A]`` without state); see :func:`sample_actions`."""
+        """Actions ``[B, N, A]`` (``[N, A]`` when ``state`` is None) in the action box; see :func:`sample_actions`."""
         return sample_actions(
-            self.velocity,
-            state,
-            num_samples,
-            num_steps=num_steps or self.num_steps,
-            schedule=self.schedule,
-            noise_scale=noise_scale,
-            low=self.low,
-            high=self.high,
-            bound=self.bound,
-            generator=generator,
+            self.velocity, state, num_samples, num_steps=num_steps or self.num_steps, schedule=self.schedule,
+            noise_scale=noise_scale, low=self.low, high=self.high, bound=self.bound, generator=generator,
         )

@@ -233,7 +233,7 @@ def _policy_mean(policy: FlowPolicy) -> float:
 
 
 def test_signed_weights_attract_and_repel():
-    """SPEC 3.4: positive weights pull the policy toward their samples, a negative weight pushes it away."""
+    """Paper Sec. 3.4: positive weights pull the policy toward their samples, a negative weight pushes it away."""
     policy = _pretrained_gaussian_policy(0)
     base = _policy_mean(policy)
     assert abs(base) < 0.1
