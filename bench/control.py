@@ -11,6 +11,8 @@ Run one at a time, single-threaded unless you say otherwise::
 
 Arguments this script does not know (``--agent.scheme exp``, ``--train.batch_size 128``) override the YAML config.
 Every number printed is measured in this run; ratios are against the SB3 reference measured in the same process.
+
+Imports: numpy, torch, :mod:`simpo_bio.control` (and stable-baselines3 / matplotlib where a command needs them).
 """
 
 from __future__ import annotations
@@ -131,8 +133,8 @@ def cmd_speed(args: argparse.Namespace) -> dict:
     s_dim, a_dim = probe.observation_space.shape[0], probe.action_space.shape[0]
     probe.close()
     settings = {
-        "paper (N=32, 20 steps, 3x256)": AgentConfig(num_particles=32, flow_steps=20),
-        "cpu (N=8, 10 steps, 3x256)": AgentConfig(num_particles=8, flow_steps=10),
+        "paper (N=32, 20 steps, 3x256)": AgentConfig(group_size=32, num_steps=20),
+        "cpu (N=8, 10 steps, 3x256)": AgentConfig(group_size=8, num_steps=10),
     }
     if args.cpu_config:
         settings[f"config {Path(args.cpu_config).name}"] = load_config(args.cpu_config)[1]
@@ -286,7 +288,7 @@ def cmd_evalckpt(args: argparse.Namespace) -> dict:
 
     Same episodes (seeds ``train.seed + 10,000``) as the runs' own evaluations; only ``eval_candidates`` changes.
     """
-    from simpo_bio.control.train import evaluate
+    from simpo_bio.control.train import configs_from_checkpoint, evaluate
 
     out: dict = {}
     for run in args.runs:
@@ -294,13 +296,12 @@ def cmd_evalckpt(args: argparse.Namespace) -> dict:
         if not path.exists():
             raise SystemExit(f"{run}: no checkpoint.pt (is it the output_dir of a SiMPO run?)")
         ckpt = torch.load(path, map_location="cpu", weights_only=False)
-        cfg = ckpt["config"]
-        env_cfg = EnvConfig(**cfg["env"])
-        seed = cfg["train"]["seed"]
+        env_cfg, agent_cfg, train_cfg = configs_from_checkpoint(ckpt)  # maps renamed keys of older runs
+        seed = train_cfg.seed
         probe = make_env(env_cfg.id)
         s_dim, a_dim = probe.observation_space.shape[0], probe.action_space.shape[0]
         probe.close()
-        agent = SiMPOAgent(s_dim, a_dim, AgentConfig(**cfg["agent"]))
+        agent = SiMPOAgent(s_dim, a_dim, agent_cfg)
         agent.load_training_state(ckpt["agent"])
         row = {}
         for k in args.candidates:

@@ -1,4 +1,4 @@
-"""simpo_bio.control: SiMPO with flow-matching policies on Gymnasium MuJoCo and DeepMind Control (SPEC 6).
+"""simpo_bio.control: SiMPO with flow-matching policies on Gymnasium MuJoCo and DeepMind Control (paper Sec. 5.2).
 
 Needs the ``[control]`` extra (``pip install 'simpo-bio[control]'``: mujoco, gymnasium, dm_control,
 stable-baselines3). Layout:
@@ -9,6 +9,8 @@ stable-baselines3). Layout:
 * :mod:`simpo_bio.control.train` -- the training loop and ``simpo-bio control`` (:func:`cli_main`).
 
 Names are imported lazily so that ``import simpo_bio.control`` does not pull MuJoCo in until it is used.
+
+Imports: nothing at import time (``importlib`` only); the names above resolve to the three modules on first use.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ _EXPORTS = {
     "EnvConfig": "train",
     "TrainConfig": "train",
     "evaluate": "train",
+    "configs_from_checkpoint": "train",
+    "upgrade_agent_config": "train",
     "cli_main": "train",
 }
 

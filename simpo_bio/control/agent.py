@@ -1,19 +1,20 @@
-"""SiMPO actor-critic with a flow-matching policy (paper sections 3-4 and 5.2, SPEC sections 2-5).
+"""SiMPO actor-critic with a flow-matching policy (paper Sec. 3-4 and Sec. 5.2; ``docs/method.md``).
 
 One update on a batch of ``B`` transitions ``(s, a, r, s', done)``:
 
 1. **Critic** (double Q, TD3/SAC style): ``y = r + gamma (1 - done) min_k Q'_k(s', a')`` with ``a' ~ pi(. | s')``
    drawn by the flow ODE and ``Q'`` the target networks; loss ``sum_k mean (Q_k(s, a) - y)^2``; then a soft
    (Polyak) update ``theta' <- (1 - polyak) theta' + polyak theta`` (:func:`critic_target`, :func:`soft_update`).
-2. **Stage I** (target measure by reweighting): for every state draw a *group* of ``N`` actions from the
-   current policy (:func:`simpo_bio.diffusion.flow.sample_actions` on the ``time_schedule`` grid, one batched
-   forward per ODE step for all ``B x N`` particles) -- score them with
+2. **Stage I** (target measure by reweighting, paper Eq. 9 and Eq. 11): for every state draw a *group* of
+   ``N = group_size`` actions from the current policy (:func:`simpo_bio.diffusion.flow.sample_actions` on the
+   ``time_schedule`` grid, one batched forward per ODE step for all ``B x N`` particles) -- score them with
    ``min(Q_1, Q_2)``, turn scores into group-relative advantages (``Q - mean_group Q`` in Q units by default,
    ``normalize_advantage`` standardises each group instead) and weights by the scheme's name
    (:func:`simpo_bio.weighting.compute_weights`; weights sum to 1 per state, signed schemes may be negative).
-3. **Stage II** (projection): reweighted flow matching ``sum_s sum_j w_sj || v(a_t, t, s) - (a_sj - eps) ||^2 / B``
+3. **Stage II** (projection, paper Eq. 7): reweighted flow matching
+   ``sum_s sum_j w_sj || v(a_t, t, s) - (a_sj - eps) ||^2 / B``
    (:func:`simpo_bio.diffusion.flow.flow_matching_loss`).
-4. **Temperature** (Appendix G): one step of the dual loss of
+4. **Temperature** (paper Appendix G): one step of the dual loss of
    :class:`simpo_bio.weighting.TemperatureController` so that ``KL(w || uniform)`` tracks ``target_kl``.
 
 Exploration and action selection (documented choices; the paper leaves them to its JAX code):
@@ -25,6 +26,8 @@ Exploration and action selection (documented choices; the paper leaves them to i
 
 The policy learning rate is annealed linearly from ``policy_lr`` to ``policy_lr_final`` over the run
 (paper Appendix F: 3e-4 -> 3e-5); the critic keeps ``critic_lr``.
+
+Imports: torch, :mod:`simpo_bio.diffusion.flow` and :mod:`simpo_bio.weighting` (no MuJoCo, no I/O).
 """
 
 from __future__ import annotations
@@ -56,18 +59,19 @@ class AgentConfig:
     Attributes:
         scheme: weighting scheme by name (registry of :mod:`simpo_bio.weighting`), e.g. ``linear_neg``.
         scheme_params: extra parameters of the scheme, e.g. ``{"eta": 1.0}`` or ``{"p": 3}``.
-        num_particles: ``N``, actions drawn per state to form a group (Stage I).
-        flow_steps: Euler steps of the policy's flow ODE (the paper's "diffusion steps", 20).
+        group_size: ``N``, actions drawn per state to form a group (Stage I).
+        num_steps: Euler steps of the policy's flow ODE (the paper's "diffusion steps", 20).
         time_schedule: spacing of the ODE time grid, ``"cosine"`` (paper) or ``"uniform"``.
         hidden, depth, activation: width, number of hidden layers and activation of policy and critic MLPs.
         gamma: discount. polyak: soft target-update rate of the critic (per update).
         critic_lr, policy_lr, policy_lr_final: Adam learning rates; the policy's is annealed linearly.
-        temperature_init, target_kl, temperature_lr, auto_temperature: Appendix G dual (``eps`` is target_kl).
+        temperature: initial temperature (Q units, or unitless with ``normalize_advantage``).
+        target_kl, temperature_lr, auto_temperature: paper Appendix G dual (``eps`` is ``target_kl``, nats).
         temperature_min, temperature_max: clamp of the temperature (advantage units). The floor matters: when
             many particles of a group tie (e.g. all clipped to the same action bound) the KL cannot reach the
             target at any temperature and the dual would drive it to zero.
-        normalize_advantage: standardise Q within each group before weighting (SPEC 4). Off by default: the
-            advantage is then ``Q - mean_group Q`` in Q units and the temperature (in Q units too) is the global
+        normalize_advantage: standardise Q within each group before weighting (paper Example 3.4). Off by
+            default: the advantage is then ``Q - mean_group Q`` in Q units and the temperature (in Q units too) is the global
             lambda of Appendix G. Standardising every group rescales a spread of 0.01 (critic noise between
             near-identical particles) to unit variance; on InvertedPendulum that kept the policy at ~100 return
             while raw Q reached 1000 (bench/RESULTS.md, Control).
@@ -88,8 +92,8 @@ class AgentConfig:
 
     scheme: str = "linear_neg"
     scheme_params: dict[str, float] = field(default_factory=dict)
-    num_particles: int = 32
-    flow_steps: int = 20
+    group_size: int = 32
+    num_steps: int = 20
     time_schedule: str = "cosine"
     hidden: int = 256
     depth: int = 3
@@ -99,7 +103,7 @@ class AgentConfig:
     critic_lr: float = 3e-4
     policy_lr: float = 3e-4
     policy_lr_final: float = 3e-5
-    temperature_init: float = 1.0
+    temperature: float = 1.0
     target_kl: float = 1.5
     temperature_lr: float = 3e-2
     temperature_min: float = 1e-2
@@ -194,7 +198,8 @@ class SiMPOAgent(nn.Module):
         total_updates: length of the run in gradient updates (for the policy learning-rate annealing).
 
     Raises:
-        KeyError / ValueError: unknown scheme name or bad scheme parameters (from the weighting registry).
+        ValueError: unknown scheme name or bad scheme parameters (from the weighting registry), or
+            ``repel_margin <= 0``.
     """
 
     def __init__(
@@ -214,12 +219,12 @@ class SiMPOAgent(nn.Module):
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         self.temperature = TemperatureController(
             self.scheme,
-            init_temperature=cfg.temperature_init,
+            temperature=cfg.temperature,
             target_kl=cfg.target_kl,
             min_temperature=cfg.temperature_min,
             max_temperature=cfg.temperature_max,
         )
-        self.register_buffer("times", time_grid(cfg.flow_steps, cfg.time_schedule), persistent=False)
+        self.register_buffer("times", time_grid(cfg.num_steps, cfg.time_schedule), persistent=False)
         self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=cfg.critic_lr)
         self.policy_opt = torch.optim.Adam(self.policy.parameters(), lr=cfg.policy_lr)
         self.temperature_opt = torch.optim.Adam(self.temperature.parameters(), lr=cfg.temperature_lr)
@@ -249,7 +254,7 @@ class SiMPOAgent(nn.Module):
     def sample(self, state: Tensor, num_samples: int, generator: torch.Generator | None = None) -> Tensor:
         """Draw ``num_samples`` actions per state from the flow policy: ``state [B, S] -> [B, num_samples, A]``.
 
-        Euler integration of the flow ODE on the ``time_schedule`` grid of ``flow_steps`` steps, actions clipped
+        Euler integration of the flow ODE on the ``time_schedule`` grid of ``num_steps`` steps, actions clipped
         to ``[-1, 1]`` (:func:`simpo_bio.diffusion.flow.sample_actions`). All ``B x num_samples`` particles go
         through the ODE together (one network call per step).
         """
@@ -299,7 +304,7 @@ class SiMPOAgent(nn.Module):
     def particle_weights(self, state: Tensor) -> dict[str, Any]:
         """Stage I for a batch of states ``[B, S]``: particles ``[B, N, A]``, Q ``[B, N]``, weights ``[B, N]``."""
         cfg = self.config
-        n = cfg.num_particles
+        n = cfg.group_size
         t0 = time.perf_counter()
         particles = self.sample(state, n)
         if cfg.particle_noise > 0:
@@ -350,7 +355,7 @@ class SiMPOAgent(nn.Module):
             b, n = w.weight.shape
             particles = stage1["particles"].reshape(b * n, self.action_dim)
             states = state.unsqueeze(1).expand(-1, n, -1).reshape(b * n, self.state_dim)
-            # weights sum to 1 per state; dividing by B makes the loss a mean over states (SPEC 5)
+            # weights sum to 1 per state; dividing by B makes the loss a mean over states (docs/method.md, sec. 7)
             p_loss = flow_matching_loss(
                 self.policy, particles, states, weight=w.weight.reshape(-1) / b, repel_margin=cfg.repel_margin
             )

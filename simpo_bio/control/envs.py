@@ -1,4 +1,4 @@
-"""Environments for the control experiments (paper section 5.2, SPEC section 6).
+"""Environments for the control experiments (paper Sec. 5.2 and Appendix F.2).
 
 Two families, both exposed as :class:`gymnasium.Env` with actions rescaled to ``[-1, 1]``:
 
@@ -24,6 +24,8 @@ shape       ``h(u)``                               slope at the top (``u -> 1``)
 All four map ``[0, 1]`` onto ``[0, 1]`` (the paper's "proper transformation to align the scale"). The reward is
 ``h(u)`` for cheetah and ``stand * (5 h(u) + 1) / 6`` for walker, where ``stand`` is dm_control's own standing /
 upright term. ``linear`` reproduces dm_control's original ``run`` reward exactly for both tasks (tested).
+
+Imports: gymnasium and numpy; dm_control inside :class:`DMCEnv`. Nothing of ``simpo_bio``.
 """
 
 from __future__ import annotations

@@ -16,7 +16,11 @@ Off-policy loop (CleanRL-style, one readable function :func:`train`):
 
 Configuration is three dataclasses (:class:`EnvConfig`, :class:`~simpo_bio.control.agent.AgentConfig`,
 :class:`TrainConfig`) read by jsonargparse from YAML; any field can be overridden on the command line, e.g.
-``--agent.scheme square --train.seed 3``.
+``--agent.scheme square --train.seed 3``. :func:`configs_from_checkpoint` rebuilds them from a checkpoint,
+including checkpoints written before the agent's keys were renamed (:data:`RENAMED_AGENT_KEYS`).
+
+Imports: numpy, torch, :mod:`simpo_bio.control.agent`, :mod:`simpo_bio.control.envs`, :mod:`simpo_bio.fileio`;
+stable-baselines3, tqdm and wandb inside :func:`train`, jsonargparse inside :func:`build_parser`.
 """
 
 from __future__ import annotations
@@ -157,6 +161,53 @@ def _to_batch(samples, device: str) -> dict[str, torch.Tensor]:
         "next_state": samples.next_observations.float().to(device),
         "done": samples.dones.float().reshape(-1).to(device),
     }
+
+
+#: Keys of :class:`~simpo_bio.control.agent.AgentConfig` renamed in 0.1.0, old -> new. Configs saved in older
+#: checkpoints carry the old names; :func:`upgrade_agent_config` maps them.
+RENAMED_AGENT_KEYS = {"num_particles": "group_size", "flow_steps": "num_steps", "temperature_init": "temperature"}
+
+
+def upgrade_agent_config(values: dict[str, Any]) -> dict[str, Any]:
+    """A saved agent config (dict) with the old key names of :data:`RENAMED_AGENT_KEYS` replaced by the new ones.
+
+    Args:
+        values: ``asdict(AgentConfig)`` as stored in a checkpoint, from any version.
+
+    Returns:
+        A new dict that ``AgentConfig(**...)`` accepts (keys already new are kept as they are).
+
+    Raises:
+        ValueError: an old key and its new name are both present with different values.
+    """
+    out = dict(values)
+    for old, new in RENAMED_AGENT_KEYS.items():
+        if old not in out:
+            continue
+        value = out.pop(old)
+        if new in out and out[new] != value:
+            raise ValueError(f"agent config has both {old!r} (= {value!r}) and its new name {new!r} (= {out[new]!r})")
+        out[new] = value
+    return out
+
+
+def configs_from_checkpoint(ckpt: dict[str, Any]) -> tuple[EnvConfig, AgentConfig, TrainConfig]:
+    """The three configs a checkpoint was trained with (``ckpt["config"]``, see :func:`train`).
+
+    Old checkpoints are read too: renamed agent keys are mapped by :func:`upgrade_agent_config`.
+
+    Args:
+        ckpt: the dict :func:`torch.load` returns for a ``checkpoint.pt``.
+
+    Returns:
+        ``(EnvConfig, AgentConfig, TrainConfig)``.
+
+    Raises:
+        KeyError: no ``"config"`` entry. TypeError: a key no version of the dataclasses knows.
+    """
+    cfg = ckpt["config"]
+    return (EnvConfig(**cfg["env"]), AgentConfig(**upgrade_agent_config(cfg["agent"])),
+            TrainConfig(**cfg["train"]))
 
 
 @torch.no_grad()

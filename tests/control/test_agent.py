@@ -30,7 +30,7 @@ def test_critic_target_values():
 
 def test_agent_critic_loss_uses_target_networks():
     torch.manual_seed(0)
-    agent = SiMPOAgent(3, 2, AgentConfig(hidden=16, depth=2, num_particles=4, flow_steps=2, gamma=0.5))
+    agent = SiMPOAgent(3, 2, AgentConfig(hidden=16, depth=2, group_size=4, num_steps=2, gamma=0.5))
     batch = _batch(8, 3, 2)
     # make the target networks differ from the online ones: the TD target must come from the target copy
     with torch.no_grad():
@@ -62,7 +62,7 @@ def test_soft_update():
 def test_agent_samples_with_the_shared_flow_sampler_on_its_cosine_grid():
     """The agent's particles are diffusion.flow.sample_actions on the config's grid, clipped to [-1, 1]."""
     torch.manual_seed(0)
-    agent = SiMPOAgent(3, 2, AgentConfig(hidden=16, depth=2, flow_steps=6, time_schedule="cosine"))
+    agent = SiMPOAgent(3, 2, AgentConfig(hidden=16, depth=2, num_steps=6, time_schedule="cosine"))
     with torch.no_grad():  # a large output scale so that clipping matters
         agent.policy.net[-1].weight.mul_(30)
     state = torch.randn(5, 3)
@@ -95,7 +95,7 @@ def _batch(b, s, a, seed=0):
 )
 def test_update_on_fake_env_is_finite_and_weights_sum_to_one(scheme, params):
     torch.manual_seed(0)
-    cfg = AgentConfig(scheme=scheme, scheme_params=params, num_particles=6, flow_steps=3, hidden=32, depth=2,
+    cfg = AgentConfig(scheme=scheme, scheme_params=params, group_size=6, num_steps=3, hidden=32, depth=2,
                       target_kl=0.5, particle_noise=0.3 if scheme == "linear" else 0.0,
                       normalize_advantage=True)  # fmt: skip
     agent = SiMPOAgent(4, 2, cfg, total_updates=10)
@@ -118,7 +118,7 @@ def test_update_on_fake_env_is_finite_and_weights_sum_to_one(scheme, params):
 
 
 def test_policy_lr_anneals_linearly_to_final():
-    cfg = AgentConfig(num_particles=2, flow_steps=1, hidden=8, depth=1, policy_lr=1e-3, policy_lr_final=1e-4)
+    cfg = AgentConfig(group_size=2, num_steps=1, hidden=8, depth=1, policy_lr=1e-3, policy_lr_final=1e-4)
     agent = SiMPOAgent(2, 1, cfg, total_updates=4)
     lrs = []
     for i in range(6):
@@ -128,7 +128,7 @@ def test_policy_lr_anneals_linearly_to_final():
 
 def test_act_explore_and_greedy_shapes_and_bounds():
     torch.manual_seed(0)
-    cfg = AgentConfig(num_particles=2, flow_steps=2, hidden=8, depth=1, exploration_noise=0.5,
+    cfg = AgentConfig(group_size=2, num_steps=2, hidden=8, depth=1, exploration_noise=0.5,
                       collect_candidates=3, eval_candidates=5)  # fmt: skip
     agent = SiMPOAgent(3, 2, cfg)
     s = torch.randn(7, 3)
@@ -176,17 +176,17 @@ def test_update_passes_repel_margin_and_rejects_a_bad_one(monkeypatch):
     seen = []
     real = agent_mod.flow_matching_loss
     monkeypatch.setattr(agent_mod, "flow_matching_loss", lambda *a, **kw: seen.append(kw) or real(*a, **kw))
-    cfg = AgentConfig(scheme="linear_neg", scheme_params={"eta": 1.0}, num_particles=4, flow_steps=2, hidden=16,
+    cfg = AgentConfig(scheme="linear_neg", scheme_params={"eta": 1.0}, group_size=4, num_steps=2, hidden=16,
                       depth=1, repel_margin=2.5)  # fmt: skip
     SiMPOAgent(3, 2, cfg).update(_batch(8, 3, 2))
     assert seen and seen[0]["repel_margin"] == 2.5
     assert AgentConfig().repel_margin == 4.0  # on by default
     with pytest.raises(ValueError, match="repel_margin"):
-        SiMPOAgent(3, 2, AgentConfig(num_particles=2, flow_steps=1, hidden=8, depth=1, repel_margin=-1.0))
+        SiMPOAgent(3, 2, AgentConfig(group_size=2, num_steps=1, hidden=8, depth=1, repel_margin=-1.0))
 
 
 def test_diverged_critic_raises_a_clear_error():
-    agent = SiMPOAgent(3, 2, AgentConfig(num_particles=4, flow_steps=2, hidden=16, depth=1))
+    agent = SiMPOAgent(3, 2, AgentConfig(group_size=4, num_steps=2, hidden=16, depth=1))
     with torch.no_grad():
         agent.critic.q1[-1].bias.fill_(float("nan"))
     with pytest.raises(FloatingPointError, match="non-finite Q values"):

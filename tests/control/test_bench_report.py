@@ -133,7 +133,7 @@ def test_evalckpt_reevaluates_a_finished_run(bench, tmp_path):
     from simpo_bio.control.agent import AgentConfig
     from simpo_bio.control.train import train
 
-    agent = AgentConfig(num_particles=4, flow_steps=3, hidden=32, depth=2, eval_candidates=4)
+    agent = AgentConfig(group_size=4, num_steps=3, hidden=32, depth=2, eval_candidates=4)
     tr = TrainConfig(total_env_steps=400, learning_starts=200, batch_size=32, eval_every=0, eval_episodes=2,
                      checkpoint_every=0, seed=3, output_dir=str(tmp_path / "run"), wandb=False, progress=False)  # fmt: skip
     res = train(EnvConfig(id="InvertedPendulum-v4", num_envs=2), agent, tr)
@@ -144,3 +144,15 @@ def test_evalckpt_reevaluates_a_finished_run(bench, tmp_path):
     assert res["evals"][-1][0] == 400
     with pytest.raises(SystemExit, match="no checkpoint.pt"):
         bench.cmd_evalckpt(bench.argparse.Namespace(runs=[str(tmp_path)], candidates=[1], episodes=1))
+
+    # a run recorded before the agent keys were renamed (num_particles, flow_steps, temperature_init) still loads
+    import torch
+
+    path = tmp_path / "run" / "checkpoint.pt"
+    ckpt = torch.load(path, weights_only=False)
+    agent_cfg = ckpt["config"]["agent"]
+    for old, new in (("num_particles", "group_size"), ("flow_steps", "num_steps"), ("temperature_init", "temperature")):
+        agent_cfg[old] = agent_cfg.pop(new)
+    torch.save(ckpt, path)
+    again = bench.cmd_evalckpt(bench.argparse.Namespace(runs=[str(tmp_path / "run")], candidates=[1, 4], episodes=2))
+    assert again == out

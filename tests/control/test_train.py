@@ -10,9 +10,16 @@ pytest.importorskip("mujoco", reason=EXTRA)
 pytest.importorskip("stable_baselines3", reason=EXTRA)
 
 from simpo_bio.control.agent import AgentConfig  # noqa: E402
-from simpo_bio.control.train import EnvConfig, TrainConfig, cli_main, train  # noqa: E402
+from simpo_bio.control.train import (  # noqa: E402
+    EnvConfig,
+    TrainConfig,
+    cli_main,
+    configs_from_checkpoint,
+    train,
+    upgrade_agent_config,
+)
 
-TINY_AGENT = dict(num_particles=4, flow_steps=3, hidden=32, depth=2, eval_candidates=4, target_kl=0.5,
+TINY_AGENT = dict(group_size=4, num_steps=3, hidden=32, depth=2, eval_candidates=4, target_kl=0.5,
                   critic_lr=1e-3, policy_lr=1e-3, policy_lr_final=1e-4, polyak=0.02)  # fmt: skip
 
 
@@ -95,7 +102,7 @@ def test_every_shipped_config_parses_and_builds_an_agent():
         SiMPOAgent(5, 2, init.agent)  # validates the scheme name and its parameters
         if "paper" in path.parts:
             a, t = init.agent, init.train
-            assert (t.total_env_steps, a.flow_steps, a.time_schedule, a.hidden, a.depth, a.activation) == (
+            assert (t.total_env_steps, a.num_steps, a.time_schedule, a.hidden, a.depth, a.activation) == (
                 1_000_000,
                 20,
                 "cosine",
@@ -109,3 +116,22 @@ def test_every_shipped_config_parses_and_builds_an_agent():
                 1_000_000,
                 5,
             )
+
+
+def test_checkpoint_configs_with_renamed_agent_keys_still_load():
+    """Checkpoints written before 0.1.0's renames carry num_particles / flow_steps / temperature_init."""
+    from dataclasses import asdict
+
+    new = asdict(AgentConfig(group_size=6, num_steps=4, temperature=0.3))
+    old = {("num_particles" if k == "group_size" else "flow_steps" if k == "num_steps"
+            else "temperature_init" if k == "temperature" else k): v for k, v in new.items()}  # fmt: skip
+    assert "group_size" not in old and old["num_particles"] == 6 and old["temperature_init"] == 0.3
+    assert upgrade_agent_config(old) == new
+    assert upgrade_agent_config(new) == new  # already new: unchanged
+    with pytest.raises(ValueError, match="both 'flow_steps'"):
+        upgrade_agent_config({**new, "flow_steps": 7})
+    assert upgrade_agent_config({**new, "flow_steps": 4}) == new  # both, agreeing: fine
+    ckpt = {"config": {"env": asdict(EnvConfig(id="Hopper-v4")), "agent": old, "train": asdict(TrainConfig(seed=5))}}
+    env, agent, tr = configs_from_checkpoint(ckpt)
+    assert (env.id, tr.seed) == ("Hopper-v4", 5)
+    assert agent == AgentConfig(group_size=6, num_steps=4, temperature=0.3)
