@@ -1,4 +1,4 @@
-"""Reproduce the paper's bandit claims (SiMPO section 5.1) and sweep eta for linear_neg.
+"""Reproduce the paper's bandit claims (SiMPO Sec. 5.1) and sweep eta for linear_neg.
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/bandit.py [--seeds 10] [--out runs/bench_bandit] [--img docs/img]
 
@@ -12,6 +12,8 @@
 All hyper-parameters are those of ``configs/bandit/paper.yaml`` (= :class:`simpo_bio.bandit.BanditConfig`
 defaults), fixed before any comparison was run. Prints the numbers and markdown tables for bench/RESULTS.md;
 writes the CSVs under ``--out`` and the plots under ``--img`` (``bandit_*.png``).
+
+Imports: numpy, torch, PIL / matplotlib (plots) and :mod:`simpo_bio.bandit`.
 """
 
 from __future__ import annotations
@@ -25,7 +27,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from simpo_bio.bandit import BanditConfig, get_reward, load_runs, run_experiment, save_outputs, summarize
+from simpo_bio.bandit import (
+    BanditConfig,
+    SchemeSpec,
+    get_reward,
+    load_runs,
+    parse_schemes,
+    run_experiment,
+    save_outputs,
+    summarize,
+)
 
 # eta is in units of x = advantage / temperature; with the KL-1.0 temperature (~10 on standardised advantages)
 # x has a spread of ~0.1, so the floor binds for eta << 0.1 and never for eta >= ~0.3 (1.0 = untruncated).
@@ -126,8 +137,8 @@ def main() -> None:
     # 1. escaping a local optimum
     s1, runs1 = None, []
     if "two_optima" in stages:
-        runs1, s1, t1 = _run(replace(base, reward="two_optima", schemes="linear,square,exp,linear_neg"), out, img,
-                         f"bandit_two_optima{sfx}")
+        schemes = parse_schemes("linear,square,exp,linear_neg")  # linear_neg at the library default eta (1.0)
+        runs1, s1, t1 = _run(replace(base, reward="two_optima", schemes=schemes), out, img, f"bandit_two_optima{sfx}")
         escape = dict(zip(s1["scheme"], s1["at_global"]))
         others = [v for k, v in escape.items() if k != "linear_neg"]
         claim1 = escape["linear_neg"] == 1.0 and all(v < 1.0 for v in others)
@@ -137,7 +148,8 @@ def main() -> None:
     # 2. landscape -> best non-negative scheme
     best = {}
     for reward in ("broad", "sharp") if "landscape" in stages else ():
-        _, s, t = _run(replace(base, reward=reward, schemes="linear,square,exp"), out, img, f"bandit_{reward}{sfx}")
+        schemes = parse_schemes("linear,square,exp")
+        _, s, t = _run(replace(base, reward=reward, schemes=schemes), out, img, f"bandit_{reward}{sfx}")
         best[reward] = s.loc[s["final_regret_mean"].idxmin(), "scheme"]
         report[reward] = {"final_regret_mean": dict(zip(s["scheme"], s["final_regret_mean"])),
                           "final_regret_std": dict(zip(s["scheme"], s["final_regret_std"])),
@@ -152,9 +164,10 @@ def main() -> None:
     # 3. eta sweep
     if "eta" in stages:
         # eta = 1.0 (the default) was run in stage 1 with the same config and seeds: reuse those runs
-        reuse = [replace(r, scheme=f"linear_neg:eta={base.eta:g}") for r in runs1 if r.scheme == "linear_neg"]
-        etas = [e for e in ETAS if not (reuse and e == base.eta)]
-        schemes = ",".join(f"linear_neg:eta={e:g}" for e in etas)
+        default_eta = SchemeSpec("linear_neg").build().eta
+        reuse = [replace(r, scheme=f"linear_neg:eta={default_eta:g}") for r in runs1 if r.scheme == "linear_neg"]
+        etas = [e for e in ETAS if not (reuse and e == default_eta)]
+        schemes = [SchemeSpec("linear_neg", {"eta": e}, label=f"linear_neg:eta={e:g}") for e in etas]
         _, s3, t3 = _run(replace(base, reward="two_optima", schemes=schemes), out, img, f"bandit_eta_sweep{sfx}",
                          extra_runs=reuse)
         _plot_eta(s3, img / f"bandit_eta_sweep{sfx}_summary.png")

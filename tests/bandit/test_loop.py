@@ -1,8 +1,7 @@
-"""Tests of simpo_bio.bandit: reward functions, scheme parsing, the SiMPO loop and the CLI."""
+"""Tests of simpo_bio.bandit.experiment and .cli: the SiMPO loop, the CLI outputs and reading them back."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import replace
 
 import numpy as np
@@ -11,7 +10,6 @@ import pytest
 import torch
 
 from simpo_bio.bandit import (
-    REWARDS,
     BanditConfig,
     cli_main,
     get_reward,
@@ -29,39 +27,6 @@ TINY = BanditConfig(
     noise_copies=2, hidden=32, depth=2, num_steps=8, pretrain_steps=300, pretrain_batch=256, eval_every=10,
     eval_samples=512, density_bins=20, progress=False,
 )
-
-
-@pytest.mark.parametrize("name", sorted(REWARDS))
-def test_reward_optimum_and_basins(name):
-    reward = get_reward(name)
-    a_star, r_star = reward.optimum()
-    global_center = reward.bumps[0][0]
-    assert abs(a_star - global_center) < 0.01
-    probe = torch.rand(20_000, dtype=torch.float64) * (reward.high - reward.low) + reward.low
-    assert reward(probe).max().item() <= r_star + 1e-12
-    # the formula, evaluated by hand at the second bump's centre
-    c1 = reward.bumps[1][0]
-    by_hand = sum(h * math.exp(-((c1 - c) ** 2) / (2 * s * s)) for c, h, s in reward.bumps)
-    assert reward(torch.tensor([[c1]], dtype=torch.float64)).item() == pytest.approx(by_hand)
-    assert by_hand < r_star - 0.1  # the second optimum is strictly worse
-    inside = reward.in_global_basin(torch.tensor([global_center, c1]))
-    assert inside.tolist() == [True, False]
-    a_local, r_local = reward.local_optimum()
-    assert abs(a_local - c1) < 0.01 and by_hand <= r_local < by_hand + 1e-3
-    assert reward.escape_regret() == pytest.approx((r_star - r_local) / 2)
-    init = reward.sample_init(4096, torch.Generator().manual_seed(0))
-    assert init.shape == (4096, 1) and init.min() >= reward.low and init.max() <= reward.high
-    assert init.mean().item() == pytest.approx(reward.init_mean, abs=0.03)
-
-
-def test_two_optima_starts_on_the_local_optimum():
-    reward = get_reward("two_optima")
-    init = reward.sample_init(4096, torch.Generator().manual_seed(0))
-    # P(N(-0.4, 0.15^2) > valley at -0.09) = 1.9%: a few samples start across the valley
-    assert reward.in_global_basin(init).float().mean() < 0.04
-    valley = reward(torch.tensor([reward.basin_boundary()]))
-    assert valley.item() < reward(torch.tensor([-0.4])).item() - 0.3
-    assert reward(init).mean().item() < reward.optimum()[1] - 0.3  # initial regret > 0.3
 
 
 def test_bad_names_give_clear_errors(capsys):
@@ -84,13 +49,6 @@ def test_bad_names_give_clear_errors(capsys):
     assert "unknown bandit reward 'flat'" in capsys.readouterr().err
     with pytest.raises(ValueError, match="group_size"):
         replace(TINY, group_size=1).validate()
-
-
-def test_parse_schemes_params():
-    specs = parse_schemes("linear,linear_neg,linear_neg:eta=0.25,power:p=3", default_eta=2.0)
-    assert [s.name for s in specs] == ["linear", "linear_neg", "linear_neg", "power"]
-    assert specs[1].params == {"eta": 2.0} and specs[2].params == {"eta": 0.25} and specs[3].params == {"p": 3.0}
-    assert specs[2].label == "linear_neg:eta=0.25"
 
 
 def test_loop_reduces_regret_and_is_deterministic():
