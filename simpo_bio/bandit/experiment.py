@@ -87,6 +87,7 @@ class BanditRun:
 
     @property
     def final_regret(self) -> float:
+        """Regret at the last evaluation (reward units)."""
         return float(self.regret[-1])
 
     @property

@@ -291,7 +291,12 @@ class SiMPOAgent(nn.Module):
 
     # ------------------------------------------------------------------ learning
     def critic_loss(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
-        """TD loss of both Q networks on a batch (keys ``state, action, reward, next_state, done``; ``[B, .]``)."""
+        """TD loss of both Q networks on a batch (keys ``state, action, reward, next_state, done``; ``[B, .]``).
+
+        Returns:
+            ``(loss, info)``: the 0-d loss ``sum_k mean (Q_k(s, a) - y)^2`` (squared reward units) and the 0-d
+            detached ``q_mean`` and ``td_target_mean``.
+        """
         with torch.no_grad():
             next_action = self.sample(batch["next_state"], 1)[:, 0]
             nq1, nq2 = self.critic_target(batch["next_state"], next_action)
@@ -302,7 +307,15 @@ class SiMPOAgent(nn.Module):
 
     @torch.no_grad()
     def particle_weights(self, state: Tensor) -> dict[str, Any]:
-        """Stage I for a batch of states ``[B, S]``: particles ``[B, N, A]``, Q ``[B, N]``, weights ``[B, N]``."""
+        """Stage I for a batch of states ``[B, S]`` (paper Eq. 9 and Eq. 11; ``N = group_size``).
+
+        Returns:
+            ``particles [B, N, A]`` (in ``[-1, 1]``), ``q [B, N]`` (``min(Q_1, Q_2)``), ``advantage [B, N]`` and
+            ``weights``: the :class:`~simpo_bio.weighting.WeightOutput` (``weight [B, N]`` sums to 1 per state).
+
+        Raises:
+            FloatingPointError: the critic returned non-finite Q values (training diverged).
+        """
         cfg = self.config
         n = cfg.group_size
         t0 = time.perf_counter()
@@ -327,6 +340,9 @@ class SiMPOAgent(nn.Module):
     def update(self, batch: dict[str, Tensor]) -> dict[str, float]:
         """One SiMPO update (critic, then policy and temperature every ``policy_delay`` updates).
 
+        Stage I weights (paper Eq. 9, Eq. 11), Stage II weighted flow matching (paper Eq. 7), one step of the
+        temperature dual (paper Appendix G, Eq. 30) when ``auto_temperature``.
+
         Args:
             batch: ``state [B, S]``, ``action [B, A]``, ``reward [B]``, ``next_state [B, S]``, ``done [B]``
                 (float tensors; ``done`` = true termination).
@@ -334,6 +350,9 @@ class SiMPOAgent(nn.Module):
         Returns:
             Scalars: ``critic_loss``, ``policy_loss``, ``temperature``, ``weight_kl``, ``weight_ess``, ``weight_active``,
             ``negative_mass``, ``q_mean``, ``policy_lr`` (policy terms only on policy updates).
+
+        Raises:
+            FloatingPointError: non-finite Q values for the policy's particles (see :meth:`particle_weights`).
         """
         cfg = self.config
         t0 = time.perf_counter()

@@ -219,6 +219,9 @@ def evaluate(
     Returns:
         ``eval_return_mean``, ``eval_return_std``, ``returns`` (list), and for reshaped DMC rewards
         ``eval_original_return_mean`` (the task's own reward summed over the episode).
+
+    Raises:
+        ValueError: unknown env id or reward shape (from :func:`simpo_bio.control.envs.make_vector_env`).
     """
     envs = make_vector_env(
         env_cfg.id, episodes, seed=seed, reward_shape=env_cfg.reward_shape, exp_scale=env_cfg.exp_scale
@@ -426,7 +429,15 @@ def build_parser():
 
 
 def cli_main(argv: list[str] | None = None) -> dict[str, Any]:
-    """Entry point of ``simpo-bio control``; saves the resolved config next to the metrics."""
+    """Entry point of ``simpo-bio control``; saves the resolved config next to the metrics.
+
+    Returns:
+        The result of :func:`train` (evaluations, step counts, rates).
+
+    Raises:
+        SystemExit: an invalid config or option (jsonargparse's usage error). ValueError / FileNotFoundError:
+            see :func:`train`.
+    """
     parser = build_parser()
     cfg = parser.parse_args(argv)
     init = parser.instantiate(cfg)

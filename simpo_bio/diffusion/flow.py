@@ -292,6 +292,9 @@ def integrate_flow(
 
     Returns:
         ``[M, A]`` actions.
+
+    Raises:
+        ValueError: for a :class:`VelocityMLP`, a ``state`` that does not match its ``state_dim``.
     """
     rows = noise.shape[0]
     num_steps = times.shape[0] - 1

@@ -80,7 +80,8 @@ class TemperatureController(nn.Module):
         return kl_to_uniform(weight.detach(), mask).mean()
 
     def loss(self, weight: Tensor, mask: Tensor | None = None) -> Tensor:
-        """Dual loss, a scalar whose gradient w.r.t. ``log_temperature`` is ``target_kl - KL(w || uniform)``.
+        """Dual loss (paper Appendix G, Eq. 30), a scalar whose gradient w.r.t. ``log_temperature`` is
+        ``target_kl - KL(w || uniform)``.
 
         Args:
             weight: ``[..., N]`` weights computed at the current temperature (detached inside).
