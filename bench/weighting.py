@@ -10,6 +10,8 @@ Prints, for each input shape, the median wall time of every solver and the two r
 ``--clock cpu`` (default) times each call by the calling thread's CPU time (``time.thread_time``), which leaves
 out the time the scheduler gives other processes on a shared machine; ``--clock wall`` uses
 ``time.perf_counter``. Run with one torch thread (the default) so that the thread's CPU time is the call's.
+
+Imports: torch, :mod:`simpo_bio.weighting` (public API and ``group_ops``), entmax (optional, a [dev] extra).
 """
 
 from __future__ import annotations
