@@ -62,10 +62,9 @@ def main(argv=None) -> int:
     torch.set_num_threads(a.threads)
     import lightning.pytorch as pl
 
-    from simpo_bio.dna import commands, io
+    from simpo_bio.dna import designs
     from simpo_bio.dna.finetune import PolicyIterationDataModule, SiMPOFineTuning
-    from simpo_bio.dna.metrics import oracle_scores
-    from simpo_bio.dna.oracle import load_oracle
+    from simpo_bio.dna.oracle import load_oracle, oracle_scores
     from simpo_bio.dna.pretrain import load_pretrained
 
     out = Path(a.out)
@@ -80,7 +79,7 @@ def main(argv=None) -> int:
         g = torch.Generator().manual_seed(0)
         train = torch.randint(0, 4, (200, seq_len), generator=g)
         real = {"train": train, "hepg2_top": train[:20], "hepg2_test": train[20:60]}
-    evaluator = commands.build_evaluator(eval_oracle, reference, jaspar=not a.no_jaspar, real=real)
+    evaluator = designs.build_evaluator(eval_oracle, reference, jaspar=not a.no_jaspar, real=real)
     budget = a.iterations * a.group_size * a.num_groups  # fine-tuning-oracle calls of one run
     n_best = max(1, budget // a.eval_samples)
     print(f"# budget: {budget} oracle calls per run ({a.iterations} iterations x {a.group_size * a.num_groups}); "
@@ -117,7 +116,7 @@ def main(argv=None) -> int:
             torch.manual_seed(seed)
             module = SiMPOFineTuning(pretrained=copy.deepcopy(reference), oracle=oracle, scheme=scheme,
                                      scheme_params=SCHEME_PARAMS.get(scheme), group_size=a.group_size,
-                                     num_groups=a.num_groups, seq_len=seq_len, num_sampling_steps=a.num_steps,
+                                     num_groups=a.num_groups, seq_len=seq_len, num_steps=a.num_steps,
                                      update_epochs=a.update_epochs, lr=a.lr, temperature=a.temperature,
                                      log_reference_elbo=False, seed=seed)
             trainer = pl.Trainer(max_epochs=a.iterations, accelerator="cpu", devices=1, logger=False,
@@ -137,7 +136,7 @@ def main(argv=None) -> int:
                 "ess_mean": hist["ess"].mean(), "negative_mass_mean": hist["negative_mass"].mean()})
 
     df = pd.DataFrame(rows)
-    io.write_table(df, out / "results.csv")
+    designs.write_table(df, out / "results.csv")
     p90 = float(np.quantile(np.concatenate(pre_rewards), 0.9))
     methods = ["pretrained", "best-of-N", *a.schemes]
     summary = {}
@@ -177,7 +176,7 @@ def main(argv=None) -> int:
                  f"update {ft.step_update_s.mean():.2f}")
     lines.append(f"total wall clock: {(time.perf_counter() - t_all) / 60:.1f} min")
     text = "\n".join(lines)
-    io.write_text(text + "\n", out / "summary.md")
+    designs.write_text(text + "\n", out / "summary.md")
     print("\n" + text, flush=True)
 
     import matplotlib
@@ -200,7 +199,7 @@ def main(argv=None) -> int:
     ax.set_title(f"SiMPO on DHS/HepG2, mean ± sd over {a.seeds} seeds")
     ax.legend(fontsize=8, ncol=2)
     ax.grid(alpha=0.3)
-    io.atomic_save_figure(fig, out / "reward_vs_calls.png")
+    designs.atomic_save_figure(fig, out / "reward_vs_calls.png")
     print(f"wrote {out / 'results.csv'}, {out / 'summary.md'}, {out / 'reward_vs_calls.png'}")
     return 0
 

@@ -1,4 +1,4 @@
-"""Speed of the masked-diffusion ancestral sampler (issue 4, "Speed"): sequences/s and the backbone's share.
+"""Speed of the masked-diffusion ancestral sampler: sequences/s and the share of its time spent in the backbone.
 
 Samples ``--batch`` sequences of ``--length`` bp with ``--steps`` steps from the pretrained model (or a fresh
 backbone of the same shape) and reports, from the same run:

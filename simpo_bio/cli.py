@@ -1,12 +1,13 @@
-"""The ``simpo-bio`` command line.
+"""The ``simpo-bio`` command line: a dispatcher, nothing more.
 
-Lightning subcommands (``fit``, ``validate``, ``test``, ``predict``) go to :class:`lightning.pytorch.cli.LightningCLI`
-in subclass mode, so any config in ``configs/`` names its own ``model`` and ``data`` classes::
+Lightning subcommands (``fit``, ``validate``, ``test``, ``predict``) go to :func:`simpo_bio.lightning_cli.lightning_cli`
+(LightningCLI in subclass mode), so any config in ``configs/`` names its own ``model`` and ``data`` classes::
 
     simpo-bio fit --config configs/dna/pretrain.yaml
 
-The other subcommands are dispatched lazily to the module that owns them, so ``simpo-bio bandit`` never imports
-Lightning's trainer and ``simpo-bio control`` is the only one that needs the ``[control]`` extra.
+The other subcommands are imported lazily from the module that owns them, so ``simpo-bio bandit`` never imports
+Lightning's trainer and ``simpo-bio control`` is the only one that needs the ``[control]`` extra. This module may
+import only the standard library at the top; no module of ``simpo_bio`` imports it.
 """
 
 from __future__ import annotations
@@ -19,29 +20,14 @@ LIGHTNING_SUBCOMMANDS = ("fit", "validate", "test", "predict")
 
 # subcommand -> (module, function taking argv list, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
-    "data": ("simpo_bio.dna.data", "cli_main", "fetch / inspect the embedded DHS data (`simpo-bio data fetch dhs`)"),
-    "sample": ("simpo_bio.dna.commands", "sample_main", "sample sequences from a checkpoint to FASTA"),
-    "evaluate": ("simpo_bio.dna.commands", "evaluate_main", "DRAKES-style metrics for a FASTA or a checkpoint"),
-    "export": ("simpo_bio.dna.commands", "export_main", "export the top-k designs of a run to FASTA"),
-    "demo": ("simpo_bio.dna.commands", "demo_main", "the main job end to end (what `make demo` runs)"),
+    "data": ("simpo_bio.dna.cli", "data_main", "fetch / inspect the embedded DHS data (`simpo-bio data fetch dhs`)"),
+    "sample": ("simpo_bio.dna.cli", "sample_main", "sample sequences from a checkpoint to FASTA"),
+    "evaluate": ("simpo_bio.dna.cli", "evaluate_main", "DRAKES-style metrics for a FASTA or a checkpoint"),
+    "export": ("simpo_bio.dna.cli", "export_main", "export the top-k designs of a run to FASTA"),
+    "demo": ("simpo_bio.dna.cli", "demo_main", "the main job end to end (what `make demo` runs)"),
     "bandit": ("simpo_bio.bandit", "cli_main", "the paper's 1-D bandit experiments"),
     "control": ("simpo_bio.control.train", "cli_main", "SiMPO actor-critic on MuJoCo / DMC (extra: [control])"),
 }
-
-
-def lightning_cli(args: list[str] | None = None) -> None:
-    """Run LightningCLI in subclass mode on ``args`` (defaults to ``sys.argv[1:]``)."""
-    import lightning.pytorch as pl
-    from lightning.pytorch.cli import LightningCLI
-
-    LightningCLI(
-        pl.LightningModule,
-        pl.LightningDataModule,
-        subclass_mode_model=True,
-        subclass_mode_data=True,
-        save_config_kwargs={"overwrite": True},
-        args=args,
-    )
 
 
 def _usage() -> str:
@@ -61,6 +47,8 @@ def main(argv: list[str] | None = None) -> None:
         return
     cmd, rest = argv[0], argv[1:]
     if cmd in LIGHTNING_SUBCOMMANDS:
+        from simpo_bio.lightning_cli import lightning_cli  # imports Lightning: only for these commands
+
         lightning_cli([cmd, *rest])
         return
     if cmd not in SUBCOMMANDS:

@@ -4,6 +4,8 @@ A write goes to a temporary file in the destination's folder, which ``os.replace
 in one step: a crash (or Ctrl-C) mid-write leaves either the old file or the new one, never half a file. The
 temporary file is removed on any error, and the final file gets the user's usual permissions (``mkstemp`` would
 leave it ``0600``).
+
+Imports: the standard library only (torch inside :func:`atomic_torch_save`, so the pure parts never load it).
 """
 
 from __future__ import annotations

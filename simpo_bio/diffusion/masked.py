@@ -6,7 +6,8 @@ the mask token with probability ``m(t) = (1 - eps) * t`` (total noise ``sigma(t)
 Reverse model (``subs`` parameterisation): the denoiser predicts the clean token at every position; the mask token
 gets probability 0 and already unmasked tokens are copied through unchanged.
 
-Loss (SPEC.md section 5): the continuous-time negative ELBO of one sequence,
+Loss (paper section 5.3 and its footnote 2; ``docs/method.md`` section 8): the continuous-time negative ELBO of one
+sequence,
 ``ELBO_loss(x) = E_t [ m'(t) / m(t) * sum_{l masked in z_t} -log p_theta(x^l | z_t) ]``; for the log-linear
 schedule ``m'(t) / m(t) = 1 / t``. :meth:`MaskedDiffusion.elbo_loss` returns one Monte-Carlo draw of it per
 sequence (shape ``[B]``, nats) so that fine-tuning can weight sequences individually (``sum_i w_i ELBO_loss(x_i)``).
@@ -18,6 +19,8 @@ position is drawn up front (for the log-linear schedule it is uniform over the N
 draws its base by inverse CDF when it is revealed, and the denoiser runs only on the sequences that reveal at least
 one position at that step. This is the same distribution as the step-by-step MDLM sampler (ending at ``t = 0``, so
 no final greedy "noise removal" step is needed), with ``2 * B * L`` random numbers in total and no wasted forwards.
+
+Imports: torch only (the denoiser is passed in, e.g. :class:`simpo_bio.dna.backbones.DilatedCNN`).
 """
 
 from __future__ import annotations
@@ -144,7 +147,7 @@ class MaskedDiffusion(nn.Module):
         generator: torch.Generator | None = None,
         t: Tensor | None = None,
     ) -> Tensor:
-        """One-draw Monte-Carlo estimate of the negative ELBO of every sequence (SPEC.md section 5).
+        """One-draw Monte-Carlo estimate of the negative ELBO of every sequence (``docs/method.md`` section 8).
 
         ``ELBO_loss(x) = (1 / t) * sum_{l : z_t^l = MASK} -log p_theta(x^l | z_t)`` with ``t ~ U[eps, 1]``
         (antithetic across the batch) and ``z_t`` drawn from the forward process. Its expectation over ``t`` and

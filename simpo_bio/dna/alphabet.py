@@ -1,12 +1,14 @@
 """DNA tokeniser: A, C, G, T and the absorbing mask token of masked diffusion.
 
 Token ids are ``A=0, C=1, G=2, T=3, [MASK]=4`` (:data:`MASK_INDEX`), the vocabulary of the DRAKES / MDLM
-models (DATA.md, tier 2), so a DRAKES state dict and our own checkpoints share one embedding table.
+models (``data/README.md``, tier 2), so a DRAKES state dict and our own checkpoints share one embedding table.
 
 User sequences are validated before they reach a model: lowercase bases are accepted (soft-masked genome
 sequence is common), any other character (``N``, IUPAC codes, whitespace, digits) or a length other than the
 model's raises :class:`SequenceValidationError`, which names the record (its FASTA id / row name when given,
 otherwise its index) and the 0-based position of the first offending character.
+
+Imports: numpy and torch only; every other DNA module starts here.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Sequence backbones for masked diffusion over DNA.
 
 :class:`DilatedCNN` is the dilated convolutional network that DRAKES inherited from Dirichlet flow matching
-(Stark et al. 2024) and trained as the denoiser of its pretrained masked diffusion model (DATA.md, tier 2): a
-width-9 input convolution over one-hot tokens, ``5 * num_stacks`` residual blocks
+(Stark et al. 2024) and trained as the denoiser of its pretrained masked diffusion model (``data/README.md``,
+tier 2): a width-9 input convolution over one-hot tokens, ``5 * num_stacks`` residual blocks
 ``x + relu(conv_dilated(LayerNorm(x + time_layer(time_embedding))))`` and a two-layer 1x1 convolution head that
 returns one logit per vocabulary entry (A, C, G, T, [MASK]).
 
@@ -16,6 +16,8 @@ default ``dilations=(1, 1, 4, 16, 64)`` and 4 stacks the blocks run with dilatio
 ``1 x 8, 4 x 4, 16 x 4, 64 x 4``. ``block_order="grouped"`` reproduces that order (needed for DRAKES weights);
 ``block_order="interleaved"`` runs the stacks one after the other (``1, 1, 4, 16, 64, 1, 1, 4, ...``), which grows
 the receptive field in every stack and is the better choice for shallow models trained from scratch.
+
+Imports: torch only.
 """
 
 from __future__ import annotations
@@ -183,7 +185,7 @@ class DilatedCNN(nn.Module):
 
 
 def drakes_config() -> dict[str, Any]:
-    """Constructor arguments of :class:`DilatedCNN` matching the DRAKES / DFM pretrained CNN (DATA.md tier 2)."""
+    """Constructor arguments of :class:`DilatedCNN` matching the DRAKES / DFM pretrained CNN (``data/README.md``, tier 2)."""
     return {
         "vocab_size": 5,
         "hidden_dim": 128,

@@ -4,6 +4,8 @@ The bar a generative model of regulatory DNA has to clear: an order-``k`` Markov
 train split (additive smoothing ``alpha``). The first ``k`` bases of a sequence are scored by the lower-order
 chains fitted on the same data (order ``i`` for base ``i``), so every chain is a proper distribution over whole
 sequences and its bits/base compares directly with a diffusion model's ELBO bound.
+
+Imports: torch only.
 """
 
 from __future__ import annotations

@@ -8,6 +8,8 @@ Shared by every model the project ships (pretrained masked diffusion model, rewa
 
 All three errors derive from :class:`CheckpointError`. A LightningModule that wants its kind recorded calls
 :func:`record_model_kind` in ``on_save_checkpoint``.
+
+Imports: torch and :mod:`simpo_bio.fileio` only.
 """
 
 from __future__ import annotations

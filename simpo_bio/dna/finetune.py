@@ -1,18 +1,20 @@
-"""SiMPO fine-tuning of a pretrained masked diffusion model toward a frozen reward oracle (SPEC sections 3-5).
+"""SiMPO fine-tuning of a pretrained masked diffusion model toward a frozen reward oracle (paper section 5.3).
 
 Online RL has no data set: the train dataloader only counts iterations (:class:`PolicyIterationDataModule`), and
-every training step is one policy-improvement iteration of :class:`SiMPOFineTuning`:
+every training step is one policy-improvement iteration of :class:`SiMPOFineTuning` (the equations, with their
+paper references, are in ``docs/method.md``):
 
 1. **sample** ``num_groups x group_size`` sequences from the current policy with no grad (``pi_old`` = the policy
-   at sampling time; the batched ancestral sampler of :class:`~simpo_bio.diffusion.masked.MaskedDiffusion`);
-2. **reward** them with the frozen fine-tuning oracle and turn rewards into group-relative advantages
-   (:func:`simpo_bio.weighting.group_advantages`, SPEC 4);
+   at sampling time, paper Sec. 3.1; the batched ancestral sampler of
+   :class:`~simpo_bio.diffusion.masked.MaskedDiffusion`);
+2. **reward** them with the frozen fine-tuning oracle (:mod:`simpo_bio.dna.oracle`, checked finite) and turn
+   rewards into group-relative advantages (:func:`simpo_bio.weighting.group_advantages`, paper Example 3.4);
 3. **weights** by scheme name (``exp``, ``linear``, ``square``, ``power``, ``linear_neg``, ``square_neg``,
-   ``wd1``; :func:`simpo_bio.weighting.compute_weights`, SPEC 2-3) at a fixed temperature or one tuned by the
-   dual of paper Appendix G (:class:`simpo_bio.weighting.TemperatureController`);
-4. **update**: ``update_epochs`` passes of gradient steps on ``sum_i w_i * ELBO_loss(x_i)`` (weights detached,
-   SPEC 5; negative weights repel), plus an optional anchor ``kl_coef * KL(policy || reference)`` on the
-   denoising distributions, with gradient-norm clipping.
+   ``wd1``; :func:`simpo_bio.weighting.compute_weights`, paper Eq. 9-11 and Appendix E) at a fixed temperature or
+   one tuned by the dual of paper Appendix G, Eq. 30 (:class:`simpo_bio.weighting.TemperatureController`);
+4. **update**: ``update_epochs`` passes of gradient steps on ``sum_i w_i * ELBO_loss(x_i)`` (weights detached;
+   paper Eq. 7 with the negative ELBO of section 5.3; negative weights repel, paper section 3.4), plus an optional
+   anchor ``kl_coef * KL(policy || reference)`` on the denoising distributions, with gradient-norm clipping.
 
 Everything random (sampling, ELBO noise, minibatch order) draws from one generator owned by the module; its state
 is saved in every checkpoint, so a fit killed after iteration ``k`` and resumed from ``last.ckpt`` continues with
@@ -27,6 +29,12 @@ seconds spent in sample / reward / update.
 Run it with LightningCLI (``configs/dna/simpo_base.yaml`` plus one scheme file)::
 
     simpo-bio fit --config configs/dna/simpo_base.yaml --config configs/dna/simpo_square_neg.yaml
+
+:func:`load_policy` is the one way back from a checkpoint (fine-tuned or pretrained) to a sampler; every command
+uses it. Designs and exports at the end of a fit: :mod:`simpo_bio.dna.designs`.
+
+Imports: Lightning, :mod:`simpo_bio.weighting`, :mod:`simpo_bio.dna.checkpoints`, :mod:`simpo_bio.dna.oracle`,
+:mod:`simpo_bio.dna.pretrain`.
 """
 
 from __future__ import annotations
@@ -34,7 +42,6 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -42,11 +49,22 @@ import lightning.pytorch as pl
 import torch
 from torch import Tensor, nn
 
+from simpo_bio.dna.checkpoints import (
+    KIND_KEY,
+    load_checkpoint,
+    load_state_dict_checked,
+    record_model_kind,
+    strip_prefix,
+)
+from simpo_bio.dna.oracle import check_rewards, load_oracle
+from simpo_bio.dna.pretrain import build_masked_diffusion, load_pretrained, pretrained_from_checkpoint
 from simpo_bio.weighting import TemperatureController, compute_weights, get_scheme, group_advantages
 
 MODEL_KIND = "SiMPOFineTuning"
+#: Hyper-parameters that earlier checkpoints recorded under another name -> today's name.
+RENAMED_HPARAMS = {"num_sampling_steps": "num_steps", "normalize_advantages": "normalize_advantage"}
 
-__all__ = ["SiMPOFineTuning", "PolicyIterationDataModule", "ExportDesigns", "load_policy"]
+__all__ = ["SiMPOFineTuning", "PolicyIterationDataModule", "load_policy"]
 
 
 # ---------------------------------------------------------------------------------------------- step counter
@@ -76,43 +94,18 @@ class PolicyIterationDataModule(pl.LightningDataModule):
 
 # ---------------------------------------------------------------------------------------------------- helpers
 def _load_policy_from(spec) -> nn.Module:
-    if isinstance(spec, nn.Module):
-        return spec
-    from simpo_bio.dna.pretrain import load_pretrained
-
-    return load_pretrained(str(spec))
+    return spec if isinstance(spec, nn.Module) else load_pretrained(str(spec))
 
 
 def _load_oracle_from(spec):
     if callable(spec) and not isinstance(spec, str | Path):
         return spec
-    from simpo_bio.dna.oracle import load_oracle
-
     return load_oracle(str(spec))
-
-
-def check_rewards(reward: Tensor, what: str = "oracle") -> Tensor:
-    """Validate oracle output: float ``[B]``, all finite.
-
-    Raises:
-        ValueError: wrong shape, or a NaN / inf reward (the message names the first offending sample).
-    """
-    reward = torch.as_tensor(reward)
-    if reward.ndim != 1:
-        raise ValueError(f"{what} must return rewards of shape [B], got {tuple(reward.shape)}")
-    bad = torch.nonzero(~torch.isfinite(reward)).flatten()
-    if bad.numel():
-        i = int(bad[0])
-        raise ValueError(
-            f"{what} returned a non-finite reward ({reward[i].item()}) for sample {i} of {reward.numel()} "
-            f"({bad.numel()} non-finite in all); fix the oracle or its input before fine-tuning"
-        )
-    return reward.float()
 
 
 # ------------------------------------------------------------------------------------------------ the module
 class SiMPOFineTuning(pl.LightningModule):
-    """SiMPO fine-tuning of a masked diffusion policy (paper section 4; SPEC 3-5).
+    """SiMPO fine-tuning of a masked diffusion policy (paper sections 3-4 and 5.3; ``docs/method.md`` 5-8).
 
     Args:
         pretrained: path of the pretrained model checkpoint (:func:`simpo_bio.dna.pretrain.load_pretrained`); from
@@ -126,12 +119,12 @@ class SiMPOFineTuning(pl.LightningModule):
         group_size: ``G``, sequences per group (advantages and weights are normalised within a group).
         num_groups: groups sampled per iteration (reward queries per iteration = ``G * num_groups``).
         seq_len: length ``L`` of the generated sequences (bp).
-        num_sampling_steps: steps of the ancestral sampler.
+        num_steps: steps of the ancestral sampler.
         temperature: fixed temperature (advantage units); initial value when ``auto_temperature``.
         auto_temperature: tune the temperature so ``KL(w || uniform) = target_kl`` (paper Appendix G).
         target_kl: target of the temperature dual, nats (must be ``< log G``).
         temperature_lr: Adam learning rate of ``log temperature``.
-        normalize_advantages: standardise rewards within each group (``(r - mean) / std``).
+        normalize_advantage: standardise rewards within each group (``(r - mean) / std``).
         leave_one_out: centre each reward on the mean of the other group members.
         update_epochs: passes over the sampled sequences per iteration.
         minibatch_size: sequences per gradient step (``None`` = all ``G * num_groups``).
@@ -142,8 +135,12 @@ class SiMPOFineTuning(pl.LightningModule):
         seed: seed of the module's generator (sampling, ELBO noise, minibatch order).
 
     Raises:
-        ValueError: unknown scheme or invalid sizes (at construction); non-finite rewards (during training).
+        ValueError: unknown scheme or invalid sizes (at construction).
+        NonFiniteRewardError: the oracle returned NaN or infinity (during training; a ValueError too).
     """
+
+    #: Read by :mod:`simpo_bio.lightning_cli` and :func:`load_policy` for checkpoints of earlier releases.
+    RENAMED_HPARAMS = RENAMED_HPARAMS
 
     def __init__(
         self,
@@ -154,12 +151,12 @@ class SiMPOFineTuning(pl.LightningModule):
         group_size: int = 32,
         num_groups: int = 2,
         seq_len: int = 200,
-        num_sampling_steps: int = 32,
+        num_steps: int = 32,
         temperature: float = 1.0,
         auto_temperature: bool = False,
         target_kl: float = 1.5,
         temperature_lr: float = 3e-2,
-        normalize_advantages: bool = True,
+        normalize_advantage: bool = True,
         leave_one_out: bool = False,
         update_epochs: int = 2,
         minibatch_size: int | None = None,
@@ -176,7 +173,7 @@ class SiMPOFineTuning(pl.LightningModule):
         self.save_hyperparameters(ignore=[k for k, v in (("pretrained", pretrained), ("oracle", oracle))
                                           if not isinstance(v, str | Path)])
         for name, v in (("group_size", group_size), ("num_groups", num_groups), ("seq_len", seq_len),
-                        ("num_sampling_steps", num_sampling_steps), ("update_epochs", update_epochs)):
+                        ("num_steps", num_steps), ("update_epochs", update_epochs)):
             if int(v) < 1:
                 raise ValueError(f"{name} must be >= 1, got {v}")
         if group_size < 2:
@@ -197,7 +194,7 @@ class SiMPOFineTuning(pl.LightningModule):
         reference.requires_grad_(False).eval()
         object.__setattr__(self, "reference", reference)
         object.__setattr__(self, "oracle", _load_oracle_from(oracle))
-        self.temperature_ctl = TemperatureController(self.scheme, init_temperature=temperature, target_kl=target_kl)
+        self.temperature_ctl = TemperatureController(self.scheme, temperature=temperature, target_kl=target_kl)
         self.temperature_ctl.requires_grad_(auto_temperature)
 
         self.generator = torch.Generator().manual_seed(seed)
@@ -230,8 +227,6 @@ class SiMPOFineTuning(pl.LightningModule):
         return [opt, temp_opt]
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        from simpo_bio.dna.checkpoints import record_model_kind
-
         record_model_kind(checkpoint, MODEL_KIND)
         backbone = self.policy.backbone
         if hasattr(backbone, "config"):  # makes the checkpoint self-contained for `simpo-bio sample`
@@ -261,7 +256,7 @@ class SiMPOFineTuning(pl.LightningModule):
         """Sample ``[num_samples, seq_len]`` token ids from the current policy (no grad, eval mode)."""
         was_training = self.policy.training
         self.policy.eval()
-        kwargs = dict(num_steps=num_steps or self.hparams.num_sampling_steps,
+        kwargs = dict(num_steps=num_steps or self.hparams.num_steps,
                       generator=self.generator if generator is None else generator, device=self.device)
         if batch_size is not None:
             kwargs["batch_size"] = batch_size
@@ -288,7 +283,8 @@ class SiMPOFineTuning(pl.LightningModule):
         """Per-sample KL anchor ``[B]``: ``E_t[(1/t) sum_{masked l} KL(p_theta(.|z_t) || p_ref(.|z_t))]``.
 
         The continuous-time masked diffusion analogue of the path KL between the policy and the reference
-        (log-linear schedule, ``1/t`` weighting as in the ELBO, SPEC 5), estimated with one ``t`` per sample.
+        (log-linear schedule, ``1/t`` weighting as in the ELBO; ``docs/method.md``, "Leash to the reference"),
+        estimated with one ``t`` per sample.
         """
         z, sigma, t = self._noised(x)
         logp = self.policy(z, sigma)
@@ -323,7 +319,7 @@ class SiMPOFineTuning(pl.LightningModule):
 
         t0 = time.perf_counter()
         groups = reward.view(hp.num_groups, hp.group_size)
-        advantage = group_advantages(groups, normalize=hp.normalize_advantages, leave_one_out=hp.leave_one_out)
+        advantage = group_advantages(groups, normalize=hp.normalize_advantage, leave_one_out=hp.leave_one_out)
         temperature = self.temperature_ctl.temperature.to(self.device)
         wout = compute_weights(advantage, self.scheme, temperature)
         weight = wout.weight.detach().reshape(-1)  # [n]; each group sums to 1
@@ -383,88 +379,35 @@ class SiMPOFineTuning(pl.LightningModule):
 def load_policy(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
     """Load a generator from a checkpoint: a SiMPO fine-tuning checkpoint or a pretrained model checkpoint.
 
+    Fine-tuning checkpoints written before ``num_sampling_steps`` / ``normalize_advantages`` were renamed
+    (:data:`RENAMED_HPARAMS`) load too.
+
     Returns:
         ``(MaskedDiffusion in eval mode, info)``; ``info`` holds ``kind`` (``"finetuned"`` / ``"pretrained"``),
-        ``scheme`` (``"none"`` for a pretrained model), ``seq_len``, ``num_sampling_steps`` (``None`` when not
-        recorded) and, for a fine-tuned model, the ``oracle`` it was tuned on and the ``pretrained`` path.
+        ``scheme`` (``"none"`` for a pretrained model), ``seq_len``, ``num_steps`` (``None`` when not recorded)
+        and, for a fine-tuned model, the ``oracle`` it was tuned on and the ``pretrained`` path.
 
     Raises:
         CheckpointNotFoundError: no such file.
         CheckpointCorruptError: truncated / unreadable file (names the file).
         CheckpointArchitectureError: a checkpoint of another model (e.g. an oracle) or mismatching weights.
     """
-    from simpo_bio.diffusion.masked import MaskedDiffusion
-    from simpo_bio.dna.backbones import DilatedCNN
-    from simpo_bio.dna.checkpoints import KIND_KEY, load_checkpoint, load_state_dict_checked, strip_prefix
-    from simpo_bio.dna.pretrain import load_pretrained
-
     ckpt = load_checkpoint(path, map_location="cpu", weights_only=False)
     if isinstance(ckpt, dict) and ckpt.get(KIND_KEY) == MODEL_KIND:
         hp = dict(ckpt.get("hyper_parameters") or {})
+        for old, new in RENAMED_HPARAMS.items():
+            if old in hp:
+                hp.setdefault(new, hp.pop(old))
         spec = ckpt.get("simpo_policy")
         if spec is not None:
-            cfg = {k: (tuple(v) if isinstance(v, list) else v) for k, v in spec["backbone"].items() if v is not None}
-            policy = MaskedDiffusion(DilatedCNN(**cfg), mask_index=spec["mask_index"], eps=spec["eps"])
+            policy = build_masked_diffusion(spec["backbone"], mask_index=spec["mask_index"], eps=spec["eps"])
         else:
             policy = load_pretrained(str(hp["pretrained"]))
         load_state_dict_checked(policy, strip_prefix(ckpt["state_dict"], "policy."), path)
         info = {"kind": "finetuned", "scheme": hp.get("scheme", "?"), "seq_len": hp.get("seq_len", 200),
-                "num_sampling_steps": hp.get("num_sampling_steps"), "oracle": hp.get("oracle"),
-                "pretrained": hp.get("pretrained")}
+                "num_steps": hp.get("num_steps"), "oracle": hp.get("oracle"), "pretrained": hp.get("pretrained")}
     else:
-        policy = load_pretrained(str(path))
-        info = {"kind": "pretrained", "scheme": "none", "seq_len": 200, "num_sampling_steps": None,
-                "oracle": None, "pretrained": str(path)}
+        policy = pretrained_from_checkpoint(ckpt, path)
+        info = {"kind": "pretrained", "scheme": "none", "seq_len": 200, "num_steps": None, "oracle": None,
+                "pretrained": str(path)}
     return policy.to(map_location).eval(), info
-
-
-# ------------------------------------------------------------------------------------------- export callback
-class ExportDesigns(pl.Callback):
-    """At the end of a fit: sample designs, evaluate them, write FASTA + table + plots into the run directory.
-
-    Writes ``designs.fasta``, ``designs.csv`` (per-sequence metrics), ``metrics.csv`` (one row), ``history.csv``
-    (per-iteration training log), ``reward_curve.png`` and ``reward_distribution.png`` (real HepG2 vs
-    pretrained vs fine-tuned), all atomically, into ``out_dir`` (default: the trainer's log dir).
-
-    Args:
-        num_samples: designs to sample and evaluate (DRAKES: 640).
-        eval_oracle: path of the *evaluation* oracle (never the fine-tuning one); ``None`` skips evaluation and
-            writes the fine-tuning rewards only.
-        out_dir: output directory; ``None`` = ``trainer.log_dir``.
-        num_sampling_steps: sampler steps for the designs (``None`` = the module's).
-        seed: sampling seed of the designs.
-        evaluate_pretrained: also sample the pretrained reference and evaluate it (for the comparison table).
-        jaspar: compute the JASPAR motif correlation (first use builds a PSSM cache, ~30 s).
-    """
-
-    def __init__(self, num_samples: int = 640, eval_oracle: str | None = "checkpoints/dna/oracle_eval.ckpt",
-                 out_dir: str | None = None, num_sampling_steps: int | None = None, seed: int = 12345,
-                 evaluate_pretrained: bool = True, jaspar: bool = True) -> None:
-        super().__init__()
-        self.num_samples = num_samples
-        self.eval_oracle = eval_oracle
-        self.out_dir = out_dir
-        self.num_sampling_steps = num_sampling_steps
-        self.seed = seed
-        self.evaluate_pretrained = evaluate_pretrained
-        self.jaspar = jaspar
-        self.result: dict[str, Any] | None = None
-        self.evaluator_factory: Callable | None = None  # tests / the demo may inject a ready Evaluator
-
-    def on_fit_end(self, trainer: pl.Trainer, pl_module: SiMPOFineTuning) -> None:
-        if trainer.global_rank != 0 or trainer.interrupted:
-            return
-        from simpo_bio.dna.commands import export_run
-
-        out = Path(self.out_dir or trainer.log_dir or trainer.default_root_dir)
-        self.result = export_run(pl_module, out, num_samples=self.num_samples, eval_oracle=self.eval_oracle,
-                                 num_sampling_steps=self.num_sampling_steps, seed=self.seed,
-                                 evaluate_pretrained=self.evaluate_pretrained, jaspar=self.jaspar,
-                                 evaluator=self.evaluator_factory() if self.evaluator_factory else None)
-
-
-def history_frame(history: list[dict[str, float]]):
-    """Per-iteration training statistics as a ``pandas.DataFrame`` (one row per iteration)."""
-    import pandas as pd
-
-    return pd.DataFrame(history) if history else pd.DataFrame(columns=["iteration", "reward_queries"])

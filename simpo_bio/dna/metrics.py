@@ -1,7 +1,8 @@
 """DRAKES-style evaluation of designed DNA sequences.
 
-Every metric here is computed with the *evaluation* oracle (an independent model, DATA.md), never with the oracle
-the policy was fine-tuned on, so a policy that merely exploits its training oracle does not look good here.
+Every metric here is computed with the *evaluation* oracle (an independent model trained on the other half of the
+data, ``data/README.md``), never with the oracle the policy was fine-tuned on, so a policy that merely exploits its
+training oracle does not look good here.
 
 Metrics (one row of :func:`summarize` per set of designs):
 
@@ -17,10 +18,13 @@ Metrics (one row of :func:`summarize` per set of designs):
   rate); the scan itself runs all motifs at once as one convolution (:class:`MotifScanner`), cross-checked
   against ``Bio.motifs`` ``PSSM.search`` in the tests.
 - **App-Log-Lik**: mean ELBO log-likelihood (nats per sequence, higher is more natural) under the frozen
-  pretrained model: ``-MaskedDiffusion.elbo_loss(x)`` (SPEC section 5), a lower bound of ``log p(x)``.
+  pretrained model: ``-MaskedDiffusion.elbo_loss(x)`` (``docs/method.md`` section 8), a lower bound of ``log p(x)``.
 - **Diversity**: mean pairwise Hamming distance (positions) and fraction of unique sequences.
 - **Novelty**: per design, the Hamming distance to the closest training sequence; reported as its mean, and the
   fraction of exact copies of a training sequence.
+
+Imports: :mod:`simpo_bio.dna.alphabet`, :mod:`simpo_bio.dna.data` (the cache folder of the JASPAR motifs) and
+:mod:`simpo_bio.dna.oracle` (scoring), :mod:`simpo_bio.fileio`.
 """
 
 from __future__ import annotations
@@ -35,10 +39,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from Bio.motifs.jaspar import calculate_pseudocounts
+from pyjaspar import jaspardb
 
 from simpo_bio.dna.alphabet import ALPHABET
-
-HEPG2 = "HepG2"
+from simpo_bio.dna.data import default_cache_dir
+from simpo_bio.dna.oracle import oracle_predicts_target, oracle_scores
+from simpo_bio.fileio import atomic_write
 
 
 # ----------------------------------------------------------------------------------------------------- helpers
@@ -139,11 +146,6 @@ def min_hamming_to_set(tokens: torch.Tensor, reference: torch.Tensor, chunk: int
 
 
 # ------------------------------------------------------------------------------------------------ motif scan
-def _default_cache_dir() -> Path:
-    root = os.environ.get("SIMPO_BIO_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "simpo-bio")
-    return Path(root)
-
-
 @dataclass
 class MotifScanner:
     """Counts PSSM hits of many motifs on both strands with one convolution.
@@ -168,8 +170,6 @@ class MotifScanner:
         of each motif is the score whose false-positive rate under a uniform background is ``fpr``
         (``PSSM.distribution(precision).threshold_fpr``).
         """
-        from Bio.motifs.jaspar import calculate_pseudocounts
-
         if len(motifs) == 0:
             raise ValueError("no motifs given")
         width = max(len(m) for m in motifs)
@@ -205,7 +205,7 @@ class MotifScanner:
             max_motifs: keep only the first ``max_motifs`` motifs (fast tests); ``None`` keeps all.
         """
         key = f"{release}-{collection}-{tax_group}-{fpr:g}-{max_motifs}"
-        cache = Path(cache_dir) if cache_dir is not None else _default_cache_dir()
+        cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
         path = cache / f"motifs-{hashlib.sha1(key.encode()).hexdigest()[:12]}.pt"
         if path.exists():
             try:
@@ -213,14 +213,10 @@ class MotifScanner:
                 return cls(d["names"], d["weight"], d["width"], d["threshold"])
             except Exception:  # a corrupt cache is rebuilt
                 pass
-        from pyjaspar import jaspardb
-
         motifs = jaspardb(release=release).fetch_motifs(collection=collection, tax_group=[tax_group])
         if max_motifs is not None:
             motifs = motifs[:max_motifs]
         scanner = cls.from_motifs(motifs, fpr=fpr)
-        from simpo_bio.dna.io import atomic_write
-
         with atomic_write(path, "wb") as fh:
             torch.save(
                 {"names": scanner.names, "weight": scanner.weight, "width": scanner.width,
@@ -263,44 +259,7 @@ class MotifScanner:
         return torch.cat(out) if out else torch.zeros(0, len(self))
 
 
-# --------------------------------------------------------------------------------------------------- oracles
-def _oracle_target_index(oracle) -> int:
-    for attr in ("target_index", "target_idx"):
-        if hasattr(oracle, attr):
-            return int(getattr(oracle, attr))
-    for attr in ("cell_types", "classes", "labels"):
-        names = getattr(oracle, attr, None)
-        if names is not None and HEPG2 in list(names):
-            return list(names).index(HEPG2)
-    raise AttributeError(f"cannot tell which output of {type(oracle).__name__} is {HEPG2}")
-
-
-@torch.no_grad()
-def oracle_scores(oracle, tokens: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
-    """Rewards ``[B]`` of ``oracle`` on ``tokens`` ``[B, L]``, batched.
-
-    Raises:
-        ValueError: the oracle returned a non-finite reward (names the first offending sequence index).
-    """
-    tokens = torch.as_tensor(tokens).long()
-    out = torch.cat([torch.as_tensor(oracle(tokens[s : s + batch_size])).float().reshape(-1).cpu()
-                     for s in range(0, tokens.shape[0], batch_size)]) if tokens.shape[0] else torch.zeros(0)
-    bad = torch.nonzero(~torch.isfinite(out)).flatten()
-    if bad.numel():
-        raise ValueError(f"oracle returned a non-finite reward ({out[bad[0]].item()}) for sequence {int(bad[0])}")
-    return out
-
-
-@torch.no_grad()
-def oracle_predicts_target(oracle, tokens: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
-    """Bool ``[B]``: the oracle's argmax class is HepG2 (ATAC-Acc analogue); needs ``oracle.logits``."""
-    idx = _oracle_target_index(oracle)
-    tokens = torch.as_tensor(tokens).long()
-    preds = [oracle.logits(tokens[s : s + batch_size]).argmax(-1).cpu() == idx
-             for s in range(0, tokens.shape[0], batch_size)]
-    return torch.cat(preds) if preds else torch.zeros(0, dtype=torch.bool)
-
-
+# ---------------------------------------------------------------------------------------------- likelihood
 @torch.no_grad()
 def elbo_log_likelihood(model, tokens: torch.Tensor, batch_size: int = 256, seed: int = 0,
                         num_repeats: int = 1) -> torch.Tensor:
@@ -360,7 +319,7 @@ class Evaluator:
         """Per-design table: ``eval_reward``, ``eval_is_hepg2``, ``log_lik``, ``min_train_hamming``, ``gc``."""
         tokens = torch.as_tensor(tokens).long()
         df = pd.DataFrame(index=pd.RangeIndex(tokens.shape[0]))
-        df["eval_reward"] = oracle_scores(self.eval_oracle, tokens).numpy()
+        df["eval_reward"] = oracle_scores(self.eval_oracle, tokens, what="the evaluation oracle").numpy()
         if hasattr(self.eval_oracle, "logits"):
             df["eval_is_hepg2"] = oracle_predicts_target(self.eval_oracle, tokens).numpy()
         if self.reference_model is not None:

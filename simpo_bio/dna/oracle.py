@@ -1,44 +1,44 @@
-"""Frozen reward oracles for DNA design, and the cell-type classifier the project trains as its oracle.
+"""Frozen reward oracles: the interface, the networks, loading a checkpoint, scoring, and the finite-reward check.
 
 One interface, :class:`RewardOracle`: ``oracle(tokens [B, L] long | list[str]) -> rewards [B]`` (float32, no
 grad, batched, on the oracle's device; always in eval mode, even inside a module that is put in training mode).
-Fine-tuning (SPEC section 5, the DNA task) queries the *fine-tuning* oracle; the metrics use an independent
-*evaluation* oracle, as DRAKES does.
+Fine-tuning (paper section 5.3) queries the *fine-tuning* oracle; the metrics use an independent *evaluation*
+oracle, as DRAKES does.
 
-The oracle of the embedded DHS task (DATA.md, tier 1) is :class:`CellTypeOracle`: a compact CNN classifier of the
-four DHS cell types (:data:`~simpo_bio.dna.data.CELL_TYPES`) whose reward is the HepG2 log-odds
+The oracle of the embedded DHS task (:mod:`simpo_bio.dna.dhs`) is :class:`CellTypeOracle`: a compact CNN
+classifier of the four DHS cell types (:data:`~simpo_bio.dna.dhs.CELL_TYPES`) whose reward is the HepG2 log-odds
 
     r(x) = logit_HepG2(x) - logsumexp_{c != HepG2} logit_c(x)        (nats; > 0 means P(HepG2) > 1/2)
 
-It is trained by :class:`CellTypeClassifier` (``simpo-bio fit --config configs/dna/oracle.yaml``) on one of two
-disjoint halves of the train split. ``simpo-bio test`` prints the HepG2-vs-rest AUROC on the test split next to a
-6-mer-count logistic regression fitted on the same half. :func:`load_oracle` turns a checkpoint into a frozen
+:mod:`simpo_bio.dna.oracle_training` trains it. :func:`load_oracle` turns a checkpoint into a frozen
 :class:`CellTypeOracle`; missing, truncated and wrong-architecture checkpoints raise the errors of
-:mod:`simpo_bio.dna.checkpoints`.
+:mod:`simpo_bio.dna.checkpoints`. Every reward that leaves an oracle on its way to fine-tuning or to the metrics
+passes :func:`check_rewards`, which raises :class:`NonFiniteRewardError` on NaN or infinity.
+
+Imports: :mod:`simpo_bio.dna.alphabet`, :mod:`simpo_bio.dna.checkpoints`, :mod:`simpo_bio.dna.dhs` (constants).
 """
 
 from __future__ import annotations
 
-import math
 import os
-import time
 from collections.abc import Sequence
 
-import lightning.pytorch as pl
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from simpo_bio.dna.alphabet import MASK_INDEX, encode
 from simpo_bio.dna.checkpoints import (
+    CheckpointArchitectureError,
     check_model_kind,
     load_checkpoint,
     load_state_dict_checked,
-    record_model_kind,
     strip_prefix,
 )
-from simpo_bio.dna.data import CELL_TYPES, DHS_SEQ_LEN, HEPG2_INDEX
+from simpo_bio.dna.dhs import CELL_TYPES, DHS_SEQ_LEN, HEPG2_INDEX
+
+#: Model kind recorded in the checkpoints of :class:`simpo_bio.dna.oracle_training.CellTypeClassifier`.
+CLASSIFIER_KIND = "CellTypeClassifier"
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -118,7 +118,7 @@ class RewardOracle(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# the network
+# the networks
 # ---------------------------------------------------------------------------------------------------------------
 def reverse_complement(tokens: torch.Tensor) -> torch.Tensor:
     """Reverse complement of token ids ``[B, L]`` (A<->T, C<->G, order reversed; the mask token stays)."""
@@ -260,206 +260,6 @@ class RegressionOracle(RewardOracle):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# baseline: k-mer counts + logistic regression
-# ---------------------------------------------------------------------------------------------------------------
-def kmer_count_matrix(tokens: torch.Tensor | np.ndarray, k: int = 6):
-    """Sparse CSR matrix ``[B, 4**k]`` of k-mer counts (forward strand) of token ids ``[B, L]`` in 0..3."""
-    import scipy.sparse as sp
-
-    tok = tokens.cpu().numpy() if isinstance(tokens, torch.Tensor) else np.asarray(tokens)
-    tok = tok.astype(np.int64)
-    b, length = tok.shape
-    n = length - k + 1
-    idx = np.zeros((b, n), dtype=np.int64)
-    for j in range(k):
-        idx = idx * 4 + tok[:, j : j + n]
-    rows = np.repeat(np.arange(b), n)
-    data = np.ones(idx.size, dtype=np.float32)
-    return sp.csr_matrix((data, (rows, idx.ravel())), shape=(b, 4**k))
-
-
-def kmer_logistic_baseline(
-    train_tokens, train_labels, val_tokens, val_labels, test_tokens, test_labels,
-    *, target_index: int = HEPG2_INDEX, k: int = 6, c_grid: Sequence[float] = (0.003, 0.01, 0.03), seed: int = 0,
-) -> dict:  # fmt: skip
-    """Target-vs-rest logistic regression on k-mer counts (scikit-learn), C chosen by validation AUROC.
-
-    What a user would try first; the oracle must beat it. Inputs are token ids ``[N, L]`` and class ids ``[N]``.
-
-    Returns:
-        dict with ``test_auroc``, ``val_auroc``, ``C``, ``k``, ``fit_seconds``.
-    """
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import roc_auc_score
-
-    t0 = time.perf_counter()
-    xtr, xva, xte = (kmer_count_matrix(t, k) for t in (train_tokens, val_tokens, test_tokens))
-    ytr, yva, yte = (np.asarray(y) == target_index for y in (train_labels, val_labels, test_labels))
-    best = None
-    for c in c_grid:
-        model = LogisticRegression(C=c, max_iter=2000, random_state=seed).fit(xtr, ytr)
-        val = roc_auc_score(yva, model.decision_function(xva))
-        if best is None or val > best[0]:
-            best = (val, c, model)
-    val, c, model = best
-    test = roc_auc_score(yte, model.decision_function(xte))
-    return {"test_auroc": float(test), "val_auroc": float(val), "C": c, "k": k, "fit_seconds": time.perf_counter() - t0}
-
-
-def _auroc(scores: torch.Tensor, positive: torch.Tensor) -> float:
-    from sklearn.metrics import roc_auc_score
-
-    pos = positive.cpu().numpy().astype(bool)
-    if pos.all() or not pos.any():
-        return float("nan")
-    return float(roc_auc_score(pos, scores.cpu().numpy()))
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# training (LightningModule)
-# ---------------------------------------------------------------------------------------------------------------
-class CellTypeClassifier(pl.LightningModule):
-    """Trains the cell-type CNN oracle (cross-entropy over the DHS cell types) with a :class:`CellTypeDataModule`.
-
-    Validation logs ``val_loss``, ``val_acc`` and ``val_auroc`` (HepG2-vs-rest AUROC of the reward). Test prints
-    and logs ``test_auroc`` (the oracle gate: >= ``auroc_gate`` and above the baseline), ``test_acc`` and
-    ``test_baseline_auroc``, the AUROC of a 6-mer-count logistic regression fitted on the *same* training rows
-    (the data module's train split or half).
-
-    Args:
-        num_classes, channels, first_kernel, kernel, num_blocks, pool, dropout, rc_average: :class:`CellTypeCNN`.
-        lr: peak AdamW learning rate (one-cycle schedule over the whole run). weight_decay: AdamW decay.
-        label_smoothing: cross-entropy label smoothing.
-        target_index: class whose log-odds is the reward (HepG2 = 3).
-        cell_types: class names in id order.
-        seq_len: sequence length the oracle accepts.
-        baseline_k, baseline_c_grid: the k-mer logistic-regression baseline at test time (``baseline_k=0`` skips it).
-        auroc_gate: the AUROC the test report checks against.
-    """
-
-    def __init__(
-        self,
-        num_classes: int = 4,
-        channels: int = 128,
-        first_kernel: int = 15,
-        kernel: int = 5,
-        num_blocks: int = 1,
-        pool: int = 8,
-        dropout: float = 0.1,
-        rc_average: bool = True,
-        lr: float = 5e-3,
-        weight_decay: float = 1e-2,
-        label_smoothing: float = 0.0,
-        target_index: int = HEPG2_INDEX,
-        cell_types: list[str] | None = None,
-        seq_len: int = DHS_SEQ_LEN,
-        baseline_k: int = 6,
-        baseline_c_grid: list[float] | None = None,
-        auroc_gate: float = 0.90,
-    ):
-        super().__init__()
-        self.save_hyperparameters()
-        self.net = CellTypeCNN(num_classes, channels, first_kernel, kernel, num_blocks, pool, dropout, rc_average)
-        self.cell_types = list(cell_types) if cell_types is not None else list(CELL_TYPES)[:num_classes]
-        self._outputs: dict[str, list] = {}
-        self._fit_start: float | None = None
-
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Logits ``[B, C]`` of token ids ``[B, L]``."""
-        return self.net(tokens)
-
-    def to_oracle(self) -> CellTypeOracle:
-        """A frozen :class:`CellTypeOracle` sharing a copy of this network's weights."""
-        import copy
-
-        return CellTypeOracle(
-            copy.deepcopy(self.net), self.cell_types, self.hparams.target_index, self.hparams.seq_len
-        ).to(self.device)
-
-    def training_step(self, batch, batch_idx):
-        logits = self.net(batch["tokens"])
-        loss = F.cross_entropy(logits, batch["label"], label_smoothing=self.hparams.label_smoothing)
-        self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(logits))
-        return loss
-
-    def _eval_step(self, batch, stage: str):
-        logits = self.net(batch["tokens"])
-        loss = F.cross_entropy(logits, batch["label"])
-        self.log(f"{stage}_loss", loss, prog_bar=True, on_epoch=True, batch_size=len(logits))
-        self._outputs.setdefault(stage, []).append((logits.detach().float().cpu(), batch["label"].cpu()))
-
-    def validation_step(self, batch, batch_idx):
-        self._eval_step(batch, "val")
-
-    def test_step(self, batch, batch_idx):
-        self._eval_step(batch, "test")
-
-    def _epoch_metrics(self, stage: str) -> dict[str, float]:
-        outs = self._outputs.pop(stage, [])
-        if not outs:
-            return {}
-        logits = torch.cat([o[0] for o in outs])
-        labels = torch.cat([o[1] for o in outs])
-        t = self.hparams.target_index
-        metrics = {
-            f"{stage}_acc": float((logits.argmax(1) == labels).float().mean()),
-            f"{stage}_auroc": _auroc(log_odds(logits, t), labels == t),
-        }
-        self.log_dict(metrics, prog_bar=True)
-        return metrics
-
-    def on_fit_start(self) -> None:
-        self._fit_start = time.perf_counter()
-
-    def on_fit_end(self) -> None:
-        if self._fit_start is not None and self.trainer.is_global_zero:
-            print(f"[oracle] fit wall-clock: {time.perf_counter() - self._fit_start:.1f} s "
-                  f"({torch.get_num_threads()} torch threads)")  # fmt: skip
-
-    def on_validation_epoch_end(self) -> None:
-        self._epoch_metrics("val")
-
-    def on_test_epoch_end(self) -> None:
-        metrics = self._epoch_metrics("test")
-        if not metrics:
-            return
-        lines = [f"[oracle] test split: HepG2-vs-rest AUROC {metrics['test_auroc']:.4f}, "
-                 f"4-class accuracy {metrics['test_acc']:.4f}"]  # fmt: skip
-        dm = getattr(self.trainer, "datamodule", None)
-        passed = metrics["test_auroc"] >= self.hparams.auroc_gate
-        if self.hparams.baseline_k and dm is not None and hasattr(dm, "dataset"):
-            tr, va, te = (dm.dataset(s) for s in ("train", "validation", "test"))
-            base = kmer_logistic_baseline(
-                tr.tokens, tr.labels, va.tokens, va.labels, te.tokens, te.labels,
-                target_index=self.hparams.target_index, k=self.hparams.baseline_k,
-                c_grid=tuple(self.hparams.baseline_c_grid or (0.003, 0.01, 0.03)),
-            )  # fmt: skip
-            self.log("test_baseline_auroc", base["test_auroc"])
-            lines.append(
-                f"[oracle] baseline: {base['k']}-mer-count logistic regression on the same {len(tr)} training rows "
-                f"(C={base['C']} chosen on validation): AUROC {base['test_auroc']:.4f}"
-            )
-            passed = passed and metrics["test_auroc"] > base["test_auroc"]
-            gate = f"AUROC >= {self.hparams.auroc_gate} and above the baseline"
-        else:
-            gate = f"AUROC >= {self.hparams.auroc_gate} (baseline skipped)"
-        lines.append(f"[oracle] gate ({gate}): {'PASS' if passed else 'FAIL'}")
-        if self.trainer.is_global_zero:
-            print("\n".join(lines))
-
-    def configure_optimizers(self):
-        opt = torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
-        total = int(self.trainer.estimated_stepping_batches)
-        if not math.isfinite(total) or total <= 0:
-            return opt
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=self.hparams.lr, total_steps=total, pct_start=0.2)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
-
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        record_model_kind(checkpoint, type(self).__name__)
-
-
-# ---------------------------------------------------------------------------------------------------------------
 # loading
 # ---------------------------------------------------------------------------------------------------------------
 _NET_ARGS = ("num_classes", "channels", "first_kernel", "kernel", "num_blocks", "pool", "dropout", "rc_average")
@@ -468,7 +268,7 @@ _NET_ARGS = ("num_classes", "channels", "first_kernel", "kernel", "num_blocks", 
 def load_oracle(
     path: str | os.PathLike, device: str | torch.device = "cpu", batch_size: int = 1024
 ) -> CellTypeOracle:
-    """Load a :class:`CellTypeClassifier` checkpoint as a frozen :class:`CellTypeOracle`.
+    """Load a :class:`~simpo_bio.dna.oracle_training.CellTypeClassifier` checkpoint as a frozen :class:`CellTypeOracle`.
 
     Args:
         path: checkpoint written by ``simpo-bio fit --config configs/dna/oracle.yaml`` (or a shipped one,
@@ -486,14 +286,12 @@ def load_oracle(
             architecture.
     """
     ckpt = load_checkpoint(path, map_location="cpu")
-    check_model_kind(ckpt, "CellTypeClassifier", path)
+    check_model_kind(ckpt, CLASSIFIER_KIND, path)
     hp = dict(ckpt.get("hyper_parameters") or {})
     net_kwargs = {k: hp[k] for k in _NET_ARGS if k in hp}
     try:
         net = CellTypeCNN(**net_kwargs)
     except (TypeError, ValueError, RuntimeError) as err:
-        from simpo_bio.dna.checkpoints import CheckpointArchitectureError
-
         raise CheckpointArchitectureError(f"wrong architecture: {path}: cannot build CellTypeCNN: {err}", path) from err
     load_state_dict_checked(net, strip_prefix(ckpt["state_dict"], "net."), path)
     num_classes = net_kwargs.get("num_classes", 4)
@@ -506,3 +304,81 @@ def load_oracle(
         batch_size=batch_size,
     )
     return oracle.to(device)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# checking and scoring
+# ---------------------------------------------------------------------------------------------------------------
+class NonFiniteRewardError(ValueError):
+    """An oracle returned NaN or an infinite reward.
+
+    Attributes:
+        index: 0-based index of the first offending sequence.
+        value: its reward.
+        count: non-finite rewards in all.
+        total: rewards checked.
+    """
+
+    def __init__(self, what: str, index: int, value: float, count: int, total: int):
+        self.index, self.value, self.count, self.total = index, value, count, total
+        super().__init__(
+            f"{what} returned a non-finite reward ({value}) for sequence {index} of {total} "
+            f"({count} non-finite in all); fix the oracle or its input"
+        )
+
+
+def check_rewards(reward: torch.Tensor, what: str = "the oracle") -> torch.Tensor:
+    """Validate oracle output: rewards ``[B]``, all finite; returns them as float32.
+
+    Args:
+        what: how error messages name the oracle (``"the fine-tuning oracle"``).
+
+    Raises:
+        NonFiniteRewardError (a ValueError): a NaN / infinite reward (names the first offending sequence).
+        ValueError: rewards of another shape than ``[B]``.
+    """
+    reward = torch.as_tensor(reward)
+    if reward.ndim != 1:
+        raise ValueError(f"{what} must return rewards of shape [B], got {tuple(reward.shape)}")
+    bad = torch.nonzero(~torch.isfinite(reward)).flatten()
+    if bad.numel():
+        i = int(bad[0])
+        raise NonFiniteRewardError(what, i, reward[i].item(), bad.numel(), reward.numel())
+    return reward.float()
+
+
+_HEPG2_NAME = CELL_TYPES[HEPG2_INDEX]
+
+
+def _oracle_target_index(oracle) -> int:
+    for attr in ("target_index", "target_idx"):
+        if hasattr(oracle, attr):
+            return int(getattr(oracle, attr))
+    for attr in ("cell_types", "classes", "labels"):
+        names = getattr(oracle, attr, None)
+        if names is not None and _HEPG2_NAME in list(names):
+            return list(names).index(_HEPG2_NAME)
+    raise AttributeError(f"cannot tell which output of {type(oracle).__name__} is {_HEPG2_NAME}")
+
+
+@torch.no_grad()
+def oracle_scores(oracle, tokens: torch.Tensor, batch_size: int = 512, what: str = "the oracle") -> torch.Tensor:
+    """Rewards ``[B]`` (float32, CPU) of any callable ``oracle`` on ``tokens`` ``[B, L]``, batched and checked.
+
+    Raises:
+        NonFiniteRewardError: the oracle returned a non-finite reward (:func:`check_rewards`).
+    """
+    tokens = torch.as_tensor(tokens).long()
+    out = torch.cat([torch.as_tensor(oracle(tokens[s : s + batch_size])).float().reshape(-1).cpu()
+                     for s in range(0, tokens.shape[0], batch_size)]) if tokens.shape[0] else torch.zeros(0)
+    return check_rewards(out, what)
+
+
+@torch.no_grad()
+def oracle_predicts_target(oracle, tokens: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
+    """Bool ``[B]``: the oracle's argmax class is HepG2 (ATAC-Acc analogue); needs ``oracle.logits``."""
+    idx = _oracle_target_index(oracle)
+    tokens = torch.as_tensor(tokens).long()
+    preds = [oracle.logits(tokens[s : s + batch_size]).argmax(-1).cpu() == idx
+             for s in range(0, tokens.shape[0], batch_size)]
+    return torch.cat(preds) if preds else torch.zeros(0, dtype=torch.bool)

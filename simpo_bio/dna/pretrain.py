@@ -2,14 +2,21 @@
 
 ``simpo-bio fit --config configs/dna/pretrain.yaml`` trains :class:`MaskedDiffusionLM` on the embedded DHS data;
 ``simpo-bio test --config configs/dna/pretrain.yaml --ckpt_path checkpoints/dna/pretrained_dhs.ckpt`` prints the
-quality gate of issue 3 on the chr2 test split: the model's ELBO in bits/base next to order-0..5 Markov chains fitted
-on the train split, and the Pearson correlation of 3-mer frequencies of model samples with the split.
+quality gate on the test split: the model's ELBO in bits/base next to order-0..5 Markov chains fitted on the train
+split (:mod:`simpo_bio.dna.baselines`), and the Pearson correlation of 3-mer frequencies of model samples with the
+split.
 
-Training minimises the mean per-sequence negative ELBO (:meth:`MaskedDiffusion.elbo_loss`, SPEC.md section 5) with
-AdamW, linear warm-up and cosine decay; an exponential moving average (EMA) of the weights is kept and used for
-validation, testing, sampling and export. :class:`ExportPretrained` writes the small EMA-only checkpoint the project
-ships; :func:`load_pretrained` reads either that file or a full training checkpoint and returns a
-:class:`MaskedDiffusion` with the EMA weights.
+Training minimises the mean per-sequence negative ELBO (:meth:`MaskedDiffusion.elbo_loss`, ``docs/method.md``
+section 8) with AdamW, linear warm-up and cosine decay; an exponential moving average (EMA) of the weights is kept
+and used for validation, testing, sampling and export. :class:`ExportPretrained` writes the small EMA-only
+checkpoint the project ships; :func:`load_pretrained` reads either that file or a full training checkpoint and
+returns a :class:`MaskedDiffusion` with the EMA weights. :func:`build_masked_diffusion` is the one place a
+denoiser and its diffusion are built from a backbone configuration (here and in
+:func:`simpo_bio.dna.finetune.load_policy`).
+
+Imports: :mod:`simpo_bio.diffusion.masked`, Lightning, :mod:`simpo_bio.dna.alphabet`,
+:mod:`simpo_bio.dna.backbones`, :mod:`simpo_bio.dna.baselines`, :mod:`simpo_bio.dna.checkpoints`,
+:mod:`simpo_bio.dna.metrics` (the 3-mer correlation of the gate).
 """
 
 from __future__ import annotations
@@ -18,16 +25,19 @@ import copy
 import math
 import os
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
 import torch
+from lightning.pytorch.callbacks import Timer
 from torch import Tensor
 
 from simpo_bio.diffusion.masked import MaskedDiffusion
 from simpo_bio.dna.alphabet import MASK_INDEX, VOCAB_SIZE
 from simpo_bio.dna.backbones import DilatedCNN
+from simpo_bio.dna.baselines import markov_bits_per_base
 from simpo_bio.dna.checkpoints import (
     CheckpointArchitectureError,
     check_model_kind,
@@ -37,13 +47,25 @@ from simpo_bio.dna.checkpoints import (
     save_checkpoint_atomic,
     strip_prefix,
 )
+from simpo_bio.dna.metrics import kmer_correlation
 
-__all__ = ["MaskedDiffusionLM", "ExportPretrained", "load_pretrained", "BACKBONE_ARGS"]
+__all__ = ["MaskedDiffusionLM", "ExportPretrained", "load_pretrained", "build_masked_diffusion", "BACKBONE_ARGS"]
 
 #: Hyper-parameters of :class:`MaskedDiffusionLM` that build the backbone (and must match to load weights).
 BACKBONE_ARGS = ("hidden_dim", "num_stacks", "dilations", "kernel_size", "block_order", "time_conditioning")
 MODEL_KIND = "MaskedDiffusionLM"
 LN2 = math.log(2.0)
+
+
+def build_masked_diffusion(backbone: Mapping[str, Any], *, mask_index: int = MASK_INDEX,
+                           eps: float = 1e-3) -> MaskedDiffusion:
+    """A :class:`MaskedDiffusion` around a fresh :class:`DilatedCNN` built from its constructor arguments.
+
+    ``backbone`` is what :meth:`DilatedCNN.config` returns, or a subset of it (lists become tuples, ``None``
+    values are left to the defaults); the weights are random until a state dict is loaded.
+    """
+    cfg = {k: (tuple(v) if isinstance(v, list) else v) for k, v in backbone.items() if v is not None}
+    return MaskedDiffusion(DilatedCNN(**cfg), mask_index=mask_index, eps=eps)
 
 
 def _tokens(batch: Any) -> Tensor:
@@ -107,17 +129,10 @@ class MaskedDiffusionLM(pl.LightningModule):
         if schedule_horizon not in ("steps", "time"):
             raise ValueError(f"schedule_horizon must be 'steps' or 'time', got {schedule_horizon!r}")
         self.save_hyperparameters()
-        backbone = DilatedCNN(
-            vocab_size=VOCAB_SIZE,
-            hidden_dim=hidden_dim,
-            num_stacks=num_stacks,
-            dilations=tuple(dilations),
-            kernel_size=kernel_size,
-            block_order=block_order,
-            time_conditioning=time_conditioning,
-            dropout=dropout,
-        )
-        self.model = MaskedDiffusion(backbone, mask_index=MASK_INDEX, eps=eps)
+        backbone = {"vocab_size": VOCAB_SIZE, "hidden_dim": hidden_dim, "num_stacks": num_stacks,
+                    "dilations": tuple(dilations), "kernel_size": kernel_size, "block_order": block_order,
+                    "time_conditioning": time_conditioning, "dropout": dropout}
+        self.model = build_masked_diffusion(backbone, eps=eps)
         self.ema = copy.deepcopy(self.model).requires_grad_(False).eval()
         self.register_buffer("ema_updates", torch.zeros((), dtype=torch.long))
         self._eval_sums: dict[str, list[float]] = {}
@@ -167,8 +182,6 @@ class MaskedDiffusionLM(pl.LightningModule):
 
     def _time_fraction(self) -> float:
         """Fraction of ``trainer.max_time`` spent training so far (0 without a time limit); survives resumes."""
-        from lightning.pytorch.callbacks import Timer
-
         timer = next((c for c in getattr(self.trainer, "callbacks", []) if isinstance(c, Timer)), None)
         if timer is None or timer._duration is None:
             return 0.0
@@ -213,10 +226,7 @@ class MaskedDiffusionLM(pl.LightningModule):
         self.gate_report(stage, split, bpb)
 
     def gate_report(self, stage: str, split: str, bpb: float) -> dict[str, float]:
-        """Markov baselines, 3-mer correlation of samples; logs them and prints the gate table (issue 3)."""
-        from simpo_bio.dna.baselines import markov_bits_per_base
-        from simpo_bio.dna.metrics import kmer_correlation
-
+        """Markov baselines, 3-mer correlation of samples; logs them and prints the quality-gate table."""
         hp = self.hparams
         dm = self.trainer.datamodule
         result: dict[str, float] = {"bpb": bpb}
@@ -297,7 +307,7 @@ class ExportPretrained(pl.Callback):
     Args:
         path: output file, e.g. ``runs/pretrain_dhs/pretrained_dhs.ckpt``.
         half: store float16 tensors (half the size; loaded back as float32).
-        data_sha256: checksum of the training data recorded in the file (DATA.md).
+        data_sha256: checksum of the training data recorded in the file (``data/README.md``).
     """
 
     def __init__(self, path: str = "runs/pretrain_dhs/pretrained_dhs.ckpt", half: bool = False,
@@ -340,7 +350,15 @@ def load_pretrained(path: str | os.PathLike, map_location: str | torch.device = 
         CheckpointArchitectureError: a checkpoint of another model, or weights that do not fit the backbone the
             checkpoint's hyper-parameters describe (names the keys and shapes).
     """
-    ckpt = load_checkpoint(path, map_location)
+    return pretrained_from_checkpoint(load_checkpoint(path, map_location), path).to(map_location).eval()
+
+
+def pretrained_from_checkpoint(ckpt: Mapping[str, Any], path: str | os.PathLike) -> MaskedDiffusion:
+    """The model of an already loaded :class:`MaskedDiffusionLM` checkpoint dict (``path`` names it in errors).
+
+    Raises:
+        CheckpointArchitectureError: as :func:`load_pretrained`.
+    """
     check_model_kind(ckpt, MODEL_KIND, path)
     hp = ckpt.get("hyper_parameters") or {}
     missing = [k for k in BACKBONE_ARGS if k not in hp]
@@ -350,17 +368,14 @@ def load_pretrained(path: str | os.PathLike, map_location: str | torch.device = 
             "it was not written by simpo_bio.dna.pretrain.MaskedDiffusionLM",
             path,
         )
-    backbone = DilatedCNN(
-        vocab_size=VOCAB_SIZE,
-        **{k: (tuple(hp[k]) if k == "dilations" else hp[k]) for k in BACKBONE_ARGS},
-    )
-    model = MaskedDiffusion(backbone, mask_index=MASK_INDEX, eps=float(hp.get("eps", 1e-3)))
+    backbone = {"vocab_size": VOCAB_SIZE, **{k: hp[k] for k in BACKBONE_ARGS}}
+    model = build_masked_diffusion(backbone, eps=float(hp.get("eps", 1e-3)))
     state = strip_prefix(ckpt["state_dict"], "ema.")
     if not state:
         state = strip_prefix(ckpt["state_dict"], "model.")
     state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
     load_state_dict_checked(model, state, path)
-    return model.to(map_location).eval()
+    return model
 
 
 def pretrained_metadata(path: str | os.PathLike) -> dict[str, Any]:

@@ -6,10 +6,12 @@ import lightning.pytorch as pl
 import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
+from tiny_models import tiny_pretrained_ckpt
 
 from simpo_bio.diffusion.masked import MaskedDiffusion
 from simpo_bio.dna.backbones import DilatedCNN
-from simpo_bio.dna.finetune import PolicyIterationDataModule, SiMPOFineTuning
+from simpo_bio.dna.finetune import PolicyIterationDataModule, SiMPOFineTuning, load_policy
+from simpo_bio.dna.oracle import NonFiniteRewardError
 
 L = 16
 
@@ -35,7 +37,7 @@ class NaNOracle(GCOracle):
 
 def make_module(**kw) -> SiMPOFineTuning:
     args = dict(pretrained=tiny_policy(), oracle=GCOracle(), scheme="square_neg", group_size=8, num_groups=2,
-                seq_len=L, num_sampling_steps=4, update_epochs=1, lr=3e-3, log_reference_elbo=True, seed=1)
+                seq_len=L, num_steps=4, update_epochs=1, lr=3e-3, log_reference_elbo=True, seed=1)
     args.update(kw)
     return SiMPOFineTuning(**args)
 
@@ -77,7 +79,7 @@ def test_fine_tuning_raises_reward_on_easy_target(tmp_path):
 
 
 def test_negative_weights_push_likelihood_down():
-    """A sample with negative weight gets less likely after a step on the weighted ELBO (SPEC 5, paper 3.4)."""
+    """A sample with negative weight gets less likely after a step on the weighted ELBO (paper section 3.4)."""
     m = make_module(kl_coef=0.0)
     x = m.generate(2)
     elbo0 = m.policy.elbo_loss(x, generator=torch.Generator().manual_seed(0)).detach()
@@ -108,7 +110,7 @@ def test_auto_temperature_moves_temperature(tmp_path):
 
 def test_nan_reward_gives_clear_error(tmp_path):
     m = make_module(oracle=NaNOracle())
-    with pytest.raises(ValueError, match="non-finite reward.*sample 3"):
+    with pytest.raises(NonFiniteRewardError, match="fine-tuning oracle returned a non-finite reward.*sequence 3"):
         trainer(tmp_path, 1).fit(m, PolicyIterationDataModule())
 
 
@@ -160,3 +162,40 @@ def test_a_module_passed_twice_is_not_frozen_or_shared():
     assert [p.requires_grad for p in b.policy.parameters()] == flags
     assert [p.requires_grad for p in base.parameters()] == flags  # the caller's module is left alone
     assert a.policy.backbone.linear.weight.data_ptr() != b.policy.backbone.linear.weight.data_ptr()
+
+
+def _policy_checkpoint(tmp_path, **kw):
+    m = make_module(**kw)
+    trainer(tmp_path, 1, [ModelCheckpoint(dirpath=tmp_path / "ck", save_last=True)]).fit(m, PolicyIterationDataModule())
+    return m, tmp_path / "ck" / "last.ckpt"
+
+
+def test_load_policy_round_trip_and_checkpoints_of_earlier_releases(tmp_path):
+    m, path = _policy_checkpoint(tmp_path, num_steps=6, normalize_advantage=False)
+    policy, info = load_policy(path)
+    assert info["kind"] == "finetuned" and info["scheme"] == "square_neg" and info["num_steps"] == 6
+    assert info["seq_len"] == L and not policy.training
+    for a, b in zip(policy.state_dict().values(), m.policy.state_dict().values()):
+        assert torch.equal(a, b)
+    x = torch.randint(0, 4, (3, L), generator=torch.Generator().manual_seed(0))
+    g = torch.Generator().manual_seed(1)
+    expected = m.policy.eval().elbo_loss(x, generator=g)
+    torch.testing.assert_close(policy.elbo_loss(x, generator=torch.Generator().manual_seed(1)), expected)
+    # a checkpoint of 0.1.0: the sampler steps recorded as num_sampling_steps
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    hp = ckpt["hyper_parameters"]
+    hp["num_sampling_steps"], hp["normalize_advantages"] = hp.pop("num_steps"), hp.pop("normalize_advantage")
+    old = tmp_path / "old.ckpt"
+    torch.save(ckpt, old)
+    old_policy, old_info = load_policy(old)
+    assert old_info == info
+    assert all(torch.equal(a, b) for a, b in zip(old_policy.state_dict().values(), policy.state_dict().values()))
+
+
+def test_load_policy_reads_a_pretrained_model_too(tmp_path):
+    path = tiny_pretrained_ckpt(tmp_path / "pre.ckpt")
+    policy, info = load_policy(path)
+    assert info == {"kind": "pretrained", "scheme": "none", "seq_len": 200, "num_steps": None, "oracle": None,
+                    "pretrained": str(path)}
+    assert policy.backbone.config()["hidden_dim"] == 8 and not policy.training
+

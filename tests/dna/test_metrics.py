@@ -8,6 +8,7 @@ import torch
 
 from simpo_bio.dna import metrics as M
 from simpo_bio.dna.alphabet import decode
+from simpo_bio.dna.oracle import NonFiniteRewardError
 
 
 def _rand_tokens(n, length=60, seed=0):
@@ -133,5 +134,5 @@ def test_evaluator_summary_and_per_sequence(scanner):
 
 def test_evaluator_rejects_nan_reward():
     ev = M.Evaluator(_NaNOracle(), _rand_tokens(10, 30))
-    with pytest.raises(ValueError, match="non-finite reward.*sequence 1"):
+    with pytest.raises(NonFiniteRewardError, match="evaluation oracle returned a non-finite reward.*sequence 1"):
         ev.evaluate(_rand_tokens(4, 30))

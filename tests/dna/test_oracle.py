@@ -1,8 +1,6 @@
-"""Oracle tests on a tiny classifier trained for a few steps on a small labelled table the test writes."""
+"""Tests of the oracle interface, loading, scoring and the finite-reward check (simpo_bio.dna.oracle), on the tiny
+classifier of conftest.py (``trained_oracle``: a few steps on a small labelled table)."""
 
-import lightning.pytorch as pl
-import numpy as np
-import pandas as pd
 import pytest
 import torch
 
@@ -14,53 +12,27 @@ from simpo_bio.dna.checkpoints import (
     CheckpointNotFoundError,
     load_checkpoint,
 )
-from simpo_bio.dna.data import CellTypeDataModule
 from simpo_bio.dna.oracle import (
-    CellTypeClassifier,
     CellTypeOracle,
+    NonFiniteRewardError,
     RegressionOracle,
     RewardOracle,
-    kmer_count_matrix,
+    check_rewards,
     load_oracle,
     log_odds,
+    oracle_scores,
     reverse_complement,
 )
 
 L = 24
-TINY = {"channels": 8, "first_kernel": 5, "kernel": 3, "num_blocks": 1, "pool": 2, "seq_len": L, "baseline_k": 2,
-        "baseline_c_grid": [1.0]}  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """A tiny classifier fitted for a few steps (class 3 = HepG2 sequences are GC-rich) and its checkpoint."""
-    torch.set_num_threads(1)
-    tmp = tmp_path_factory.mktemp("oracle")
-    rng = np.random.default_rng(0)
-    rows = []
-    for i in range(160):
-        label = i % 4
-        p = [0.1, 0.4, 0.4, 0.1] if label == 3 else [0.25] * 4
-        rows.append({"seq": "".join(rng.choice(list("ACGT"), size=L, p=p)), "cell": f"c{label}"})
-    csv = tmp / "cells.csv"
-    pd.DataFrame(rows).to_csv(csv, index=False)
-    dm = CellTypeDataModule(source=str(csv), batch_size=32, seed=0, loader_kwargs={"class_column": "cell"})
-    pl.seed_everything(0)
-    model = CellTypeClassifier(**TINY, cell_types=["c0", "c1", "c2", "HepG2"], lr=1e-2)
-    trainer = pl.Trainer(max_steps=20, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                         enable_model_summary=False, accelerator="cpu")  # fmt: skip
-    trainer.fit(model, dm)
-    path = tmp / "oracle.ckpt"
-    trainer.save_checkpoint(path)
-    return {"model": model, "path": path, "dm": dm, "trainer": trainer, "tmp": tmp}
-
-
-def test_round_trip_and_interface(trained):
-    oracle = load_oracle(trained["path"])
+def test_round_trip_and_interface(trained_oracle):
+    oracle = load_oracle(trained_oracle["path"])
     assert isinstance(oracle, RewardOracle) and isinstance(oracle, CellTypeOracle)
     assert oracle.target_index == 3 and oracle.cell_types[3] == "HepG2" and oracle.seq_len == L
-    tokens = trained["dm"].dataset("test").tokens.long()
-    model = trained["model"].eval()
+    tokens = trained_oracle["dm"].dataset("test").tokens.long()
+    model = trained_oracle["model"].eval()
     with torch.no_grad():
         expected = log_odds(model(tokens), 3)
     r = oracle(tokens)
@@ -80,17 +52,17 @@ def test_round_trip_and_interface(trained):
     assert oracle.device == torch.device("cpu") and oracle.to("cpu") is oracle
 
 
-def test_oracle_stays_frozen(trained):
-    oracle = load_oracle(trained["path"])
+def test_oracle_stays_frozen(trained_oracle):
+    oracle = load_oracle(trained_oracle["path"])
     parent = torch.nn.ModuleDict({"oracle": oracle, "policy": torch.nn.Linear(2, 2)})
     parent.train()
     assert not oracle.training and not any(p.requires_grad for p in oracle.parameters())
-    x = trained["dm"].dataset("test").tokens[:5]
+    x = trained_oracle["dm"].dataset("test").tokens[:5]
     torch.testing.assert_close(oracle(x), oracle(x))  # no dropout noise, no batch-norm updates
 
 
-def test_bad_inputs(trained):
-    oracle = load_oracle(trained["path"])
+def test_bad_inputs(trained_oracle):
+    oracle = load_oracle(trained_oracle["path"])
     with pytest.raises(SequenceValidationError, match="position 1"):
         oracle(["AN" + "A" * (L - 2)])
     with pytest.raises(SequenceValidationError, match="expected 24"):
@@ -101,15 +73,15 @@ def test_bad_inputs(trained):
         oracle(torch.zeros(2, L))
 
 
-def test_missing_truncated_and_wrong_architecture(trained, tmp_path):
+def test_missing_truncated_and_wrong_architecture(trained_oracle, tmp_path):
     with pytest.raises(CheckpointNotFoundError, match="does not exist"):
         load_oracle(tmp_path / "nope.ckpt")
-    raw = trained["path"].read_bytes()
+    raw = trained_oracle["path"].read_bytes()
     cut = tmp_path / "cut.ckpt"
     cut.write_bytes(raw[: len(raw) // 2])
     with pytest.raises(CheckpointCorruptError, match="truncated"):
         load_oracle(cut)
-    ckpt = load_checkpoint(trained["path"])
+    ckpt = load_checkpoint(trained_oracle["path"])
     # a checkpoint of another model
     other = dict(ckpt, simpo_bio_model="MaskedDiffusionLM")
     torch.save(other, tmp_path / "other.ckpt")
@@ -126,22 +98,6 @@ def test_missing_truncated_and_wrong_architecture(trained, tmp_path):
         load_oracle(tmp_path / "bare.ckpt")
     for err in (CheckpointNotFoundError, CheckpointCorruptError, CheckpointArchitectureError):
         assert issubclass(err, CheckpointError)
-
-
-def test_test_report_prints_auroc_and_baseline(trained, capsys):
-    trained["trainer"].test(trained["model"], trained["dm"], verbose=False)
-    out = capsys.readouterr().out
-    assert "HepG2-vs-rest AUROC" in out and "2-mer-count logistic regression" in out and "gate" in out
-    metrics = trained["trainer"].callback_metrics
-    assert 0.0 <= float(metrics["test_auroc"]) <= 1.0 and 0.0 <= float(metrics["test_baseline_auroc"]) <= 1.0
-
-
-def test_kmer_counts():
-    x = torch.tensor([[0, 0, 1, 3]])
-    m = kmer_count_matrix(x, k=2).toarray()
-    assert m.shape == (1, 16) and m.sum() == 3
-    assert m[0, 0] == 1 and m[0, 1] == 1 and m[0, 1 * 4 + 3] == 1  # AA, AC, CT
-    assert reverse_complement(torch.tensor([[0, 1, 4, 2]])).tolist() == [[1, 4, 2, 3]]
 
 
 @pytest.mark.parametrize("name", ["oracle_ft", "oracle_eval"])
@@ -170,3 +126,21 @@ def test_regression_oracle_wraps_any_module():
     torch.testing.assert_close(oracle(["GCGA", "aaat"]), torch.tensor([3.0, 0.0]))
     with pytest.raises(SequenceValidationError):
         oracle(["GCG"])
+
+
+def test_reverse_complement():
+    assert reverse_complement(torch.tensor([[0, 1, 4, 2]])).tolist() == [[1, 4, 2, 3]]
+
+
+def test_non_finite_rewards_raise_one_typed_error():
+    r = torch.tensor([0.5, float("nan"), 1.0, float("inf")])
+    with pytest.raises(NonFiniteRewardError, match="the fine-tuning oracle returned a non-finite reward") as err:
+        check_rewards(r, "the fine-tuning oracle")
+    assert (err.value.index, err.value.count, err.value.total) == (1, 2, 4) and isinstance(err.value, ValueError)
+    assert "sequence 1 of 4" in str(err.value)
+    assert check_rewards(torch.tensor([1, 2])).dtype == torch.float32
+    with pytest.raises(ValueError, match="shape"):
+        check_rewards(torch.zeros(2, 2))
+    with pytest.raises(NonFiniteRewardError, match="sequence 3"):
+        oracle_scores(lambda x: x.float().sum(-1) / (x[:, 0] != 3), torch.tensor([[0, 1]] * 3 + [[3, 0]]))
+

@@ -1,4 +1,4 @@
-"""Tiny checkpoints and runs for the DNA command / notebook tests (seconds, no training, no DHS download)."""
+"""Tiny checkpoints and runs for the DNA command / designs / notebook tests (seconds, no training, no DHS download)."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ def tiny_pretrained_ckpt(path: Path, seed: int = 0) -> Path:
 
 
 def tiny_oracle_ckpt(path: Path, seed: int = 0) -> Path:
-    from simpo_bio.dna.oracle import CellTypeClassifier
+    from simpo_bio.dna.oracle_training import CellTypeClassifier
 
     torch.manual_seed(seed)
     m = CellTypeClassifier(channels=8, first_kernel=5, kernel=3, num_blocks=1, pool=2, seq_len=SEQ_LEN)
@@ -53,15 +53,16 @@ def tiny_run(root: Path, ckpts: dict[str, Path], iterations: int = 2, num_sample
              scheme: str = "square_neg") -> Path:
     """Fit SiMPO for a few iterations on the tiny checkpoints; outputs (FASTA, tables, plots) under ``root``.
 
-    The caller must make :func:`simpo_bio.dna.commands.real_sets` return :func:`tiny_real_sets` (monkeypatch).
+    The caller must make :func:`simpo_bio.dna.designs.real_sets` return :func:`tiny_real_sets` (monkeypatch).
     """
     from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger
 
-    from simpo_bio.dna.finetune import ExportDesigns, PolicyIterationDataModule, SiMPOFineTuning
+    from simpo_bio.dna.designs import ExportDesigns
+    from simpo_bio.dna.finetune import PolicyIterationDataModule, SiMPOFineTuning
 
     module = SiMPOFineTuning(pretrained=str(ckpts["pretrained"]), oracle=str(ckpts["oracle"]), scheme=scheme,
-                             group_size=8, num_groups=1, seq_len=SEQ_LEN, num_sampling_steps=4, update_epochs=1,
+                             group_size=8, num_groups=1, seq_len=SEQ_LEN, num_steps=4, update_epochs=1,
                              lr=1e-3)
     export = ExportDesigns(num_samples=num_samples, eval_oracle=str(ckpts["eval_oracle"]), out_dir=str(root),
                            jaspar=False)

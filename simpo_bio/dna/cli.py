@@ -1,9 +1,9 @@
-"""The user-facing DNA commands: ``simpo-bio sample | evaluate | export | demo``.
+"""The DNA commands: ``simpo-bio sample | evaluate | export | demo | data``.
 
-``simpo_bio.cli`` dispatches each subcommand here with its argument list. Every command validates its inputs and
-fails with one line that names the offending file / record / position (exit status 2), never a traceback, for
-the errors a user can make: a missing or corrupt checkpoint, a FASTA with non-ACGT characters or the wrong length,
-an oracle that returns NaN.
+:mod:`simpo_bio.cli` dispatches each subcommand here with its argument list. Every command validates its inputs and
+fails with one line that names the offending file / record / position (exit status 2; ``data``: 1), never a
+traceback, for the errors a user can make: a missing or corrupt checkpoint, a FASTA with non-ACGT characters or
+the wrong length, an oracle that returns NaN (caught by type: :data:`_USER_ERRORS`).
 
 - ``simpo-bio sample --ckpt RUN.ckpt --num-samples 1000 --out designs.fasta``: sample a fine-tuned (or
   pretrained) model, score with the fine-tuning and the evaluation oracle, write FASTA + a CSV table.
@@ -11,12 +11,15 @@ an oracle that returns NaN.
   of :mod:`simpo_bio.dna.metrics` as a table (printed; ``--out`` writes CSV / markdown).
 - ``simpo-bio export --run runs/demo --top-k 50 --out top50.fasta``: the top-k designs of a run to FASTA.
 - ``simpo-bio demo``: the main job end to end (what ``make demo`` runs).
+- ``simpo-bio data fetch dhs`` / ``simpo-bio data info [dhs|FILE]``: fetch, verify and inspect the data.
+
+Imports: :mod:`simpo_bio.lightning_cli` (never :mod:`simpo_bio.cli`) and the DNA modules it drives.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
+import shutil
 import sys
 import time
 from collections.abc import Sequence
@@ -27,13 +30,29 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+import yaml
 
-from simpo_bio.dna import io
-from simpo_bio.dna.metrics import Evaluator, MotifScanner, metrics_table
+from simpo_bio.dna import designs, dhs
+from simpo_bio.dna.alphabet import SequenceValidationError
+from simpo_bio.dna.checkpoints import CheckpointError
+from simpo_bio.dna.data import FastaFormatError, columns_numpy, read_fasta, resolve_cache_dir
+from simpo_bio.dna.datamodules import load_sequences
+from simpo_bio.dna.designs import (
+    DEFAULT_EVAL_ORACLE,
+    build_evaluator,
+    design_table,
+    sample_with_progress,
+    write_designs,
+    write_table,
+    write_text,
+)
+from simpo_bio.dna.finetune import load_policy
+from simpo_bio.dna.metrics import metrics_table
+from simpo_bio.dna.oracle import NonFiniteRewardError, load_oracle, oracle_scores
+from simpo_bio.lightning_cli import lightning_cli
 
 DEFAULT_PRETRAINED = "checkpoints/dna/pretrained_dhs.ckpt"
 DEFAULT_ORACLE = "checkpoints/dna/oracle_ft.ckpt"
-DEFAULT_EVAL_ORACLE = "checkpoints/dna/oracle_eval.ckpt"
 DEMO_CONFIGS = ("configs/dna/simpo_base.yaml", "configs/dna/simpo_square_neg.yaml", "configs/dna/demo.yaml")
 
 
@@ -41,207 +60,24 @@ class CommandError(Exception):
     """A user error reported as one line (``simpo-bio <cmd>: error: ...``) with exit status 2."""
 
 
+#: The errors a user can cause (bad files, bad checkpoints, an oracle returning NaN): one line, exit status 2.
+_USER_ERRORS = (CommandError, SequenceValidationError, FastaFormatError, FileNotFoundError, CheckpointError,
+                NonFiniteRewardError)
+
+
 @contextmanager
 def _user_errors(cmd: str):
-    """Turn the errors a user can cause into one clear line and exit status 2."""
-    from simpo_bio.dna.alphabet import SequenceValidationError
-
+    """Turn the errors a user can cause into one clear line and exit status 2 (their messages are specific)."""
     try:
         yield
-    except (CommandError, SequenceValidationError, io.FastaFormatError, FileNotFoundError) as err:
+    except _USER_ERRORS as err:
         print(f"simpo-bio {cmd}: error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
-    except Exception as err:  # checkpoint errors, NaN rewards: our own messages are already specific
-        from simpo_bio.dna.checkpoints import CheckpointError
-
-        if isinstance(err, CheckpointError) or (isinstance(err, ValueError) and "non-finite" in str(err)):
-            print(f"simpo-bio {cmd}: error: {err}", file=sys.stderr)
-            raise SystemExit(2) from None
-        raise
 
 
 def _set_threads(n: int | None) -> None:
     if n:
         torch.set_num_threads(int(n))
-
-
-# ---------------------------------------------------------------------------------------------- real data sets
-def real_sets(cache_dir: str | None = None, top_fraction: float = 0.1) -> dict[str, torch.Tensor]:
-    """Real DHS sequences used by the metrics (cached per process).
-
-    Returns:
-        ``train`` ``[T, 200]`` (all training sequences, for novelty); ``hepg2_top`` (the top ``top_fraction`` of
-        training HepG2 sequences by measured DNase ``total_signal``, the reference of the 3-mer / JASPAR
-        correlations); ``hepg2_test`` (HepG2 sequences of the held-out test split, for the reward-distribution
-        plot).
-    """
-    key = (cache_dir, top_fraction)
-    if key in _REAL_CACHE:
-        return _REAL_CACHE[key]
-    from simpo_bio.dna.data import HEPG2_INDEX, load_dhs
-
-    dd = load_dhs(None, cache_dir)
-    tr = dd["train"].with_format("numpy", columns=["tokens", "label", "total_signal"])[:]
-    te = dd["test"].with_format("numpy", columns=["tokens", "label"])[:]
-    train = torch.from_numpy(np.asarray(tr["tokens"], dtype=np.int64))
-    hep = np.flatnonzero(tr["label"] == HEPG2_INDEX)
-    k = max(1, int(round(len(hep) * top_fraction)))
-    top = hep[np.argsort(-np.asarray(tr["total_signal"])[hep], kind="stable")[:k]]
-    out = {
-        "train": train,
-        "hepg2_top": train[torch.from_numpy(np.sort(top))],
-        "hepg2_test": torch.from_numpy(np.asarray(te["tokens"], dtype=np.int64)[te["label"] == HEPG2_INDEX]),
-    }
-    _REAL_CACHE[key] = out
-    return out
-
-
-_REAL_CACHE: dict[Any, dict[str, torch.Tensor]] = {}
-
-
-def build_evaluator(eval_oracle, reference_model=None, *, jaspar: bool = True, novelty: bool = True,
-                    cache_dir: str | None = None, real: dict[str, torch.Tensor] | None = None,
-                    max_motifs: int | None = None) -> Evaluator:
-    """An :class:`Evaluator` on the real DHS reference sets (:func:`real_sets`).
-
-    Args:
-        eval_oracle: the evaluation oracle (object or checkpoint path).
-        reference_model: frozen pretrained ``MaskedDiffusion`` (or checkpoint path) for App-Log-Lik; ``None`` skips.
-        jaspar: include the JASPAR motif correlation.
-        novelty: include novelty (distance to the training set).
-        real: pre-loaded :func:`real_sets` output (tests pass small sets here).
-        max_motifs: only the first ``max_motifs`` JASPAR motifs (fast tests).
-    """
-    if isinstance(eval_oracle, str | os.PathLike):
-        from simpo_bio.dna.oracle import load_oracle
-
-        eval_oracle = load_oracle(eval_oracle)
-    if isinstance(reference_model, str | os.PathLike):
-        from simpo_bio.dna.pretrain import load_pretrained
-
-        reference_model = load_pretrained(reference_model)
-    real = real if real is not None else real_sets(cache_dir)
-    scanner = MotifScanner.jaspar(max_motifs=max_motifs) if jaspar else None
-    return Evaluator(eval_oracle, real["hepg2_top"], train_tokens=real["train"] if novelty else None,
-                     reference_model=reference_model, motif_scanner=scanner)
-
-
-# ------------------------------------------------------------------------------------------------- designs out
-def design_table(tokens: torch.Tensor, ids: Sequence[str], per_seq: pd.DataFrame | None = None,
-                 reward: torch.Tensor | None = None, **constant) -> pd.DataFrame:
-    """Per-design table: ``id, sequence, [reward], <per-sequence metrics>, <constant columns>``."""
-    from simpo_bio.dna.alphabet import decode
-
-    df = pd.DataFrame({"id": list(ids), "sequence": decode(tokens)})
-    if reward is not None:
-        df["reward"] = torch.as_tensor(reward).cpu().numpy()
-    if per_seq is not None:
-        for c in per_seq.columns:
-            df[c] = per_seq[c].to_numpy()
-    for k, v in constant.items():
-        df[k] = v
-    return df
-
-
-def write_designs(out_fasta: str | os.PathLike, table: pd.DataFrame, table_path: str | os.PathLike | None = None,
-                  ) -> tuple[Path, Path]:
-    """Write a design table as FASTA (header: id, reward, eval_reward, model, scheme) and as CSV/parquet."""
-    fields = {c: table[c].tolist() for c in ("reward", "eval_reward") if c in table}
-    const = {c: str(table[c].iloc[0]) for c in ("model", "scheme") if c in table and len(table)}
-    fasta = io.write_fasta(out_fasta, table["sequence"].tolist(), ids=table["id"].tolist(), fields=fields, **const)
-    table_path = Path(table_path) if table_path is not None else Path(out_fasta).with_suffix(".csv")
-    return fasta, io.write_table(table, table_path)
-
-
-def _history_curve(history: list[dict[str, float]]) -> pd.DataFrame:
-    from simpo_bio.dna.finetune import history_frame
-
-    return history_frame(history)
-
-
-def sample_with_progress(policy, num_samples: int, seq_len: int, *, num_steps: int, batch_size: int = 64,
-                         generator: torch.Generator | None = None, device=None, desc: str = "sampling") -> torch.Tensor:
-    """``policy.sample`` in chunks of ``batch_size`` with a tqdm progress bar; same generator, same designs."""
-    from tqdm.auto import tqdm
-
-    chunks = []
-    with tqdm(total=num_samples, desc=desc, unit="seq", leave=False, disable=num_samples <= batch_size) as bar:
-        for start in range(0, num_samples, batch_size):
-            n = min(batch_size, num_samples - start)
-            chunks.append(policy.sample(n, seq_len, num_steps=num_steps, generator=generator, device=device))
-            bar.update(n)
-    return torch.cat(chunks)
-
-
-def export_run(module, out_dir: str | os.PathLike, *, num_samples: int = 640, eval_oracle=DEFAULT_EVAL_ORACLE,
-               num_sampling_steps: int | None = None, seed: int = 12345, evaluate_pretrained: bool = True,
-               jaspar: bool = True, evaluator: Evaluator | None = None, batch_size: int = 64,
-               model_name: str | None = None) -> dict[str, Any]:
-    """Everything a finished fit hands the user, written atomically into ``out_dir``.
-
-    Samples ``num_samples`` designs from ``module.policy`` (and, with ``evaluate_pretrained``, as many from the
-    frozen reference), scores them with the fine-tuning oracle and evaluates them with the evaluation oracle, then
-    writes ``designs.fasta``, ``designs.csv``, ``pretrained_designs.csv``, ``metrics.csv``, ``metrics.md``,
-    ``history.csv``, ``reward_curve.png`` and ``reward_distribution.png``.
-
-    Returns:
-        ``{"metrics": {name: row}, "table": markdown, "out_dir": Path}``.
-    """
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    steps = num_sampling_steps or module.hparams.num_sampling_steps
-    scheme = module.scheme.name
-    model_name = model_name or str(out / "checkpoints" / "last.ckpt")
-    history = pd.DataFrame(module.history)
-    if len(history):
-        io.write_table(history, out / "history.csv")
-        io.plot_reward_curve({scheme: history}, out / "reward_curve.png", band=("reward_q25", "reward_q75"))
-
-    if evaluator is None and eval_oracle is not None:
-        evaluator = build_evaluator(eval_oracle, module.reference, jaspar=jaspar)
-    sets = {"fine-tuned (" + scheme + ")": (module.policy, scheme, model_name, "designs")}
-    if evaluate_pretrained:
-        sets = {"pretrained": (module.reference, "none", str(module.hparams.get("pretrained", "pretrained")),
-                               "pretrained_designs"), **sets}
-    rows, rewards = {}, {}
-    for name, (policy, sch, mname, stem) in sets.items():
-        gen = torch.Generator(device=module.device).manual_seed(seed)
-        t0 = time.perf_counter()
-        x = sample_with_progress(policy, num_samples, module.hparams.seq_len, num_steps=steps,
-                                 batch_size=batch_size, generator=gen, device=module.device,
-                                 desc=f"sampling {name}").cpu()
-        r = module.reward(x).cpu()
-        prefix = "pretrained" if sch == "none" else sch
-        ids = [f"{prefix}-{i:06d}" for i in range(num_samples)]
-        per_seq = None
-        if evaluator is not None:
-            row, per_seq = evaluator.evaluate(x)
-            rows[name] = row
-            rewards[name] = per_seq["eval_reward"].to_numpy()
-        table = design_table(x, ids, per_seq, r, model=mname, scheme=sch)
-        if per_seq is None:
-            table = table.sort_values("reward", ascending=False)
-        write_designs(out / f"{stem}.fasta", table, out / f"{stem}.csv")
-        print(f"[simpo-bio] {name}: {num_samples} designs sampled and scored in {time.perf_counter() - t0:.0f} s "
-              f"-> {out / (stem + '.fasta')}", flush=True)
-    md = ""
-    if rows:
-        real = None
-        try:
-            real = real_sets()["hepg2_test"]
-        except Exception:  # no DHS data (e.g. a user oracle on other data): designs only
-            pass
-        if real is not None and len(real) and real.shape[1] == module.hparams.seq_len:
-            # real HepG2 enhancers of the held-out test split: what "active" looks like to the eval oracle
-            sel = real[torch.randperm(len(real), generator=torch.Generator().manual_seed(seed))[:num_samples]]
-            row, per_seq = evaluator.evaluate(sel)
-            rows = {"real HepG2 (test split)": row, **rows}
-            rewards = {"real HepG2 (test split)": per_seq["eval_reward"].to_numpy(), **rewards}
-        md = metrics_table(rows)
-        io.write_table(pd.DataFrame([{"model": k, **v} for k, v in rows.items()]), out / "metrics.csv")
-        io.write_text(md + "\n", out / "metrics.md")
-        io.plot_reward_distributions(rewards, out / "reward_distribution.png")
-    return {"metrics": rows, "table": md, "out_dir": out}
 
 
 # ------------------------------------------------------------------------------------------------------ sample
@@ -265,21 +101,16 @@ def sample_main(argv: list[str] | None = None) -> None:
     with _user_errors("sample"):
         if a.num_samples < 1:
             raise CommandError(f"--num-samples must be >= 1, got {a.num_samples}")
-        from simpo_bio.dna.finetune import check_rewards, load_policy
-
         policy, info = load_policy(a.ckpt)
-        steps = a.num_steps or info.get("num_sampling_steps") or 128
+        steps = a.num_steps or info.get("num_steps") or 128
         x = sample_with_progress(policy, a.num_samples, info["seq_len"], num_steps=steps, batch_size=a.batch_size,
                                  generator=torch.Generator().manual_seed(a.seed))
         reward = per_seq = None
         if not a.no_score:
-            from simpo_bio.dna.metrics import oracle_scores
-            from simpo_bio.dna.oracle import load_oracle
-
             oracle = load_oracle(a.oracle or info.get("oracle") or DEFAULT_ORACLE)
-            reward = check_rewards(oracle_scores(oracle, x), "the fine-tuning oracle")
+            reward = oracle_scores(oracle, x, what="the fine-tuning oracle")
             ev = load_oracle(a.eval_oracle)
-            per_seq = pd.DataFrame({"eval_reward": oracle_scores(ev, x).numpy()})
+            per_seq = pd.DataFrame({"eval_reward": oracle_scores(ev, x, what="the evaluation oracle").numpy()})
         prefix = info["scheme"] if info["kind"] == "finetuned" else "pretrained"
         ids = [f"{prefix}-{i:06d}" for i in range(a.num_samples)]
         table = design_table(x, ids, per_seq, reward, model=str(a.ckpt), scheme=info["scheme"])
@@ -312,18 +143,14 @@ def evaluate_main(argv: list[str] | None = None) -> None:
     a = p.parse_args(argv)
     _set_threads(a.threads)
     with _user_errors("evaluate"):
-        from simpo_bio.dna.oracle import load_oracle
-
         oracle = load_oracle(a.eval_oracle)
         seq_len = int(getattr(oracle, "seq_len", 200))
         if a.fasta:
-            ids, x, _ = io.read_fasta(a.fasta, length=seq_len)
+            ids, x, _ = read_fasta(a.fasta, length=seq_len)
             name = a.name or Path(a.fasta).name
         else:
-            from simpo_bio.dna.finetune import load_policy
-
             policy, info = load_policy(a.ckpt)
-            steps = a.num_steps or info.get("num_sampling_steps") or 128
+            steps = a.num_steps or info.get("num_steps") or 128
             x = sample_with_progress(policy, a.num_samples, seq_len, num_steps=steps,
                                      generator=torch.Generator().manual_seed(a.seed))
             ids = [f"seq-{i:06d}" for i in range(a.num_samples)]
@@ -334,11 +161,11 @@ def evaluate_main(argv: list[str] | None = None) -> None:
         table = metrics_table({name: row})
         if a.out:
             if a.out.endswith(".md"):
-                io.write_text(table + "\n", a.out)
+                write_text(table + "\n", a.out)
             else:
-                io.write_table(pd.DataFrame([{"model": name, **row}]), a.out)
+                write_table(pd.DataFrame([{"model": name, **row}]), a.out)
         if a.per_sequence:
-            io.write_table(design_table(x, ids, per_seq), a.per_sequence)
+            write_table(design_table(x, ids, per_seq), a.per_sequence)
     print(table)
 
 
@@ -385,10 +212,6 @@ def ensure_checkpoints(pretrained: str = DEFAULT_PRETRAINED, oracle: str = DEFAU
         CommandError: a model file is missing and cannot be trained here (no recipe for a custom path, missing
             config), or training did not write the expected file.
     """
-    import shutil
-
-    from simpo_bio.cli import lightning_cli
-
     for role, path in (("pretrained", pretrained), ("oracle", oracle), ("eval_oracle", eval_oracle)):
         if Path(path).exists():
             continue
@@ -424,7 +247,7 @@ def demo_main(argv: list[str] | None = None) -> None:
     with _user_errors("demo"):
         print("[simpo-bio] 1/4 data: ENCODE DHS sequences (fetched once into the cache, checksum-verified)",
               flush=True)
-        real = real_sets()
+        real = designs.real_sets()  # looked up at call time: the tests substitute small sets
         print(f"[simpo-bio]     {len(real['train'])} training sequences, {len(real['hepg2_top'])} top HepG2 "
               "reference sequences", flush=True)
         print("[simpo-bio] 2/4 models: pretrained masked diffusion model + fine-tuning / evaluation oracles",
@@ -437,8 +260,6 @@ def demo_main(argv: list[str] | None = None) -> None:
         if last.exists() and not a.fresh:
             print(f"[simpo-bio]     resuming from {last}", flush=True)
             args += [f"--ckpt_path={last}"]
-        from simpo_bio.cli import lightning_cli
-
         print("[simpo-bio] 4/4 evaluation and export happen at the end of the fit (ExportDesigns)", flush=True)
         lightning_cli(args + list(a.overrides) + list(extra))
         md = (out / "metrics.md")
@@ -451,8 +272,6 @@ def demo_main(argv: list[str] | None = None) -> None:
 
 def _demo_args(configs: Sequence[str], out: Path, a: argparse.Namespace) -> list[str]:
     """LightningCLI arguments of the demo: the configs plus a generated file that points every output at ``out``."""
-    import yaml
-
     args = ["fit"]
     for c in configs:
         if not Path(c).exists():
@@ -468,21 +287,19 @@ def _demo_args(configs: Sequence[str], out: Path, a: argparse.Namespace) -> list
         "callbacks": [
             {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
              "init_args": {"dirpath": str(out / "checkpoints"), "save_last": True, "save_top_k": 0}},
-            {"class_path": "simpo_bio.dna.finetune.ExportDesigns",
+            {"class_path": "simpo_bio.dna.designs.ExportDesigns",
              "init_args": {"out_dir": str(out), **({"num_samples": a.num_samples} if a.num_samples else {}),
                            **_export_overrides(configs)}},
         ],
     }}
     if a.iterations is not None:
         run_cfg["trainer"]["max_epochs"] = a.iterations
-    path = io.write_text(yaml.safe_dump(run_cfg, sort_keys=False), out / "run_config.yaml")
+    path = write_text(yaml.safe_dump(run_cfg, sort_keys=False), out / "run_config.yaml")
     return args + ["--config", str(path)]
 
 
 def _export_overrides(configs: Sequence[str]) -> dict[str, Any]:
     """The ExportDesigns settings of the given configs (so the generated run config keeps them)."""
-    import yaml
-
     found: dict[str, Any] = {}
     for c in configs:
         cfg = yaml.safe_load(Path(c).read_text()) or {}
@@ -494,8 +311,6 @@ def _export_overrides(configs: Sequence[str]) -> dict[str, Any]:
 
 def _model_paths(configs: Sequence[str]) -> dict[str, str]:
     """``pretrained`` / ``oracle`` / ``eval_oracle`` paths the composed configs use (later files win)."""
-    import yaml
-
     paths = {"pretrained": DEFAULT_PRETRAINED, "oracle": DEFAULT_ORACLE, "eval_oracle": DEFAULT_EVAL_ORACLE}
     for c in configs:
         cfg = yaml.safe_load(Path(c).read_text()) or {}
@@ -505,3 +320,62 @@ def _model_paths(configs: Sequence[str]) -> dict[str, str]:
     if export.get("eval_oracle"):
         paths["eval_oracle"] = str(export["eval_oracle"])
     return paths
+
+
+# -------------------------------------------------------------------------------------------------------- data
+def _info(dd, title: str) -> str:
+    lines = [title]
+    for split in dd:
+        ds = dd[split]
+        line = f"  {split:<10} {len(ds):>7} records"
+        if "label" in ds.column_names:
+            names = ds.features["label"].names
+            counts = np.bincount(columns_numpy(ds, ["label"])["label"], minlength=len(names))
+            line += "  (" + ", ".join(f"{n} {c}" for n, c in zip(names, counts)) + ")"
+        if "chrom" in ds.column_names and len(ds):
+            chroms = sorted(set(ds["chrom"]))
+            line += f"  chromosomes: {','.join(chroms) if len(chroms) <= 3 else str(len(chroms)) + ' distinct'}"
+        lines.append(line)
+    first = next(iter(dd.values()))
+    lines.append(f"  columns: {', '.join(first.column_names)}")
+    return "\n".join(lines)
+
+
+def data_main(argv: list[str] | None = None) -> None:
+    """``simpo-bio data fetch dhs [--source WHEEL|TSV] [--cache-dir DIR] [--force]`` and
+    ``simpo-bio data info [dhs|FILE] [--cache-dir DIR]``."""
+    parser = argparse.ArgumentParser(prog="simpo-bio data", description="fetch / inspect the DNA data sets")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    f = sub.add_parser("fetch", help="download, verify and tokenise a data set")
+    f.add_argument("dataset", choices=["dhs"])
+    f.add_argument("--source", default=None, help="pre-downloaded dnadiffusion wheel or extracted TSV (offline)")
+    f.add_argument("--cache-dir", default=None, help="default $SIMPO_BIO_CACHE or ~/.cache/simpo-bio")
+    f.add_argument("--force", action="store_true", help="download and rebuild even if cached")
+    i = sub.add_parser("info", help="split sizes, classes and cache location of a data set")
+    i.add_argument("dataset", nargs="?", default="dhs", help="'dhs' (default) or a CSV/TSV/FASTA path")
+    i.add_argument("--cache-dir", default=None)
+    args = parser.parse_args(argv)
+    try:
+        _run_data(args)
+    except (dhs.ChecksumError, FileNotFoundError, RuntimeError, ValueError) as err:
+        print(f"simpo-bio data {args.cmd}: error: {err}", file=sys.stderr)
+        raise SystemExit(1) from err
+
+
+def _run_data(args: argparse.Namespace) -> None:
+    cache = resolve_cache_dir(args.cache_dir)
+    if args.cmd == "fetch":
+        tsv = dhs.fetch_dhs(args.source, cache, force=args.force)
+        dd = dhs.load_dhs(None, cache, rebuild=args.force)
+        print(f"DHS table: {tsv}\n  sha256 {dhs.DHS_TSV_SHA256} (verified)")
+        print(f"tokenised copy: {cache / 'dhs'}/tokenised-v{dhs.CACHE_VERSION}-{dhs.DHS_TSV_SHA256[:12]}")
+        print(_info(dd, "splits:"))
+        return
+    if args.dataset == "dhs":
+        dd = dhs.load_dhs(None, cache)
+        print(f"DHS (ENCODE DNase-hypersensitive sites, {dhs.DHS_REQUIREMENT} wheel); cache {cache / 'dhs'}")
+        print(f"  table sha256 {dhs.DHS_TSV_SHA256}; HepG2 label id {dhs.HEPG2_INDEX}")
+    else:
+        dd = load_sequences(args.dataset, cache_dir=cache)
+        print(f"{args.dataset}")
+    print(_info(dd, "splits:"))

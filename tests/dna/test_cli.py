@@ -1,14 +1,23 @@
-"""Tests of `simpo-bio sample | evaluate | export | demo` (simpo_bio.dna.commands) on tiny checkpoints."""
+"""Tests of `simpo-bio sample | evaluate | export | data` (simpo_bio.dna.cli) on tiny checkpoints, and of the
+LightningCLI helper's reading of checkpoints written by earlier releases (simpo_bio.lightning_cli)."""
 
 from __future__ import annotations
+
+import importlib
+from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
+from lightning.pytorch.cli import LightningCLI
 from tiny_models import SEQ_LEN, tiny_checkpoints, tiny_real_sets, tiny_run
 
 from simpo_bio.cli import main as cli_main
-from simpo_bio.dna import commands, io
+from simpo_bio.dna import cli as dna_cli
+from simpo_bio.dna import designs, dhs
+from simpo_bio.dna.data import read_fasta
+from simpo_bio.dna.oracle_training import CellTypeClassifier
+from simpo_bio.lightning_cli import upgrade_recorded_hparams
 
 
 @pytest.fixture(scope="module")
@@ -18,7 +27,7 @@ def ckpts(tmp_path_factory):
 
 @pytest.fixture(autouse=True)
 def _small_reference_sets(monkeypatch, tmp_path):
-    monkeypatch.setattr(commands, "real_sets", lambda *a, **k: tiny_real_sets())
+    monkeypatch.setattr(designs, "real_sets", lambda *a, **k: tiny_real_sets())
     monkeypatch.setenv("SIMPO_BIO_CACHE", str(tmp_path / "cache"))
     torch.set_num_threads(1)
 
@@ -26,34 +35,18 @@ def _small_reference_sets(monkeypatch, tmp_path):
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory, ckpts):
     mp = pytest.MonkeyPatch()
-    mp.setattr(commands, "real_sets", lambda *a, **k: tiny_real_sets())
+    mp.setattr(designs, "real_sets", lambda *a, **k: tiny_real_sets())
     try:
         return tiny_run(tmp_path_factory.mktemp("run"), ckpts)
     finally:
         mp.undo()
 
 
-def test_fit_writes_fasta_tables_and_plots(run_dir):
-    for name in ("designs.fasta", "designs.csv", "pretrained_designs.fasta", "metrics.csv", "metrics.md",
-                 "history.csv", "reward_curve.png", "reward_distribution.png", "checkpoints/last.ckpt"):
-        assert (run_dir / name).exists(), name
-    ids, toks, fields = io.read_fasta(run_dir / "designs.fasta", length=SEQ_LEN)
-    assert len(ids) == 24 and ids[0] == "square_neg-000000"
-    assert {"reward", "eval_reward", "model", "scheme"} <= set(fields.columns)
-    assert (fields["scheme"] == "square_neg").all()
-    table = pd.read_csv(run_dir / "designs.csv")
-    assert table["eval_reward"].tolist() == pytest.approx(fields["eval_reward"].tolist(), abs=1e-3)
-    metrics = pd.read_csv(run_dir / "metrics.csv")
-    assert list(metrics["model"]) == ["real HepG2 (test split)", "pretrained", "fine-tuned (square_neg)"]
-    assert len(pd.read_csv(run_dir / "history.csv")) == 2
-    assert not list(run_dir.glob(".*.tmp"))  # no temp files left behind
-
-
 def test_sample_command_writes_scored_fasta(run_dir, ckpts, tmp_path, capsys):
     out = tmp_path / "d.fasta"
     cli_main(["sample", "--ckpt", str(run_dir / "checkpoints" / "last.ckpt"), "--num-samples", "10",
               "--out", str(out), "--eval-oracle", str(ckpts["eval_oracle"]), "--num-steps", "4"])
-    ids, toks, fields = io.read_fasta(out, length=SEQ_LEN)
+    ids, toks, fields = read_fasta(out, length=SEQ_LEN)
     assert len(ids) == 10 and toks.shape == (10, SEQ_LEN)
     assert fields["scheme"].iloc[0] == "square_neg" and "eval_reward" in fields
     assert (tmp_path / "d.csv").exists()
@@ -62,12 +55,11 @@ def test_sample_command_writes_scored_fasta(run_dir, ckpts, tmp_path, capsys):
     out2 = tmp_path / "d2.fasta"
     cli_main(["sample", "--ckpt", str(run_dir / "checkpoints" / "last.ckpt"), "--num-samples", "10",
               "--out", str(out2), "--no-score", "--num-steps", "4"])
-    assert torch.equal(io.read_fasta(out2)[1], toks)
+    assert torch.equal(read_fasta(out2)[1], toks)
 
 
 def test_evaluate_any_user_fasta(ckpts, tmp_path, capsys):
-    fasta = tmp_path / "user.fa"
-    fasta.write_text("".join(f">u{i} my design\n{'ACGTTGCAAC' * 2}\n".replace("AC", "ac", i % 2) for i in range(4)))
+    fasta = _user_fasta(tmp_path)
     out = tmp_path / "m.csv"
     cli_main(["evaluate", "--fasta", str(fasta), "--eval-oracle", str(ckpts["eval_oracle"]),
               "--pretrained", str(ckpts["pretrained"]), "--out", str(out), "--max-motifs", "6", "--per-sequence", str(tmp_path / "p.csv")])
@@ -115,7 +107,7 @@ def test_corrupt_or_wrong_checkpoint_gives_clear_error(ckpts, tmp_path, capsys):
 def test_export_top_k(run_dir, tmp_path, capsys):
     out = tmp_path / "top.fasta"
     cli_main(["export", "--run", str(run_dir), "--top-k", "5", "--out", str(out)])
-    ids, toks, fields = io.read_fasta(out)
+    ids, toks, fields = read_fasta(out)
     full = pd.read_csv(run_dir / "designs.csv").sort_values("eval_reward", ascending=False)
     assert ids == full["id"].head(5).tolist()
     assert fields["eval_reward"].is_monotonic_decreasing
@@ -124,16 +116,59 @@ def test_export_top_k(run_dir, tmp_path, capsys):
     assert "no column 'nosuchcolumn'" in capsys.readouterr().err
 
 
-class _NaNOracle(torch.nn.Module):
-    def forward(self, tokens):
-        r = tokens.float().mean(-1)
-        r[2] = float("nan")
-        return r
+def test_data_fetch_and_info(fake_dhs, capsys):
+    cli_main(["data", "fetch", "dhs", "--source", str(fake_dhs["wheel"]), "--cache-dir", str(fake_dhs["cache"])])
+    out = capsys.readouterr().out
+    assert "verified" in out and "train" in out and "HepG2 12" in out
+    assert dhs.DHS_TSV_SHA256 in out  # the sum of the table that was checked
+    cli_main(["data", "info", "--cache-dir", str(fake_dhs["cache"])])
+    assert "test" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exit_info:  # a clean message, not a traceback
+        cli_main(["data", "fetch", "dhs", "--source", str(fake_dhs["tsv"]) + ".missing"])
+    assert exit_info.value.code == 1 and "does not exist" in capsys.readouterr().err
 
 
-def test_nan_rewards_from_a_user_oracle_are_rejected(ckpts):
-    from simpo_bio.dna.metrics import Evaluator
+class _NaNOracle:
+    seq_len = SEQ_LEN
 
-    ev = Evaluator(_NaNOracle(), tiny_real_sets()["hepg2_top"])
-    with pytest.raises(ValueError, match="non-finite reward.*sequence 2"):
-        ev.evaluate(tiny_real_sets()["train"][:5])
+    def __call__(self, tokens):
+        return torch.full((len(tokens),), float("nan"))
+
+
+def test_nan_rewards_stop_a_command_with_one_line(ckpts, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(dna_cli, "load_oracle", lambda path: _NaNOracle())
+    with pytest.raises(SystemExit) as e:
+        cli_main(["evaluate", "--fasta", str(_user_fasta(tmp_path)), "--eval-oracle", str(ckpts["eval_oracle"]),
+                  "--pretrained", "", "--no-jaspar", "--no-novelty"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "non-finite reward (nan) for sequence 0" in err and "Traceback" not in err
+
+
+def _user_fasta(tmp_path):
+    fasta = tmp_path / "user.fa"
+    fasta.write_text("".join(f">u{i} my design\n{'ACGTTGCAAC' * 2}\n".replace("AC", "ac", i % 2) for i in range(4)))
+    return fasta
+
+
+# ------------------------------------------------------------------------------------- LightningCLI --ckpt_path
+def test_recorded_hparams_of_earlier_releases_are_upgraded():
+    old = {"_class_path": "simpo_bio.dna.finetune.SiMPOFineTuning", "num_sampling_steps": 16,
+           "normalize_advantages": False, "scheme": "square_neg", "_instantiator": "x"}
+    new = upgrade_recorded_hparams(old)
+    assert new["num_steps"] == 16 and new["normalize_advantage"] is False and new["scheme"] == "square_neg"
+    assert "num_sampling_steps" not in new and "normalize_advantages" not in new and old["num_sampling_steps"] == 16
+    both = upgrade_recorded_hparams({**old, "num_steps": 8})
+    assert both["num_steps"] == 8  # today's name wins
+    moved = upgrade_recorded_hparams({"_class_path": "simpo_bio.dna.oracle.CellTypeClassifier", "channels": 8})
+    assert moved == {"_class_path": "simpo_bio.dna.oracle_training.CellTypeClassifier", "channels": 8}
+    assert upgrade_recorded_hparams({"eps": 1e-3}) == {"eps": 1e-3}
+    assert hasattr(LightningCLI, "_parse_ckpt_path")  # the hook SimpoLightningCLI overrides still exists
+
+
+@pytest.mark.parametrize("name", ["oracle_ft", "oracle_eval"])
+def test_shipped_oracle_checkpoints_name_a_class_that_exists(name):
+    path = Path(__file__).resolve().parents[2] / "checkpoints" / "dna" / f"{name}.ckpt"
+    hp = upgrade_recorded_hparams(torch.load(path, map_location="cpu", weights_only=True)["hyper_parameters"])
+    module, _, cls = hp["_class_path"].rpartition(".")
+    assert getattr(importlib.import_module(module), cls) is CellTypeClassifier

@@ -1,0 +1,382 @@
+"""Designs out: sample a fine-tuned model, evaluate the designs, write FASTA / tables / plots.
+
+What a finished fit hands the user. :func:`export_run` samples designs from the fine-tuned policy and from the
+frozen pretrained reference, scores them with the fine-tuning oracle, evaluates them with the *evaluation* oracle
+(:class:`~simpo_bio.dna.metrics.Evaluator` on the real DHS reference sets of :func:`real_sets`) and writes
+``designs.fasta``, ``designs.csv``, ``metrics.csv``, ``metrics.md``, ``history.csv`` and two plots into the run
+directory; :class:`ExportDesigns` calls it at the end of ``fit``. The ``sample``, ``evaluate`` and ``export``
+commands (:mod:`simpo_bio.dna.cli`) reuse the pieces.
+
+Every write is atomic (:mod:`simpo_bio.fileio`): a crash mid-write leaves the old file or the new one, never half
+a file. FASTA headers carry the design's id and ``key=value`` fields, which
+:func:`simpo_bio.dna.data.read_fasta` parses back::
+
+    >square_neg-000017 reward=4.812 eval_reward=4.105 model=runs/demo/last.ckpt scheme=square_neg
+
+Imports: Lightning, :mod:`simpo_bio.dna.alphabet`, :mod:`simpo_bio.dna.dhs`, :mod:`simpo_bio.dna.finetune`,
+:mod:`simpo_bio.dna.metrics`, :mod:`simpo_bio.dna.oracle`, :mod:`simpo_bio.fileio` (matplotlib inside the plot
+functions, after choosing its non-interactive backend).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import numpy as np
+import pandas as pd
+import torch
+from Bio import SeqIO
+from Bio.Seq import Seq
+from Bio.SeqRecord import SeqRecord
+from tqdm.auto import tqdm
+
+from simpo_bio.dna.alphabet import decode
+from simpo_bio.dna.dhs import HEPG2_INDEX, load_dhs
+from simpo_bio.dna.finetune import SiMPOFineTuning, load_policy
+from simpo_bio.dna.metrics import Evaluator, MotifScanner, metrics_table
+from simpo_bio.dna.oracle import load_oracle
+from simpo_bio.fileio import atomic_write
+
+DEFAULT_EVAL_ORACLE = "checkpoints/dna/oracle_eval.ckpt"
+
+
+# ---------------------------------------------------------------------------------------------- real data sets
+def real_sets(cache_dir: str | None = None, top_fraction: float = 0.1) -> dict[str, torch.Tensor]:
+    """Real DHS sequences used by the metrics (cached per process).
+
+    Returns:
+        ``train`` ``[T, 200]`` (all training sequences, for novelty); ``hepg2_top`` (the top ``top_fraction`` of
+        training HepG2 sequences by measured DNase ``total_signal``, the reference of the 3-mer / JASPAR
+        correlations); ``hepg2_test`` (HepG2 sequences of the held-out test split, for the reward-distribution
+        plot).
+    """
+    key = (cache_dir, top_fraction)
+    if key in _REAL_CACHE:
+        return _REAL_CACHE[key]
+    dd = load_dhs(None, cache_dir)
+    tr = dd["train"].with_format("numpy", columns=["tokens", "label", "total_signal"])[:]
+    te = dd["test"].with_format("numpy", columns=["tokens", "label"])[:]
+    train = torch.from_numpy(np.asarray(tr["tokens"], dtype=np.int64))
+    hep = np.flatnonzero(tr["label"] == HEPG2_INDEX)
+    k = max(1, int(round(len(hep) * top_fraction)))
+    top = hep[np.argsort(-np.asarray(tr["total_signal"])[hep], kind="stable")[:k]]
+    out = {
+        "train": train,
+        "hepg2_top": train[torch.from_numpy(np.sort(top))],
+        "hepg2_test": torch.from_numpy(np.asarray(te["tokens"], dtype=np.int64)[te["label"] == HEPG2_INDEX]),
+    }
+    _REAL_CACHE[key] = out
+    return out
+
+
+_REAL_CACHE: dict[Any, dict[str, torch.Tensor]] = {}
+
+
+def build_evaluator(eval_oracle, reference_model=None, *, jaspar: bool = True, novelty: bool = True,
+                    cache_dir: str | None = None, real: dict[str, torch.Tensor] | None = None,
+                    max_motifs: int | None = None) -> Evaluator:
+    """An :class:`Evaluator` on the real DHS reference sets (:func:`real_sets`).
+
+    Args:
+        eval_oracle: the evaluation oracle (object or checkpoint path).
+        reference_model: frozen pretrained ``MaskedDiffusion`` (or checkpoint path) for App-Log-Lik; ``None`` skips.
+        jaspar: include the JASPAR motif correlation.
+        novelty: include novelty (distance to the training set).
+        real: pre-loaded :func:`real_sets` output (tests pass small sets here).
+        max_motifs: only the first ``max_motifs`` JASPAR motifs (fast tests).
+    """
+    if isinstance(eval_oracle, str | os.PathLike):
+        eval_oracle = load_oracle(eval_oracle)
+    if isinstance(reference_model, str | os.PathLike):
+        reference_model, _ = load_policy(reference_model)
+    real = real if real is not None else real_sets(cache_dir)
+    scanner = MotifScanner.jaspar(max_motifs=max_motifs) if jaspar else None
+    return Evaluator(eval_oracle, real["hepg2_top"], train_tokens=real["train"] if novelty else None,
+                     reference_model=reference_model, motif_scanner=scanner)
+
+
+# ------------------------------------------------------------------------------------------ files: FASTA, tables
+def _fmt(v) -> str:
+    if isinstance(v, float | np.floating):
+        return f"{float(v):.4f}"
+    s = str(v)
+    if any(c.isspace() for c in s):
+        raise ValueError(f"header field value {s!r} contains whitespace")
+    return s
+
+
+def write_fasta(
+    path: str | os.PathLike,
+    sequences: Sequence[str] | torch.Tensor,
+    ids: Sequence[str] | None = None,
+    fields: Mapping[str, Sequence] | None = None,
+    **constant_fields,
+) -> Path:
+    """Write sequences to FASTA (biopython) atomically.
+
+    Args:
+        sequences: strings or a token tensor ``[B, L]``.
+        ids: record ids (default ``seq-000000`` ...); must be unique and free of whitespace.
+        fields: per-record header values, e.g. ``{"reward": [...], "eval_reward": [...]}`` (length ``B`` each).
+        **constant_fields: header values shared by all records, e.g. ``model="runs/demo/last.ckpt"``,
+            ``scheme="square_neg"``.
+
+    Raises:
+        ValueError: length mismatch between sequences, ids and fields; duplicate ids; whitespace in a value.
+    """
+    if isinstance(sequences, torch.Tensor | np.ndarray):
+        sequences = decode(sequences)
+    n = len(sequences)
+    ids = [f"seq-{i:06d}" for i in range(n)] if ids is None else [str(i) for i in ids]
+    if len(ids) != n:
+        raise ValueError(f"{len(ids)} ids for {n} sequences")
+    if len(set(ids)) != n:
+        raise ValueError("record ids must be unique")
+    fields = dict(fields or {})
+    for k, v in fields.items():
+        if len(v) != n:
+            raise ValueError(f"field {k!r} has {len(v)} values for {n} sequences")
+    records = []
+    for i, (rid, s) in enumerate(zip(ids, sequences)):
+        if any(c.isspace() for c in rid):
+            raise ValueError(f"record id {rid!r} contains whitespace")
+        desc = [f"{k}={_fmt(v[i])}" for k, v in fields.items()]
+        desc += [f"{k}={_fmt(v)}" for k, v in constant_fields.items()]
+        records.append(SeqRecord(Seq(s), id=rid, description=" ".join(desc)))
+    with atomic_write(path) as fh:
+        SeqIO.write(records, fh, "fasta")
+    return Path(path)
+
+
+def write_table(df: pd.DataFrame, path: str | os.PathLike) -> Path:
+    """Write a table atomically; the format follows the suffix: ``.csv``, ``.parquet`` or ``.tsv``."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        with atomic_write(path, "wb") as fh:
+            df.to_parquet(fh, index=False)
+    elif suffix in (".csv", ".tsv"):
+        with atomic_write(path) as fh:
+            df.to_csv(fh, index=False, sep="\t" if suffix == ".tsv" else ",")
+    else:
+        raise ValueError(f"unsupported table format {suffix!r} (use .csv, .tsv or .parquet)")
+    return path
+
+
+def write_text(text: str, path: str | os.PathLike) -> Path:
+    """Write a text file atomically."""
+    with atomic_write(path) as fh:
+        fh.write(text)
+    return Path(path)
+
+
+# ------------------------------------------------------------------------------------------------------- plots
+def _pyplot():
+    """``matplotlib.pyplot``, switched to the non-interactive Agg backend where that is possible (PNG files only)."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def atomic_save_figure(fig, path: str | os.PathLike, dpi: int = 120) -> Path:
+    """Save a matplotlib figure as PNG atomically and close it (the caller's backend is left as it is)."""
+    import matplotlib.pyplot as plt
+
+    with atomic_write(path, "wb") as fh:
+        fig.savefig(fh, format="png", dpi=dpi, bbox_inches="tight")
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_reward_distributions(
+    rewards: Mapping[str, Sequence[float]], path: str | os.PathLike, xlabel: str = "Pred-Activity (eval oracle)"
+) -> Path:
+    """Overlaid histograms of reward per named set (e.g. real HepG2 / pretrained / fine-tuned), saved as PNG."""
+    fig, ax = _pyplot().subplots(figsize=(6, 3.6))
+    vals = [np.asarray(v, dtype=float) for v in rewards.values()]
+    lo = min(float(v.min()) for v in vals if v.size)
+    hi = max(float(v.max()) for v in vals if v.size)
+    bins = np.linspace(lo, hi, 50)
+    for (name, v) in zip(rewards, vals):
+        ax.hist(v, bins=bins, alpha=0.45, density=True, label=f"{name} (median {np.median(v):.2f})")
+        ax.axvline(np.median(v), ls="--", lw=1, color=ax.patches[-1].get_facecolor()[:3])
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("density")
+    ax.legend(fontsize=8)
+    return atomic_save_figure(fig, path)
+
+
+def plot_reward_curve(
+    curves: Mapping[str, pd.DataFrame], path: str | os.PathLike, x: str = "reward_queries",
+    y: str = "reward_median", band: tuple[str, str] | None = None, ylabel: str = "reward (fine-tuning oracle)",
+) -> Path:
+    """Reward vs reward queries during training, one line per named run (optional shaded band), PNG."""
+    fig, ax = _pyplot().subplots(figsize=(6, 3.6))
+    for name, df in curves.items():
+        line = ax.plot(df[x], df[y], label=name)[0]
+        if band is not None and band[0] in df and band[1] in df:
+            ax.fill_between(df[x], df[band[0]], df[band[1]], color=line.get_color(), alpha=0.15)
+    ax.set_xlabel("reward queries (oracle calls)")
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    return atomic_save_figure(fig, path)
+
+
+# ------------------------------------------------------------------------------------------------- designs out
+def design_table(tokens: torch.Tensor, ids: Sequence[str], per_seq: pd.DataFrame | None = None,
+                 reward: torch.Tensor | None = None, **constant) -> pd.DataFrame:
+    """Per-design table: ``id, sequence, [reward], <per-sequence metrics>, <constant columns>``."""
+    df = pd.DataFrame({"id": list(ids), "sequence": decode(tokens)})
+    if reward is not None:
+        df["reward"] = torch.as_tensor(reward).cpu().numpy()
+    if per_seq is not None:
+        for c in per_seq.columns:
+            df[c] = per_seq[c].to_numpy()
+    for k, v in constant.items():
+        df[k] = v
+    return df
+
+
+def write_designs(out_fasta: str | os.PathLike, table: pd.DataFrame, table_path: str | os.PathLike | None = None,
+                  ) -> tuple[Path, Path]:
+    """Write a design table as FASTA (header: id, reward, eval_reward, model, scheme) and as CSV/parquet."""
+    fields = {c: table[c].tolist() for c in ("reward", "eval_reward") if c in table}
+    const = {c: str(table[c].iloc[0]) for c in ("model", "scheme") if c in table and len(table)}
+    fasta = write_fasta(out_fasta, table["sequence"].tolist(), ids=table["id"].tolist(), fields=fields, **const)
+    table_path = Path(table_path) if table_path is not None else Path(out_fasta).with_suffix(".csv")
+    return fasta, write_table(table, table_path)
+
+
+def sample_with_progress(policy, num_samples: int, seq_len: int, *, num_steps: int, batch_size: int = 64,
+                         generator: torch.Generator | None = None, device=None, desc: str = "sampling") -> torch.Tensor:
+    """``policy.sample`` in chunks of ``batch_size`` with a tqdm progress bar; same generator, same designs."""
+    chunks = []
+    with tqdm(total=num_samples, desc=desc, unit="seq", leave=False, disable=num_samples <= batch_size) as bar:
+        for start in range(0, num_samples, batch_size):
+            n = min(batch_size, num_samples - start)
+            chunks.append(policy.sample(n, seq_len, num_steps=num_steps, generator=generator, device=device))
+            bar.update(n)
+    return torch.cat(chunks)
+
+
+def export_run(module: SiMPOFineTuning, out_dir: str | os.PathLike, *, num_samples: int = 640, eval_oracle=DEFAULT_EVAL_ORACLE,
+               num_steps: int | None = None, seed: int = 12345, evaluate_pretrained: bool = True,
+               jaspar: bool = True, evaluator: Evaluator | None = None, batch_size: int = 64,
+               model_name: str | None = None) -> dict[str, Any]:
+    """Everything a finished fit hands the user, written atomically into ``out_dir``.
+
+    Samples ``num_samples`` designs from ``module.policy`` (and, with ``evaluate_pretrained``, as many from the
+    frozen reference), scores them with the fine-tuning oracle and evaluates them with the evaluation oracle, then
+    writes ``designs.fasta``, ``designs.csv``, ``pretrained_designs.csv``, ``metrics.csv``, ``metrics.md``,
+    ``history.csv``, ``reward_curve.png`` and ``reward_distribution.png``.
+
+    Returns:
+        ``{"metrics": {name: row}, "table": markdown, "out_dir": Path}``.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    steps = num_steps or module.hparams.num_steps
+    scheme = module.scheme.name
+    model_name = model_name or str(out / "checkpoints" / "last.ckpt")
+    history = pd.DataFrame(module.history)
+    if len(history):
+        write_table(history, out / "history.csv")
+        plot_reward_curve({scheme: history}, out / "reward_curve.png", band=("reward_q25", "reward_q75"))
+
+    if evaluator is None and eval_oracle is not None:
+        evaluator = build_evaluator(eval_oracle, module.reference, jaspar=jaspar)
+    sets = {"fine-tuned (" + scheme + ")": (module.policy, scheme, model_name, "designs")}
+    if evaluate_pretrained:
+        sets = {"pretrained": (module.reference, "none", str(module.hparams.get("pretrained", "pretrained")),
+                               "pretrained_designs"), **sets}
+    rows, rewards = {}, {}
+    for name, (policy, sch, mname, stem) in sets.items():
+        gen = torch.Generator(device=module.device).manual_seed(seed)
+        t0 = time.perf_counter()
+        x = sample_with_progress(policy, num_samples, module.hparams.seq_len, num_steps=steps,
+                                 batch_size=batch_size, generator=gen, device=module.device,
+                                 desc=f"sampling {name}").cpu()
+        r = module.reward(x).cpu()
+        prefix = "pretrained" if sch == "none" else sch
+        ids = [f"{prefix}-{i:06d}" for i in range(num_samples)]
+        per_seq = None
+        if evaluator is not None:
+            row, per_seq = evaluator.evaluate(x)
+            rows[name] = row
+            rewards[name] = per_seq["eval_reward"].to_numpy()
+        table = design_table(x, ids, per_seq, r, model=mname, scheme=sch)
+        if per_seq is None:
+            table = table.sort_values("reward", ascending=False)
+        write_designs(out / f"{stem}.fasta", table, out / f"{stem}.csv")
+        print(f"[simpo-bio] {name}: {num_samples} designs sampled and scored in {time.perf_counter() - t0:.0f} s "
+              f"-> {out / (stem + '.fasta')}", flush=True)
+    md = ""
+    if rows:
+        real = None
+        try:
+            real = real_sets()["hepg2_test"]
+        except Exception:  # no DHS data (e.g. a user oracle on other data): designs only
+            pass
+        if real is not None and len(real) and real.shape[1] == module.hparams.seq_len:
+            # real HepG2 enhancers of the held-out test split: what "active" looks like to the eval oracle
+            sel = real[torch.randperm(len(real), generator=torch.Generator().manual_seed(seed))[:num_samples]]
+            row, per_seq = evaluator.evaluate(sel)
+            rows = {"real HepG2 (test split)": row, **rows}
+            rewards = {"real HepG2 (test split)": per_seq["eval_reward"].to_numpy(), **rewards}
+        md = metrics_table(rows)
+        write_table(pd.DataFrame([{"model": k, **v} for k, v in rows.items()]), out / "metrics.csv")
+        write_text(md + "\n", out / "metrics.md")
+        plot_reward_distributions(rewards, out / "reward_distribution.png")
+    return {"metrics": rows, "table": md, "out_dir": out}
+
+
+# ------------------------------------------------------------------------------------------- export callback
+class ExportDesigns(pl.Callback):
+    """At the end of a fit: sample designs, evaluate them, write FASTA + table + plots into the run directory.
+
+    Writes ``designs.fasta``, ``designs.csv`` (per-sequence metrics), ``metrics.csv`` (one row), ``history.csv``
+    (per-iteration training log), ``reward_curve.png`` and ``reward_distribution.png`` (real HepG2 vs
+    pretrained vs fine-tuned), all atomically, into ``out_dir`` (default: the trainer's log dir).
+
+    Args:
+        num_samples: designs to sample and evaluate (DRAKES: 640).
+        eval_oracle: path of the *evaluation* oracle (never the fine-tuning one); ``None`` skips evaluation and
+            writes the fine-tuning rewards only.
+        out_dir: output directory; ``None`` = ``trainer.log_dir``.
+        num_steps: sampler steps for the designs (``None`` = the module's).
+        seed: sampling seed of the designs.
+        evaluate_pretrained: also sample the pretrained reference and evaluate it (for the comparison table).
+        jaspar: compute the JASPAR motif correlation (first use builds a PSSM cache, ~30 s).
+    """
+
+    def __init__(self, num_samples: int = 640, eval_oracle: str | None = DEFAULT_EVAL_ORACLE,
+                 out_dir: str | None = None, num_steps: int | None = None, seed: int = 12345,
+                 evaluate_pretrained: bool = True, jaspar: bool = True) -> None:
+        super().__init__()
+        self.num_samples = num_samples
+        self.eval_oracle = eval_oracle
+        self.out_dir = out_dir
+        self.num_steps = num_steps
+        self.seed = seed
+        self.evaluate_pretrained = evaluate_pretrained
+        self.jaspar = jaspar
+        self.result: dict[str, Any] | None = None
+        self.evaluator_factory: Callable | None = None  # tests / the demo may inject a ready Evaluator
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: SiMPOFineTuning) -> None:
+        if trainer.global_rank != 0 or trainer.interrupted:
+            return
+        out = Path(self.out_dir or trainer.log_dir or trainer.default_root_dir)
+        self.result = export_run(pl_module, out, num_samples=self.num_samples, eval_oracle=self.eval_oracle,
+                                 num_steps=self.num_steps, seed=self.seed,
+                                 evaluate_pretrained=self.evaluate_pretrained, jaspar=self.jaspar,
+                                 evaluator=self.evaluator_factory() if self.evaluator_factory else None)

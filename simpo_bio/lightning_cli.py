@@ -1,0 +1,95 @@
+"""LightningCLI in subclass mode: ``simpo-bio fit | validate | test | predict --config FILE.yaml``.
+
+Every config names its own ``model`` and ``data`` classes by class path, so one entry point runs them all. Used by
+the ``simpo-bio`` dispatcher (:mod:`simpo_bio.cli`) and by the DNA commands (:mod:`simpo_bio.dna.cli`, which train
+missing models and run the demo fit); it sits apart from both so that no domain module imports the dispatcher.
+
+With ``--ckpt_path``, LightningCLI rebuilds the model from the class path and hyper-parameters recorded in the
+checkpoint. :func:`upgrade_recorded_hparams` maps what earlier releases recorded onto today's names (a class that
+moved to another module: :data:`MOVED_CLASSES`; a renamed argument: the class's own ``RENAMED_HPARAMS``), so
+shipped checkpoints and old runs still test and resume.
+
+Imports: Lightning, and nothing of ``simpo_bio`` at import time (the recorded class, by name, when upgrading).
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.cli import LightningCLI
+
+#: Class paths recorded by earlier releases -> where the class lives now.
+MOVED_CLASSES: dict[str, str] = {
+    "simpo_bio.dna.oracle.CellTypeClassifier": "simpo_bio.dna.oracle_training.CellTypeClassifier",
+}
+
+
+def renamed_hparams(class_path: str) -> dict[str, str]:
+    """``{earlier name: today's name}`` of the class's arguments: its ``RENAMED_HPARAMS`` attribute, if any."""
+    module, _, name = class_path.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError):
+        return {}
+    return dict(getattr(cls, "RENAMED_HPARAMS", {}))
+
+
+def upgrade_recorded_hparams(hparams: Mapping[str, Any]) -> dict[str, Any]:
+    """A checkpoint's ``hyper_parameters`` with earlier class paths and argument names mapped to today's.
+
+    The class path goes through :data:`MOVED_CLASSES`, the argument names through :func:`renamed_hparams`; a key
+    recorded under both its old and its new name keeps the new one. Hyper-parameters without a ``_class_path``
+    are returned unchanged (as a new dict).
+    """
+    out = dict(hparams)
+    if "_class_path" not in out:
+        return out
+    cls = MOVED_CLASSES.get(out["_class_path"], out["_class_path"])
+    out["_class_path"] = cls
+    for old, new in renamed_hparams(cls).items():
+        if old in out:
+            value = out.pop(old)
+            out.setdefault(new, value)
+    return out
+
+
+class SimpoLightningCLI(LightningCLI):
+    """:class:`LightningCLI` that reads the recorded hyper-parameters through :func:`upgrade_recorded_hparams`."""
+
+    def _parse_ckpt_path(self) -> None:
+        # Lightning's own method (2.4-2.6) with one change: the recorded hyper-parameters are upgraded first.
+        if not self.config.get("subcommand"):
+            return
+        ckpt_path = self.config[self.config.subcommand].get("ckpt_path")
+        if not (ckpt_path and Path(ckpt_path).is_file()):
+            return
+        ckpt = torch.load(ckpt_path, weights_only=True, map_location="cpu")
+        hparams = upgrade_recorded_hparams(ckpt.get("hyper_parameters", {}))
+        hparams.pop("_instantiator", None)
+        if not hparams:
+            return
+        if "_class_path" in hparams:
+            hparams = {"class_path": hparams.pop("_class_path"), "dict_kwargs": hparams}
+        try:
+            self.config = self.parser.parse_object({self.config.subcommand: {"model": hparams}}, self.config)
+        except SystemExit:
+            sys.stderr.write("Parsing of ckpt_path hyperparameters failed!\n")
+            raise
+
+
+def lightning_cli(args: list[str] | None = None) -> None:
+    """Run LightningCLI in subclass mode on ``args`` (defaults to ``sys.argv[1:]``)."""
+    SimpoLightningCLI(
+        pl.LightningModule,
+        pl.LightningDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        save_config_kwargs={"overwrite": True},
+        args=args,
+    )
