@@ -33,6 +33,7 @@ Imports: torch, :mod:`simpo_bio.diffusion.flow` and :mod:`simpo_bio.weighting` (
 from __future__ import annotations
 
 import copy
+import math
 import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
@@ -117,6 +118,51 @@ class AgentConfig:
     policy_delay: int = 1
     grad_clip: float | None = None
     repel_margin: float | None = 4.0
+
+    def validate(self) -> None:
+        """Check every field before anything is built.
+
+        Raises:
+            ValueError: one line naming the first invalid field (``agent.<name>``) and its value: an unknown scheme,
+                activation or time schedule, bad scheme parameters, a size below 1, a rate or temperature <= 0.
+        """
+        from simpo_bio.diffusion.flow import TIME_SCHEDULES
+
+        try:
+            get_scheme(self.scheme, **(self.scheme_params or {}))
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"agent.scheme {self.scheme!r} with scheme_params {self.scheme_params}: {err}") from None
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"agent.activation must be one of {sorted(ACTIVATIONS)}, got {self.activation!r}")
+        if self.time_schedule not in TIME_SCHEDULES:
+            raise ValueError(f"agent.time_schedule must be one of {list(TIME_SCHEDULES)}, got {self.time_schedule!r}")
+        for name, low in (("group_size", 2), ("num_steps", 1), ("hidden", 1), ("depth", 1), ("collect_candidates", 1),
+                          ("eval_candidates", 1), ("policy_delay", 1)):  # fmt: skip
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"agent.{name} must be an integer >= {low}, got {value!r}")
+        positive = ("critic_lr", "policy_lr", "policy_lr_final", "temperature", "target_kl", "temperature_lr",
+                    "temperature_min", "temperature_max")  # fmt: skip
+        for name in positive:
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise ValueError(f"agent.{name} must be a finite number > 0, got {value!r}")
+        if self.temperature_min > self.temperature_max:
+            raise ValueError(
+                f"agent.temperature_min ({self.temperature_min}) must be <= temperature_max ({self.temperature_max})"
+            )
+        if not 0.0 <= self.gamma <= 1.0:
+            raise ValueError(f"agent.gamma must be in [0, 1], got {self.gamma!r}")
+        if not 0.0 < self.polyak <= 1.0:
+            raise ValueError(f"agent.polyak must be in (0, 1], got {self.polyak!r}")
+        for name in ("exploration_noise", "particle_noise"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"agent.{name} must be a finite number >= 0, got {value!r}")
+        for name in ("grad_clip", "repel_margin"):
+            value = getattr(self, name)
+            if value is not None and not (math.isfinite(value) and value > 0):
+                raise ValueError(f"agent.{name} must be > 0 or null, got {value!r}")
 
 
 def mlp(

@@ -66,14 +66,14 @@ def test_resume_continues_step_count(tmp_path):
 
     ckpt = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
     assert ckpt["env_steps"] == 1200 and ckpt["agent"]["num_updates"] == 400
-    import pickle
-
-    buf = pickle.load(open(tmp_path / "run" / "replay_buffer.pkl", "rb"))
-    assert buf.size() * buf.n_envs == 1200  # the saved buffer was reloaded and kept filling
+    assert ckpt["replay_journal"]["rows"] * 2 == 1200  # the saved buffer was reloaded and kept filling
+    chunks = sorted(p.name for p in (tmp_path / "run" / "replay_buffer").glob("rows_*.npz"))
+    assert chunks == [c[0] for c in ckpt["replay_journal"]["chunks"]]
     steps = [int(r["env_steps"]) for r in csv.DictReader(open(tmp_path / "run" / "metrics.csv"))]
     assert steps == sorted(steps) and steps[-1] == 1200
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(SystemExit) as exc:
         cli_main(["--config", str(path), "--train.resume", str(tmp_path / "missing.pt")])
+    assert exc.value.code == 2
 
     # a checkpoint without the training time (older runs): rates of the new segment only, and it resumes again
     legacy = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
