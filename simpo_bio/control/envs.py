@@ -191,6 +191,15 @@ class SpeedRewardReshape(gym.Wrapper):
         return obs, self.shaped_reward(speed, stand), terminated, truncated, info
 
 
+def check_env_id(env_id: str) -> str:
+    """``env_id`` itself if :func:`make_env` knows it (a DMC id or a Gymnasium task ``-v4`` / ``-v5``).
+
+    Raises:
+        ValueError: unknown id (the message lists the known ones).
+    """
+    return env_id if env_id in DMC_TASKS else _canonical_gym_id(env_id)
+
+
 def _canonical_gym_id(env_id: str) -> str:
     name, _, version = env_id.partition("-")
     if name not in GYM_TASKS or version not in ("v4", "v5"):

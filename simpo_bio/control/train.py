@@ -20,27 +20,27 @@ Off-policy loop (CleanRL-style, one readable function :func:`train`):
 Bad input fails with one line and exit status 2 before anything is built or written (:func:`resolve_resume`):
 invalid fields (``EnvConfig.validate`` ...), missing, unreadable or foreign checkpoints (:func:`load_checkpoint`).
 
-Configuration is three dataclasses (:class:`EnvConfig`, :class:`~simpo_bio.control.agent.AgentConfig`,
-:class:`TrainConfig`) read by jsonargparse from YAML; any field can be overridden on the command line, e.g.
-``--agent.scheme square --train.seed 3``. :func:`configs_from_checkpoint` rebuilds them from a checkpoint,
-including checkpoints written before the agent's keys were renamed (:data:`RENAMED_AGENT_KEYS`).
+Configuration is three dataclasses (:class:`~simpo_bio.control.config.EnvConfig`,
+:class:`~simpo_bio.control.agent.AgentConfig`, :class:`~simpo_bio.control.config.TrainConfig`) read by jsonargparse
+from YAML; any field can be overridden on the command line, e.g. ``--agent.scheme square --train.seed 3``.
+:func:`~simpo_bio.control.checkpoints.configs_from_checkpoint` rebuilds them from a checkpoint, including
+checkpoints written before the agent's keys were renamed. The checkpoint names are re-exported here.
 
-Imports: gymnasium, numpy, torch, :mod:`simpo_bio.control.agent`, :mod:`simpo_bio.control.envs`, :mod:`simpo_bio.fileio`;
+Imports: gymnasium, numpy, torch, :mod:`simpo_bio.control.agent`, ``.checkpoints``, ``.config``, ``.envs``,
+:mod:`simpo_bio.fileio`;
 stable-baselines3, tqdm and wandb inside :func:`train`, jsonargparse inside :func:`build_parser`.
 """
 
 from __future__ import annotations
 
 import csv
-import hashlib
-import json
 import math
 import os
 import pickle
 import random
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -49,260 +49,29 @@ import numpy as np
 import torch
 
 from simpo_bio.control.agent import AgentConfig, SiMPOAgent
+from simpo_bio.control.checkpoints import (
+    RENAMED_AGENT_KEYS,
+    RESUME_FREE_FIELDS,
+    CheckpointError,
+    ReplayJournal,
+    ResumeMismatchError,
+    check_resume,
+    config_hash,
+    configs_from_checkpoint,
+    load_checkpoint,
+    resolve_resume,
+    upgrade_agent_config,
+)
+from simpo_bio.control.config import EnvConfig, TrainConfig
 from simpo_bio.control.envs import make_vector_env
 from simpo_bio.fileio import atomic_path
 
-
-@dataclass
-class EnvConfig:
-    """Which environment and how many copies.
-
-    Attributes:
-        id: ``HalfCheetah-v4`` ... (see :mod:`simpo_bio.control.envs`) or ``dmc/cheetah-run``.
-        num_envs: parallel training envs (paper: 5).
-        reward_shape: DMC speed-reward shape ``sqrt | linear | square | exp`` (None: the task's reward).
-        exp_scale: steepness of the ``exp`` shape.
-        vectorization: ``sync`` (one process, best on few cores) or ``async`` (a process per env).
-    """
-
-    id: str = "HalfCheetah-v4"
-    num_envs: int = 5
-    reward_shape: str | None = None
-    exp_scale: float = 3.0
-    vectorization: str = "sync"
-
-    def validate(self) -> None:
-        """Check every field without building an env.
-
-        Raises:
-            ValueError: one line naming the first invalid field (``env.<name>``): unknown id or reward shape, a
-                reward shape for a Gymnasium task, ``num_envs < 1``, ``exp_scale <= 0``, unknown vectorization.
-        """
-        from simpo_bio.control.envs import DMC_TASKS, REWARD_SHAPES, _canonical_gym_id
-
-        if self.id not in DMC_TASKS:
-            try:
-                _canonical_gym_id(self.id)
-            except ValueError as err:
-                raise ValueError(f"env.id: {err}") from None
-            if self.reward_shape is not None:
-                raise ValueError(f"env.reward_shape is only defined for {list(DMC_TASKS)}, not {self.id!r}")
-        if self.reward_shape is not None and self.reward_shape not in REWARD_SHAPES:
-            raise ValueError(f"env.reward_shape must be one of {list(REWARD_SHAPES)} or null, got {self.reward_shape!r}")
-        if isinstance(self.num_envs, bool) or not isinstance(self.num_envs, int) or self.num_envs < 1:
-            raise ValueError(f"env.num_envs must be an integer >= 1, got {self.num_envs!r}")
-        if not (math.isfinite(self.exp_scale) and self.exp_scale > 0):
-            raise ValueError(f"env.exp_scale must be a finite number > 0, got {self.exp_scale!r}")
-        if self.vectorization not in ("sync", "async"):
-            raise ValueError(f"env.vectorization must be 'sync' or 'async', got {self.vectorization!r}")
-
-
-@dataclass
-class TrainConfig:
-    """Budget, data and bookkeeping of a run.
-
-    Attributes:
-        total_env_steps: env interactions summed over the parallel envs (paper: 1M).
-        learning_starts: env steps of uniform random actions before learning.
-        updates_per_step: gradient updates per vector step (paper: 1 -> 200k updates for 1M steps, 5 envs).
-        batch_size: transitions per update. buffer_size: replay capacity in transitions (paper: 1M).
-        eval_every: env steps between evaluations (0: only at the end). eval_episodes: episodes per evaluation.
-        checkpoint_every: env steps between checkpoints (0: only at the end; default 5000). Each checkpoint is
-            written atomically (a kill leaves the previous one intact) and a resumed run continues bit for bit
-            as if it had not been stopped (see :func:`train`).
-        save_buffer: also save the replay buffer, incrementally: each checkpoint adds the transitions collected
-            since the previous one to ``<output_dir>/replay_buffer/`` (needed for an exact resume; without it a
-            resumed run starts from an empty buffer and waits for ``batch_size`` new transitions).
-        seed: seeds Python, NumPy (the buffer's sampler), torch and the envs.
-        output_dir: where metrics.csv, config and checkpoints go.
-        resume: ``auto`` (default: continue ``<output_dir>/checkpoint.pt`` if it exists, else start), the path of a
-            checkpoint.pt to continue from, or ``null`` (start afresh, overwriting the output folder's run).
-        force_resume: resume even from a checkpoint whose config differs in a field that changes the results
-            (without it such a resume is refused, naming the checkpoint, both config hashes and the fields that
-            differ; the fields of :data:`RESUME_FREE_FIELDS` may always change).
-        wandb: also log to wandb (offline unless WANDB_MODE says otherwise). wandb_project: its project.
-        progress: show a tqdm progress bar. torch_threads: ``torch.set_num_threads`` (0: leave as is).
-        device: ``cpu`` or ``cuda``. compile: ``torch.compile`` the policy and critic networks.
-        stop_return: stop early once an evaluation's mean return reaches this value (None: run the full budget).
-    """
-
-    total_env_steps: int = 1_000_000
-    learning_starts: int = 5_000
-    updates_per_step: int = 1
-    batch_size: int = 256
-    buffer_size: int = 1_000_000
-    eval_every: int = 10_000
-    eval_episodes: int = 10
-    checkpoint_every: int = 5_000
-    save_buffer: bool = True
-    seed: int = 0
-    output_dir: str = "runs/control"
-    resume: str | None = "auto"
-    force_resume: bool = False
-    wandb: bool = True
-    wandb_project: str = "simpo-bio-control"
-    progress: bool = True
-    torch_threads: int = 0
-    device: str = "cpu"
-    compile: bool = False
-    stop_return: float | None = None
-
-    def validate(self) -> None:
-        """Check every field.
-
-        Raises:
-            ValueError: one line naming the first invalid field (``train.<name>``): a size below its minimum,
-                ``learning_starts < batch_size``, a seed outside ``[0, 2**32)``, an unknown device.
-        """
-        minimum = {"total_env_steps": 1, "learning_starts": 0, "updates_per_step": 0, "batch_size": 1,
-                   "buffer_size": 1, "eval_every": 0, "eval_episodes": 1, "checkpoint_every": 0, "torch_threads": 0,
-                   "seed": 0}  # fmt: skip
-        for name, low in minimum.items():
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ValueError(f"train.{name} must be an integer >= {low}, got {value!r}")
-        if self.seed >= 2**32:
-            raise ValueError(f"train.seed must be < 2**32 (NumPy's seed range), got {self.seed}")
-        if self.learning_starts < self.batch_size:
-            raise ValueError(
-                f"train.learning_starts ({self.learning_starts}) must be >= train.batch_size ({self.batch_size})"
-            )
-        if self.buffer_size < self.batch_size:
-            raise ValueError(f"train.buffer_size ({self.buffer_size}) must be >= train.batch_size ({self.batch_size})")
-        if self.device.split(":")[0] not in ("cpu", "cuda", "mps"):
-            raise ValueError(f"train.device must be cpu, cuda[:i] or mps, got {self.device!r}")
-        if self.stop_return is not None and not math.isfinite(self.stop_return):
-            raise ValueError(f"train.stop_return must be a finite number or null, got {self.stop_return!r}")
-
-
-#: Config fields that may differ between a checkpoint and the run that resumes it: bookkeeping, the budget (a run
-#: can be extended) and speed settings. Every other field changes what the run computes, so a checkpoint written
-#: with another value is refused unless ``train.force_resume`` (see :func:`check_resume`).
-RESUME_FREE_FIELDS: dict[str, tuple[str, ...]] = {
-    "env": ("vectorization",),
-    "agent": (),
-    "train": ("total_env_steps", "checkpoint_every", "save_buffer", "output_dir", "resume", "force_resume",
-              "wandb", "wandb_project", "progress", "torch_threads", "device", "compile", "stop_return"),
-}  # fmt: skip
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be used: unreadable (truncated, not a torch file) or not a control checkpoint."""
-
-
-class ResumeMismatchError(ValueError):
-    """Resuming a checkpoint written by another config (refused unless ``train.force_resume``)."""
-
-
-def config_identity(config: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """The fields of a run's config that decide its results, flattened to ``{"section.field": value}``.
-
-    Args:
-        config: ``{"env": asdict(EnvConfig), "agent": asdict(AgentConfig), "train": asdict(TrainConfig)}``, as
-            stored in a checkpoint (old agent key names are mapped by :func:`upgrade_agent_config`).
-
-    Returns:
-        Every field except those of :data:`RESUME_FREE_FIELDS`, with the current defaults filled in for fields an
-        older checkpoint lacks.
-    """
-    defaults = {"env": asdict(EnvConfig()), "agent": asdict(AgentConfig()), "train": asdict(TrainConfig())}
-    out: dict[str, Any] = {}
-    for section, fields in defaults.items():
-        values = dict(config.get(section) or {})
-        if section == "agent":
-            values = upgrade_agent_config(values)
-        for key, default in fields.items():
-            if key not in RESUME_FREE_FIELDS[section]:
-                out[f"{section}.{key}"] = values.get(key, default)
-        for key in values.keys() - fields.keys():  # a field this version does not know
-            out[f"{section}.{key}"] = values[key]
-    return out
-
-
-def config_hash(config: dict[str, dict[str, Any]]) -> str:
-    """Short SHA-256 (12 hex digits) of :func:`config_identity`: equal hashes resume, different ones are refused."""
-    text = json.dumps(config_identity(config), sort_keys=True, default=repr)
-    return hashlib.sha256(text.encode()).hexdigest()[:12]
-
-
-#: Keys every control checkpoint has (older ones included).
-CHECKPOINT_KEYS = ("agent", "env_steps", "run_id", "evals", "rng", "config")
-
-
-def load_checkpoint(path: str | os.PathLike, device: str = "cpu") -> dict[str, Any]:
-    """Read a ``checkpoint.pt`` written by :func:`train`, or fail with one line naming the file and the problem.
-
-    Raises:
-        FileNotFoundError: no such file. CheckpointError: a directory, a truncated / corrupt file, or a file of
-            another kind (e.g. a Lightning checkpoint of the DNA model).
-    """
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"checkpoint to resume from not found: {path}")
-    if path.is_dir():
-        raise CheckpointError(f"{path}: is a directory, not a checkpoint file (expected .../checkpoint.pt)")
-    try:
-        ckpt = torch.load(path, map_location=device, weights_only=False)
-    except Exception as err:  # noqa: BLE001 - any unreadable file is the same user error
-        detail = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise CheckpointError(
-            f"{path}: cannot be read as a torch checkpoint (truncated or corrupt?): {detail[:200]}"
-        ) from None
-    if not isinstance(ckpt, dict) or not all(k in ckpt for k in CHECKPOINT_KEYS):
-        kind = type(ckpt).__name__
-        if isinstance(ckpt, dict):
-            kind = "a Lightning checkpoint" if "pytorch-lightning_version" in ckpt else f"keys {sorted(ckpt)[:6]}"
-        raise CheckpointError(
-            f"{path}: not a simpo-bio control checkpoint ({kind}; expected the keys {list(CHECKPOINT_KEYS)})"
-        )
-    return ckpt
-
-
-def check_resume(ckpt: dict[str, Any], path: str | os.PathLike, config: dict[str, Any], *, force: bool) -> None:
-    """Refuse to resume a checkpoint whose config differs from ``config`` in a field that changes the results.
-
-    Raises:
-        ResumeMismatchError: one line naming the checkpoint, both config hashes and (up to 4 of) the differing
-            fields, unless ``force``.
-    """
-    old, new = config_identity(ckpt["config"]), config_identity(config)
-    if old == new or force:
-        return
-    diffs = [f"{k}: {old.get(k)!r} (checkpoint) vs {new.get(k)!r} (this run)" for k in sorted(old.keys() | new.keys())
-             if old.get(k) != new.get(k)]  # fmt: skip
-    more = f" and {len(diffs) - 4} more" if len(diffs) > 4 else ""
-    raise ResumeMismatchError(
-        f"refusing to resume {path}: it was written by another config (hash {config_hash(ckpt['config'])}) than this "
-        f"run (hash {config_hash(config)}): {'; '.join(diffs[:4])}{more}; pass --train.force_resume true to resume "
-        "anyway, or --train.resume null (or another --train.output_dir) to start afresh"
-    )
-
-
-def resolve_resume(env: EnvConfig, agent: AgentConfig, train: TrainConfig) -> tuple[Path | None, dict | None]:
-    """Validate the three configs, find the checkpoint to resume (if any), load it and check its config.
-
-    Everything a user can get wrong fails here, before an env or a network is built.
-
-    Returns:
-        ``(path, checkpoint)``, or ``(None, None)`` for a fresh start.
-
-    Raises:
-        ValueError: an invalid field (one line naming it). FileNotFoundError: ``train.resume`` names a missing
-            file. CheckpointError: unreadable or foreign checkpoint. ResumeMismatchError: see :func:`check_resume`.
-    """
-    env.validate()
-    agent.validate()
-    train.validate()
-    ckpt_path = Path(train.output_dir) / "checkpoint.pt"
-    resume = train.resume
-    if resume == "auto":
-        resume = str(ckpt_path) if ckpt_path.exists() else None
-    if resume is None:
-        return None, None
-    ckpt = load_checkpoint(resume, train.device)
-    config = {"env": asdict(env), "agent": asdict(agent), "train": asdict(train)}
-    check_resume(ckpt, resume, config, force=train.force_resume)
-    return Path(resume), ckpt
+__all__ = [
+    "METRIC_FIELDS", "RENAMED_AGENT_KEYS", "RESUME_FREE_FIELDS", "AgentConfig", "CheckpointError", "EnvConfig",
+    "MetricLogger", "ReplayJournal", "ResumeMismatchError", "TrainConfig", "build_parser", "check_resume",
+    "cli_main", "config_hash", "configs_from_checkpoint", "evaluate", "load_checkpoint", "resolve_resume", "train",
+    "upgrade_agent_config",
+]  # fmt: skip
 
 
 METRIC_FIELDS = (
@@ -371,68 +140,6 @@ def _atomic_save(obj: Any, path: Path, *, use_pickle: bool = False) -> None:
             torch.save(obj, tmp)
 
 
-class ReplayJournal:
-    """Saves a stable-baselines3 ``ReplayBuffer`` incrementally into a folder of ``.npz`` chunks.
-
-    Every :meth:`save` writes only the rows added since the previous one (``rows_<first>_<end>.npz``, absolute row
-    numbers; row ``k`` lives at position ``k mod capacity`` of the ring buffer), so a checkpoint every few thousand
-    env steps costs a few thousand transitions, not the whole buffer. Chunks whose rows have all been overwritten
-    are dropped from the state; :meth:`prune` deletes every file the last checkpoint does not list (also the
-    chunks a killed run wrote after its last checkpoint). :meth:`restore` refills a fresh buffer from the chunks.
-    """
-
-    FIELDS = ("observations", "next_observations", "actions", "rewards", "dones", "timeouts")
-
-    def __init__(self, folder: Path, capacity: int, state: dict[str, Any] | None = None):
-        self.folder, self.capacity = Path(folder), int(capacity)
-        state = state or {}
-        self.rows = int(state.get("rows", 0))  # rows ever added to the buffer
-        self.saved = int(state.get("saved", 0))  # rows saved in chunks
-        self.chunks: list[tuple[str, int, int]] = [tuple(c) for c in state.get("chunks", [])]
-
-    def state(self) -> dict[str, Any]:
-        """What a checkpoint records: row counters and the chunk list ``[(file, first_row, end_row), ...]``."""
-        return {"rows": self.rows, "saved": self.saved, "chunks": [list(c) for c in self.chunks]}
-
-    def save(self, buffer) -> dict[str, Any]:
-        """Write the rows added since the last save (atomically) and return the new :meth:`state`."""
-        start = max(self.saved, self.rows - self.capacity)
-        if self.rows > start:
-            idx = np.arange(start, self.rows) % self.capacity
-            name = f"rows_{start:012d}_{self.rows:012d}.npz"
-            with atomic_path(self.folder / name) as tmp, open(tmp, "wb") as fh:
-                np.savez(fh, **{f: getattr(buffer, f)[idx] for f in self.FIELDS})
-            self.chunks.append((name, start, self.rows))
-            self.saved = self.rows
-        self.chunks = [c for c in self.chunks if c[2] > self.rows - self.capacity]  # drop fully overwritten chunks
-        return self.state()
-
-    def prune(self) -> None:
-        """Delete the chunk files the current state does not list."""
-        keep = {c[0] for c in self.chunks}
-        for path in self.folder.glob("rows_*.npz"):
-            if path.name not in keep:
-                path.unlink(missing_ok=True)
-
-    def restore(self, buffer) -> None:
-        """Fill ``buffer`` (fresh, same capacity) from the chunks of the state this journal was built with.
-
-        Raises:
-            CheckpointError: a chunk file is missing or unreadable.
-        """
-        for name, first, end in self.chunks:
-            path = self.folder / name
-            try:
-                with np.load(path) as data:
-                    idx = np.arange(first, end) % self.capacity
-                    for f in self.FIELDS:
-                        getattr(buffer, f)[idx] = data[f]
-            except (OSError, KeyError, ValueError) as err:
-                raise CheckpointError(f"{path}: replay-buffer chunk of the checkpoint cannot be read: {err}") from None
-        buffer.pos = self.rows % self.capacity
-        buffer.full = self.rows >= self.capacity
-
-
 def _to_batch(samples, device: str) -> dict[str, torch.Tensor]:
     return {
         "state": samples.observations.float().to(device),
@@ -441,53 +148,6 @@ def _to_batch(samples, device: str) -> dict[str, torch.Tensor]:
         "next_state": samples.next_observations.float().to(device),
         "done": samples.dones.float().reshape(-1).to(device),
     }
-
-
-#: Keys of :class:`~simpo_bio.control.agent.AgentConfig` renamed in 0.1.0, old -> new. Configs saved in older
-#: checkpoints carry the old names; :func:`upgrade_agent_config` maps them.
-RENAMED_AGENT_KEYS = {"num_particles": "group_size", "flow_steps": "num_steps", "temperature_init": "temperature"}
-
-
-def upgrade_agent_config(values: dict[str, Any]) -> dict[str, Any]:
-    """A saved agent config (dict) with the old key names of :data:`RENAMED_AGENT_KEYS` replaced by the new ones.
-
-    Args:
-        values: ``asdict(AgentConfig)`` as stored in a checkpoint, from any version.
-
-    Returns:
-        A new dict that ``AgentConfig(**...)`` accepts (keys already new are kept as they are).
-
-    Raises:
-        ValueError: an old key and its new name are both present with different values.
-    """
-    out = dict(values)
-    for old, new in RENAMED_AGENT_KEYS.items():
-        if old not in out:
-            continue
-        value = out.pop(old)
-        if new in out and out[new] != value:
-            raise ValueError(f"agent config has both {old!r} (= {value!r}) and its new name {new!r} (= {out[new]!r})")
-        out[new] = value
-    return out
-
-
-def configs_from_checkpoint(ckpt: dict[str, Any]) -> tuple[EnvConfig, AgentConfig, TrainConfig]:
-    """The three configs a checkpoint was trained with (``ckpt["config"]``, see :func:`train`).
-
-    Old checkpoints are read too: renamed agent keys are mapped by :func:`upgrade_agent_config`.
-
-    Args:
-        ckpt: the dict :func:`torch.load` returns for a ``checkpoint.pt``.
-
-    Returns:
-        ``(EnvConfig, AgentConfig, TrainConfig)``.
-
-    Raises:
-        KeyError: no ``"config"`` entry. TypeError: a key no version of the dataclasses knows.
-    """
-    cfg = ckpt["config"]
-    return (EnvConfig(**cfg["env"]), AgentConfig(**upgrade_agent_config(cfg["agent"])),
-            TrainConfig(**cfg["train"]))
 
 
 @torch.no_grad()

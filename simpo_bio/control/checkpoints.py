@@ -1,0 +1,266 @@
+"""Checkpoints of the control runs: reading them, checking that a resume continues the same run, the replay buffer.
+
+* :func:`load_checkpoint` reads a ``checkpoint.pt`` or fails with one line (:class:`CheckpointError`: truncated,
+  a directory, another kind of file such as a Lightning checkpoint);
+* :func:`check_resume` refuses a checkpoint written by another config (:class:`ResumeMismatchError`, naming the
+  checkpoint, both :func:`config_hash` es and the fields that differ) unless forced; :data:`RESUME_FREE_FIELDS`
+  may always differ; :func:`resolve_resume` validates the configs and does both before anything is built;
+* :class:`ReplayJournal` saves the replay buffer incrementally (only the rows added since the last checkpoint);
+* :func:`configs_from_checkpoint` / :func:`upgrade_agent_config` read the configs of older checkpoints.
+
+Imports: numpy, torch, :mod:`simpo_bio.control.agent`, :mod:`simpo_bio.control.config`, :mod:`simpo_bio.fileio`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from simpo_bio.control.agent import AgentConfig
+from simpo_bio.control.config import EnvConfig, TrainConfig
+from simpo_bio.fileio import atomic_path
+
+#: Keys of :class:`~simpo_bio.control.agent.AgentConfig` renamed in 0.1.0, old -> new. Configs saved in older
+#: checkpoints carry the old names; :func:`upgrade_agent_config` maps them.
+RENAMED_AGENT_KEYS = {"num_particles": "group_size", "flow_steps": "num_steps", "temperature_init": "temperature"}
+
+
+def upgrade_agent_config(values: dict[str, Any]) -> dict[str, Any]:
+    """A saved agent config (dict) with the old key names of :data:`RENAMED_AGENT_KEYS` replaced by the new ones.
+
+    Args:
+        values: ``asdict(AgentConfig)`` as stored in a checkpoint, from any version.
+
+    Returns:
+        A new dict that ``AgentConfig(**...)`` accepts (keys already new are kept as they are).
+
+    Raises:
+        ValueError: an old key and its new name are both present with different values.
+    """
+    out = dict(values)
+    for old, new in RENAMED_AGENT_KEYS.items():
+        if old not in out:
+            continue
+        value = out.pop(old)
+        if new in out and out[new] != value:
+            raise ValueError(f"agent config has both {old!r} (= {value!r}) and its new name {new!r} (= {out[new]!r})")
+        out[new] = value
+    return out
+
+
+def configs_from_checkpoint(ckpt: dict[str, Any]) -> tuple[EnvConfig, AgentConfig, TrainConfig]:
+    """The three configs a checkpoint was trained with (``ckpt["config"]``, see :func:`train`).
+
+    Old checkpoints are read too: renamed agent keys are mapped by :func:`upgrade_agent_config`.
+
+    Args:
+        ckpt: the dict :func:`torch.load` returns for a ``checkpoint.pt``.
+
+    Returns:
+        ``(EnvConfig, AgentConfig, TrainConfig)``.
+
+    Raises:
+        KeyError: no ``"config"`` entry. TypeError: a key no version of the dataclasses knows.
+    """
+    cfg = ckpt["config"]
+    return (EnvConfig(**cfg["env"]), AgentConfig(**upgrade_agent_config(cfg["agent"])),
+            TrainConfig(**cfg["train"]))
+
+
+#: Config fields that may differ between a checkpoint and the run that resumes it: bookkeeping, the budget (a run
+#: can be extended) and speed settings. Every other field changes what the run computes, so a checkpoint written
+#: with another value is refused unless ``train.force_resume`` (see :func:`check_resume`).
+RESUME_FREE_FIELDS: dict[str, tuple[str, ...]] = {
+    "env": ("vectorization",),
+    "agent": (),
+    "train": ("total_env_steps", "checkpoint_every", "save_buffer", "output_dir", "resume", "force_resume",
+              "wandb", "wandb_project", "progress", "torch_threads", "device", "compile", "stop_return"),
+}  # fmt: skip
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used: unreadable (truncated, not a torch file) or not a control checkpoint."""
+
+
+class ResumeMismatchError(ValueError):
+    """Resuming a checkpoint written by another config (refused unless ``train.force_resume``)."""
+
+
+def config_identity(config: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The fields of a run's config that decide its results, flattened to ``{"section.field": value}``.
+
+    Args:
+        config: ``{"env": asdict(EnvConfig), "agent": asdict(AgentConfig), "train": asdict(TrainConfig)}``, as
+            stored in a checkpoint (old agent key names are mapped by :func:`upgrade_agent_config`).
+
+    Returns:
+        Every field except those of :data:`RESUME_FREE_FIELDS`, with the current defaults filled in for fields an
+        older checkpoint lacks.
+    """
+    defaults = {"env": asdict(EnvConfig()), "agent": asdict(AgentConfig()), "train": asdict(TrainConfig())}
+    out: dict[str, Any] = {}
+    for section, fields in defaults.items():
+        values = dict(config.get(section) or {})
+        if section == "agent":
+            values = upgrade_agent_config(values)
+        for key, default in fields.items():
+            if key not in RESUME_FREE_FIELDS[section]:
+                out[f"{section}.{key}"] = values.get(key, default)
+        for key in values.keys() - fields.keys():  # a field this version does not know
+            out[f"{section}.{key}"] = values[key]
+    return out
+
+
+def config_hash(config: dict[str, dict[str, Any]]) -> str:
+    """Short SHA-256 (12 hex digits) of :func:`config_identity`: equal hashes resume, different ones are refused."""
+    text = json.dumps(config_identity(config), sort_keys=True, default=repr)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+#: Keys every control checkpoint has (older ones included).
+CHECKPOINT_KEYS = ("agent", "env_steps", "run_id", "evals", "rng", "config")
+
+
+def load_checkpoint(path: str | os.PathLike, device: str = "cpu") -> dict[str, Any]:
+    """Read a ``checkpoint.pt`` written by :func:`train`, or fail with one line naming the file and the problem.
+
+    Raises:
+        FileNotFoundError: no such file. CheckpointError: a directory, a truncated / corrupt file, or a file of
+            another kind (e.g. a Lightning checkpoint of the DNA model).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"checkpoint to resume from not found: {path}")
+    if path.is_dir():
+        raise CheckpointError(f"{path}: is a directory, not a checkpoint file (expected .../checkpoint.pt)")
+    try:
+        ckpt = torch.load(path, map_location=device, weights_only=False)
+    except Exception as err:  # noqa: BLE001 - any unreadable file is the same user error
+        detail = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(
+            f"{path}: cannot be read as a torch checkpoint (truncated or corrupt?): {detail[:200]}"
+        ) from None
+    if not isinstance(ckpt, dict) or not all(k in ckpt for k in CHECKPOINT_KEYS):
+        kind = type(ckpt).__name__
+        if isinstance(ckpt, dict):
+            kind = "a Lightning checkpoint" if "pytorch-lightning_version" in ckpt else f"keys {sorted(ckpt)[:6]}"
+        raise CheckpointError(
+            f"{path}: not a simpo-bio control checkpoint ({kind}; expected the keys {list(CHECKPOINT_KEYS)})"
+        )
+    return ckpt
+
+
+def check_resume(ckpt: dict[str, Any], path: str | os.PathLike, config: dict[str, Any], *, force: bool) -> None:
+    """Refuse to resume a checkpoint whose config differs from ``config`` in a field that changes the results.
+
+    Raises:
+        ResumeMismatchError: one line naming the checkpoint, both config hashes and (up to 4 of) the differing
+            fields, unless ``force``.
+    """
+    old, new = config_identity(ckpt["config"]), config_identity(config)
+    if old == new or force:
+        return
+    diffs = [f"{k}: {old.get(k)!r} (checkpoint) vs {new.get(k)!r} (this run)" for k in sorted(old.keys() | new.keys())
+             if old.get(k) != new.get(k)]  # fmt: skip
+    more = f" and {len(diffs) - 4} more" if len(diffs) > 4 else ""
+    raise ResumeMismatchError(
+        f"refusing to resume {path}: it was written by another config (hash {config_hash(ckpt['config'])}) than this "
+        f"run (hash {config_hash(config)}): {'; '.join(diffs[:4])}{more}; pass --train.force_resume true to resume "
+        "anyway, or --train.resume null (or another --train.output_dir) to start afresh"
+    )
+
+
+def resolve_resume(env: EnvConfig, agent: AgentConfig, train: TrainConfig) -> tuple[Path | None, dict | None]:
+    """Validate the three configs, find the checkpoint to resume (if any), load it and check its config.
+
+    Everything a user can get wrong fails here, before an env or a network is built.
+
+    Returns:
+        ``(path, checkpoint)``, or ``(None, None)`` for a fresh start.
+
+    Raises:
+        ValueError: an invalid field (one line naming it). FileNotFoundError: ``train.resume`` names a missing
+            file. CheckpointError: unreadable or foreign checkpoint. ResumeMismatchError: see :func:`check_resume`.
+    """
+    env.validate()
+    agent.validate()
+    train.validate()
+    ckpt_path = Path(train.output_dir) / "checkpoint.pt"
+    resume = train.resume
+    if resume == "auto":
+        resume = str(ckpt_path) if ckpt_path.exists() else None
+    if resume is None:
+        return None, None
+    ckpt = load_checkpoint(resume, train.device)
+    config = {"env": asdict(env), "agent": asdict(agent), "train": asdict(train)}
+    check_resume(ckpt, resume, config, force=train.force_resume)
+    return Path(resume), ckpt
+
+
+class ReplayJournal:
+    """Saves a stable-baselines3 ``ReplayBuffer`` incrementally into a folder of ``.npz`` chunks.
+
+    Every :meth:`save` writes only the rows added since the previous one (``rows_<first>_<end>.npz``, absolute row
+    numbers; row ``k`` lives at position ``k mod capacity`` of the ring buffer), so a checkpoint every few thousand
+    env steps costs a few thousand transitions, not the whole buffer. Chunks whose rows have all been overwritten
+    are dropped from the state; :meth:`prune` deletes every file the last checkpoint does not list (also the
+    chunks a killed run wrote after its last checkpoint). :meth:`restore` refills a fresh buffer from the chunks.
+    """
+
+    FIELDS = ("observations", "next_observations", "actions", "rewards", "dones", "timeouts")
+
+    def __init__(self, folder: Path, capacity: int, state: dict[str, Any] | None = None):
+        self.folder, self.capacity = Path(folder), int(capacity)
+        state = state or {}
+        self.rows = int(state.get("rows", 0))  # rows ever added to the buffer
+        self.saved = int(state.get("saved", 0))  # rows saved in chunks
+        self.chunks: list[tuple[str, int, int]] = [tuple(c) for c in state.get("chunks", [])]
+
+    def state(self) -> dict[str, Any]:
+        """What a checkpoint records: row counters and the chunk list ``[(file, first_row, end_row), ...]``."""
+        return {"rows": self.rows, "saved": self.saved, "chunks": [list(c) for c in self.chunks]}
+
+    def save(self, buffer) -> dict[str, Any]:
+        """Write the rows added since the last save (atomically) and return the new :meth:`state`."""
+        start = max(self.saved, self.rows - self.capacity)
+        if self.rows > start:
+            idx = np.arange(start, self.rows) % self.capacity
+            name = f"rows_{start:012d}_{self.rows:012d}.npz"
+            with atomic_path(self.folder / name) as tmp, open(tmp, "wb") as fh:
+                np.savez(fh, **{f: getattr(buffer, f)[idx] for f in self.FIELDS})
+            self.chunks.append((name, start, self.rows))
+            self.saved = self.rows
+        self.chunks = [c for c in self.chunks if c[2] > self.rows - self.capacity]  # drop fully overwritten chunks
+        return self.state()
+
+    def prune(self) -> None:
+        """Delete the chunk files the current state does not list."""
+        keep = {c[0] for c in self.chunks}
+        for path in self.folder.glob("rows_*.npz"):
+            if path.name not in keep:
+                path.unlink(missing_ok=True)
+
+    def restore(self, buffer) -> None:
+        """Fill ``buffer`` (fresh, same capacity) from the chunks of the state this journal was built with.
+
+        Raises:
+            CheckpointError: a chunk file is missing or unreadable.
+        """
+        for name, first, end in self.chunks:
+            path = self.folder / name
+            try:
+                with np.load(path) as data:
+                    idx = np.arange(first, end) % self.capacity
+                    for f in self.FIELDS:
+                        getattr(buffer, f)[idx] = data[f]
+            except (OSError, KeyError, ValueError) as err:
+                raise CheckpointError(f"{path}: replay-buffer chunk of the checkpoint cannot be read: {err}") from None
+        buffer.pos = self.rows % self.capacity
+        buffer.full = self.rows >= self.capacity
