@@ -12,6 +12,10 @@ turns user-set constraints (GC window, longest homopolymer, forbidden sites on b
   threshold 20 is this score times 10); a homopolymer scores ``l / 2``.
 - :func:`naturalness_summary`: the set-level columns of the metrics table (median GC, share outside a GC window,
   share with a homopolymer longer than a limit, median DUST score).
+- :func:`kmer_chi2` ``[B]``: Pearson chi-square distance of a sequence's 3-mer counts from a background.
+- :class:`NaturalnessConstraints` / :func:`feasibility_ranked`: the constraint option of fine-tuning
+  (:class:`simpo_bio.dna.finetune.SiMPOFineTuning`, ``constraints``): a design outside the natural range ranks
+  below every design inside it.
 - :func:`SynthesisConstraints` / :func:`synthesis_flags`: per-design flags for an order.
 
 Token ids are those of :mod:`simpo_bio.dna.alphabet` (``A=0, C=1, G=2, T=3``). Imports: torch, numpy and
@@ -37,6 +41,9 @@ __all__ = [
     "SynthesisConstraints",
     "synthesis_flags",
     "reverse_complement_str",
+    "kmer_chi2",
+    "NaturalnessConstraints",
+    "feasibility_ranked",
 ]
 
 _COMPLEMENT = str.maketrans("ACGTacgtN", "TGCAtgcaN")
@@ -219,3 +226,131 @@ def synthesis_flags(sequences: Sequence[str] | torch.Tensor, constraints: Synthe
                 flags += [f"{name}@{p}-" for p in _find_all(full, rc)]
         out.append(flags)
     return out
+
+
+def kmer_chi2(tokens: torch.Tensor, background: torch.Tensor, k: int = 3) -> torch.Tensor:
+    """Pearson chi-square distance of every sequence's k-mer counts from a background: ``[B, L]`` -> ``[B]``.
+
+    ``sum_t (c_t - n q_t)^2 / (n q_t)`` with ``c_t`` the count of k-mer ``t`` (lexicographic ``ACGT`` order, as
+    :func:`simpo_bio.dna.metrics.kmer_frequencies`), ``n = L - k + 1`` and ``q`` the background frequencies
+    (``[4**k]``, summing to 1, all > 0). Low-complexity and composition-shifted sequences score high.
+
+    Raises:
+        ValueError: ``background`` of the wrong size or with a non-positive entry; ``L < k``.
+    """
+    t = _tokens(tokens).clamp(0, 3)
+    q = torch.as_tensor(background, dtype=torch.float32, device=t.device).reshape(-1)
+    if q.numel() != 4**k or bool((q <= 0).any()):
+        raise ValueError(f"background must hold {4**k} positive frequencies, got {q.numel()} values")
+    if t.shape[1] < k:
+        raise ValueError(f"sequences of length {t.shape[1]} have no {k}-mers")
+    codes = torch.zeros_like(t[:, : t.shape[1] - k + 1])
+    for j in range(k):
+        codes = codes * 4 + t[:, j : t.shape[1] - k + 1 + j]
+    counts = torch.nn.functional.one_hot(codes, 4**k).to(torch.float32).sum(1)
+    expected = q[None] / q.sum() * codes.shape[1]
+    return ((counts - expected) ** 2 / expected).sum(1)
+
+
+@dataclass
+class NaturalnessConstraints:
+    """The natural range a design must stay in during fine-tuning (``None`` disables a check).
+
+    Args:
+        gc_window: allowed GC fraction ``(low, high)``; real DHS sequences: 5th-95th percentile 0.365-0.60.
+        max_homopolymer: longest allowed run of one base, bp (real DHS: 99th percentile 15 bp).
+        max_dust: largest allowed :func:`dust_score` (DUST masks windows above 2.0).
+        kmer_background: ``[64]`` 3-mer frequencies of real sequences (needed with ``max_kmer_chi2``).
+        max_kmer_chi2: largest allowed :func:`kmer_chi2` from ``kmer_background`` (e.g. its 95th percentile over
+            real sequences: :meth:`from_reference`).
+
+    Raises:
+        ValueError: a GC window outside ``[0, 1]`` or reversed, a non-positive limit, ``max_kmer_chi2`` without a
+            background.
+    """
+
+    gc_window: tuple[float, float] | None = (0.4, 0.6)
+    max_homopolymer: int | None = 10
+    max_dust: float | None = 2.0
+    kmer_background: list[float] | None = None
+    max_kmer_chi2: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.gc_window is not None:
+            lo, hi = (float(v) for v in self.gc_window)
+            if not 0.0 <= lo <= hi <= 1.0:
+                raise ValueError(f"gc_window must satisfy 0 <= low <= high <= 1, got {self.gc_window}")
+            self.gc_window = (lo, hi)
+        for name in ("max_homopolymer", "max_dust", "max_kmer_chi2"):
+            v = getattr(self, name)
+            if v is not None and not v > 0:
+                raise ValueError(f"{name} must be > 0 (or null), got {v}")
+        if self.max_kmer_chi2 is not None and self.kmer_background is None:
+            raise ValueError("max_kmer_chi2 needs kmer_background (see NaturalnessConstraints.from_reference)")
+
+    @classmethod
+    def from_reference(cls, reference: torch.Tensor, *, kmer_quantile: float = 0.95, **kwargs
+                       ) -> NaturalnessConstraints:
+        """Constraints whose 3-mer limit is the ``kmer_quantile`` of real ``reference`` sequences ``[R, L]``."""
+        if not 0.0 < kmer_quantile <= 1.0:
+            raise ValueError(f"kmer_quantile must be in (0, 1], got {kmer_quantile}")
+        ref = _tokens(reference)
+        codes = ref[:, :-2] * 16 + ref[:, 1:-1] * 4 + ref[:, 2:]
+        bg = torch.bincount(codes.reshape(-1), minlength=64).double() + 1.0
+        bg = (bg / bg.sum()).float()
+        limit = float(torch.quantile(kmer_chi2(ref, bg), kmer_quantile))
+        return cls(kmer_background=bg.tolist(), max_kmer_chi2=limit, **kwargs)
+
+    def violation(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Non-negative violation per design ``[B]`` (0 = inside every limit), in summed relative units.
+
+        GC: distance outside the window / 0.05; homopolymer: excess bp / 5; DUST: excess score; 3-mer: excess
+        chi-square / limit.
+        """
+        t = _tokens(tokens)
+        dev = t.device
+        t = t.cpu()
+        v = torch.zeros(t.shape[0])
+        if self.gc_window is not None:
+            gc = gc_fraction(t)
+            lo, hi = self.gc_window
+            v += ((lo - gc).clamp(min=0) + (gc - hi).clamp(min=0)) / 0.05
+        if self.max_homopolymer is not None:
+            v += (longest_homopolymer(t) - int(self.max_homopolymer)).clamp(min=0).float() / 5.0
+        if self.max_dust is not None:
+            v += (dust_score(t) - float(self.max_dust)).clamp(min=0)
+        if self.max_kmer_chi2 is not None:
+            limit = float(self.max_kmer_chi2)
+            v += (kmer_chi2(t, torch.as_tensor(self.kmer_background)) - limit).clamp(min=0) / limit
+        return v.to(dev)
+
+
+def feasibility_ranked(reward: torch.Tensor, violation: torch.Tensor) -> torch.Tensor:
+    """Rewards re-ranked so that every infeasible design is worse than every feasible one of its group.
+
+    A constrained-optimisation rule (feasible first, then smaller violation; Deb 2000, Comput. Methods Appl.
+    Mech. Eng. 186:311): in each group (last dim) feasible designs keep their reward; an infeasible one gets
+    ``min(feasible rewards) - 1 - violation`` (or ``min(group rewards) - 1 - violation`` when no design of the
+    group is feasible). Group-relative advantages then rank them last.
+
+    Args:
+        reward: ``[..., G]`` rewards.
+        violation: ``[..., G]`` non-negative violations (0 = feasible).
+
+    Returns:
+        ``[..., G]`` re-ranked rewards (unchanged where every design is feasible).
+
+    Raises:
+        ValueError: mismatched shapes or a negative / non-finite violation.
+    """
+    if reward.shape != violation.shape:
+        raise ValueError(f"reward {tuple(reward.shape)} and violation {tuple(violation.shape)} differ in shape")
+    if not bool(torch.isfinite(violation).all()) or bool((violation < 0).any()):
+        raise ValueError("violation must be finite and >= 0")
+    feasible = violation == 0
+    if bool(feasible.all()):
+        return reward
+    inf = torch.full_like(reward, float("inf"))
+    best_floor = torch.where(feasible, reward, inf).min(-1, keepdim=True).values
+    floor = torch.where(torch.isfinite(best_floor), best_floor, reward.min(-1, keepdim=True).values)
+    return torch.where(feasible, reward, floor - 1.0 - violation.to(reward.dtype))

@@ -89,3 +89,47 @@ def test_tokens_input_and_palindrome_once():
 def test_constraints_validate(kw):
     with pytest.raises(ValueError):
         SynthesisConstraints(**kw)
+
+
+def test_kmer_chi2_zero_for_background_match_and_large_for_homopolymer():
+    from simpo_bio.dna.naturalness import kmer_chi2
+
+    x = _tok("ACGT" * 50, "A" * 200)
+    uniform = torch.full((64,), 1 / 64)
+    d = kmer_chi2(x, uniform)
+    # ACGT repeat: 4 distinct 3-mers, 198 / 4 each (49.5 or so): far from uniform, but far less than a homopolymer
+    assert d[1] == pytest.approx((198 - 198 / 64) ** 2 / (198 / 64) + 63 * 198 / 64, rel=1e-4)
+    assert d[0] < d[1]
+    with pytest.raises(ValueError, match="64 positive"):
+        kmer_chi2(x, torch.zeros(64))
+
+
+def test_constraints_violation_and_from_reference():
+    from simpo_bio.dna.naturalness import NaturalnessConstraints
+
+    rng = np.random.default_rng(1)
+    real = torch.tensor(rng.integers(0, 4, size=(300, 200)))
+    c = NaturalnessConstraints.from_reference(real, kmer_quantile=0.95, gc_window=(0.4, 0.6), max_homopolymer=10,
+                                              max_dust=2.0)
+    v_real = c.violation(real)
+    assert (v_real == 0).float().mean() >= 0.9  # the 3-mer limit is the 95th percentile of these very sequences
+    bad = _tok("A" * 200, ("GC" * 100))
+    assert (c.violation(bad) > 0).all()
+    assert NaturalnessConstraints(gc_window=None, max_homopolymer=None, max_dust=None).violation(bad).eq(0).all()
+    with pytest.raises(ValueError, match="kmer_background"):
+        NaturalnessConstraints(max_kmer_chi2=5.0)
+    with pytest.raises(ValueError, match="gc_window"):
+        NaturalnessConstraints(gc_window=(0.7, 0.3))
+
+
+def test_feasibility_ranked_puts_infeasible_last():
+    from simpo_bio.dna.naturalness import feasibility_ranked
+
+    r = torch.tensor([[5.0, 1.0, 3.0, 2.0], [4.0, 3.0, 2.0, 1.0]])
+    v = torch.tensor([[2.0, 0.0, 0.0, 0.5], [1.0, 1.0, 3.0, 2.0]])
+    out = feasibility_ranked(r, v)
+    assert out[0].tolist() == [1.0 - 1 - 2.0, 1.0, 3.0, 1.0 - 1 - 0.5]  # infeasible below the worst feasible (1.0)
+    assert out[1].tolist() == [-1.0, -1.0, -3.0, -2.0]  # none feasible: min(group) 1.0 - 1 - violation
+    assert torch.equal(feasibility_ranked(r, torch.zeros_like(r)), r)
+    with pytest.raises(ValueError):
+        feasibility_ranked(r, -v)
