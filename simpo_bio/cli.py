@@ -24,6 +24,8 @@ SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
     "sample": ("simpo_bio.dna.cli", "sample_main", "sample sequences from a checkpoint to FASTA"),
     "evaluate": ("simpo_bio.dna.cli", "evaluate_main", "DRAKES-style metrics for a FASTA or a checkpoint"),
     "export": ("simpo_bio.dna.cli", "export_main", "export the top-k designs of a run to FASTA"),
+    "export-hf": ("simpo_bio.dna.hf_export", "export_hf_main",
+                  "a checkpoint as a Hugging Face directory (from_pretrained; extra: [hf])"),
     "demo": ("simpo_bio.dna.cli", "demo_main", "the main job end to end (what `make demo` runs)"),
     "bandit": ("simpo_bio.bandit", "cli_main", "the paper's 1-D bandit experiments"),
     "control": ("simpo_bio.control.train", "cli_main", "SiMPO actor-critic on MuJoCo / DMC (extra: [control])"),

@@ -85,7 +85,8 @@ def sample_main(argv: list[str] | None = None) -> None:
     """``simpo-bio sample``: designs from a checkpoint to FASTA (+ CSV table)."""
     p = argparse.ArgumentParser(prog="simpo-bio sample", description="Sample designs from a fine-tuned or "
                                 "pretrained checkpoint; score them; write FASTA and a CSV table.")
-    p.add_argument("--ckpt", required=True, help="fine-tuning checkpoint (runs/.../last.ckpt) or pretrained model")
+    p.add_argument("--ckpt", required=True, help="fine-tuning checkpoint (runs/.../last.ckpt), pretrained model "
+                   "or `simpo-bio export-hf` directory")
     p.add_argument("--num-samples", type=int, default=1000)
     p.add_argument("--out", default="designs.fasta", help="output FASTA (the table goes next to it as .csv)")
     p.add_argument("--table", default=None, help="table path (.csv / .parquet); default: --out with .csv")
@@ -127,7 +128,8 @@ def evaluate_main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="simpo-bio evaluate", description="DRAKES-style metrics (evaluation oracle).")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--fasta", help="any FASTA of 200-bp DNA sequences (A/C/G/T, either case)")
-    src.add_argument("--ckpt", help="sample --num-samples designs from this checkpoint and evaluate them")
+    src.add_argument("--ckpt", help="sample --num-samples designs from this checkpoint (or export-hf directory) "
+                     "and evaluate them")
     p.add_argument("--num-samples", type=int, default=640)
     p.add_argument("--num-steps", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)

@@ -379,8 +379,9 @@ class SiMPOFineTuning(pl.LightningModule):
 def load_policy(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
     """Load a generator from a checkpoint: a SiMPO fine-tuning checkpoint or a pretrained model checkpoint.
 
-    Fine-tuning checkpoints written before ``num_sampling_steps`` / ``normalize_advantages`` were renamed
-    (:data:`RENAMED_HPARAMS`) load too.
+    A directory written by ``simpo-bio export-hf`` (Hugging Face format) loads too
+    (:func:`simpo_bio.dna.hf.load_hf_policy`, needs the ``[hf]`` extra). Fine-tuning checkpoints written before
+    ``num_sampling_steps`` / ``normalize_advantages`` were renamed (:data:`RENAMED_HPARAMS`) load too.
 
     Returns:
         ``(MaskedDiffusion in eval mode, info)``; ``info`` holds ``kind`` (``"finetuned"`` / ``"pretrained"``),
@@ -392,6 +393,10 @@ def load_policy(path: str | Path, map_location: str | torch.device = "cpu") -> t
         CheckpointCorruptError: truncated / unreadable file (names the file).
         CheckpointArchitectureError: a checkpoint of another model (e.g. an oracle) or mismatching weights.
     """
+    if Path(path).is_dir():
+        from simpo_bio.dna.hf import load_hf_policy
+
+        return load_hf_policy(path, map_location)
     ckpt = load_checkpoint(path, map_location="cpu", weights_only=False)
     if isinstance(ckpt, dict) and ckpt.get(KIND_KEY) == MODEL_KIND:
         hp = dict(ckpt.get("hyper_parameters") or {})

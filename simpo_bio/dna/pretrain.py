@@ -59,12 +59,19 @@ LN2 = math.log(2.0)
 
 def build_masked_diffusion(backbone: Mapping[str, Any], *, mask_index: int = MASK_INDEX,
                            eps: float = 1e-3) -> MaskedDiffusion:
-    """A :class:`MaskedDiffusion` around a fresh :class:`DilatedCNN` built from its constructor arguments.
+    """A :class:`MaskedDiffusion` around a fresh denoiser built from its constructor arguments.
 
     ``backbone`` is what :meth:`DilatedCNN.config` returns, or a subset of it (lists become tuples, ``None``
-    values are left to the defaults); the weights are random until a state dict is loaded.
+    values are left to the defaults), or a config with ``architecture: "transformer"``
+    (:func:`simpo_bio.dna.transformer.build_backbone`, needs the ``[hf]`` extra); the weights are random until a
+    state dict is loaded.
     """
-    cfg = {k: (tuple(v) if isinstance(v, list) else v) for k, v in backbone.items() if v is not None}
+    if backbone.get("architecture", "dilated_cnn") != "dilated_cnn":
+        from simpo_bio.dna.transformer import build_backbone
+
+        return MaskedDiffusion(build_backbone(backbone), mask_index=mask_index, eps=eps)
+    cfg = {k: (tuple(v) if isinstance(v, list) else v) for k, v in backbone.items()
+           if v is not None and k != "architecture"}
     return MaskedDiffusion(DilatedCNN(**cfg), mask_index=mask_index, eps=eps)
 
 
@@ -97,6 +104,10 @@ class MaskedDiffusionLM(pl.LightningModule):
         num_eval_samples: sequences sampled at test / validate (not during fit) for the 3-mer correlation; 0 skips.
         eval_sampling_steps: sampler steps for those samples.
         markov_orders: orders of the Markov baselines printed at test / validate.
+        architecture: ``"dilated_cnn"`` (the arguments above) or ``"transformer"``
+            (:class:`~simpo_bio.dna.transformer.TransformerDenoiser`; ``configs/dna/pretrain_transformer.yaml``).
+        transformer: the transformer's arguments (``hidden_size``, ``num_layers``, ``num_heads``,
+            ``intermediate_size``, ``max_len``) when ``architecture="transformer"``; ``dropout`` applies to it too.
 
     Logged metrics: ``train/loss`` (nats/sequence), ``train/bpb``, ``val/bpb`` / ``test/bpb`` (EMA ELBO, bits per
     base), and at test / validate ``{stage}/kmer3_corr`` and ``{stage}/markov{k}_bpb``.
@@ -124,6 +135,8 @@ class MaskedDiffusionLM(pl.LightningModule):
         num_eval_samples: int = 512,
         eval_sampling_steps: int = 128,
         markov_orders: list[int] = (0, 1, 2, 3, 4, 5),
+        architecture: str = "dilated_cnn",
+        transformer: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         if schedule_horizon not in ("steps", "time"):
@@ -132,6 +145,11 @@ class MaskedDiffusionLM(pl.LightningModule):
         backbone = {"vocab_size": VOCAB_SIZE, "hidden_dim": hidden_dim, "num_stacks": num_stacks,
                     "dilations": tuple(dilations), "kernel_size": kernel_size, "block_order": block_order,
                     "time_conditioning": time_conditioning, "dropout": dropout}
+        if architecture == "transformer":
+            backbone = {"architecture": "transformer", "vocab_size": VOCAB_SIZE, "dropout": dropout,
+                        **(transformer or {})}
+        elif architecture != "dilated_cnn":
+            raise ValueError(f"architecture must be 'dilated_cnn' or 'transformer', got {architecture!r}")
         self.model = build_masked_diffusion(backbone, eps=eps)
         self.ema = copy.deepcopy(self.model).requires_grad_(False).eval()
         self.register_buffer("ema_updates", torch.zeros((), dtype=torch.long))
@@ -286,7 +304,7 @@ def export_state(module: MaskedDiffusionLM, extra: dict[str, Any] | None = None,
         state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
     # Only what rebuilds the network: LightningCLI lets checkpoint hyper-parameters override the command line, so
     # evaluation settings (samples, draws) stay with the config.
-    keep = (*BACKBONE_ARGS, "dropout", "eps")
+    keep = (*BACKBONE_ARGS, "dropout", "eps", "architecture", "transformer")
     hparams = {k: (list(v) if isinstance(v, tuple) else v) for k, v in dict(module.hparams).items() if k in keep}
     # LightningCLI (subclass mode) needs the class to re-apply checkpoint hyper-parameters at `test --ckpt_path`.
     hparams["_class_path"] = f"{type(module).__module__}.{type(module).__qualname__}"
@@ -369,6 +387,9 @@ def pretrained_from_checkpoint(ckpt: Mapping[str, Any], path: str | os.PathLike)
             path,
         )
     backbone = {"vocab_size": VOCAB_SIZE, **{k: hp[k] for k in BACKBONE_ARGS}}
+    if hp.get("architecture") == "transformer":
+        backbone = {"architecture": "transformer", "vocab_size": VOCAB_SIZE, "dropout": hp.get("dropout", 0.0),
+                    **(hp.get("transformer") or {})}
     model = build_masked_diffusion(backbone, eps=float(hp.get("eps", 1e-3)))
     state = strip_prefix(ckpt["state_dict"], "ema.")
     if not state:
