@@ -9,12 +9,15 @@ A flow policy on an action interval is improved by reweighted flow matching with
 * :mod:`~simpo_bio.bandit.experiment` -- the SiMPO loop (:func:`train_bandit`, :func:`run_experiment`);
 * :mod:`~simpo_bio.bandit.results` -- tables and files (:func:`summarize`, :func:`save_outputs`,
   :func:`load_runs`); :mod:`~simpo_bio.bandit.plots` -- the PNGs;
+* :mod:`~simpo_bio.bandit.checkpoints` -- :class:`RunStore`, the per-(scheme, seed) checkpoints a killed
+  experiment resumes from;
 * :mod:`~simpo_bio.bandit.cli` -- :func:`cli_main`, the entry point ``simpo-bio bandit`` dispatches to.
 
 Imports: numpy, torch, :mod:`simpo_bio.diffusion.flow`, :mod:`simpo_bio.weighting`, :mod:`simpo_bio.fileio`
 (pandas, matplotlib, tqdm and jsonargparse inside the functions that need them); never :mod:`simpo_bio.cli`.
 """
 
+from simpo_bio.bandit.checkpoints import ResumeMismatchError, RunStore
 from simpo_bio.bandit.cli import build_parser, cli_main
 from simpo_bio.bandit.config import (
     UNSIGNED_COUNTERPART,
@@ -33,7 +36,9 @@ __all__ = [
     "UNSIGNED_COUNTERPART",
     "BanditConfig",
     "BanditRun",
+    "ResumeMismatchError",
     "RewardFunction",
+    "RunStore",
     "SchemeSpec",
     "as_scheme_specs",
     "build_parser",

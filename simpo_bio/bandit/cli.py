@@ -9,6 +9,11 @@ row per scheme x seed x evaluation), ``bandit_<reward>.png`` (reward + initial p
 over seeds), ``bandit_<reward>_density.png`` (the policy density over training, one panel per scheme, first
 seed) and ``bandit_<reward>_density.npz`` (all densities).
 
+Every finished (scheme, seed) run is saved at once to ``<out>/bandit_<reward>_runs/``; the same command run again
+after a kill computes only the missing runs (:mod:`simpo_bio.bandit.checkpoints`). Saved runs of another config are
+refused (one line naming the fields that differ) unless ``--restart true``. Bad input (unknown reward or scheme, a
+size below 1, a temperature of 0, an unreadable ``--config``) fails with one line and exit status 2.
+
 Imports: jsonargparse (inside the functions) and the other modules of :mod:`simpo_bio.bandit`; never
 :mod:`simpo_bio.cli` (which dispatches here lazily).
 """
@@ -19,6 +24,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import asdict
 
+from simpo_bio.bandit.checkpoints import RunStore
 from simpo_bio.bandit.config import BanditConfig
 from simpo_bio.bandit.experiment import BanditRun, run_experiment
 from simpo_bio.bandit.results import save_outputs, summarize
@@ -27,12 +33,18 @@ from simpo_bio.bandit.rewards import REWARDS, get_reward
 __all__ = ["build_parser", "cli_main"]
 
 
+def _fail(message: str) -> None:
+    print(f"simpo-bio bandit: error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
 def build_parser():
     """jsonargparse parser: every :class:`BanditConfig` field as ``--field``, plus ``--config FILE.yaml``."""
     from jsonargparse import ActionConfigFile, ArgumentParser
 
     parser = ArgumentParser(
         prog="simpo-bio bandit",
+        exit_on_error=False,
         description="SiMPO on the paper's 1-D bandit: regret curves per weighting scheme (CSV + PNG). "
         f"Rewards: {', '.join(f'{k} ({v.description})' for k, v in REWARDS.items())}.",
     )
@@ -53,16 +65,21 @@ def cli_main(argv: Sequence[str] | None = None) -> list[BanditRun]:
         SystemExit: status 2 with a one-line message on bad input (unknown reward / scheme, invalid values).
     """
     parser = build_parser()
-    ns = parser.parse_args(list(argv) if argv is not None else None)
-    values = {k: v for k, v in vars(parser.instantiate(ns)).items() if k != "config"}
+    try:
+        ns = parser.parse_args(list(argv) if argv is not None else None)
+        values = {k: v for k, v in vars(parser.instantiate(ns)).items() if k != "config"}
+    except SystemExit:  # --help
+        raise
+    except Exception as err:  # noqa: BLE001 - jsonargparse raises several types for a bad file or value
+        _fail(" ".join(str(err).split())[:500] or type(err).__name__)
     values = {k: v for k, v in values.items() if k in BanditConfig.__dataclass_fields__}
     try:
         cfg = BanditConfig(**values)  # parses a --schemes shorthand into (name, params) pairs
         cfg.validate()
-    except ValueError as err:
-        print(f"simpo-bio bandit: error: {err}", file=sys.stderr)
-        raise SystemExit(2) from err
-    runs = run_experiment(cfg)
+        store = RunStore(cfg)  # refuses saved runs of another config (unless --restart true)
+    except (ValueError, TypeError) as err:
+        _fail(str(err))
+    runs = run_experiment(cfg, store)
     paths = save_outputs(cfg, runs)
     summary = summarize(runs)
     print(f"\nreward {cfg.reward}: r* = {get_reward(cfg.reward).optimum()[1]:.4f}; config: {asdict(cfg)}")

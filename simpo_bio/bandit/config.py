@@ -155,9 +155,12 @@ class BanditConfig:
         eval_every: evaluate the regret every this many iterations (and at 0 and at the end).
         eval_samples: samples per regret estimate.
         density_bins: histogram bins of the recorded policy density over ``[low, high]``.
-        out: output folder.
+        out: output folder (also of the per-run checkpoints, ``<out>/bandit_<reward>_runs/``: a killed experiment
+            run again computes only the missing runs, see :mod:`simpo_bio.bandit.checkpoints`).
         threads: torch CPU threads.
         progress: show a progress bar.
+        restart: discard the runs saved in ``out`` by an earlier experiment of another config (without it such a
+            folder is refused with one line naming the fields that differ) and compute everything again.
     """
 
     reward: str = "two_optima"
@@ -190,6 +193,7 @@ class BanditConfig:
     out: str = "runs/bandit"
     threads: int = 1
     progress: bool = True
+    restart: bool = False
 
     def __post_init__(self) -> None:
         self.schemes = as_scheme_specs(self.schemes)

@@ -181,8 +181,14 @@ def train_bandit(
     return BanditRun(scheme=scheme.label, seed=seed, **arrays, escape_regret=reward.escape_regret())
 
 
-def run_experiment(cfg: BanditConfig) -> list[BanditRun]:
+def run_experiment(cfg: BanditConfig, store=None) -> list[BanditRun]:
     """All (scheme, seed) runs of ``cfg``; every scheme of a seed starts from the same pretrained policy.
+
+    Args:
+        cfg: the experiment.
+        store: optional :class:`simpo_bio.bandit.checkpoints.RunStore` (anything with ``load(spec, seed) ->
+            BanditRun | None`` and ``save(run, spec, seed)``): runs it holds are loaded instead of computed (a
+            seed whose runs are all saved is not even pretrained) and every computed run is saved at once.
 
     Raises:
         ValueError: invalid config, unknown reward or scheme.
@@ -196,11 +202,18 @@ def run_experiment(cfg: BanditConfig) -> list[BanditRun]:
     runs: list[BanditRun] = []
     bar = tqdm(total=cfg.seeds * len(specs), desc=f"bandit {cfg.reward}", disable=not cfg.progress, unit="run")
     for seed in range(cfg.seed_offset, cfg.seed_offset + cfg.seeds):
-        bar.set_postfix_str(f"seed {seed}: pretraining")
-        init = pretrain_policy(cfg, reward, seed)
-        for spec in specs:
-            bar.set_postfix_str(f"seed {seed}: {spec.label}")
-            run = train_bandit(cfg, reward, spec, seed, init_policy=init)
+        saved = {i: store.load(spec, seed) for i, spec in enumerate(specs)} if store is not None else {}
+        init = None
+        for i, spec in enumerate(specs):
+            run = saved.get(i)
+            if run is None:
+                if init is None:
+                    bar.set_postfix_str(f"seed {seed}: pretraining")
+                    init = pretrain_policy(cfg, reward, seed)
+                bar.set_postfix_str(f"seed {seed}: {spec.label}")
+                run = train_bandit(cfg, reward, spec, seed, init_policy=init)
+                if store is not None:
+                    store.save(run, spec, seed)
             runs.append(run)
             bar.set_postfix_str(f"seed {seed}: {spec.label} regret {run.final_regret:.3f}")
             bar.update(1)
