@@ -20,6 +20,11 @@ draws its base by inverse CDF when it is revealed, and the denoiser runs only on
 one position at that step. This is the same distribution as the step-by-step MDLM sampler (ending at ``t = 0``, so
 no final greedy "noise removal" step is needed), with ``2 * B * L`` random numbers in total and no wasted forwards.
 
+DRAKES-matching option (Wang et al. 2024, ``drakes_dna/diffusion_gosai_update.py``, ``_sample``): ``grid_end=1e-5,
+noise_removal=True`` runs the grid ``t_i = 1 - i (1 - 1e-5) / N`` instead, so a position is still masked after the
+last step with probability ``m(1e-5) / m(1)``; one final denoiser call then fills those positions with the argmax
+base. The default (``grid_end=0``, no noise removal) is unchanged.
+
 Imports: torch only (the denoiser is passed in, e.g. :class:`simpo_bio.dna.backbones.DilatedCNN`).
 """
 
@@ -181,14 +186,16 @@ class MaskedDiffusion(nn.Module):
         return nll * self.schedule.elbo_weight(t)
 
     # ---------------------------------------------------------------- sampler
-    def reveal_step_probs(self, num_steps: int, device: torch.device | str | None = None) -> Tensor:
+    def reveal_step_probs(self, num_steps: int, device: torch.device | str | None = None,
+                          grid_end: float = 0.0) -> Tensor:
         """``[num_steps]`` probability that a position is revealed at step ``i`` of the ancestral sampler.
 
-        On the grid ``t_i = 1 - i / N`` a position masked at ``t_i`` stays masked with probability
+        On the grid ``t_i = 1 - i (1 - grid_end) / N`` a position masked at ``t_i`` stays masked with probability
         ``m(t_{i+1}) / m(t_i)``, independently of the model, so ``P(reveal at i) = (m(t_i) - m(t_{i+1})) / m(t_0)``
-        (uniform ``1 / N`` for the log-linear schedule). The last step ends at ``t = 0`` and reveals everything.
+        (uniform ``1 / N`` for the log-linear schedule). With ``grid_end = 0`` the last step ends at ``t = 0`` and
+        reveals everything; otherwise ``m(grid_end) / m(1)`` of the mass is left for the noise-removal step.
         """
-        grid = torch.linspace(1.0, 0.0, num_steps + 1, device=device, dtype=torch.float64)
+        grid = torch.linspace(1.0, grid_end, num_steps + 1, device=device, dtype=torch.float64)
         move = self.schedule.move_chance(grid)
         return ((move[:-1] - move[1:]) / move[0]).float()
 
@@ -203,8 +210,10 @@ class MaskedDiffusion(nn.Module):
         generator: torch.Generator | None = None,
         seed: int | None = None,
         device: torch.device | str | None = None,
+        grid_end: float = 0.0,
+        noise_removal: bool = False,
     ) -> Tensor:
-        """Draw sequences with the ancestral sampler (``num_steps`` steps from ``t = 1`` to ``t = 0``).
+        """Draw sequences with the ancestral sampler (``num_steps`` steps from ``t = 1`` to ``t = grid_end``).
 
         Args:
             num_samples: number of sequences ``B``.
@@ -215,12 +224,16 @@ class MaskedDiffusion(nn.Module):
             generator: RNG for every draw; with ``seed`` instead, a fresh generator seeded with it is used. The
                 same seed, sizes and device give the same sequences.
             device: where to sample (default: the model's device).
+            grid_end: last time of the grid (DRAKES: ``1e-5``); ``0`` reveals every position by the last step.
+            noise_removal: after the last step, one denoiser call sets every still-masked position to its argmax
+                base (DRAKES ``sampling.noise_removal``); required when ``grid_end > 0``.
 
         Returns:
             ``[num_samples, seq_len]`` long tokens, never the mask token.
 
         Raises:
-            ValueError: on non-positive sizes or when both ``generator`` and ``seed`` are given.
+            ValueError: on non-positive sizes, when both ``generator`` and ``seed`` are given, or on a
+                ``grid_end`` outside ``[0, 1)`` / without ``noise_removal``.
         """
         if num_samples <= 0 or seq_len <= 0 or num_steps <= 0:
             raise ValueError(
@@ -229,6 +242,9 @@ class MaskedDiffusion(nn.Module):
             )
         if generator is not None and seed is not None:
             raise ValueError("MaskedDiffusion.sample: pass either generator or seed, not both")
+        if not 0.0 <= grid_end < 1.0 or (grid_end > 0 and not noise_removal):
+            raise ValueError(f"MaskedDiffusion.sample: grid_end must be in [0, 1) and needs noise_removal=True when "
+                             f"> 0 (else masks would remain), got grid_end={grid_end}, noise_removal={noise_removal}")
         if device is None:
             param = next(self.parameters(), None)
             device = param.device if param is not None else torch.device("cpu")
@@ -239,11 +255,12 @@ class MaskedDiffusion(nn.Module):
         was_training = self.training
         self.eval()
         try:
-            reveal_cdf = self.reveal_step_probs(num_steps, device).cumsum(0)
-            grid = torch.linspace(1.0, 0.0, num_steps + 1, device=device)
-            sigmas = self.schedule.sigma(grid[:-1])
+            reveal_cdf = self.reveal_step_probs(num_steps, device, grid_end).cumsum(0)
+            grid = torch.linspace(1.0, grid_end, num_steps + 1, device=device)
+            sigmas = self.schedule.sigma(grid)  # [N + 1]: the last one is the noise-removal step's
             out = [
-                self._sample_chunk(min(batch_size, num_samples - start), seq_len, reveal_cdf, sigmas, generator, device)
+                self._sample_chunk(min(batch_size, num_samples - start), seq_len, reveal_cdf, sigmas, generator, device,
+                                   leftover=grid_end > 0)
                 for start in range(0, num_samples, batch_size)
             ]
         finally:
@@ -258,18 +275,21 @@ class MaskedDiffusion(nn.Module):
         sigmas: Tensor,
         generator: torch.Generator | None,
         device: torch.device,
+        leftover: bool = False,
     ) -> Tensor:
+        # leftover: grid_end > 0, so step N means "still masked after the grid", filled by noise removal
         num_steps = reveal_cdf.numel()
         # Reveal step of every position (inverse CDF), then one uniform per position for its base.
         u_step = torch.rand(batch, length, generator=generator, device=device)
-        step = torch.searchsorted(reveal_cdf, u_step.reshape(-1), right=True).clamp_(max=num_steps - 1)
+        step = torch.searchsorted(reveal_cdf, u_step.reshape(-1), right=True)
+        step = step.clamp_(max=num_steps if leftover else num_steps - 1)
         step = step.reshape(batch, length)
         u_token = torch.rand(batch, length, generator=generator, device=device)
         x = torch.full((batch, length), self.mask_index, dtype=torch.long, device=device)
         # Visit positions grouped by step: one sort instead of a [B, L] comparison per step.
         flat_step = step.reshape(-1)
         order = torch.argsort(flat_step, stable=True)
-        counts = torch.bincount(flat_step, minlength=num_steps).tolist()
+        counts = torch.bincount(flat_step, minlength=num_steps + 1).tolist()[:num_steps]
         rows_all = order // length
         cols_all = order % length
         data_tokens = self._data_tokens.to(device)
@@ -288,6 +308,12 @@ class MaskedDiffusion(nn.Module):
             # Count how many CDF knots lie below u; the last knot is never compared, so the pick is in range.
             choice = (cdf[:, :-1] < u_token[rows, cols, None]).sum(-1)
             x[rows, cols] = data_tokens[choice]
+        if leftover and start < order.numel():  # noise removal: argmax base of every still-masked position
+            rows, cols = rows_all[start:], cols_all[start:]
+            active, slot = torch.unique(rows, sorted=True, return_inverse=True)
+            logits = self.backbone(x.index_select(0, active), sigmas[num_steps].expand(active.numel()))
+            best = logits[slot, cols].float().index_select(-1, data_tokens).argmax(-1)
+            x[rows, cols] = data_tokens[best]
         return x
 
     def sample_stats(self, num_steps: int, seq_len: int) -> dict[str, float]:
