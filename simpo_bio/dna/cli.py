@@ -290,8 +290,8 @@ def _demo_args(configs: Sequence[str], out: Path, a: argparse.Namespace) -> list
             {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
              "init_args": {"dirpath": str(out / "checkpoints"), "save_last": True, "save_top_k": 0}},
             {"class_path": "simpo_bio.dna.designs.ExportDesigns",
-             "init_args": {"out_dir": str(out), **({"num_samples": a.num_samples} if a.num_samples else {}),
-                           **_export_overrides(configs)}},
+             "init_args": {"out_dir": str(out), **_export_overrides(configs),
+                           **({"num_samples": a.num_samples} if a.num_samples else {})}},
         ],
     }}
     if a.iterations is not None:

@@ -3,12 +3,14 @@ LightningCLI helper's reading of checkpoints written by earlier releases (simpo_
 
 from __future__ import annotations
 
+import argparse
 import importlib
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
+import yaml
 from lightning.pytorch.cli import LightningCLI
 from tiny_models import SEQ_LEN, tiny_checkpoints, tiny_real_sets, tiny_run
 
@@ -143,6 +145,18 @@ def test_nan_rewards_stop_a_command_with_one_line(ckpts, tmp_path, monkeypatch, 
     assert e.value.code == 2
     err = capsys.readouterr().err
     assert "non-finite reward (nan) for sequence 0" in err and "Traceback" not in err
+
+
+def test_demo_run_config_keeps_the_configs_export_settings_and_the_command_line_wins(tmp_path, monkeypatch):
+    monkeypatch.chdir(Path(__file__).resolve().parents[2])  # the demo runs from the repository root
+    args = dna_cli._demo_args(dna_cli.DEMO_CONFIGS, tmp_path, argparse.Namespace(num_samples=16, iterations=3))
+    run_cfg = yaml.safe_load(Path(args[-1]).read_text())
+    export = run_cfg["trainer"]["callbacks"][-1]
+    assert export["class_path"] == "simpo_bio.dna.designs.ExportDesigns"
+    assert export["init_args"]["num_samples"] == 16 and export["init_args"]["seed"] == 12345  # demo.yaml: 256
+    assert export["init_args"]["out_dir"] == str(tmp_path) and run_cfg["trainer"]["max_epochs"] == 3
+    default = dna_cli._demo_args(dna_cli.DEMO_CONFIGS, tmp_path, argparse.Namespace(num_samples=None, iterations=None))
+    assert yaml.safe_load(Path(default[-1]).read_text())["trainer"]["callbacks"][-1]["init_args"]["num_samples"] == 256
 
 
 def _user_fasta(tmp_path):
