@@ -107,6 +107,9 @@ def export_hf(ckpt: str | os.PathLike, out: str | os.PathLike, *, metrics: str |
     metrics_path = Path(metrics) if metrics else _find_metrics(ckpt_path)
     table = metrics_path.read_text().strip() if metrics_path is not None and metrics_path.is_file() else None
     (out_dir / "README.md").write_text(model_card(config, table, out_dir.name))
+    for path in out_dir.iterdir():  # files meant to be shared (safetensors writes through a private temp file)
+        if path.name in ("config.json", "model.safetensors", "README.md", *CODE_FILES):
+            os.chmod(path, 0o644)
     return out_dir
 
 
@@ -162,10 +165,14 @@ def model_card(config: SimpoDNAConfig, metrics_table: str | None = None, name: s
         ]
     else:
         lines += ["None: the pretrained model (maximum-likelihood ELBO training, no oracle)."
-                  + (f" Validation ELBO {meta['val_bpb']:.4f} bits/base." if meta.get("val_bpb") else "")]
+                  + (f" Validation ELBO at the end of training (one draw): {meta['val_bpb']:.4f} bits/base."
+                     if meta.get("val_bpb") else "")]
     lines += ["", "## Metrics", ""]
     lines += [metrics_table] if metrics_table else ["No `metrics.md` was found in the checkpoint's run directory."]
     steps = config.num_steps or 128
+    timing = ("this model's denoiser is time-conditioned: pass `sigma` or `t`."
+              if config.backbone_config.get("time_conditioning") else
+              "this model's denoiser has no time input and ignores it (valid under `subs`).")
     lines += [
         "",
         "## Sampling",
@@ -192,8 +199,8 @@ def model_card(config: SimpoDNAConfig, metrics_table: str | None = None, name: s
         "log_probs = model.subs_log_probs(tokens, logits)  # subs: [MASK] never predicted, unmasked carried over",
         "```",
         "",
-        "`sigma = -log(1 - (1 - eps) t)`; the denoiser of this model ignores it unless its backbone config has "
-        "`time_conditioning: true`. The logits equal simpo-bio's `MaskedDiffusion.backbone(tokens, sigma)`.",
+        f"`sigma = -log(1 - (1 - eps) t)`; {timing} The logits equal simpo-bio's "
+        "`MaskedDiffusion.backbone(tokens, sigma)`.",
         "",
     ]
     return "\n".join(lines)
