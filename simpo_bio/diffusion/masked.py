@@ -212,7 +212,9 @@ class MaskedDiffusion(nn.Module):
         device: torch.device | str | None = None,
         grid_end: float = 0.0,
         noise_removal: bool = False,
-    ) -> Tensor:
+        reference: MaskedDiffusion | None = None,
+        return_log_probs: bool = False,
+    ) -> Tensor | tuple[Tensor, Tensor, Tensor]:
         """Draw sequences with the ancestral sampler (``num_steps`` steps from ``t = 1`` to ``t = grid_end``).
 
         Args:
@@ -227,9 +229,17 @@ class MaskedDiffusion(nn.Module):
             grid_end: last time of the grid (DRAKES: ``1e-5``); ``0`` reveals every position by the last step.
             noise_removal: after the last step, one denoiser call sets every still-masked position to its argmax
                 base (DRAKES ``sampling.noise_removal``); required when ``grid_end > 0``.
+            reference: a second model with the same vocabulary, run on the same noisy sequences when
+                ``return_log_probs`` (e.g. the frozen pretrained model of fine-tuning).
+            return_log_probs: also return the trajectory log-probabilities of every sequence, see Returns.
 
         Returns:
-            ``[num_samples, seq_len]`` long tokens, never the mask token.
+            ``[num_samples, seq_len]`` long tokens, never the mask token. With ``return_log_probs``:
+            ``(tokens, log_p [B], log_q [B])``, the sums over revealed positions of the log-probability of the
+            drawn base under this model and under ``reference`` (zeros without one), nats. The reveal order does
+            not depend on the model, so ``log_p - log_q`` is the log-ratio of the two models' sampling
+            trajectories and its mean estimates the path KL ``KL(p || q)`` (an upper bound of the KL of the
+            sequences' distributions). Noise-removal picks are deterministic and add 0.
 
         Raises:
             ValueError: on non-positive sizes, when both ``generator`` and ``seed`` are given, or on a
@@ -260,12 +270,15 @@ class MaskedDiffusion(nn.Module):
             sigmas = self.schedule.sigma(grid)  # [N + 1]: the last one is the noise-removal step's
             out = [
                 self._sample_chunk(min(batch_size, num_samples - start), seq_len, reveal_cdf, sigmas, generator, device,
-                                   leftover=grid_end > 0)
+                                   leftover=grid_end > 0, reference=reference, log_probs=return_log_probs)
                 for start in range(0, num_samples, batch_size)
             ]
         finally:
             self.train(was_training)
-        return torch.cat(out, dim=0)
+        x = torch.cat([o[0] for o in out], dim=0)
+        if not return_log_probs:
+            return x
+        return x, torch.cat([o[1] for o in out]), torch.cat([o[2] for o in out])
 
     def _sample_chunk(
         self,
@@ -276,7 +289,9 @@ class MaskedDiffusion(nn.Module):
         generator: torch.Generator | None,
         device: torch.device,
         leftover: bool = False,
-    ) -> Tensor:
+        reference: MaskedDiffusion | None = None,
+        log_probs: bool = False,
+    ) -> tuple[Tensor, Tensor, Tensor]:
         # leftover: grid_end > 0, so step N means "still masked after the grid", filled by noise removal
         num_steps = reveal_cdf.numel()
         # Reveal step of every position (inverse CDF), then one uniform per position for its base.
@@ -286,6 +301,8 @@ class MaskedDiffusion(nn.Module):
         step = step.reshape(batch, length)
         u_token = torch.rand(batch, length, generator=generator, device=device)
         x = torch.full((batch, length), self.mask_index, dtype=torch.long, device=device)
+        log_p = torch.zeros(batch, device=device)
+        log_q = torch.zeros(batch, device=device)
         # Visit positions grouped by step: one sort instead of a [B, L] comparison per step.
         flat_step = step.reshape(-1)
         order = torch.argsort(flat_step, stable=True)
@@ -307,6 +324,12 @@ class MaskedDiffusion(nn.Module):
             cdf = torch.softmax(logits, dim=-1).cumsum_(-1)
             # Count how many CDF knots lie below u; the last knot is never compared, so the pick is in range.
             choice = (cdf[:, :-1] < u_token[rows, cols, None]).sum(-1)
+            if log_probs:
+                log_p.index_add_(0, rows, torch.log_softmax(logits, -1).gather(-1, choice[:, None]).squeeze(-1))
+                if reference is not None:
+                    ref = reference.backbone(x_in, sigmas[i].expand(active.numel()))
+                    ref = ref[slot, cols].float().index_select(-1, data_tokens)
+                    log_q.index_add_(0, rows, torch.log_softmax(ref, -1).gather(-1, choice[:, None]).squeeze(-1))
             x[rows, cols] = data_tokens[choice]
         if leftover and start < order.numel():  # noise removal: argmax base of every still-masked position
             rows, cols = rows_all[start:], cols_all[start:]
@@ -314,7 +337,7 @@ class MaskedDiffusion(nn.Module):
             logits = self.backbone(x.index_select(0, active), sigmas[num_steps].expand(active.numel()))
             best = logits[slot, cols].float().index_select(-1, data_tokens).argmax(-1)
             x[rows, cols] = data_tokens[best]
-        return x
+        return x, log_p, log_q
 
     def sample_stats(self, num_steps: int, seq_len: int) -> dict[str, float]:
         """Expected denoiser calls per sequence for the ancestral sampler (steps where something is revealed)."""
