@@ -44,6 +44,7 @@ from pyjaspar import jaspardb
 
 from simpo_bio.dna.alphabet import ALPHABET
 from simpo_bio.dna.data import default_cache_dir
+from simpo_bio.dna.naturalness import naturalness_per_sequence, naturalness_summary
 from simpo_bio.dna.oracle import oracle_predicts_target, oracle_scores
 from simpo_bio.fileio import atomic_write
 
@@ -295,6 +296,8 @@ class Evaluator:
         reference_model: frozen pretrained ``MaskedDiffusion`` for App-Log-Lik, or ``None`` to skip it.
         motif_scanner: a :class:`MotifScanner`, or ``None`` to skip the JASPAR correlation.
         elbo_repeats: Monte-Carlo repeats of the ELBO estimate per sequence.
+        gc_window, max_homopolymer: the naturalness limits of the summary (share of designs with GC outside the
+            window; share with a homopolymer longer than the limit, bp).
     """
 
     eval_oracle: object
@@ -304,6 +307,8 @@ class Evaluator:
     motif_scanner: MotifScanner | None = None
     elbo_repeats: int = 1
     kmer: int = 3
+    gc_window: tuple[float, float] = (0.3, 0.7)
+    max_homopolymer: int = 15
     _ref_kmer: torch.Tensor | None = field(default=None, repr=False)
     _ref_motif: torch.Tensor | None = field(default=None, repr=False)
 
@@ -316,7 +321,8 @@ class Evaluator:
             self._ref_motif = self.motif_scanner.count(self.reference_tokens).mean(0)
 
     def per_sequence(self, tokens: torch.Tensor, progress: Callable | None = None) -> pd.DataFrame:
-        """Per-design table: ``eval_reward``, ``eval_is_hepg2``, ``log_lik``, ``min_train_hamming``, ``gc``."""
+        """Per-design table: ``eval_reward``, ``eval_is_hepg2``, ``log_lik``, ``min_train_hamming``, and the
+        naturalness columns ``gc``, ``longest_homopolymer``, ``dust`` (:mod:`simpo_bio.dna.naturalness`)."""
         tokens = torch.as_tensor(tokens).long()
         df = pd.DataFrame(index=pd.RangeIndex(tokens.shape[0]))
         df["eval_reward"] = oracle_scores(self.eval_oracle, tokens, what="the evaluation oracle").numpy()
@@ -326,7 +332,8 @@ class Evaluator:
             df["log_lik"] = elbo_log_likelihood(self.reference_model, tokens, num_repeats=self.elbo_repeats).numpy()
         if self.train_tokens is not None:
             df["min_train_hamming"] = min_hamming_to_set(tokens, self.train_tokens).numpy()
-        df["gc"] = ((tokens == 1) | (tokens == 2)).float().mean(1).numpy()
+        for name, values in naturalness_per_sequence(tokens).items():
+            df[name] = values
         return df
 
     def summarize(self, tokens: torch.Tensor, per_seq: pd.DataFrame | None = None) -> dict[str, float]:
@@ -352,6 +359,8 @@ class Evaluator:
             row["app_log_lik"] = float(per_seq["log_lik"].mean())
         row["diversity_hamming"] = pairwise_hamming_mean(tokens)
         row["frac_unique"] = len(set(map(tuple, tokens.tolist()))) / tokens.shape[0]
+        if {"gc", "longest_homopolymer", "dust"} <= set(per_seq.columns):
+            row.update(naturalness_summary(per_seq, gc_window=self.gc_window, max_homopolymer=self.max_homopolymer))
         if "min_train_hamming" in per_seq:
             row["novelty_hamming"] = float(per_seq["min_train_hamming"].mean())
             row["frac_train_copies"] = float((per_seq["min_train_hamming"] == 0).mean())
@@ -374,7 +383,14 @@ DISPLAY_COLUMNS = {
     "diversity_hamming": "Diversity (Hamming)",
     "frac_unique": "Unique",
     "novelty_hamming": "Novelty (min Hamming)",
+    "gc_median": "GC (median)",
+    "frac_gc_outside": "GC outside 0.3-0.7",
+    "homopolymer_median": "Longest homopolymer (median, bp)",
+    "frac_homopolymer_over": "Homopolymer > 15 bp",
+    "dust_median": "DUST (median)",
 }
+_THREE_DECIMALS = ("atac_acc", "kmer3_corr", "jaspar_corr", "frac_unique", "gc_median", "frac_gc_outside",
+                   "frac_homopolymer_over")
 
 
 def metrics_table(rows: dict[str, dict[str, float]]) -> str:
@@ -387,6 +403,6 @@ def metrics_table(rows: dict[str, dict[str, float]]) -> str:
         cells = []
         for c in cols:
             v = r.get(c, float("nan"))
-            cells.append(f"{v:.3f}" if c in ("atac_acc", "kmer3_corr", "jaspar_corr", "frac_unique") else f"{v:.2f}")
+            cells.append(f"{v:.3f}" if c in _THREE_DECIMALS else f"{v:.2f}")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -128,8 +128,13 @@ def test_evaluator_summary_and_per_sequence(scanner):
     assert per_seq["min_train_hamming"].iloc[0] == 0
     assert -1 <= row["jaspar_corr"] <= 1 and -1 <= row["kmer3_corr"] <= 1
     assert row["frac_unique"] == 1.0
+    # naturalness columns beside Pred-Activity
+    assert row["gc_median"] == pytest.approx(float(np.median(gc)))
+    assert row["frac_gc_outside"] == pytest.approx(float(((gc < 0.3) | (gc > 0.7)).mean()))
+    assert {"longest_homopolymer", "dust", "gc"} <= set(per_seq.columns)
     table = M.metrics_table({"designs": row})
     assert "Pred-Activity (median)" in table and "designs" in table
+    assert "GC (median)" in table and "Homopolymer > 15 bp" in table
 
 
 def test_evaluator_rejects_nan_reward():
