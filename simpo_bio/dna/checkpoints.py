@@ -9,18 +9,28 @@ Shared by every model the project ships (pretrained masked diffusion model, rewa
 All three errors derive from :class:`CheckpointError`. A LightningModule that wants its kind recorded calls
 :func:`record_model_kind` in ``on_save_checkpoint``.
 
-Imports: torch and :mod:`simpo_bio.fileio` only.
+Resumable fits: :class:`ResumableCheckpoint` writes ``last.ckpt`` atomically every N epochs and / or steps with the
+global random states and the run's :func:`run_identity`; a LightningModule calls :func:`guard_resume` in
+``on_load_checkpoint`` so that resuming from another model's or another config's checkpoint stops with one line
+(:class:`ResumeMismatchError`; override: ``SIMPO_FORCE_RESUME=1``).
+
+Imports: torch, Lightning's ``ModelCheckpoint`` and :mod:`simpo_bio.fileio`.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import pickle
+import sys
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 
 from simpo_bio.fileio import atomic_torch_save
 
@@ -157,3 +167,228 @@ def load_state_dict_checked(
 def save_checkpoint_atomic(obj, path: str | os.PathLike) -> Path:
     """``torch.save`` to a temporary file next to ``path``, then rename (no half-written checkpoints)."""
     return atomic_torch_save(obj, path)
+
+
+# ------------------------------------------------------------------------------------------------ resumable fits
+#: Environment variable that lets a fit resume from a checkpoint of another config (``1`` / ``true``): the override
+#: of :func:`check_resume` for ``simpo-bio fit`` (``simpo-bio demo`` has ``--force-resume``).
+FORCE_RESUME_ENV = "SIMPO_FORCE_RESUME"
+#: Data-module arguments that do not change what a fit computes (speed, location, evaluation batch size).
+RESUME_FREE_DATA_HPARAMS = frozenset({"num_workers", "cache_dir", "eval_batch_size"})
+_CLI_HPARAMS = frozenset({"_class_path", "_instantiator"})
+
+
+class ResumeMismatchError(CheckpointError):
+    """A fit asked to resume from a checkpoint written by another model or another config."""
+
+
+def _plain(value):
+    """JSON-normal form (tuples -> lists, paths -> str) so that recorded and current values compare equal."""
+    return json.loads(json.dumps(value, sort_keys=True, default=str))
+
+
+def _renamed(cls: type) -> dict[str, str]:
+    return dict(getattr(cls, "RENAMED_HPARAMS", {}) or {})
+
+
+def run_identity(trainer, pl_module) -> dict[str, Any]:
+    """What decides a fit's results: model class and hyper-parameters, data module and its arguments (minus
+    :data:`RESUME_FREE_DATA_HPARAMS`), the global seed and the trainer's optimisation settings. The budget
+    (``max_epochs``, ``max_steps``, ``max_time``), logging and output folders are not part of it: a run may be
+    extended or moved."""
+    hparams = {k: v for k, v in dict(getattr(pl_module, "hparams", {}) or {}).items() if k not in _CLI_HPARAMS}
+    dm = getattr(trainer, "datamodule", None)
+    data = {k: v for k, v in dict(getattr(dm, "hparams", {}) or {}).items()
+            if k not in RESUME_FREE_DATA_HPARAMS and k not in _CLI_HPARAMS}  # fmt: skip
+    return _plain({
+        "model": type(pl_module).__name__,
+        "hparams": hparams,
+        "data": {"class": type(dm).__name__ if dm is not None else None, "hparams": data},
+        "seed": os.environ.get("PL_GLOBAL_SEED"),
+        "trainer": {"accumulate_grad_batches": getattr(trainer, "accumulate_grad_batches", None),
+                    "gradient_clip_val": getattr(trainer, "gradient_clip_val", None),
+                    "gradient_clip_algorithm": str(getattr(trainer, "gradient_clip_algorithm", None)),
+                    "precision": str(getattr(trainer, "precision", None))},
+    })  # fmt: skip
+
+
+def identity_hash(identity: Mapping) -> str:
+    """Short SHA-256 (12 hex digits) of a :func:`run_identity`."""
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def _recorded_identity(checkpoint: Mapping, pl_module) -> dict[str, Any]:
+    """The identity a checkpoint records; for checkpoints written without :class:`ResumableCheckpoint` what can be
+    rebuilt from Lightning's own records (model and data hyper-parameters; seed and trainer settings unknown)."""
+    if isinstance(checkpoint.get("simpo_run"), Mapping):
+        return dict(checkpoint["simpo_run"])
+    hp = {k: v for k, v in dict(checkpoint.get("hyper_parameters") or {}).items() if k not in _CLI_HPARAMS}
+    for old, new in _renamed(type(pl_module)).items():
+        if old in hp:
+            hp.setdefault(new, hp.pop(old))
+    data = {k: v for k, v in dict(checkpoint.get("datamodule_hyper_parameters") or {}).items()
+            if k not in RESUME_FREE_DATA_HPARAMS and k not in _CLI_HPARAMS}  # fmt: skip
+    kind = checkpoint.get(KIND_KEY) or str((checkpoint.get("hyper_parameters") or {}).get("_class_path", "?"))
+    return _plain({"model": kind.rpartition(".")[2], "hparams": hp, "data": {"class": None, "hparams": data}})
+
+
+def _differences(old: Mapping, new: Mapping, prefix: str = "") -> list[str]:
+    out = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, Mapping) and isinstance(b, Mapping):
+            out += _differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            out.append(f"{prefix}{key}: {a!r} (checkpoint) vs {b!r} (this run)")
+    return out
+
+
+def force_resume_requested(trainer=None) -> bool:
+    """True when :data:`FORCE_RESUME_ENV` is set to 1/true/yes or a :class:`ResumableCheckpoint` has
+    ``force_resume``."""
+    if os.environ.get(FORCE_RESUME_ENV, "").strip().lower() in ("1", "true", "yes"):
+        return True
+    return any(getattr(cb, "force_resume", False) for cb in getattr(trainer, "callbacks", None) or [])
+
+
+def check_resume(trainer, pl_module, checkpoint: Mapping, path: str | os.PathLike | None = None,
+                 force: bool | None = None) -> None:
+    """Refuse to resume ``pl_module`` from ``checkpoint`` unless both describe the same run.
+
+    Another model kind is always refused; another config (:func:`run_identity`; fields a checkpoint does not record
+    are not compared) is refused unless ``force`` (default: :func:`force_resume_requested`).
+
+    Raises:
+        ResumeMismatchError: one line naming the checkpoint, both config hashes and (up to 4 of) the fields that
+            differ, and the override.
+    """
+    path = path or getattr(trainer, "ckpt_path", None) or "the checkpoint"
+    recorded = _recorded_identity(checkpoint, pl_module)
+    current = run_identity(trainer, pl_module)
+    if recorded.get("model") not in (None, "?", current["model"]):
+        raise ResumeMismatchError(
+            f"refusing to resume {current['model']} from {path}: it was written by {recorded['model']}", path or ".")
+    # fields a checkpoint does not record (older files) are not compared
+    comparable = {k: current[k] for k in recorded if k in current}
+    if "data" in recorded and recorded["data"].get("class") is None:
+        comparable["data"] = {"class": None, "hparams": current["data"]["hparams"]}
+    diffs = _differences(recorded, comparable)
+    if not diffs or (force_resume_requested(trainer) if force is None else force):
+        return
+    more = f" and {len(diffs) - 4} more" if len(diffs) > 4 else ""
+    raise ResumeMismatchError(
+        f"refusing to resume from {path}: it was written by another run (config hash {identity_hash(recorded)}) "
+        f"than this one (config hash {identity_hash(comparable)}): {'; '.join(diffs[:4])}{more}; set "
+        f"{FORCE_RESUME_ENV}=1 (simpo-bio demo: --force-resume) to resume anyway, or start afresh "
+        "(--ckpt_path null / simpo-bio demo --fresh, or another output folder)", path)
+
+
+def guard_resume(pl_module, checkpoint: Mapping) -> None:
+    """:func:`check_resume` for a LightningModule's ``on_load_checkpoint`` while fitting: a mismatch prints one
+    line (``simpo-bio: error: ...``) and exits with status 2 (checked once per checkpoint)."""
+    trainer = getattr(pl_module, "_trainer", None)
+    fitting = trainer is not None and getattr(getattr(trainer.state, "fn", None), "value", None) == "fit"
+    if not fitting or checkpoint.get("_simpo_resume_checked"):
+        return
+    try:
+        check_resume(trainer, pl_module, checkpoint)
+    except ResumeMismatchError as err:
+        print(f"simpo-bio: error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+    if isinstance(checkpoint, dict):
+        checkpoint["_simpo_resume_checked"] = True
+
+
+def rng_states() -> dict[str, Any]:
+    """Python, NumPy, torch (and CUDA) global random states, as types torch's safe loader accepts (Lightning resumes
+    with ``weights_only=True``)."""
+    import random
+
+    import numpy as np
+
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    states = {"python": random.getstate(), "numpy": [name, [int(k) for k in keys], int(pos), int(has_gauss),
+                                                     float(cached)], "torch": torch.get_rng_state()}  # fmt: skip
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def set_rng_states(states: Mapping[str, Any]) -> None:
+    """Inverse of :func:`rng_states` (missing entries are left as they are)."""
+    import random
+
+    import numpy as np
+
+    if "python" in states:
+        random.setstate(states["python"])
+    if "numpy" in states:
+        name, keys, pos, has_gauss, cached = states["numpy"]
+        np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+    if "torch" in states:
+        torch.set_rng_state(states["torch"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+class ResumableCheckpoint(ModelCheckpoint):
+    """``last.ckpt`` at a fixed interval, written atomically, that a killed fit resumes to the same result.
+
+    A :class:`~lightning.pytorch.callbacks.ModelCheckpoint` with ``save_last=True, save_top_k=0`` writes
+    ``last.ckpt`` only when training ends (Lightning 2.6); this one writes it every ``every_n_epochs`` epochs (a
+    SiMPO policy iteration is an epoch) and / or every ``every_n_train_steps`` optimizer steps. Each write goes to a
+    temporary file that then replaces ``last.ckpt`` (a kill leaves the previous one intact). Every checkpoint also
+    records the global random states (restored on resume) and the :func:`run_identity`; resuming from a checkpoint
+    of another run is refused (:func:`check_resume`) unless ``force_resume`` or :data:`FORCE_RESUME_ENV`.
+
+    Resume with ``ckpt_path: last`` in the config (the shipped DNA configs do): the same command run again
+    continues from ``last.ckpt`` when there is one and starts afresh otherwise.
+
+    Args:
+        dirpath: folder of ``last.ckpt``.
+        every_n_epochs: epochs between checkpoints (0: none at epoch ends).
+        every_n_train_steps: optimizer steps between checkpoints (None / 0: none within epochs).
+        force_resume: accept a checkpoint of another config.
+        save_last, save_top_k, enable_version_counter: as in :class:`ModelCheckpoint`, but ``True``, ``0`` and
+            ``False`` by default (always ``last.ckpt``, no other files).
+        **kwargs: other :class:`ModelCheckpoint` arguments.
+    """
+
+    def __init__(self, dirpath: str | None = None, every_n_epochs: int = 1, every_n_train_steps: int | None = None,
+                 force_resume: bool = False, save_last: bool = True, save_top_k: int = 0,
+                 enable_version_counter: bool = False, **kwargs: Any) -> None:
+        # Lightning accepts one trigger only; the epoch one is handled here (on_train_epoch_end)
+        super().__init__(dirpath=dirpath, every_n_epochs=None if every_n_train_steps else every_n_epochs,
+                         every_n_train_steps=every_n_train_steps or None, save_last=save_last, save_top_k=save_top_k,
+                         enable_version_counter=enable_version_counter, **kwargs)
+        self.last_every_n_epochs = int(every_n_epochs or 0)
+        self.force_resume = force_resume
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        n = self.last_every_n_epochs
+        due = n >= 1 and (trainer.current_epoch + 1) % n == 0
+        if due and self.save_top_k == 0 and not self._should_skip_saving_checkpoint(trainer):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+    def _save_checkpoint(self, trainer, filepath: str) -> None:
+        from weakref import proxy
+
+        tmp = Path(filepath).with_name(f".{Path(filepath).name}.part")
+        trainer.save_checkpoint(tmp, self.save_weights_only)
+        if trainer.is_global_zero:
+            os.replace(tmp, filepath)
+        self._last_global_step_saved = trainer.global_step
+        self._last_checkpoint_saved = filepath
+        if trainer.is_global_zero:
+            for logger in trainer.loggers:
+                logger.after_save_checkpoint(proxy(self))
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict[str, Any]) -> None:
+        checkpoint["simpo_run"] = run_identity(trainer, pl_module)
+        checkpoint["simpo_rng"] = rng_states()
+
+    def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict[str, Any]) -> None:
+        guard_resume(pl_module, checkpoint)
+        if checkpoint.get("simpo_rng") is not None:
+            set_rng_states(checkpoint["simpo_rng"])

@@ -19,6 +19,7 @@ Imports: :mod:`simpo_bio.lightning_cli` (never :mod:`simpo_bio.cli`) and the DNA
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 import time
@@ -34,7 +35,7 @@ import yaml
 
 from simpo_bio.dna import designs, dhs
 from simpo_bio.dna.alphabet import SequenceValidationError
-from simpo_bio.dna.checkpoints import CheckpointError
+from simpo_bio.dna.checkpoints import FORCE_RESUME_ENV, CheckpointError, load_checkpoint
 from simpo_bio.dna.data import FastaFormatError, columns_numpy, read_fasta, resolve_cache_dir
 from simpo_bio.dna.datamodules import load_sequences
 from simpo_bio.dna.designs import (
@@ -241,6 +242,8 @@ def demo_main(argv: list[str] | None = None) -> None:
     p.add_argument("--num-samples", type=int, default=None, help="designs to evaluate (default: the config's)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
     p.add_argument("--fresh", action="store_true", help="start over even if the output directory holds a run")
+    p.add_argument("--force-resume", action="store_true",
+                   help="resume the run in --out even if it was made with another config (normally refused)")
     p.add_argument("overrides", nargs="*", help="extra LightningCLI arguments, e.g. --model.init_args.lr=1e-3")
     a, extra = p.parse_known_args(argv)
     _set_threads(a.threads)
@@ -260,8 +263,14 @@ def demo_main(argv: list[str] | None = None) -> None:
         print("[simpo-bio] 3/4 fine-tuning with SiMPO (scheme square_neg)", flush=True)
         last = out / "checkpoints" / "last.ckpt"
         if last.exists() and not a.fresh:
-            print(f"[simpo-bio]     resuming from {last}", flush=True)
+            ckpt = load_checkpoint(last, weights_only=False)  # a truncated / foreign file: one line, exit 2
+            print(f"[simpo-bio]     resuming from {last} (iteration {int(ckpt.get('epoch', -1)) + 1} done; "
+                  "--fresh starts over)", flush=True)
             args += [f"--ckpt_path={last}"]
+        else:
+            args += ["--ckpt_path=null"]  # the configs say `ckpt_path: last`
+        if a.force_resume:
+            os.environ[FORCE_RESUME_ENV] = "1"
         print("[simpo-bio] 4/4 evaluation and export happen at the end of the fit (ExportDesigns)", flush=True)
         lightning_cli(args + list(a.overrides) + list(extra))
         md = (out / "metrics.md")
@@ -287,8 +296,8 @@ def _demo_args(configs: Sequence[str], out: Path, a: argparse.Namespace) -> list
              "init_args": {"save_dir": str(out), "project": "simpo-bio", "offline": True}},
         ],
         "callbacks": [
-            {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
-             "init_args": {"dirpath": str(out / "checkpoints"), "save_last": True, "save_top_k": 0}},
+            {"class_path": "simpo_bio.dna.checkpoints.ResumableCheckpoint",  # last.ckpt after every iteration
+             "init_args": {"dirpath": str(out / "checkpoints"), "every_n_epochs": 1}},
             {"class_path": "simpo_bio.dna.designs.ExportDesigns",
              "init_args": {"out_dir": str(out), **_export_overrides(configs),
                            **({"num_samples": a.num_samples} if a.num_samples else {})}},

@@ -39,6 +39,7 @@ from simpo_bio.dna.alphabet import decode
 from simpo_bio.dna.dhs import HEPG2_INDEX, load_dhs
 from simpo_bio.dna.finetune import SiMPOFineTuning, load_policy
 from simpo_bio.dna.metrics import Evaluator, MotifScanner, metrics_table
+from simpo_bio.dna.naturalness import SynthesisConstraints, synthesis_flags
 from simpo_bio.dna.oracle import load_oracle
 from simpo_bio.fileio import atomic_write
 
@@ -233,23 +234,35 @@ def plot_reward_curve(
 
 # ------------------------------------------------------------------------------------------------- designs out
 def design_table(tokens: torch.Tensor, ids: Sequence[str], per_seq: pd.DataFrame | None = None,
-                 reward: torch.Tensor | None = None, **constant) -> pd.DataFrame:
-    """Per-design table: ``id, sequence, [reward], <per-sequence metrics>, <constant columns>``."""
+                 reward: torch.Tensor | None = None, constraints: SynthesisConstraints | None = None,
+                 **constant) -> pd.DataFrame:
+    """Per-design table: ``id, sequence, [reward], <per-sequence metrics>, flags, <constant columns>``.
+
+    ``flags`` lists the synthesis-constraint violations of each design (:func:`synthesis_flags` with
+    ``constraints``, default :class:`SynthesisConstraints`: GC 0.3-0.7, homopolymer <= 15 bp, no BsaI / BsmBI
+    site on either strand), ``;``-separated, ``none`` when the design is ready to order.
+    """
     df = pd.DataFrame({"id": list(ids), "sequence": decode(tokens)})
     if reward is not None:
         df["reward"] = torch.as_tensor(reward).cpu().numpy()
     if per_seq is not None:
         for c in per_seq.columns:
             df[c] = per_seq[c].to_numpy()
+    df["flags"] = flags_column(df["sequence"].tolist(), constraints)
     for k, v in constant.items():
         df[k] = v
     return df
 
 
+def flags_column(sequences: Sequence[str], constraints: SynthesisConstraints | None = None) -> list[str]:
+    """:func:`synthesis_flags` as one string per design (``;``-separated; ``none`` when clean)."""
+    return [";".join(f) if f else "none" for f in synthesis_flags(list(sequences), constraints)]
+
+
 def write_designs(out_fasta: str | os.PathLike, table: pd.DataFrame, table_path: str | os.PathLike | None = None,
                   ) -> tuple[Path, Path]:
-    """Write a design table as FASTA (header: id, reward, eval_reward, model, scheme) and as CSV/parquet."""
-    fields = {c: table[c].tolist() for c in ("reward", "eval_reward") if c in table}
+    """Write a design table as FASTA (header: id, reward, eval_reward, flags, model, scheme) and as CSV/parquet."""
+    fields = {c: table[c].tolist() for c in ("reward", "eval_reward", "flags") if c in table}
     const = {c: str(table[c].iloc[0]) for c in ("model", "scheme") if c in table and len(table)}
     fasta = write_fasta(out_fasta, table["sequence"].tolist(), ids=table["id"].tolist(), fields=fields, **const)
     table_path = Path(table_path) if table_path is not None else Path(out_fasta).with_suffix(".csv")

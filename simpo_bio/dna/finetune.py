@@ -51,6 +51,7 @@ from torch import Tensor, nn
 
 from simpo_bio.dna.checkpoints import (
     KIND_KEY,
+    guard_resume,
     load_checkpoint,
     load_state_dict_checked,
     record_model_kind,
@@ -237,6 +238,7 @@ class SiMPOFineTuning(pl.LightningModule):
         checkpoint["simpo_history"] = list(self.history)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        guard_resume(self, checkpoint)  # a checkpoint of another model / config: one line, exit 2
         state = checkpoint.get("simpo_generator_state")
         if state is not None:
             dev = torch.device(checkpoint.get("simpo_generator_device", "cpu"))

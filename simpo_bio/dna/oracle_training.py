@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from simpo_bio.dna.checkpoints import record_model_kind
+from simpo_bio.dna.checkpoints import guard_resume, record_model_kind
 from simpo_bio.dna.dhs import CELL_TYPES, DHS_SEQ_LEN, HEPG2_INDEX
 from simpo_bio.dna.oracle import CellTypeCNN, CellTypeOracle, log_odds
 
@@ -224,3 +224,6 @@ class CellTypeClassifier(pl.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         record_model_kind(checkpoint, type(self).__name__)
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        guard_resume(self, checkpoint)  # resuming a fit from another model's / config's checkpoint: one line, exit 2

@@ -41,6 +41,7 @@ from simpo_bio.dna.baselines import markov_bits_per_base
 from simpo_bio.dna.checkpoints import (
     CheckpointArchitectureError,
     check_model_kind,
+    guard_resume,
     load_checkpoint,
     load_state_dict_checked,
     record_model_kind,
@@ -286,6 +287,7 @@ class MaskedDiffusionLM(pl.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Accept the EMA-only export: fill the training weights (``model.*``) from the EMA (``ema.*``)."""
+        guard_resume(self, checkpoint)  # resuming a fit from another model's / config's checkpoint: one line, exit 2
         state = checkpoint.get("state_dict", {})
         if not any(k.startswith("model.") for k in state):
             for k, v in list(state.items()):

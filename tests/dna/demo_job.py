@@ -1,0 +1,57 @@
+"""``simpo-bio demo`` on tiny models (for the demo kill test): ``python tests/dna/demo_job.py OUT ITERATIONS``.
+
+The shipped demo configs (``configs/dna/simpo_base.yaml`` + ``simpo_square_neg.yaml`` + ``demo.yaml``) plus a tiny
+override file (tiny pretrained model and oracles of :mod:`tiny_models`, 20-bp sequences, small groups, no JASPAR);
+the DHS reference sets are replaced by :func:`tiny_models.tiny_real_sets` (no download). Running the same command
+again after a kill resumes from ``OUT/checkpoints/last.ckpt``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+sys.path.insert(0, str(HERE))
+
+import torch  # noqa: E402
+import yaml  # noqa: E402
+from tiny_models import SEQ_LEN, tiny_checkpoints, tiny_real_sets  # noqa: E402
+
+from simpo_bio.dna import cli, designs  # noqa: E402
+
+
+def tiny_config(out: Path) -> Path:
+    ckpts = tiny_checkpoints(out / "models")
+    cfg = {
+        "model": {"init_args": {"pretrained": str(ckpts["pretrained"]), "oracle": str(ckpts["oracle"]),
+                                "group_size": 8, "num_groups": 1, "seq_len": SEQ_LEN, "num_steps": 4,
+                                "update_epochs": 1, "minibatch_size": 8}},
+        "trainer": {"callbacks": [{"class_path": "simpo_bio.dna.designs.ExportDesigns",
+                                   "init_args": {"eval_oracle": str(ckpts["eval_oracle"]), "num_steps": 4,
+                                                 "jaspar": False, "evaluate_pretrained": False}}],
+                    "enable_progress_bar": False},
+    }  # fmt: skip
+    path = out / "tiny.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def run(out: Path, iterations: int, *extra: str) -> None:
+    os.environ["WANDB_MODE"] = "disabled"  # (the demo logs to wandb offline; not needed here)
+    torch.set_num_threads(1)
+    original, designs.real_sets = designs.real_sets, lambda *a, **k: tiny_real_sets()
+    try:
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        configs = [str(ROOT / c) for c in cli.DEMO_CONFIGS] + [str(tiny_config(out))]
+        cli.demo_main(["--out", str(out), *[a for c in configs for a in ("--config", c)], "--iterations",
+                       str(iterations), "--num-samples", "16", *extra])  # fmt: skip
+    finally:
+        designs.real_sets = original
+
+
+if __name__ == "__main__":
+    run(Path(sys.argv[1]), int(sys.argv[2]), *sys.argv[3:])
