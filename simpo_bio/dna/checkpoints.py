@@ -357,19 +357,38 @@ class ResumableCheckpoint(ModelCheckpoint):
     def __init__(self, dirpath: str | None = None, every_n_epochs: int = 1, every_n_train_steps: int | None = None,
                  force_resume: bool = False, save_last: bool = True, save_top_k: int = 0,
                  enable_version_counter: bool = False, **kwargs: Any) -> None:
-        # Lightning accepts one trigger only; the epoch one is handled here (on_train_epoch_end)
-        super().__init__(dirpath=dirpath, every_n_epochs=None if every_n_train_steps else every_n_epochs,
-                         every_n_train_steps=every_n_train_steps or None, save_last=save_last, save_top_k=save_top_k,
+        # Lightning's own triggers are off (its step trigger saves before the module's on_train_batch_end, e.g.
+        # an EMA update, has run); both triggers are handled here
+        super().__init__(dirpath=dirpath, every_n_epochs=0, save_last=save_last, save_top_k=save_top_k,
                          enable_version_counter=enable_version_counter, **kwargs)
         self.last_every_n_epochs = int(every_n_epochs or 0)
+        self.last_every_n_train_steps = int(every_n_train_steps or 0)
         self.force_resume = force_resume
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        super().on_train_start(trainer, pl_module)
+        if trainer.ckpt_path:  # resumed: the restored step is already saved
+            self._last_global_step_saved = trainer.global_step
+
+    def _save_last_now(self, trainer) -> None:
+        if not self._should_skip_saving_checkpoint(trainer):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
+        # a step interval is acted on at the start of the next batch: everything of the previous one (the module's
+        # on_train_batch_end included) is then done and in the checkpoint
+        n = self.last_every_n_train_steps
+        if n >= 1 and trainer.global_step > 0 and trainer.global_step // n > self._last_global_step_saved // n:
+            self._save_last_now(trainer)
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         super().on_train_epoch_end(trainer, pl_module)
         n = self.last_every_n_epochs
-        due = n >= 1 and (trainer.current_epoch + 1) % n == 0
-        if due and self.save_top_k == 0 and not self._should_skip_saving_checkpoint(trainer):
-            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+        if n >= 1 and (trainer.current_epoch + 1) % n == 0:
+            self._save_last_now(trainer)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self._save_last_now(trainer)  # the finished state (a resumed finished run has nothing left to do)
 
     def _save_checkpoint(self, trainer, filepath: str) -> None:
         from weakref import proxy
@@ -387,8 +406,14 @@ class ResumableCheckpoint(ModelCheckpoint):
     def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict[str, Any]) -> None:
         checkpoint["simpo_run"] = run_identity(trainer, pl_module)
         checkpoint["simpo_rng"] = rng_states()
+        # batches of the current epoch already trained on
+        progress = trainer.fit_loop.epoch_loop.batch_progress.current
+        checkpoint["simpo_data_position"] = {"epoch": int(trainer.current_epoch), "batches": int(progress.completed)}
 
     def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict[str, Any]) -> None:
         guard_resume(pl_module, checkpoint)
         if checkpoint.get("simpo_rng") is not None:
             set_rng_states(checkpoint["simpo_rng"])
+        position, dm = checkpoint.get("simpo_data_position"), getattr(trainer, "datamodule", None)
+        if position and callable(getattr(dm, "resume_train_at", None)):
+            dm.resume_train_at(position["epoch"], position["batches"])

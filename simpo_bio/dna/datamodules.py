@@ -9,6 +9,11 @@ Both read their ``source`` through :func:`load_sequences`: ``"dhs"`` (the embedd
 :mod:`simpo_bio.dna.dhs`), a DHS wheel / TSV, a CSV/TSV table or a FASTA file (:mod:`simpo_bio.dna.data`). The
 splits are copied into memory once (int8), so batches are plain tensor slices.
 
+The training order of epoch ``e`` is a permutation seeded by ``(seed, e)`` (:class:`EpochSeededSampler`; Lightning
+sets the epoch), so a fit resumed from a mid-epoch checkpoint of
+:class:`~simpo_bio.dna.checkpoints.ResumableCheckpoint` skips exactly the batches already trained on
+(:meth:`_DNADataModuleBase.resume_train_at`) and sees the same batches as an uninterrupted fit.
+
 Imports: Lightning, :mod:`simpo_bio.dna.data`, :mod:`simpo_bio.dna.dhs`.
 """
 
@@ -73,6 +78,35 @@ class _InMemoryTokens(torch.utils.data.Dataset):
         return {"tokens": tokens, "label": self.labels[idx].long()}
 
 
+class EpochSeededSampler(torch.utils.data.Sampler):
+    """A permutation of ``range(n)`` drawn from ``(seed, epoch)`` alone; Lightning calls :meth:`set_epoch`.
+
+    :meth:`resume_at` makes the next pass over ``epoch`` start after its first ``skip`` indices (a fit resumed
+    mid-epoch); the length stays ``n`` so that Lightning's batch counts keep their meaning.
+    """
+
+    def __init__(self, n: int, seed: int = 0):
+        self.n, self.seed, self.epoch = int(n), int(seed), 0
+        self._resume: tuple[int, int] | None = None
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def resume_at(self, epoch: int, skip: int) -> None:
+        self._resume = (int(epoch), int(skip))
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        order = torch.randperm(self.n, generator=g).tolist()
+        if self._resume is not None and self._resume[0] == self.epoch:
+            order = order[self._resume[1]:]
+        self._resume = None
+        yield from order
+
+
 class _DNADataModuleBase(pl.LightningDataModule):
     def __init__(
         self,
@@ -100,6 +134,12 @@ class _DNADataModuleBase(pl.LightningDataModule):
         self.max_train_samples, self.max_eval_samples = max_train_samples, max_eval_samples
         self.splits = None
         self._data: dict[str, _InMemoryTokens] = {}
+        self._resume_train: tuple[int, int] | None = None
+
+    def resume_train_at(self, epoch: int, batches: int) -> None:
+        """Start the next train loader's epoch ``epoch`` after its first ``batches`` batches (a mid-epoch resume;
+        called by :class:`~simpo_bio.dna.checkpoints.ResumableCheckpoint`)."""
+        self._resume_train = (int(epoch), int(batches))
 
     def load(self):
         """The underlying ``DatasetDict`` (loaded once; memory-mapped for the DHS set)."""
@@ -144,14 +184,22 @@ class _DNADataModuleBase(pl.LightningDataModule):
         return np.sort(np.random.default_rng(self.seed).choice(n, size=cap, replace=False))
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        # the generator only seeds the workers: the order comes from the sampler (never the global RNG)
         g = torch.Generator().manual_seed(self.seed)
+        batch_size = self.batch_size if split == "train" else self.eval_batch_size
+        sampler = None
+        if shuffle:
+            sampler = EpochSeededSampler(len(self.dataset(split)), self.seed)
+            if self._resume_train is not None:
+                sampler.resume_at(self._resume_train[0], self._resume_train[1] * batch_size)
+                self._resume_train = None
         return DataLoader(
             self.dataset(split),
-            batch_size=self.batch_size if split == "train" else self.eval_batch_size,
-            shuffle=shuffle,
+            batch_size=batch_size,
+            sampler=sampler,
             num_workers=self.num_workers,
             collate_fn=_identity,
-            generator=g if shuffle else None,
+            generator=g,
             persistent_workers=self.num_workers > 0,
         )
 
