@@ -233,6 +233,24 @@ def plot_reward_curve(
 
 
 # ------------------------------------------------------------------------------------------------- designs out
+def plot_gc_distributions(gcs: dict[str, np.ndarray], path: str | os.PathLike) -> Path:
+    """Histogram of the GC fraction per design for each named set (e.g. real HepG2, pretrained, fine-tuned)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 4))
+    bins = np.linspace(0.0, 1.0, 41)
+    for name, gc in gcs.items():
+        gc = np.asarray(gc, dtype=float)
+        ax.hist(gc, bins=bins, histtype="step", linewidth=1.6, density=True,
+                label=f"{name} (n = {gc.size}, median {np.median(gc):.2f})")
+    ax.axvspan(0.3, 0.7, color="grey", alpha=0.08, label="synthesis window 0.3-0.7")
+    ax.set_xlabel("GC fraction of the sequence")
+    ax.set_ylabel("density (sequences per unit GC fraction)")
+    ax.set_title("Composition of the designs against real HepG2 enhancers")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return atomic_save_figure(fig, path)
+
+
 def design_table(tokens: torch.Tensor, ids: Sequence[str], per_seq: pd.DataFrame | None = None,
                  reward: torch.Tensor | None = None, constraints: SynthesisConstraints | None = None,
                  **constant) -> pd.DataFrame:
@@ -290,7 +308,8 @@ def export_run(module: SiMPOFineTuning, out_dir: str | os.PathLike, *, num_sampl
     Samples ``num_samples`` designs from ``module.policy`` (and, with ``evaluate_pretrained``, as many from the
     frozen reference), scores them with the fine-tuning oracle and evaluates them with the evaluation oracle, then
     writes ``designs.fasta``, ``designs.csv``, ``pretrained_designs.csv``, ``metrics.csv``, ``metrics.md``,
-    ``history.csv``, ``reward_curve.png`` and ``reward_distribution.png``.
+    ``history.csv``, ``reward_curve.png``, ``reward_distribution.png`` and ``composition.png`` (GC histograms of
+    the designs against real HepG2 enhancers).
 
     Returns:
         ``{"metrics": {name: row}, "table": markdown, "out_dir": Path}``.
@@ -311,7 +330,7 @@ def export_run(module: SiMPOFineTuning, out_dir: str | os.PathLike, *, num_sampl
     if evaluate_pretrained:
         sets = {"pretrained": (module.reference, "none", str(module.hparams.get("pretrained", "pretrained")),
                                "pretrained_designs"), **sets}
-    rows, rewards = {}, {}
+    rows, rewards, gcs = {}, {}, {}
     for name, (policy, sch, mname, stem) in sets.items():
         gen = torch.Generator(device=module.device).manual_seed(seed)
         t0 = time.perf_counter()
@@ -326,6 +345,7 @@ def export_run(module: SiMPOFineTuning, out_dir: str | os.PathLike, *, num_sampl
             row, per_seq = evaluator.evaluate(x)
             rows[name] = row
             rewards[name] = per_seq["eval_reward"].to_numpy()
+            gcs[name] = per_seq["gc"].to_numpy()
         table = design_table(x, ids, per_seq, r, model=mname, scheme=sch)
         if per_seq is None:
             table = table.sort_values("reward", ascending=False)
@@ -345,10 +365,12 @@ def export_run(module: SiMPOFineTuning, out_dir: str | os.PathLike, *, num_sampl
             row, per_seq = evaluator.evaluate(sel)
             rows = {"real HepG2 (test split)": row, **rows}
             rewards = {"real HepG2 (test split)": per_seq["eval_reward"].to_numpy(), **rewards}
+            gcs = {"real HepG2 (test split)": per_seq["gc"].to_numpy(), **gcs}
         md = metrics_table(rows)
         write_table(pd.DataFrame([{"model": k, **v} for k, v in rows.items()]), out / "metrics.csv")
         write_text(md + "\n", out / "metrics.md")
         plot_reward_distributions(rewards, out / "reward_distribution.png")
+        plot_gc_distributions(gcs, out / "composition.png")
     return {"metrics": rows, "table": md, "out_dir": out}
 
 

@@ -25,7 +25,7 @@ def run_dir(tmp_path_factory):
 
 def test_fit_writes_fasta_tables_and_plots(run_dir):
     for name in ("designs.fasta", "designs.csv", "pretrained_designs.fasta", "metrics.csv", "metrics.md",
-                 "history.csv", "reward_curve.png", "reward_distribution.png", "checkpoints/last.ckpt"):
+                 "history.csv", "reward_curve.png", "reward_distribution.png", "composition.png", "checkpoints/last.ckpt"):
         assert (run_dir / name).exists(), name
     ids, toks, fields = read_fasta(run_dir / "designs.fasta", length=SEQ_LEN)
     assert len(ids) == 24 and ids[0] == "square_neg-000000"
