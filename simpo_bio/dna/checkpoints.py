@@ -93,8 +93,9 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
             f"checkpoint {path} ({size} bytes) is truncated or not a checkpoint: {err}", path
         ) from err
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as err:
+        detail = " ".join(str(err).split()).split(". ")[0][:200]  # torch adds a paragraph of advice
         raise CheckpointCorruptError(
-            f"checkpoint {path} ({size} bytes) is truncated or not a checkpoint: {err}", path
+            f"checkpoint {path} ({size} bytes) is truncated or not a checkpoint: {detail}", path
         ) from err
 
 

@@ -48,6 +48,7 @@ from simpo_bio.dna.designs import (
     write_text,
 )
 from simpo_bio.dna.finetune import load_policy
+from simpo_bio.dna.inputs import InputError, check_model_config, check_out, check_sizes, read_config
 from simpo_bio.dna.metrics import metrics_table
 from simpo_bio.dna.oracle import NonFiniteRewardError, load_oracle, oracle_scores
 from simpo_bio.lightning_cli import lightning_cli
@@ -62,8 +63,8 @@ class CommandError(Exception):
 
 
 #: The errors a user can cause (bad files, bad checkpoints, an oracle returning NaN): one line, exit status 2.
-_USER_ERRORS = (CommandError, SequenceValidationError, FastaFormatError, FileNotFoundError, CheckpointError,
-                NonFiniteRewardError)
+_USER_ERRORS = (CommandError, InputError, SequenceValidationError, FastaFormatError, FileNotFoundError,
+                CheckpointError, NonFiniteRewardError)
 
 
 @contextmanager
@@ -89,7 +90,8 @@ def sample_main(argv: list[str] | None = None) -> None:
     p.add_argument("--ckpt", required=True, help="fine-tuning checkpoint (runs/.../last.ckpt), pretrained model "
                    "or `simpo-bio export-hf` directory")
     p.add_argument("--num-samples", type=int, default=1000)
-    p.add_argument("--out", default="designs.fasta", help="output FASTA (the table goes next to it as .csv)")
+    p.add_argument("--out", default="runs/sample/designs.fasta",
+                   help="output FASTA (the table goes next to it as .csv; default runs/sample/designs.fasta)")
     p.add_argument("--table", default=None, help="table path (.csv / .parquet); default: --out with .csv")
     p.add_argument("--num-steps", type=int, default=None, help="sampler steps (default: the run's, else 128)")
     p.add_argument("--batch-size", type=int, default=256)
@@ -101,17 +103,20 @@ def sample_main(argv: list[str] | None = None) -> None:
     a = p.parse_args(argv)
     _set_threads(a.threads)
     with _user_errors("sample"):
-        if a.num_samples < 1:
-            raise CommandError(f"--num-samples must be >= 1, got {a.num_samples}")
+        check_sizes(a, "num_samples", "num_steps", "batch_size", "threads")
+        check_out(a.out, "--out")
+        check_out(a.table, "--table")
         policy, info = load_policy(a.ckpt)
+        oracle = ev = None
+        if not a.no_score:  # loaded before sampling: a bad oracle file fails at once, not after the sampling
+            oracle = load_oracle(a.oracle or info.get("oracle") or DEFAULT_ORACLE)
+            ev = load_oracle(a.eval_oracle)
         steps = a.num_steps or info.get("num_steps") or 128
         x = sample_with_progress(policy, a.num_samples, info["seq_len"], num_steps=steps, batch_size=a.batch_size,
                                  generator=torch.Generator().manual_seed(a.seed))
         reward = per_seq = None
         if not a.no_score:
-            oracle = load_oracle(a.oracle or info.get("oracle") or DEFAULT_ORACLE)
             reward = oracle_scores(oracle, x, what="the fine-tuning oracle")
-            ev = load_oracle(a.eval_oracle)
             per_seq = pd.DataFrame({"eval_reward": oracle_scores(ev, x, what="the evaluation oracle").numpy()})
         prefix = info["scheme"] if info["kind"] == "finetuned" else "pretrained"
         ids = [f"{prefix}-{i:06d}" for i in range(a.num_samples)]
@@ -140,16 +145,25 @@ def evaluate_main(argv: list[str] | None = None) -> None:
     p.add_argument("--max-motifs", type=int, default=None, help="only the first N JASPAR motifs (quick look)")
     p.add_argument("--no-novelty", action="store_true", help="skip the distance to the training set")
     p.add_argument("--name", default=None, help="row name in the table (default: the file name)")
-    p.add_argument("--out", default=None, help="write the metrics row (.csv / .md)")
+    p.add_argument("--out", default="runs/evaluate/metrics.csv",
+                   help="write the metrics row (.csv / .md; default runs/evaluate/metrics.csv; '' prints only)")
     p.add_argument("--per-sequence", default=None, help="write per-sequence metrics (.csv / .parquet)")
     p.add_argument("--threads", type=int, default=None)
     a = p.parse_args(argv)
     _set_threads(a.threads)
     with _user_errors("evaluate"):
+        # every input is checked before a model is loaded (a directory or a binary file fails in well under 1 s)
+        check_sizes(a, "num_samples", "num_steps", "max_motifs", "threads")
+        check_out(a.out, "--out")
+        check_out(a.per_sequence, "--per-sequence")
+        if a.fasta:
+            ids, x, _ = read_fasta(a.fasta)  # FASTA structure, alphabet, one length for all records
         oracle = load_oracle(a.eval_oracle)
         seq_len = int(getattr(oracle, "seq_len", 200))
         if a.fasta:
-            ids, x, _ = read_fasta(a.fasta, length=seq_len)
+            if x.shape[1] != seq_len:
+                raise CommandError(f"{a.fasta}: sequences have length {x.shape[1]} (first record {ids[0]!r}); the "
+                                   f"evaluation oracle {a.eval_oracle} takes {seq_len}")
             name = a.name or Path(a.fasta).name
         else:
             policy, info = load_policy(a.ckpt)
@@ -179,7 +193,7 @@ def export_main(argv: list[str] | None = None) -> None:
     p.add_argument("--run", required=True, help="run directory holding designs.csv (or the table itself)")
     p.add_argument("--top-k", type=int, default=50)
     p.add_argument("--by", default="eval_reward", help="column to rank by (default eval_reward)")
-    p.add_argument("--out", default=None, help="output FASTA (default: <run>/top<k>.fasta)")
+    p.add_argument("--out", default=None, help="output FASTA (default: runs/export/<run name>-top<k>.fasta)")
     a = p.parse_args(argv)
     with _user_errors("export"):
         path = Path(a.run)
@@ -192,7 +206,8 @@ def export_main(argv: list[str] | None = None) -> None:
         if a.top_k < 1:
             raise CommandError(f"--top-k must be >= 1, got {a.top_k}")
         top = df.sort_values(a.by, ascending=False).head(a.top_k)
-        out = Path(a.out) if a.out else table_path.parent / f"top{a.top_k}.fasta"
+        out = Path(a.out) if a.out else Path("runs", "export", f"{table_path.parent.name or 'run'}-top{a.top_k}.fasta")
+        check_out(out, "--out")
         write_designs(out, top, out.with_suffix(".csv"))
     print(f"wrote the top {len(top)} designs by {a.by} to {out}")
 
@@ -246,9 +261,12 @@ def demo_main(argv: list[str] | None = None) -> None:
                    help="resume the run in --out even if it was made with another config (normally refused)")
     p.add_argument("overrides", nargs="*", help="extra LightningCLI arguments, e.g. --model.init_args.lr=1e-3")
     a, extra = p.parse_known_args(argv)
-    _set_threads(a.threads)
     t_start = time.perf_counter()
     out = Path(a.out)
+    with _user_errors("demo"):  # options and configs before any data or model is loaded
+        check_sizes(a, "iterations", "num_samples", "threads")
+        check_model_config(list(a.config or DEMO_CONFIGS), [*a.overrides, *extra])
+    _set_threads(a.threads)
     with _user_errors("demo"):
         print("[simpo-bio] 1/4 data: ENCODE DHS sequences (fetched once into the cache, checksum-verified)",
               flush=True)
@@ -313,7 +331,7 @@ def _export_overrides(configs: Sequence[str]) -> dict[str, Any]:
     """The ExportDesigns settings of the given configs (so the generated run config keeps them)."""
     found: dict[str, Any] = {}
     for c in configs:
-        cfg = yaml.safe_load(Path(c).read_text()) or {}
+        cfg = read_config(c)
         for cb in (cfg.get("trainer") or {}).get("callbacks") or []:
             if isinstance(cb, dict) and str(cb.get("class_path", "")).endswith("ExportDesigns"):
                 found.update({k: v for k, v in (cb.get("init_args") or {}).items() if k != "out_dir"})
@@ -324,7 +342,7 @@ def _model_paths(configs: Sequence[str]) -> dict[str, str]:
     """``pretrained`` / ``oracle`` / ``eval_oracle`` paths the composed configs use (later files win)."""
     paths = {"pretrained": DEFAULT_PRETRAINED, "oracle": DEFAULT_ORACLE, "eval_oracle": DEFAULT_EVAL_ORACLE}
     for c in configs:
-        cfg = yaml.safe_load(Path(c).read_text()) or {}
+        cfg = read_config(c)
         init = ((cfg.get("model") or {}).get("init_args")) or {}
         paths.update({k: str(init[k]) for k in ("pretrained", "oracle") if init.get(k)})
     export = _export_overrides(configs)

@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import gzip
 import os
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
-from Bio import SeqIO
+from Bio.SeqIO.FastaIO import SimpleFastaParser
 
 from simpo_bio.dna.alphabet import SequenceValidationError, decode, encode, tokenize
 
@@ -81,35 +82,53 @@ def read_fasta(path: str | os.PathLike, length: int | None = None) -> tuple[list
         ``(ids, tokens [B, L] long, header_fields)``: ``header_fields`` has one row per record (index: the ids)
         with the ``key=value`` fields found in the headers (numbers as floats; no columns when there are none).
 
+    Accepted: Windows (CRLF) or old Mac (CR) line endings, lowercase bases, gzip (by content, any file name).
+
     Raises:
         FileNotFoundError: ``path`` does not exist.
-        FastaFormatError (a ValueError): the file holds no FASTA records (empty, or not FASTA), or duplicate ids.
-        SequenceValidationError: a non-ACGT character or a wrong length, naming the file, record and position.
+        FastaFormatError (a ValueError): a directory, an empty / binary / unreadable (e.g. corrupt gzip) file, a file
+            that holds no FASTA records, or two records with the same id (both named by their 1-based number).
+        SequenceValidationError: a non-ACGT character (``N`` included) or a wrong length, naming the file, record and
+            0-based position.
     """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"FASTA file not found: {path}")
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8", errors="replace") as fh:
-        head = fh.read(1 << 16).lstrip()
-    if not head.startswith(">"):
-        raise FastaFormatError(f"{path}: not a FASTA file (expected the first non-blank character to be '>')")
-    ids, seqs, rows = [], [], []
-    with opener(path, "rt", encoding="utf-8", errors="replace") as fh:
-        for rec in SeqIO.parse(fh, "fasta"):
-            ids.append(rec.id)
-            seqs.append(str(rec.seq))
-            row = {}
-            for tok in rec.description.split()[1:]:
-                if "=" in tok:
-                    k, v = tok.split("=", 1)
-                    row[k] = _parse_value(v)
-            rows.append(row)
+    if path.is_dir():
+        raise FastaFormatError(f"{path}: is a directory, not a FASTA file")
+    try:
+        with open(path, "rb") as fh:
+            gzipped = fh.read(2) == b"\x1f\x8b"
+        opener = gzip.open if gzipped else open
+        with opener(path, "rb") as fh:
+            raw = fh.read(1 << 16)
+        if not raw.strip():
+            raise FastaFormatError(f"{path}: {'empty file' if not raw else 'only blank lines'}: not a FASTA file (no records)")
+        if b"\x00" in raw:
+            raise FastaFormatError(f"{path}: binary content (NUL bytes), not a FASTA text file")
+        if not raw.lstrip().startswith(b">"):
+            raise FastaFormatError(f"{path}: not a FASTA file (expected the first non-blank character to be '>')")
+        ids, seqs, rows = [], [], []
+        with opener(path, "rt", encoding="utf-8", errors="replace") as fh:  # universal newlines: CRLF, CR
+            for title, seq in SimpleFastaParser(fh):  # plain str throughout (any character reaches the checks)
+                words = title.split()
+                ids.append(words[0] if words else "")
+                seqs.append(seq)
+                row = {}
+                for tok in words[1:]:
+                    if "=" in tok:
+                        k, v = tok.split("=", 1)
+                        row[k] = _parse_value(v)
+                rows.append(row)
+    except (OSError, EOFError, zlib.error) as err:  # e.g. a truncated or corrupt .gz
+        raise FastaFormatError(f"{path}: cannot be read ({type(err).__name__}: {err})") from None
     if not ids:
         raise FastaFormatError(f"{path}: no FASTA records found")
-    if len(set(ids)) != len(ids):
-        dup = next(i for i in ids if ids.count(i) > 1)
-        raise FastaFormatError(f"{path}: duplicate record id {dup!r}")
+    first: dict[str, int] = {}
+    for i, rid in enumerate(ids):
+        if rid in first:
+            raise FastaFormatError(f"{path}: duplicate record id {rid!r} (records {first[rid] + 1} and {i + 1})")
+        first[rid] = i
     try:
         tokens = encode(seqs, length=length, names=ids)
     except SequenceValidationError as err:
