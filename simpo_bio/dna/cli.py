@@ -33,7 +33,7 @@ import pandas as pd
 import torch
 import yaml
 
-from simpo_bio.dna import designs, dhs
+from simpo_bio.dna import designs, dhs, drakes
 from simpo_bio.dna.alphabet import SequenceValidationError
 from simpo_bio.dna.checkpoints import FORCE_RESUME_ENV, CheckpointError, load_checkpoint
 from simpo_bio.dna.data import FastaFormatError, columns_numpy, read_fasta, resolve_cache_dir
@@ -51,6 +51,7 @@ from simpo_bio.dna.finetune import load_policy
 from simpo_bio.dna.inputs import InputError, check_model_config, check_out, check_sizes, read_config
 from simpo_bio.dna.metrics import metrics_table
 from simpo_bio.dna.oracle import NonFiniteRewardError, load_oracle, oracle_scores
+from simpo_bio.dna.pretrain import load_pretrained
 from simpo_bio.lightning_cli import lightning_cli
 
 DEFAULT_PRETRAINED = "checkpoints/dna/pretrained_dhs.ckpt"
@@ -149,8 +150,16 @@ def evaluate_main(argv: list[str] | None = None) -> None:
                    help="write the metrics row (.csv / .md; default runs/evaluate/metrics.csv; '' prints only)")
     p.add_argument("--per-sequence", default=None, help="write per-sequence metrics (.csv / .parquet)")
     p.add_argument("--threads", type=int, default=None)
+    d = p.add_argument_group("--protocol drakes (DRAKES' evaluation, docs/gpu.md; oracles need the [drakes] extra)")
+    d.add_argument("--protocol", choices=["dhs", "drakes"], default="dhs", help="metrics protocol (default dhs)")
+    d.add_argument("--drakes-dir", default=None, help="unpacked DRAKES archive (`simpo-bio data fetch drakes`): "
+                   "default eval oracle, ATAC classifier, gosai_all.csv and pretrained model")
+    d.add_argument("--atac-oracle", default=None, help="ATAC classifier spec (default <drakes-dir>/...?task=1)")
+    d.add_argument("--gosai-csv", default=None, help="gosai_all.csv (reference: rows above its 99.9th HepG2 pct)")
     a = p.parse_args(argv)
     _set_threads(a.threads)
+    if a.protocol == "drakes":
+        return _evaluate_drakes(a)
     with _user_errors("evaluate"):
         # every input is checked before a model is loaded (a directory or a binary file fails in well under 1 s)
         check_sizes(a, "num_samples", "num_steps", "max_motifs", "threads")
@@ -183,6 +192,41 @@ def evaluate_main(argv: list[str] | None = None) -> None:
                 write_table(pd.DataFrame([{"model": name, **row}]), a.out)
         if a.per_sequence:
             write_table(design_table(x, ids, per_seq), a.per_sequence)
+    print(table)
+
+
+def _evaluate_drakes(a: argparse.Namespace) -> None:
+    """``evaluate --protocol drakes``: :class:`simpo_bio.dna.drakes.DrakesProtocol` (on the GPU when there is one)."""
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    with _user_errors("evaluate"):
+        paths = drakes.drakes_paths(a.drakes_dir) if a.drakes_dir else {}
+        eval_oracle = paths["oracle_eval"] if paths and a.eval_oracle == DEFAULT_EVAL_ORACLE else a.eval_oracle
+        pretrained = paths["pretrained"] if paths and a.pretrained == DEFAULT_PRETRAINED else a.pretrained
+        atac = a.atac_oracle or (f"{paths['atac']}?task=1" if paths else None)
+        gosai = a.gosai_csv or paths.get("gosai_csv")
+        if gosai is None:
+            raise CommandError("--protocol drakes needs --gosai-csv or --drakes-dir")
+        reference = load_pretrained(pretrained, device) if pretrained else None
+        if a.fasta:
+            _, x, _ = read_fasta(a.fasta, length=200)
+            name = a.name or Path(a.fasta).name
+        else:
+            policy, info = ((load_pretrained(a.ckpt), {"seq_len": 200}) if drakes.is_drakes_checkpoint(a.ckpt)
+                            else load_policy(a.ckpt))
+            x = drakes.drakes_sample(policy.to(device), a.num_samples, info["seq_len"], num_steps=a.num_steps or 128,
+                                     generator=torch.Generator(device=device).manual_seed(a.seed), device=device)
+            name = a.name or Path(a.ckpt).name
+        protocol = drakes.build_protocol(eval_oracle, gosai, atac_oracle=atac, pretrained=reference,
+                                         jaspar=not a.no_jaspar, max_motifs=a.max_motifs, device=device)
+        row, per_seq = protocol.evaluate(x)
+        table = drakes.drakes_table({name: row})
+        if a.out:
+            if a.out.endswith(".md"):
+                write_text(table + "\n", a.out)
+            else:
+                write_table(pd.DataFrame([{"model": name, **row}]), a.out)
+        if a.per_sequence:
+            write_table(per_seq, a.per_sequence)
     print(table)
 
 
@@ -376,7 +420,9 @@ def data_main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="simpo-bio data", description="fetch / inspect the DNA data sets")
     sub = parser.add_subparsers(dest="cmd", required=True)
     f = sub.add_parser("fetch", help="download, verify and tokenise a data set")
-    f.add_argument("dataset", choices=["dhs"])
+    f.add_argument("dataset", choices=["dhs", "drakes"])
+    f.add_argument("--path", default=None, help="drakes: DRAKES_data.zip (or its unpacked folder)")
+    f.add_argument("--url", default=None, help="drakes: download the archive from this direct link first")
     f.add_argument("--source", default=None, help="pre-downloaded dnadiffusion wheel or extracted TSV (offline)")
     f.add_argument("--cache-dir", default=None, help="default $SIMPO_BIO_CACHE or ~/.cache/simpo-bio")
     f.add_argument("--force", action="store_true", help="download and rebuild even if cached")
@@ -393,6 +439,13 @@ def data_main(argv: list[str] | None = None) -> None:
 
 def _run_data(args: argparse.Namespace) -> None:
     cache = resolve_cache_dir(args.cache_dir)
+    if args.cmd == "fetch" and args.dataset == "drakes":
+        root = drakes.fetch_drakes(args.path, args.url, dest=cache / "drakes", force=args.force)
+        folder = Path(args.path) if args.path and Path(args.path).is_dir() else cache / "drakes"
+        print(f"DRAKES assets under {root}; sha256 of each recorded in {folder / drakes.RECORD}:")
+        for key, p in drakes.drakes_paths(root).items():
+            print(f"  {key:<11} {p}")
+        return
     if args.cmd == "fetch":
         tsv = dhs.fetch_dhs(args.source, cache, force=args.force)
         dd = dhs.load_dhs(None, cache, rebuild=args.force)

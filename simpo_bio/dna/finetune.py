@@ -21,6 +21,12 @@ is saved in every checkpoint, so a fit killed after iteration ``k`` and resumed 
 iteration ``k + 1`` and reproduces the uninterrupted run (optimizers and the temperature are restored by
 Lightning). Each Lightning *epoch* is one iteration, so checkpoints always fall between iterations.
 
+Distributed fits (DDP, ``docs/gpu.md``): rank 0 keeps that generator, every other rank ``r`` re-seeds its own from
+a hash of ``(seed, r)`` at ``on_fit_start`` (of ``(restored state, r)`` when resuming), so ranks draw different,
+reproducible sequences; each rank samples its own ``num_groups`` groups (a group never spans ranks), and DDP's
+gradient average over ranks is the gradient of the one-process loss on all ranks' groups. Checkpoints hold rank 0's
+state, so a fit resumes on any number of devices.
+
 Logged every iteration (``train/...``): reward mean/median/max/min, weight diagnostics (``ess``,
 ``negative_mass``, ``active``, ``temperature``, ``kl_to_uniform``), loss, ``elbo_ref`` (log-likelihood lower bound
 of the samples under the frozen reference, nats per sequence), ``reward_queries`` (cumulative oracle calls) and the
@@ -40,6 +46,7 @@ Imports: Lightning, :mod:`simpo_bio.weighting`, :mod:`simpo_bio.dna.checkpoints`
 from __future__ import annotations
 
 import copy
+import hashlib
 import math
 import time
 from pathlib import Path
@@ -218,6 +225,12 @@ class SiMPOFineTuning(pl.LightningModule):
             self.generator = torch.Generator(device=self.device).manual_seed(seed)
 
     def on_fit_start(self) -> None:
+        rank = int(self.global_rank)
+        if rank > 0:  # DDP: a distinct, reproducible stream per rank (module docstring); rank 0 keeps its own
+            base = (self.generator.get_state().cpu().numpy().tobytes() if self.trainer.ckpt_path
+                    else str(self.hparams.seed).encode())
+            seed = int.from_bytes(hashlib.sha256(base + f"/rank{rank}".encode()).digest()[:8], "little") >> 1
+            self.generator = torch.Generator(device=self.generator.device).manual_seed(seed)
         self._move_frozen()
 
     def configure_optimizers(self):

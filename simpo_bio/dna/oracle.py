@@ -11,11 +11,13 @@ classifier of the four DHS cell types (:data:`~simpo_bio.dna.dhs.CELL_TYPES`) wh
     r(x) = logit_HepG2(x) - logsumexp_{c != HepG2} logit_c(x)        (nats; > 0 means P(HepG2) > 1/2)
 
 :mod:`simpo_bio.dna.oracle_training` trains it. :func:`load_oracle` turns a checkpoint into a frozen
-:class:`CellTypeOracle`; missing, truncated and wrong-architecture checkpoints raise the errors of
+:class:`CellTypeOracle`, and a gReLU checkpoint (the DRAKES oracles, :mod:`simpo_bio.dna.grelu_oracle`) into a
+:class:`RegressionOracle`; missing, truncated and wrong-architecture checkpoints raise the errors of
 :mod:`simpo_bio.dna.checkpoints`. Every reward that leaves an oracle on its way to fine-tuning or to the metrics
 passes :func:`check_rewards`, which raises :class:`NonFiniteRewardError` on NaN or infinity.
 
-Imports: :mod:`simpo_bio.dna.alphabet`, :mod:`simpo_bio.dna.checkpoints`, :mod:`simpo_bio.dna.dhs` (constants).
+Imports: :mod:`simpo_bio.dna.alphabet`, :mod:`simpo_bio.dna.checkpoints`, :mod:`simpo_bio.dna.dhs` (constants),
+:mod:`simpo_bio.dna.grelu_oracle` (gReLU checkpoints).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from simpo_bio.dna.checkpoints import (
     strip_prefix,
 )
 from simpo_bio.dna.dhs import CELL_TYPES, DHS_SEQ_LEN, HEPG2_INDEX
+from simpo_bio.dna.grelu_oracle import is_grelu_checkpoint, load_grelu_net, split_spec
 
 #: Model kind recorded in the checkpoints of :class:`simpo_bio.dna.oracle_training.CellTypeClassifier`.
 CLASSIFIER_KIND = "CellTypeClassifier"
@@ -267,24 +270,39 @@ _NET_ARGS = ("num_classes", "channels", "first_kernel", "kernel", "num_blocks", 
 
 def load_oracle(
     path: str | os.PathLike, device: str | torch.device = "cpu", batch_size: int = 1024
-) -> CellTypeOracle:
-    """Load a :class:`~simpo_bio.dna.oracle_training.CellTypeClassifier` checkpoint as a frozen :class:`CellTypeOracle`.
+) -> RewardOracle:
+    """Load a :class:`~simpo_bio.dna.oracle_training.CellTypeClassifier` checkpoint as a frozen :class:`CellTypeOracle`,
+    or a gReLU ``LightningModel`` checkpoint (detected by its layout) as a frozen :class:`RegressionOracle`.
 
     Args:
         path: checkpoint written by ``simpo-bio fit --config configs/dna/oracle.yaml`` (or a shipped one,
-            ``checkpoints/dna/oracle_ft.ckpt`` / ``oracle_eval.ckpt``).
+            ``checkpoints/dna/oracle_ft.ckpt`` / ``oracle_eval.ckpt``), or a gReLU checkpoint with optional
+            ``?task=NAME|INDEX&transform=identity|specificity&seq_len=200`` (default task index 0 = HepG2 of the
+            DRAKES oracles; :func:`simpo_bio.dna.grelu_oracle.load_grelu_net`, unpickled in full: name trusted files).
         device: where the oracle lives.
         batch_size: chunk size of a call.
 
     Returns:
-        the frozen oracle (eval mode, no grad); reward = HepG2 log-odds.
+        the frozen oracle (eval mode, no grad); reward = HepG2 log-odds, or the chosen gReLU output.
 
     Raises:
         CheckpointNotFoundError: no file at ``path``.
         CheckpointCorruptError: truncated or unreadable file.
         CheckpointArchitectureError: a checkpoint of another model, or weights that do not fit the recorded
             architecture.
+        ImportError: a gReLU checkpoint without the ``grelu`` package (names the ``[drakes]`` extra).
+        ValueError: ``?options`` on a file that is not a gReLU checkpoint, or an unknown option / task.
     """
+    path, options = split_spec(path)
+    if is_grelu_checkpoint(path):
+        unknown = set(options) - {"task", "transform", "seq_len"}
+        if unknown:
+            raise ValueError(f"unknown options {sorted(unknown)} for gReLU checkpoint {path}")
+        net, info = load_grelu_net(path, task=options.get("task", 0), transform=options.get("transform", "identity"))
+        return RegressionOracle(net, output_index=info["task_index"], output_names=info["task_names"] or None,
+                                seq_len=int(options.get("seq_len", DHS_SEQ_LEN)), batch_size=batch_size).to(device)
+    if options:
+        raise ValueError(f"options {options} apply to gReLU checkpoints only; {path} is not one")
     ckpt = load_checkpoint(path, map_location="cpu")
     check_model_kind(ckpt, CLASSIFIER_KIND, path)
     hp = dict(ckpt.get("hyper_parameters") or {})

@@ -10,12 +10,14 @@ Training minimises the mean per-sequence negative ELBO (:meth:`MaskedDiffusion.e
 section 8) with AdamW, linear warm-up and cosine decay; an exponential moving average (EMA) of the weights is kept
 and used for validation, testing, sampling and export. :class:`ExportPretrained` writes the small EMA-only
 checkpoint the project ships; :func:`load_pretrained` reads either that file or a full training checkpoint and
-returns a :class:`MaskedDiffusion` with the EMA weights. :func:`build_masked_diffusion` is the one place a
+returns a :class:`MaskedDiffusion` with the EMA weights; it also reads DRAKES' ``pretrained.ckpt`` as it is (raw
+weights by default, :mod:`simpo_bio.dna.drakes`). :func:`build_masked_diffusion` is the one place a
 denoiser and its diffusion are built from a backbone configuration (here and in
 :func:`simpo_bio.dna.finetune.load_policy`).
 
 Imports: :mod:`simpo_bio.diffusion.masked`, Lightning, :mod:`simpo_bio.dna.alphabet`,
 :mod:`simpo_bio.dna.backbones`, :mod:`simpo_bio.dna.baselines`, :mod:`simpo_bio.dna.checkpoints`,
+:mod:`simpo_bio.dna.drakes` (DRAKES checkpoints), :mod:`simpo_bio.dna.grelu_oracle` (``path?options`` specs),
 :mod:`simpo_bio.dna.metrics` (the 3-mer correlation of the gate).
 """
 
@@ -48,6 +50,13 @@ from simpo_bio.dna.checkpoints import (
     save_checkpoint_atomic,
     strip_prefix,
 )
+from simpo_bio.dna.drakes import (
+    drakes_model_from_checkpoint,
+    is_drakes_checkpoint,
+    is_drakes_layout,
+    load_drakes_pretrained,
+)
+from simpo_bio.dna.grelu_oracle import split_spec
 from simpo_bio.dna.metrics import kmer_correlation
 
 __all__ = ["MaskedDiffusionLM", "ExportPretrained", "load_pretrained", "build_masked_diffusion", "BACKBONE_ARGS"]
@@ -355,10 +364,12 @@ class ExportPretrained(pl.Callback):
 def load_pretrained(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> MaskedDiffusion:
     """Load a pretrained masked diffusion model (EMA weights) from a :class:`MaskedDiffusionLM` checkpoint.
 
-    Reads the shipped EMA-only export (:class:`ExportPretrained`) or a full training checkpoint (``last.ckpt``).
+    Reads the shipped EMA-only export (:class:`ExportPretrained`), a full training checkpoint (``last.ckpt``) or
+    DRAKES' ``pretrained.ckpt`` (detected by its layout; raw weights, ``path?weights=ema`` for its EMA copy;
+    :func:`simpo_bio.dna.drakes.load_drakes_pretrained`).
 
     Args:
-        path: checkpoint file.
+        path: checkpoint file, for a DRAKES file optionally with ``?weights=raw|ema``.
         map_location: device for the tensors.
 
     Returns:
@@ -369,16 +380,28 @@ def load_pretrained(path: str | os.PathLike, map_location: str | torch.device = 
         CheckpointCorruptError: truncated / unreadable file.
         CheckpointArchitectureError: a checkpoint of another model, or weights that do not fit the backbone the
             checkpoint's hyper-parameters describe (names the keys and shapes).
+        ValueError: ``?options`` on a file that is not a DRAKES checkpoint, or an unknown option.
     """
+    path, options = split_spec(path)
+    if is_drakes_checkpoint(path):
+        unknown = set(options) - {"weights"}
+        if unknown:
+            raise ValueError(f"unknown options {sorted(unknown)} for DRAKES checkpoint {path} (known: weights)")
+        return load_drakes_pretrained(path, options.get("weights", "raw"), map_location)
+    if options:
+        raise ValueError(f"options {options} apply to DRAKES checkpoints only; {path} is not one")
     return pretrained_from_checkpoint(load_checkpoint(path, map_location), path).to(map_location).eval()
 
 
 def pretrained_from_checkpoint(ckpt: Mapping[str, Any], path: str | os.PathLike) -> MaskedDiffusion:
-    """The model of an already loaded :class:`MaskedDiffusionLM` checkpoint dict (``path`` names it in errors).
+    """The model of an already loaded :class:`MaskedDiffusionLM` checkpoint dict (``path`` names it in errors);
+    a DRAKES checkpoint dict gives its raw weights.
 
     Raises:
         CheckpointArchitectureError: as :func:`load_pretrained`.
     """
+    if is_drakes_layout(ckpt):
+        return drakes_model_from_checkpoint(ckpt, path)[0]
     check_model_kind(ckpt, MODEL_KIND, path)
     hp = ckpt.get("hyper_parameters") or {}
     missing = [k for k in BACKBONE_ARGS if k not in hp]

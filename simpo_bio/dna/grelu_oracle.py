@@ -1,0 +1,366 @@
+"""gReLU reward oracles (the DRAKES setting) and a restricted reader for checkpoints written by other projects.
+
+DRAKES (Wang et al. 2024, ``drakes_dna/oracle.py`` and ``train_oracle.py`` of its repository) scores enhancers with
+gReLU ``LightningModel`` checkpoints (Lal et al. 2024, gReLU ``src/grelu/lightning/__init__.py``): two
+Enformer-style regressors of MPRA activity with the three tasks ``hepg2, k562, sknsh`` (``reward_oracle_ft.ckpt``
+for fine-tuning, ``reward_oracle_eval.ckpt`` for reporting) and a binary accessibility classifier with 7 sigmoid
+outputs (``binary_atac_cell_lines.ckpt``, column 1 is the ATAC-Acc metric). Each maps a one-hot batch
+``[B, 4, 200]`` (channels A, C, G, T) to ``[B, T, 1]``.
+
+:class:`GreluNet` wraps such a model as a token network: ``tokens [B, L] long -> reward [B]`` (one output column
+after an optional transform) and :meth:`GreluNet.predictions` ``-> [B, T]`` (every task). :func:`load_grelu_net`
+loads it; :func:`simpo_bio.dna.oracle.load_oracle` puts it behind the :class:`~simpo_bio.dna.oracle.RewardOracle`
+interface (as a :class:`~simpo_bio.dna.oracle.RegressionOracle`) whenever :func:`is_grelu_checkpoint` says the
+file is a gReLU checkpoint, so every ``--oracle`` / ``--eval-oracle`` option takes one.
+
+Choosing the output: an oracle *spec* is a path with optional ``?key=value&...`` options (:func:`split_spec`):
+``task=hepg2`` (a task name of the checkpoint, or an index; default index 0 = HepG2 for the DRAKES oracles) and
+``transform=identity`` (the prediction itself) or ``transform=specificity`` (the task minus the maximum of the
+other tasks, a cell-type specificity reward). Example: ``reward_oracle_ft.ckpt?task=k562``.
+
+Loading runs ``LightningModel.load_from_checkpoint(..., weights_only=False)``: the DRAKES files hold Python objects
+that torch 2.6+'s safe loader refuses, so the full unpickler runs, and it runs only on files the user names.
+gReLU's ``EnformerPretrainedModel`` downloads the published Enformer weights in its constructor; its checkpoints
+are rebuilt offline as ``EnformerModel`` with the same parameters (identical tensors; the checkpoint's weights
+replace them anyway).
+
+Before anything is unpickled in full, :func:`peek_checkpoint` reads the structure of a checkpoint with a
+restricted unpickler that imports nothing outside an allow-list (every other class becomes an inert
+:class:`Opaque` record) and loads no tensor data; :func:`read_checkpoint_restricted` does the same but loads the
+tensors. The DRAKES pretrained model's ``hyper_parameters`` hold an OmegaConf ``DictConfig``;
+:func:`to_plain` turns those records (or real OmegaConf objects) into dicts, so it is read without ``omegaconf``.
+
+Imports: torch, :mod:`simpo_bio.dna.checkpoints` (``grelu`` inside the functions that need it: the ``[drakes]``
+extra).
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import types
+import zipfile
+from collections import OrderedDict
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from simpo_bio.dna.checkpoints import (
+    CheckpointArchitectureError,
+    CheckpointCorruptError,
+    CheckpointNotFoundError,
+)
+
+__all__ = ["GreluNet", "load_grelu_net", "is_grelu_checkpoint", "split_spec", "peek_checkpoint",
+           "read_checkpoint_restricted", "to_plain", "Opaque", "GRELU_EXTRA_HINT"]
+
+GRELU_EXTRA_HINT = "pip install 'simpo-bio[drakes]' (grelu, omegaconf)"
+TRANSFORMS = ("identity", "specificity")
+
+
+# ---------------------------------------------------------------------------------------- oracle specs
+def split_spec(spec: str | os.PathLike) -> tuple[str, dict[str, str]]:
+    """``"path?key=value&..."`` -> ``(path, {key: value})``; a plain path (or an existing file) -> ``(path, {})``.
+
+    Raises:
+        ValueError: an option without ``=``.
+    """
+    s = str(spec)
+    if "?" not in s or Path(s).exists():
+        return s, {}
+    path, _, query = s.partition("?")
+    try:
+        options = dict(parse_qsl(query, keep_blank_values=True, strict_parsing=True))
+    except ValueError as err:
+        raise ValueError(f"bad options {query!r} in {s!r}: expected key=value pairs joined by '&'") from err
+    return path, options
+
+
+# ------------------------------------------------------------------------- restricted checkpoint reading
+class Opaque(dict):
+    """Inert stand-in for a class the restricted reader does not import.
+
+    Records ``qualname`` (``module.name``), the constructor ``args`` and the pickled ``state``; dict items and list
+    items that the pickle sets on the object land in the dict itself and in ``items_list``.
+    """
+
+    qualname = "?"
+
+    def __new__(cls, *args, **kwargs):
+        obj = super().__new__(cls)
+        obj.args, obj.state, obj.items_list = args, None, []
+        return obj
+
+    def __init__(self, *args, **kwargs):  # noqa: D107 - any call signature is accepted and ignored
+        super().__init__()
+
+    def __setstate__(self, state):
+        self.state = state
+
+    def append(self, item):
+        self.items_list.append(item)
+
+    def extend(self, items):
+        self.items_list.extend(items)
+
+    def __repr__(self) -> str:
+        return f"Opaque({self.qualname})"
+
+
+_OPAQUE_TYPES: dict[str, type] = {}
+
+
+def _opaque(module: str, name: str) -> type:
+    qual = f"{module}.{name}"
+    if qual not in _OPAQUE_TYPES:
+        _OPAQUE_TYPES[qual] = type(name, (Opaque,), {"qualname": qual, "__module__": __name__})
+    return _OPAQUE_TYPES[qual]
+
+
+def _allowed_globals() -> dict[str, Any]:
+    """What torch's own ``weights_only`` unpickler allows (tensor rebuilding, dtypes, containers)."""
+    try:
+        from torch._weights_only_unpickler import _get_allowed_globals
+
+        allowed = dict(_get_allowed_globals())
+    except Exception:  # private torch API: fall back to the minimum a state dict needs
+        allowed = {"torch._utils._rebuild_tensor_v2": torch._utils._rebuild_tensor_v2,
+                   "torch._utils._rebuild_parameter": torch._utils._rebuild_parameter,
+                   "torch.Size": torch.Size, "torch.device": torch.device}
+    allowed.update({"collections.OrderedDict": OrderedDict, "builtins.set": set, "builtins.frozenset": frozenset,
+                    "builtins.slice": slice, "builtins.range": range})
+    return allowed
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    """Imports only allow-listed globals; every other class or function becomes an :class:`Opaque` record."""
+
+    _allowed: dict[str, Any] | None = None
+
+    def find_class(self, module: str, name: str):
+        if _RestrictedUnpickler._allowed is None:
+            _RestrictedUnpickler._allowed = _allowed_globals()
+        obj = _RestrictedUnpickler._allowed.get(f"{module}.{name}")
+        return obj if obj is not None else _opaque(module, name)
+
+
+class _PeekUnpickler(_RestrictedUnpickler):
+    """Structure only: tensors become :class:`Opaque` records (``args[2]`` is the shape), no storage is read."""
+
+    def find_class(self, module: str, name: str):
+        if module.startswith("torch") and ("rebuild" in name or "Storage" in name):
+            return _opaque(module, name)
+        return super().find_class(module, name)
+
+    def persistent_load(self, pid):
+        return None
+
+
+_RESTRICTED_PICKLE = types.ModuleType("simpo_bio_restricted_pickle")
+_RESTRICTED_PICKLE.Unpickler = _RestrictedUnpickler
+_RESTRICTED_PICKLE.load = lambda f, **kw: _RestrictedUnpickler(f, **kw).load()
+_RESTRICTED_PICKLE.__name__ = "simpo_bio_restricted_pickle"
+
+
+def _check_file(path: Path) -> None:
+    if not path.exists():
+        raise CheckpointNotFoundError(f"checkpoint {path} does not exist", path)
+    if path.is_dir():
+        raise CheckpointCorruptError(f"checkpoint {path} is a directory, not a checkpoint file", path)
+
+
+def peek_checkpoint(path: str | os.PathLike) -> Any | None:
+    """The pickled structure of a torch zip checkpoint without its tensor data (cheap for a 1 GB file).
+
+    Returns:
+        the top-level object (a dict for Lightning checkpoints; tensors and unknown classes as :class:`Opaque`),
+        or ``None`` for a file that is not a readable torch zip checkpoint (the caller's loader reports why).
+    """
+    path = Path(path)
+    try:
+        with zipfile.ZipFile(path) as zf:
+            member = next((n for n in zf.namelist() if n.endswith("/data.pkl") or n == "data.pkl"), None)
+            if member is None:
+                return None
+            with zf.open(member) as fh:
+                return _PeekUnpickler(fh).load()
+    except (OSError, zipfile.BadZipFile, pickle.UnpicklingError, EOFError, ValueError, TypeError,
+            AttributeError, IndexError, KeyError):
+        return None
+
+
+def read_checkpoint_restricted(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Any:
+    """``torch.load`` with the restricted unpickler: tensors load, nothing outside the allow-list is imported.
+
+    Raises:
+        CheckpointNotFoundError: no file at ``path``.
+        CheckpointCorruptError: truncated or not a checkpoint.
+    """
+    path = Path(path)
+    _check_file(path)
+    try:
+        return torch.load(path, map_location=map_location, weights_only=False, pickle_module=_RESTRICTED_PICKLE)
+    except (RuntimeError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError, ValueError, OSError) as err:
+        raise CheckpointCorruptError(f"checkpoint {path} is truncated or not a checkpoint: {err}", path) from err
+
+
+def to_plain(obj: Any) -> Any:
+    """Plain dicts / lists of an OmegaConf config read as :class:`Opaque` records, or of real OmegaConf objects.
+
+    Interpolations (``${...}``) stay strings; other records are returned as they are.
+    """
+    if type(obj).__module__.startswith("omegaconf"):
+        from omegaconf import OmegaConf
+
+        return OmegaConf.to_container(obj, resolve=False)
+    if isinstance(obj, Opaque):
+        state = obj.state
+        if isinstance(state, tuple) and len(state) == 2:  # (dict state, slot state)
+            state = state[0] or state[1]
+        if isinstance(state, Mapping) and "_content" in state:
+            return to_plain(state["_content"])
+        if isinstance(state, Mapping) and "_val" in state:
+            return to_plain(state["_val"])
+        if len(obj):
+            return {k: to_plain(v) for k, v in obj.items()}
+        return obj
+    if isinstance(obj, Mapping):
+        return {k: to_plain(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return type(obj)(to_plain(v) for v in obj)
+    return obj
+
+
+# -------------------------------------------------------------------------------------------- gReLU files
+def _grelu_hparams(ckpt: Any) -> dict[str, Any] | None:
+    hp = ckpt.get("hyper_parameters") if isinstance(ckpt, Mapping) else None
+    if not isinstance(hp, Mapping):
+        return None
+    mp, tp = hp.get("model_params"), hp.get("train_params")
+    if isinstance(mp, Mapping) and "model_type" in mp and isinstance(tp, Mapping):
+        return {"model_params": dict(mp), "train_params": dict(tp)}
+    return None
+
+
+def is_grelu_checkpoint(path: str | os.PathLike) -> bool:
+    """True when the file is a gReLU ``LightningModel`` checkpoint (``hyper_parameters`` with ``model_params``
+    holding a ``model_type`` and ``train_params``); read with :func:`peek_checkpoint`, nothing is executed."""
+    return _grelu_hparams(peek_checkpoint(path)) is not None
+
+
+def _require_grelu(path: str | os.PathLike):
+    try:
+        from grelu.lightning import LightningModel
+    except ImportError as err:
+        raise ImportError(f"{path} is a gReLU checkpoint; loading it needs the grelu package: "
+                          f"{GRELU_EXTRA_HINT}") from err
+    return LightningModel
+
+
+class GreluNet(nn.Module):
+    """A gReLU ``LightningModel`` as a token network (one-hot in, predictions out, fp32, no autocast).
+
+    Args:
+        model: the loaded ``grelu.lightning.LightningModel`` (its ``forward`` applies the task activation:
+            identity for the MSE regressors, sigmoid for the binary ATAC classifier).
+        task_index: output column of the reward.
+        transform: ``"identity"`` or ``"specificity"`` (column minus the maximum of the other columns).
+        task_names: names of the output columns (from the checkpoint's ``data_params["tasks"]["name"]``).
+
+    Shapes: ``forward(tokens [B, L] long in 0..3) -> [B]``; :meth:`predictions` ``-> [B, T]`` (the model's
+    ``[B, T, L_out]`` averaged over its ``L_out`` output bins; ``L_out = 1`` for the DRAKES models).
+
+    Raises:
+        ValueError: an unknown transform, a task index outside ``[0, T)``, a token outside ``0..3`` (e.g. the mask).
+    """
+
+    def __init__(self, model: nn.Module, task_index: int = 0, transform: str = "identity",
+                 task_names: list[str] | None = None) -> None:
+        super().__init__()
+        if transform not in TRANSFORMS:
+            raise ValueError(f"unknown oracle transform {transform!r}; choose one of {TRANSFORMS}")
+        self.model = model.eval()
+        self.task_index = int(task_index)
+        self.transform = transform
+        self.task_names = list(task_names) if task_names else None
+        n_tasks = (getattr(model, "model_params", None) or {}).get("n_tasks")
+        if n_tasks is not None and not 0 <= self.task_index < int(n_tasks):
+            raise ValueError(f"task index {self.task_index} outside the model's {n_tasks} tasks")
+
+    def predictions(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Every task's prediction ``[B, T]`` (float32) of token ids ``[B, L]``."""
+        tokens = tokens.long()
+        if tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) > 3):
+            raise ValueError("gReLU oracles take bases A, C, G, T only (token ids 0..3; no mask token)")
+        onehot = F.one_hot(tokens, 4).float().transpose(1, 2)  # [B, 4, L]
+        with torch.autocast(device_type=tokens.device.type, enabled=False):
+            out = self.model(onehot).float()  # [B, T, L_out]
+        return out.mean(-1) if out.dim() == 3 else out
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        pred = self.predictions(tokens)
+        value = pred[:, self.task_index]
+        if self.transform == "specificity" and pred.shape[1] > 1:
+            others = torch.cat([pred[:, : self.task_index], pred[:, self.task_index + 1 :]], dim=1)
+            value = value - others.max(dim=1).values
+        return value
+
+    def train(self, mode: bool = True) -> GreluNet:
+        """Always eval mode (dropout of the Enformer trunk stays off)."""
+        return super().train(False)
+
+
+def load_grelu_net(path: str | os.PathLike, *, task: str | int = 0, transform: str = "identity",
+                   map_location: str | torch.device = "cpu") -> tuple[GreluNet, dict[str, Any]]:
+    """Load a gReLU ``LightningModel`` checkpoint as a frozen :class:`GreluNet`.
+
+    Args:
+        path: the checkpoint (e.g. DRAKES ``reward_oracle_ft.ckpt``); unpickled in full (``weights_only=False``),
+            so name only files you trust.
+        task: output column: an index or a task name of the checkpoint (``hepg2``, ``k562``, ``sknsh``).
+        transform: see :class:`GreluNet`.
+        map_location: device of the weights.
+
+    Returns:
+        ``(net, info)``; ``info`` has ``model_type`` (as saved), ``remapped`` (Enformer rebuilt offline),
+        ``task_names``, ``task_index``, ``n_tasks``.
+
+    Raises:
+        ImportError: grelu is not installed (names the extra).
+        CheckpointNotFoundError / CheckpointCorruptError: missing or unreadable file.
+        CheckpointArchitectureError: not a gReLU checkpoint, or weights that do not fit its model parameters.
+        ValueError: an unknown task name or transform.
+    """
+    path = Path(path)
+    _check_file(path)
+    hp = _grelu_hparams(peek_checkpoint(path))
+    if hp is None:
+        raise CheckpointArchitectureError(f"wrong architecture: {path} is not a gReLU LightningModel checkpoint "
+                                          "(no hyper_parameters.model_params.model_type)", path)
+    LightningModel = _require_grelu(path)
+    model_params = dict(hp["model_params"])
+    overrides: dict[str, Any] = {}
+    remapped = model_params.get("model_type") == "EnformerPretrainedModel"
+    if remapped:  # its constructor downloads the published weights; EnformerModel builds the same tensors
+        overrides["model_params"] = {**model_params, "model_type": "EnformerModel"}
+    try:
+        model = LightningModel.load_from_checkpoint(str(path), map_location=map_location, weights_only=False,
+                                                    **overrides)
+    except RuntimeError as err:
+        raise CheckpointArchitectureError(f"wrong architecture: {path}: {err}", path) from err
+    names = list((getattr(model, "data_params", None) or {}).get("tasks", {}).get("name", []) or [])
+    if isinstance(task, str) and not task.lstrip("-").isdigit():
+        if task not in names:
+            raise ValueError(f"{path}: unknown task {task!r}; the checkpoint's tasks are {names or 'unnamed'}")
+        index = names.index(task)
+    else:
+        index = int(task)
+    net = GreluNet(model, index, transform, names).requires_grad_(False)
+    info = {"model_type": model_params.get("model_type"), "remapped": remapped, "task_names": names,
+            "task_index": index, "n_tasks": model_params.get("n_tasks")}
+    return net, info
