@@ -197,38 +197,78 @@ def atomic_save_figure(fig, path: str | os.PathLike, dpi: int = 120) -> Path:
     return Path(path)
 
 
+#: Units of the DHS reward, on every reward axis: the oracle's HepG2 log-odds.
+REWARD_UNITS = "HepG2 log-odds, nats"
+
+
+def _oracle_name(oracle: Any) -> str:
+    """How a plot names an oracle: the file name of a path, else the class name of a callable."""
+    if oracle is None:
+        return "?"
+    return Path(oracle).name if isinstance(oracle, str | os.PathLike) else type(oracle).__name__
+
+
 def plot_reward_distributions(
-    rewards: Mapping[str, Sequence[float]], path: str | os.PathLike, xlabel: str = "Pred-Activity (eval oracle)"
+    rewards: Mapping[str, Sequence[float]], path: str | os.PathLike,
+    xlabel: str = f"Pred-Activity: evaluation-oracle reward ({REWARD_UNITS})", title: str | None = None,
+    oracle: Any = None,
 ) -> Path:
-    """Overlaid histograms of reward per named set (e.g. real HepG2 / pretrained / fine-tuned), saved as PNG."""
-    fig, ax = _pyplot().subplots(figsize=(6, 3.6))
+    """Overlaid histograms of reward per named set (e.g. real HepG2 / pretrained / fine-tuned), saved as PNG.
+
+    Each set's legend entry gives its number of designs and median (the dashed line of its colour). The title says
+    what is plotted and, with ``oracle`` (a path or a callable), which oracle scored the designs.
+    """
+    fig, ax = _pyplot().subplots(figsize=(6.4, 4))
     vals = [np.asarray(v, dtype=float) for v in rewards.values()]
     lo = min(float(v.min()) for v in vals if v.size)
     hi = max(float(v.max()) for v in vals if v.size)
     bins = np.linspace(lo, hi, 50)
     for (name, v) in zip(rewards, vals):
-        ax.hist(v, bins=bins, alpha=0.45, density=True, label=f"{name} (median {np.median(v):.2f})")
+        ax.hist(v, bins=bins, alpha=0.45, density=True,
+                label=f"{name}: n = {v.size}, median {np.median(v):.2f} (dashed)")
         ax.axvline(np.median(v), ls="--", lw=1, color=ax.patches[-1].get_facecolor()[:3])
     ax.set_xlabel(xlabel)
-    ax.set_ylabel("density")
-    ax.legend(fontsize=8)
+    ax.set_ylabel("density (designs per unit reward)")
+    if title is None:
+        title = "Reward of the designs" + (f", scored by {_oracle_name(oracle)}" if oracle is not None else "")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
     return atomic_save_figure(fig, path)
 
 
 def plot_reward_curve(
     curves: Mapping[str, pd.DataFrame], path: str | os.PathLike, x: str = "reward_queries",
-    y: str = "reward_median", band: tuple[str, str] | None = None, ylabel: str = "reward (fine-tuning oracle)",
+    y: str = "reward_median", band: tuple[str, str] | None = ("reward_q25", "reward_q75"),
+    ylabel: str = f"fine-tuning-oracle reward ({REWARD_UNITS})", oracle: Any = None,
+    designs_per_iteration: int | None = None,
 ) -> Path:
-    """Reward vs reward queries during training, one line per named run (optional shaded band), PNG."""
-    fig, ax = _pyplot().subplots(figsize=(6, 3.6))
+    """Reward during training, one line per named run, PNG a reader understands without the code.
+
+    The line is the median of each policy iteration's sampled group (``y``, default ``reward_median``), the shaded
+    band its interquartile range (``band``: the 25th and 75th percentiles), each with its own legend entry. The
+    bottom axis counts reward queries (oracle calls, ``x``); with ``designs_per_iteration`` (the group size times
+    the number of groups) a top axis counts policy iterations and the title gives the number of designs behind
+    each point. ``oracle`` (a path or a callable) names the oracle that scored them.
+    """
+    fig, ax = _pyplot().subplots(figsize=(6.4, 4))
     for name, df in curves.items():
-        line = ax.plot(df[x], df[y], label=name)[0]
+        line = ax.plot(df[x], df[y], label=f"{name}: median of each iteration's designs")[0]
         if band is not None and band[0] in df and band[1] in df:
-            ax.fill_between(df[x], df[band[0]], df[band[1]], color=line.get_color(), alpha=0.15)
-    ax.set_xlabel("reward queries (oracle calls)")
+            ax.fill_between(df[x], df[band[0]], df[band[1]], color=line.get_color(), alpha=0.15,
+                            label=f"{name}: interquartile range (25th-75th percentile)")
+    ax.set_xlabel("reward queries (fine-tuning-oracle calls)" if x == "reward_queries" else x)
     ax.set_ylabel(ylabel)
-    ax.legend(fontsize=8)
+    if designs_per_iteration:
+        n = float(designs_per_iteration)
+        top = ax.secondary_xaxis("top", functions=(lambda q: q / n, lambda i: i * n))
+        top.set_xlabel("policy iteration", fontsize=8)
+    what = f"{designs_per_iteration} designs per point" if designs_per_iteration else "one sampled group per point"
+    scorer = f", scored by {_oracle_name(oracle)}" if oracle is not None else ""
+    ax.set_title(f"Reward during fine-tuning ({what}{scorer})", fontsize=10)
+    ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
+    fig.tight_layout()
     return atomic_save_figure(fig, path)
 
 
@@ -322,7 +362,9 @@ def export_run(module: SiMPOFineTuning, out_dir: str | os.PathLike, *, num_sampl
     history = pd.DataFrame(module.history)
     if len(history):
         write_table(history, out / "history.csv")
-        plot_reward_curve({scheme: history}, out / "reward_curve.png", band=("reward_q25", "reward_q75"))
+        hp = module.hparams
+        plot_reward_curve({scheme: history}, out / "reward_curve.png", band=("reward_q25", "reward_q75"),
+                          oracle=hp.get("oracle", module.oracle), designs_per_iteration=hp.group_size * hp.num_groups)
 
     if evaluator is None and eval_oracle is not None:
         evaluator = build_evaluator(eval_oracle, module.reference, jaspar=jaspar)
@@ -369,7 +411,10 @@ def export_run(module: SiMPOFineTuning, out_dir: str | os.PathLike, *, num_sampl
         md = metrics_table(rows)
         write_table(pd.DataFrame([{"model": k, **v} for k, v in rows.items()]), out / "metrics.csv")
         write_text(md + "\n", out / "metrics.md")
-        plot_reward_distributions(rewards, out / "reward_distribution.png")
+        eval_name = _oracle_name(eval_oracle if eval_oracle is not None else getattr(evaluator, "oracle", None))
+        plot_reward_distributions(rewards, out / "reward_distribution.png",
+                                  title=f"Evaluation-oracle reward of {num_samples} sampled designs per model "
+                                  f"(scored by {eval_name})")
         plot_gc_distributions(gcs, out / "composition.png")
     return {"metrics": rows, "table": md, "out_dir": out}
 
