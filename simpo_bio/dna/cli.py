@@ -42,6 +42,7 @@ from simpo_bio.dna.designs import (
     DEFAULT_EVAL_ORACLE,
     build_evaluator,
     design_table,
+    flags_column,
     sample_with_progress,
     write_designs,
     write_table,
@@ -50,6 +51,7 @@ from simpo_bio.dna.designs import (
 from simpo_bio.dna.finetune import load_policy
 from simpo_bio.dna.inputs import InputError, check_model_config, check_out, check_sizes, read_config
 from simpo_bio.dna.metrics import metrics_table
+from simpo_bio.dna.naturalness import SynthesisConstraints
 from simpo_bio.dna.oracle import NonFiniteRewardError, load_oracle, oracle_scores
 from simpo_bio.dna.pretrain import load_pretrained
 from simpo_bio.lightning_cli import lightning_cli
@@ -238,8 +240,29 @@ def export_main(argv: list[str] | None = None) -> None:
     p.add_argument("--top-k", type=int, default=50)
     p.add_argument("--by", default="eval_reward", help="column to rank by (default eval_reward)")
     p.add_argument("--out", default=None, help="output FASTA (default: runs/export/<run name>-top<k>.fasta)")
+    g = p.add_argument_group("synthesis constraints (flagged in the FASTA header; --filter drops flagged designs)")
+    g.add_argument("--gc-min", type=float, default=0.3)
+    g.add_argument("--gc-max", type=float, default=0.7)
+    g.add_argument("--max-homopolymer", type=int, default=15, help="longest allowed run of one base, bp")
+    g.add_argument("--forbid", action="append", default=None, metavar="NAME=SITE",
+                   help="a site that must not occur on either strand (repeatable; default BsaI=GGTCTC BsmBI=CGTCTC)")
+    g.add_argument("--prefix", default="", help="5' adapter added before the checks")
+    g.add_argument("--suffix", default="", help="3' adapter added before the checks")
+    g.add_argument("--filter", action="store_true", help="keep only designs without flags (then take the top k)")
     a = p.parse_args(argv)
     with _user_errors("export"):
+        forbidden = None
+        if a.forbid:
+            bad = [f for f in a.forbid if f.count("=") != 1]
+            if bad:
+                raise CommandError(f"--forbid takes NAME=SITE, got {bad[0]!r}")
+            forbidden = dict(f.split("=") for f in a.forbid)
+        try:
+            constraints = SynthesisConstraints(gc_min=a.gc_min, gc_max=a.gc_max, max_homopolymer=a.max_homopolymer,
+                                               prefix=a.prefix, suffix=a.suffix,
+                                               **({"forbidden": forbidden} if forbidden else {}))
+        except ValueError as err:
+            raise CommandError(str(err)) from None
         path = Path(a.run)
         table_path = path / "designs.csv" if path.is_dir() else path
         if not table_path.exists():
@@ -249,11 +272,18 @@ def export_main(argv: list[str] | None = None) -> None:
             raise CommandError(f"{table_path} has no column {a.by!r}; columns: {', '.join(df.columns)}")
         if a.top_k < 1:
             raise CommandError(f"--top-k must be >= 1, got {a.top_k}")
+        df["flags"] = flags_column(df["sequence"].astype(str).tolist(), constraints)
+        if a.filter:
+            df = df[df["flags"] == "none"]
+            if df.empty:
+                raise CommandError(f"no design of {table_path} meets the synthesis constraints (drop --filter to "
+                                   f"see the flags)")
         top = df.sort_values(a.by, ascending=False).head(a.top_k)
         out = Path(a.out) if a.out else Path("runs", "export", f"{table_path.parent.name or 'run'}-top{a.top_k}.fasta")
         check_out(out, "--out")
         write_designs(out, top, out.with_suffix(".csv"))
-    print(f"wrote the top {len(top)} designs by {a.by} to {out}")
+    flagged = int((top["flags"] != "none").sum())
+    print(f"wrote the top {len(top)} designs by {a.by} to {out} ({flagged} flagged: see the FASTA header)")
 
 
 # -------------------------------------------------------------------------------------------------------- demo

@@ -64,6 +64,15 @@ from simpo_bio.dna.checkpoints import (
     record_model_kind,
     strip_prefix,
 )
+from simpo_bio.dna.ensemble import EnsembleOracle
+from simpo_bio.dna.leash import (
+    KL_ESTIMATORS,
+    bounded_elbo,
+    build_constraints,
+    elbo_log_ratio,
+    kl_regularized_reward,
+)
+from simpo_bio.dna.naturalness import feasibility_ranked
 from simpo_bio.dna.oracle import check_rewards, load_oracle
 from simpo_bio.dna.pretrain import build_masked_diffusion, load_pretrained, pretrained_from_checkpoint
 from simpo_bio.weighting import TemperatureController, compute_weights, get_scheme, group_advantages
@@ -105,7 +114,9 @@ def _load_policy_from(spec) -> nn.Module:
     return spec if isinstance(spec, nn.Module) else load_pretrained(str(spec))
 
 
-def _load_oracle_from(spec):
+def _load_oracle_from(spec, std_coef: float = 1.0):
+    if isinstance(spec, list | tuple):  # an ensemble: conservative reward mean - k std (simpo_bio/dna/ensemble.py)
+        return EnsembleOracle([_load_oracle_from(s) for s in spec], std_coef=std_coef)
     if callable(spec) and not isinstance(spec, str | Path):
         return spec
     return load_oracle(str(spec))
@@ -119,8 +130,10 @@ class SiMPOFineTuning(pl.LightningModule):
         pretrained: path of the pretrained model checkpoint (:func:`simpo_bio.dna.pretrain.load_pretrained`); from
             Python a :class:`~simpo_bio.diffusion.masked.MaskedDiffusion` module is accepted too. The policy starts
             as a copy of it and the frozen reference stays equal to it.
-        oracle: path of the frozen fine-tuning oracle (:func:`simpo_bio.dna.oracle.load_oracle`) or, from Python,
-            any callable ``tokens [B, L] long -> rewards [B]``. It is never saved in the checkpoint.
+        oracle: path of the frozen fine-tuning oracle (:func:`simpo_bio.dna.oracle.load_oracle`), a list of paths
+            (an ensemble with the conservative reward ``mean - ensemble_std_coef * std``,
+            :class:`simpo_bio.dna.ensemble.EnsembleOracle`) or, from Python, any callable
+            ``tokens [B, L] long -> rewards [B]``. It is never saved in the checkpoint.
         scheme: weighting scheme name (:func:`simpo_bio.weighting.available_schemes`).
         scheme_params: extra parameters of the scheme, e.g. ``{"eta": 1.0}`` for ``linear_neg`` / ``square_neg``,
             ``{"p": 3}`` for ``power``.
@@ -138,7 +151,18 @@ class SiMPOFineTuning(pl.LightningModule):
         minibatch_size: sequences per gradient step (``None`` = all ``G * num_groups``).
         lr, weight_decay, betas: AdamW settings of the policy.
         grad_clip: max gradient norm (``0`` disables clipping).
-        kl_coef: coefficient of the KL anchor to the reference (0 = off, the default).
+        kl_coef: coefficient of the KL anchor to the reference in the loss (0 = off, the default).
+        kl_penalty: ``beta`` of the KL-regularised reward ``r - beta (log pi(x) - log pi_ref(x))``, reward units
+            (HepG2 log-odds, nats) per nat of KL to the frozen reference; 0 = off (:mod:`simpo_bio.dna.leash`).
+        kl_estimator: how ``log pi(x) - log pi_ref(x)`` is estimated: ``trajectory`` (exact log-ratio of the
+            sampling trajectory; the reference runs beside the policy in the sampler) or ``elbo`` (ELBO
+            differences with shared noise, 2 draws). Its mean is logged every iteration as ``kl_ref``.
+        repel_margin: cap of a negative-weight sequence's ELBO term, nats per base (bounded repulsion,
+            :func:`simpo_bio.dna.leash.bounded_elbo`); ``None`` = no cap.
+        constraints: the natural range designs must stay in (``gc_window``, ``max_homopolymer``, ``max_dust``,
+            ``kmer_quantile``; :func:`simpo_bio.dna.leash.build_constraints`): a sampled design outside it ranks
+            below every design inside it (:func:`simpo_bio.dna.naturalness.feasibility_ranked`); ``None`` = off.
+        ensemble_std_coef: ``k`` of the conservative ensemble reward (used when ``oracle`` is a list).
         log_reference_elbo: log ``elbo_ref`` of the samples under the reference (one extra ELBO pass).
         seed: seed of the module's generator (sampling, ELBO noise, minibatch order).
 
@@ -153,7 +177,7 @@ class SiMPOFineTuning(pl.LightningModule):
     def __init__(
         self,
         pretrained: str = "checkpoints/dna/pretrained_dhs.ckpt",
-        oracle: str = "checkpoints/dna/oracle_ft.ckpt",
+        oracle: str | list[str] = "checkpoints/dna/oracle_ft.ckpt",
         scheme: str = "square_neg",
         scheme_params: dict[str, float] | None = None,
         group_size: int = 32,
@@ -175,11 +199,19 @@ class SiMPOFineTuning(pl.LightningModule):
         kl_coef: float = 0.0,
         log_reference_elbo: bool = True,
         seed: int = 0,
+        kl_penalty: float = 0.0,
+        kl_estimator: str = "trajectory",
+        repel_margin: float | None = None,
+        constraints: dict[str, Any] | None = None,
+        ensemble_std_coef: float = 1.0,
     ) -> None:
         super().__init__()
         # modules passed from Python are not hyperparameters (only paths are recorded)
+        def _is_path(v) -> bool:
+            return isinstance(v, str | Path) or (isinstance(v, list | tuple) and all(isinstance(e, str | Path) for e in v))
+
         self.save_hyperparameters(ignore=[k for k, v in (("pretrained", pretrained), ("oracle", oracle))
-                                          if not isinstance(v, str | Path)])
+                                          if not _is_path(v)])
         for name, v in (("group_size", group_size), ("num_groups", num_groups), ("seq_len", seq_len),
                         ("num_steps", num_steps), ("update_epochs", update_epochs)):
             if int(v) < 1:
@@ -190,6 +222,13 @@ class SiMPOFineTuning(pl.LightningModule):
             raise ValueError(f"temperature must be > 0, got {temperature}")
         if kl_coef < 0:
             raise ValueError(f"kl_coef must be >= 0, got {kl_coef}")
+        if not (kl_penalty >= 0 and math.isfinite(kl_penalty)):
+            raise ValueError(f"kl_penalty must be finite and >= 0, got {kl_penalty}")
+        if kl_estimator not in KL_ESTIMATORS:
+            raise ValueError(f"kl_estimator must be one of {KL_ESTIMATORS}, got {kl_estimator!r}")
+        if repel_margin is not None and not repel_margin > 0:
+            raise ValueError(f"repel_margin must be > 0 nats per base (or null), got {repel_margin}")
+        self.constraints = build_constraints(constraints)
         self.scheme = get_scheme(scheme, **(scheme_params or {}))
         self.automatic_optimization = False
 
@@ -201,7 +240,7 @@ class SiMPOFineTuning(pl.LightningModule):
         # frozen reference and oracle live outside the state dict (not saved; rebuilt from their paths)
         reference.requires_grad_(False).eval()
         object.__setattr__(self, "reference", reference)
-        object.__setattr__(self, "oracle", _load_oracle_from(oracle))
+        object.__setattr__(self, "oracle", _load_oracle_from(oracle, ensemble_std_coef))
         self.temperature_ctl = TemperatureController(self.scheme, temperature=temperature, target_kl=target_kl)
         self.temperature_ctl.requires_grad_(auto_temperature)
 
@@ -267,8 +306,14 @@ class SiMPOFineTuning(pl.LightningModule):
     # ------------------------------------------------------------------------------------------- pieces
     @torch.no_grad()
     def generate(self, num_samples: int, *, num_steps: int | None = None, generator: torch.Generator | None = None,
-                 batch_size: int | None = None, progress: bool = False) -> Tensor:
-        """Sample ``[num_samples, seq_len]`` token ids from the current policy (no grad, eval mode)."""
+                 batch_size: int | None = None, progress: bool = False, reference: nn.Module | None = None
+                 ) -> Tensor | tuple[Tensor, Tensor, Tensor]:
+        """Sample ``[num_samples, seq_len]`` token ids from the current policy (no grad, eval mode).
+
+        With ``reference`` (a :class:`~simpo_bio.diffusion.masked.MaskedDiffusion`), returns
+        ``(tokens, log_p [B], log_q [B])``: the trajectory log-probabilities under the policy and the reference
+        (:meth:`~simpo_bio.diffusion.masked.MaskedDiffusion.sample`, ``return_log_probs``).
+        """
         was_training = self.policy.training
         self.policy.eval()
         kwargs = dict(num_steps=num_steps or self.hparams.num_steps,
@@ -276,6 +321,8 @@ class SiMPOFineTuning(pl.LightningModule):
         if batch_size is not None:
             kwargs["batch_size"] = batch_size
         kwargs.update(self._extra_sample_kwargs)
+        if reference is not None:
+            kwargs.update(reference=reference, return_log_probs=True)
         x = self.policy.sample(num_samples, self.hparams.seq_len, **kwargs)
         self.policy.train(was_training)
         return x
@@ -322,7 +369,12 @@ class SiMPOFineTuning(pl.LightningModule):
         timings = {}
 
         t0 = time.perf_counter()
-        x = self.generate(n)
+        if hp.kl_estimator == "trajectory":
+            x, log_p, log_q = self.generate(n, reference=self.reference)
+            log_ratio = log_p - log_q
+        else:
+            x = self.generate(n)
+            log_ratio = elbo_log_ratio(self.policy, self.reference, x, generator=self.generator)
         timings["time_sample_s"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
@@ -333,7 +385,13 @@ class SiMPOFineTuning(pl.LightningModule):
         self.reward_queries += n
 
         t0 = time.perf_counter()
-        groups = reward.view(hp.num_groups, hp.group_size)
+        shaped = kl_regularized_reward(reward, log_ratio, hp.kl_penalty).view(hp.num_groups, hp.group_size)
+        feasible = torch.ones(n, dtype=torch.bool, device=self.device)
+        if self.constraints is not None:
+            violation = self.constraints.violation(x)
+            feasible = violation == 0
+            shaped = feasibility_ranked(shaped, violation.view_as(shaped))
+        groups = shaped
         advantage = group_advantages(groups, normalize=hp.normalize_advantage, leave_one_out=hp.leave_one_out)
         temperature = self.temperature_ctl.temperature.to(self.device)
         wout = compute_weights(advantage, self.scheme, temperature)
@@ -351,6 +409,7 @@ class SiMPOFineTuning(pl.LightningModule):
             for s in range(0, n, mb):
                 idx = perm[s : s + mb]
                 elbo = self.policy.elbo_loss(x[idx], generator=self.generator)  # [b], nats
+                elbo = bounded_elbo(elbo, weight[idx], hp.repel_margin, hp.seq_len)
                 # groups are averaged: the full-batch loss is mean_groups sum_i w_i ELBO_i
                 loss = (weight[idx] * elbo).sum() / hp.num_groups
                 if hp.kl_coef > 0:
@@ -378,6 +437,9 @@ class SiMPOFineTuning(pl.LightningModule):
             "temperature": float(temperature),
             "kl_to_uniform": self.temperature_ctl.kl(wout.weight).item(),
             "loss": torch.stack(losses).mean().item(),
+            "kl_ref": log_ratio.mean().item(),
+            "feasible": feasible.float().mean().item(),
+            "gc": ((x == 1) | (x == 2)).float().mean().item(),
             **timings,
         }
         if hp.log_reference_elbo:

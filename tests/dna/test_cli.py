@@ -186,3 +186,29 @@ def test_shipped_oracle_checkpoints_name_a_class_that_exists(name):
     hp = upgrade_recorded_hparams(torch.load(path, map_location="cpu", weights_only=True)["hyper_parameters"])
     module, _, cls = hp["_class_path"].rpartition(".")
     assert getattr(importlib.import_module(module), cls) is CellTypeClassifier
+
+
+def test_export_flags_and_filters_synthesis_constraints(run_dir, tmp_path, capsys):
+    df = pd.read_csv(run_dir / "designs.csv")
+    seq = list(df["sequence"].astype(str))
+    n = len(seq[0])
+    seq[0] = "GGTCTC" + "ACGT" * ((n - 6) // 4) + "AC"[: (n - 6) % 4]  # BsaI on the forward strand at 0
+    seq[1] = ("ACGT" * n)[: n - 6] + "GAGACG"  # BsmBI (CGTCTC) on the reverse strand
+    df["sequence"] = seq
+    df["eval_reward"] = list(range(len(df), 0, -1))  # the planted designs rank first
+    table = tmp_path / "designs.csv"
+    df.to_csv(table, index=False)
+    out = tmp_path / "top.fasta"
+    cli_main(["export", "--run", str(table), "--top-k", "3", "--out", str(out), "--gc-min", "0", "--gc-max", "1"])
+    _, _, fields = read_fasta(out)
+    assert fields["flags"].iloc[0] == "BsaI@0+"
+    assert fields["flags"].iloc[1] == f"BsmBI@{n - 6}-"
+    capsys.readouterr()
+    cli_main(["export", "--run", str(table), "--top-k", "3", "--out", str(out), "--gc-min", "0", "--gc-max", "1",
+              "--filter"])
+    ids, _, fields = read_fasta(out)
+    assert df["id"].iloc[0] not in ids and df["id"].iloc[1] not in ids
+    assert set(fields["flags"]) == {"none"}
+    with pytest.raises(SystemExit) as e:
+        cli_main(["export", "--run", str(table), "--forbid", "BsaI", "--out", str(out)])
+    assert e.value.code == 2 and "NAME=SITE" in capsys.readouterr().err
