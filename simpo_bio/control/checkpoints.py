@@ -143,7 +143,7 @@ def load_checkpoint(path: str | os.PathLike, device: str = "cpu") -> dict[str, A
     try:
         ckpt = torch.load(path, map_location=device, weights_only=False)
     except Exception as err:  # noqa: BLE001 - any unreadable file is the same user error
-        detail = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        detail = " ".join(str(err).split()).split(". ")[0] or type(err).__name__  # torch adds a paragraph of advice
         raise CheckpointError(
             f"{path}: cannot be read as a torch checkpoint (truncated or corrupt?): {detail[:200]}"
         ) from None
