@@ -40,6 +40,43 @@ def _usage() -> str:
     return "\n".join(lines)
 
 
+def _fasta_argument(args: list[str]) -> str | None:
+    for i, a in enumerate(args):
+        if a == "--fasta" and i + 1 < len(args):
+            return args[i + 1]
+        if a.startswith("--fasta="):
+            return a.split("=", 1)[1]
+    return None
+
+
+def precheck_fasta(cmd: str, args: list[str]) -> None:
+    """Refuse a ``--fasta`` that is no FASTA text before anything heavy is imported (one line, exit status 2).
+
+    Catches what a glance can: a missing path, a directory, binary content (NUL bytes in the first 64 KiB of a
+    file that is not gzip). Everything else is checked by :func:`simpo_bio.dna.data.read_fasta` (same messages).
+    """
+    path = _fasta_argument(args)
+    if path is None:
+        return
+    problem = None
+    if not os.path.exists(path):
+        problem = f"FASTA file not found: {path}"
+    elif os.path.isdir(path):
+        problem = f"{path}: is a directory, not a FASTA file"
+    else:
+        try:
+            with open(path, "rb") as fh:
+                head = fh.read(1 << 16)
+        except OSError as err:
+            problem = f"{path}: cannot be read ({err.strerror})"
+        else:
+            if not head.startswith(b"\x1f\x8b") and b"\x00" in head:
+                problem = f"{path}: binary content (NUL bytes), not a FASTA text file"
+    if problem:
+        print(f"simpo-bio {cmd}: error: {problem}", file=sys.stderr)
+        raise SystemExit(2)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``simpo-bio`` console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -57,6 +94,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"simpo-bio: unknown command {cmd!r}\n\n{_usage()}", file=sys.stderr)
         raise SystemExit(2)
     module, func, _ = SUBCOMMANDS[cmd]
+    if cmd == "evaluate":
+        precheck_fasta(cmd, rest)  # before torch / Lightning are imported (seconds): a bad file fails at once
     try:
         mod = importlib.import_module(module)
     except ImportError as err:  # e.g. the [control] extra is missing
