@@ -474,6 +474,12 @@ def load_policy(path: str | Path, map_location: str | torch.device = "cpu") -> t
         from simpo_bio.dna.hf import load_hf_policy
 
         return load_hf_policy(path, map_location)
+    from simpo_bio.dna.drakes import is_drakes_checkpoint
+
+    if is_drakes_checkpoint(str(path).split("?")[0]):  # DRAKES' pretrained.ckpt: read without unpickling in full
+        return load_pretrained(str(path), map_location).eval(), {
+            "kind": "pretrained", "scheme": "none", "seq_len": 200, "num_steps": None, "oracle": None,
+            "pretrained": str(path)}
     ckpt = load_checkpoint(path, map_location="cpu", weights_only=False)
     if isinstance(ckpt, dict) and ckpt.get(KIND_KEY) == MODEL_KIND:
         hp = dict(ckpt.get("hyper_parameters") or {})

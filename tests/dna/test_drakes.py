@@ -78,10 +78,11 @@ def test_drakes_checkpoint_loads_raw_or_ema_and_samples(tmp_path, monkeypatch):
         load_pretrained(f"{path}?weights=best")
 
 
-def test_load_policy_reads_a_drakes_checkpoint_with_omegaconf(tmp_path):
+def test_load_policy_reads_a_drakes_checkpoint_without_omegaconf(tmp_path, monkeypatch):
     from simpo_bio.dna.finetune import load_policy
 
     path, net, _ = drakes_ckpt(tmp_path / "pretrained.ckpt")
+    monkeypatch.setitem(sys.modules, "omegaconf", None)  # `simpo-bio sample --ckpt pretrained.ckpt` needs no extra
     policy, info = load_policy(path)
     assert info["kind"] == "pretrained"
     torch.testing.assert_close(policy.backbone.linear.weight, net.linear.weight)
