@@ -15,7 +15,7 @@ $(BIN)/python:
 # The pinned CPU torch goes in first so no CUDA wheels are pulled on CPU machines.
 $(VENV)/.installed: $(BIN)/python pyproject.toml
 	$(BIN)/pip install -q $(TORCH_PIN)
-	$(BIN)/pip install -q -e ".[dev,control]"
+	$(BIN)/pip install -q -e ".[dev,control,hf,drakes]"
 	touch $@
 
 install: $(VENV)/.installed
