@@ -41,8 +41,9 @@ def test_bad_ensembles(members, k, match):
 
 
 def test_finetuning_accepts_a_list_of_oracle_paths(tmp_path):
-    from simpo_bio.dna.finetune import SiMPOFineTuning
     from tiny_models import tiny_oracle_ckpt, tiny_pretrained_ckpt
+
+    from simpo_bio.dna.finetune import SiMPOFineTuning
 
     pre = tiny_pretrained_ckpt(tmp_path / "pre.ckpt")
     paths = [str(tiny_oracle_ckpt(tmp_path / f"o{i}.ckpt", seed=i)) for i in range(3)]
