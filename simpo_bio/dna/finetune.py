@@ -7,14 +7,18 @@ paper references, are in ``docs/method.md``):
 1. **sample** ``num_groups x group_size`` sequences from the current policy with no grad (``pi_old`` = the policy
    at sampling time, paper Sec. 3.1; the batched ancestral sampler of
    :class:`~simpo_bio.diffusion.masked.MaskedDiffusion`);
-2. **reward** them with the frozen fine-tuning oracle (:mod:`simpo_bio.dna.oracle`, checked finite) and turn
-   rewards into group-relative advantages (:func:`simpo_bio.weighting.group_advantages`, paper Example 3.4);
+2. **reward** them with the frozen fine-tuning oracle (:mod:`simpo_bio.dna.oracle`, checked finite; a list of
+   oracles is a conservative ensemble, :mod:`simpo_bio.dna.ensemble`), minus ``kl_penalty`` times the log-ratio
+   to the reference (the leash, :mod:`simpo_bio.dna.leash`), designs outside the natural range ranked last
+   (``constraints``, :mod:`simpo_bio.dna.naturalness`), then group-relative advantages
+   (:func:`simpo_bio.weighting.group_advantages`, paper Example 3.4);
 3. **weights** by scheme name (``exp``, ``linear``, ``square``, ``power``, ``linear_neg``, ``square_neg``,
    ``wd1``; :func:`simpo_bio.weighting.compute_weights`, paper Eq. 9-11 and Appendix E) at a fixed temperature or
    one tuned by the dual of paper Appendix G, Eq. 30 (:class:`simpo_bio.weighting.TemperatureController`);
 4. **update**: ``update_epochs`` passes of gradient steps on ``sum_i w_i * ELBO_loss(x_i)`` (weights detached;
-   paper Eq. 7 with the negative ELBO of section 5.3; negative weights repel, paper section 3.4), plus an optional
-   anchor ``kl_coef * KL(policy || reference)`` on the denoising distributions, with gradient-norm clipping.
+   paper Eq. 7 with the negative ELBO of section 5.3; negative weights repel, paper section 3.4, capped at
+   ``repel_margin`` nats per base), plus an optional anchor ``kl_coef * KL(policy || reference)`` on the denoising
+   distributions, with gradient-norm clipping.
 
 Everything random (sampling, ELBO noise, minibatch order) draws from one generator owned by the module; its state
 is saved in every checkpoint, so a fit killed after iteration ``k`` and resumed from ``last.ckpt`` continues with
@@ -29,8 +33,9 @@ state, so a fit resumes on any number of devices.
 
 Logged every iteration (``train/...``): reward mean/median/max/min, weight diagnostics (``ess``,
 ``negative_mass``, ``active``, ``temperature``, ``kl_to_uniform``), loss, ``elbo_ref`` (log-likelihood lower bound
-of the samples under the frozen reference, nats per sequence), ``reward_queries`` (cumulative oracle calls) and the
-seconds spent in sample / reward / update.
+of the samples under the frozen reference, nats per sequence), ``kl_ref`` (KL(policy || reference) estimate,
+nats per sequence), ``feasible`` (share of designs inside the constraints), ``gc``, ``reward_queries``
+(cumulative oracle calls) and the seconds spent in sample / reward / update.
 
 Run it with LightningCLI (``configs/dna/simpo_base.yaml`` plus one scheme file)::
 
@@ -40,7 +45,8 @@ Run it with LightningCLI (``configs/dna/simpo_base.yaml`` plus one scheme file):
 uses it. Designs and exports at the end of a fit: :mod:`simpo_bio.dna.designs`.
 
 Imports: Lightning, :mod:`simpo_bio.weighting`, :mod:`simpo_bio.dna.checkpoints`, :mod:`simpo_bio.dna.oracle`,
-:mod:`simpo_bio.dna.pretrain`.
+:mod:`simpo_bio.dna.pretrain`, :mod:`simpo_bio.dna.leash`, :mod:`simpo_bio.dna.naturalness`,
+:mod:`simpo_bio.dna.ensemble` (and, lazily, :mod:`simpo_bio.dna.hf` / :mod:`simpo_bio.dna.drakes` for those files).
 """
 
 from __future__ import annotations
@@ -67,6 +73,7 @@ from simpo_bio.dna.checkpoints import (
 from simpo_bio.dna.ensemble import EnsembleOracle
 from simpo_bio.dna.leash import (
     KL_ESTIMATORS,
+    anchor_kl,
     bounded_elbo,
     build_constraints,
     elbo_log_ratio,
@@ -333,33 +340,9 @@ class SiMPOFineTuning(pl.LightningModule):
         r = self.oracle(tokens)
         return check_rewards(torch.as_tensor(r).reshape(-1).to(self.device), "the fine-tuning oracle")
 
-    def _noised(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Forward-process draw for the KL anchor: ``(z_t [B, L], sigma [B], t [B])`` (the policy's schedule)."""
-        sched = self.policy.schedule
-        t = self.policy.eps + (1 - self.policy.eps) * torch.rand(x.shape[0], device=x.device,
-                                                                 generator=self.generator)
-        move = torch.rand(x.shape, device=x.device, generator=self.generator) < sched.move_chance(t)[:, None]
-        return torch.where(move, torch.full_like(x, self.policy.mask_index), x), sched.sigma(t), t
-
     def anchor_kl(self, x: Tensor) -> Tensor:
-        """Per-sample KL anchor ``[B]``: ``E_t[(1/t) sum_{masked l} KL(p_theta(.|z_t) || p_ref(.|z_t))]``.
-
-        The continuous-time masked diffusion analogue of the path KL between the policy and the reference
-        (log-linear schedule, ``1/t`` weighting as in the ELBO; ``docs/method.md``, "Leash to the reference"),
-        estimated with one ``t`` per sample.
-        """
-        z, sigma, t = self._noised(x)
-        logp = self.policy(z, sigma)
-        with torch.no_grad():
-            logq = self.reference(z, sigma)
-        masked = (z == self.policy.mask_index).float()
-        # -inf entries (the mask token; carried-over positions) have p = 0: zero them before the product so that
-        # neither the value nor the gradient sees inf - inf
-        finite = torch.isfinite(logp) & torch.isfinite(logq)
-        logp_f = torch.where(finite, logp, torch.zeros_like(logp))
-        logq_f = torch.where(finite, logq, torch.zeros_like(logq))
-        kl = (logp_f.exp() * finite * (logp_f - logq_f)).sum(-1)  # [B, L]
-        return (kl * masked).sum(-1) * self.policy.schedule.elbo_weight(t)
+        """Per-sample KL anchor ``[B]`` of the loss (:func:`simpo_bio.dna.leash.anchor_kl`; ``kl_coef``)."""
+        return anchor_kl(self.policy, self.reference, x, generator=self.generator)
 
     # ------------------------------------------------------------------------------------- training step
     def training_step(self, batch, batch_idx: int) -> Tensor:

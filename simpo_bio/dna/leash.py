@@ -11,6 +11,7 @@ rewards sequences no enhancer looks like (near-0% GC, homopolymers). This module
   sampled trajectory.
 - :func:`kl_regularized_reward`: RLHF's KL-in-reward, ``r - beta * log_ratio`` (Ziegler et al. 2019; the
   optimum of ``E[r] - beta KL(pi || pi_ref)`` is ``pi_ref exp(r / beta) / Z``).
+- :func:`anchor_kl`: the KL anchor in the loss, ``KL(p_theta(.|z_t) || p_ref(.|z_t))`` on noised samples.
 - :func:`bounded_elbo`: the cap on negative-weight ELBO terms (bounded repulsion; the paper's Case II).
 - :func:`build_constraints`: :class:`simpo_bio.dna.naturalness.NaturalnessConstraints` from a config mapping
   (the 3-mer limit from the embedded real sequences).
@@ -29,7 +30,7 @@ from torch import Tensor
 
 from simpo_bio.dna.naturalness import NaturalnessConstraints
 
-__all__ = ["KL_ESTIMATORS", "elbo_log_ratio", "kl_regularized_reward", "bounded_elbo", "build_constraints"]
+__all__ = ["KL_ESTIMATORS", "anchor_kl", "elbo_log_ratio", "kl_regularized_reward", "bounded_elbo", "build_constraints"]
 
 #: How ``log pi(x) - log pi_ref(x)`` is estimated: the sampling trajectory's exact log-ratio, or ELBO differences.
 KL_ESTIMATORS = ("trajectory", "elbo")
@@ -137,3 +138,33 @@ def build_constraints(spec: Mapping[str, Any] | NaturalnessConstraints | None, *
         train = load_dhs()["train"].with_format("numpy", columns=["tokens"])[:]["tokens"]
         reference = torch.from_numpy(np.asarray(train, dtype=np.int64))
     return NaturalnessConstraints.from_reference(reference, kmer_quantile=float(quantile), **spec)
+
+
+def anchor_kl(policy, reference, x: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
+    """Per-sample KL anchor ``[B]``: ``(1/t) sum_{masked l} KL(p_theta(.|z_t)_l || p_ref(.|z_t)_l)``, nats.
+
+    One ``t ~ U[eps, 1]`` per sample and a forward-process draw ``z_t`` (the policy's log-linear schedule); the
+    ``1/t`` weight is the ELBO's, so this is the masked-diffusion analogue of a path KL between the policy and the
+    reference (``docs/method.md``, "Leash to the reference"). Differentiable through ``policy`` only.
+
+    Args:
+        policy, reference: :class:`~simpo_bio.diffusion.masked.MaskedDiffusion` models (same vocabulary).
+        x: ``[B, L]`` long clean tokens.
+        generator: RNG of ``t`` and the masks.
+    """
+    sched = policy.schedule
+    t = policy.eps + (1 - policy.eps) * torch.rand(x.shape[0], device=x.device, generator=generator)
+    move = torch.rand(x.shape, device=x.device, generator=generator) < sched.move_chance(t)[:, None]
+    z = torch.where(move, torch.full_like(x, policy.mask_index), x)
+    sigma = sched.sigma(t)
+    logp = policy(z, sigma)
+    with torch.no_grad():
+        logq = reference(z, sigma)
+    masked = (z == policy.mask_index).float()
+    # -inf entries (the mask token; carried-over positions) have p = 0: zero them before the product so that
+    # neither the value nor the gradient sees inf - inf
+    finite = torch.isfinite(logp) & torch.isfinite(logq)
+    logp_f = torch.where(finite, logp, torch.zeros_like(logp))
+    logq_f = torch.where(finite, logq, torch.zeros_like(logq))
+    kl = (logp_f.exp() * finite * (logp_f - logq_f)).sum(-1)  # [B, L]
+    return (kl * masked).sum(-1) * sched.elbo_weight(t)
