@@ -132,7 +132,7 @@ def _plot(df, path, calls):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8))
     for ax, xcol, xlabel in ((axes[0], "kmer3_corr", "3-mer correlation with top real HepG2 (higher = more natural)"),
                              (axes[1], "gc_median", "median GC fraction of the designs")):
         for method, g in df.groupby("method"):
@@ -143,13 +143,13 @@ def _plot(df, path, calls):
                 if pd.notna(r["beta"]):
                     ax.annotate(f"b={r['beta']:g}", (r[xcol], r["pred_activity_median"]), fontsize=7)
         ax.set_xlabel(xlabel)
-        ax.set_ylabel("Pred-Activity, median (evaluation oracle, HepG2 log-odds, nats)")
+        ax.set_ylabel("Pred-Activity median\n(evaluation oracle, HepG2 log-odds, nats)")
         ax.grid(alpha=0.3)
     axes[1].axvspan(0.37, 0.58, color="green", alpha=0.08, label="gate: median GC 0.37-0.58")
-    axes[0].legend(fontsize=8, title="method (b = kl_penalty)")
+    axes[0].legend(fontsize=7, title="method (b = kl_penalty)", loc="upper left")
     axes[1].legend(fontsize=8)
-    fig.suptitle(f"Activity vs naturalness at {calls} fine-tuning-oracle calls, 256 designs per point")
-    fig.tight_layout()
+    fig.suptitle(f"Activity vs naturalness at {calls} fine-tuning-oracle calls, 256 designs per point (one seed)")
+    fig.tight_layout(rect=(0, 0, 1, 0.95))
     fig.savefig(path, dpi=110)
 
 
