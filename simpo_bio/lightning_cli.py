@@ -15,7 +15,10 @@ Imports: Lightning, and nothing of ``simpo_bio`` at import time (the recorded cl
 from __future__ import annotations
 
 import importlib
+import os
+import pickle
 import sys
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -83,13 +86,35 @@ class SimpoLightningCLI(LightningCLI):
             raise
 
 
+#: Errors a user causes with a config value or a file (a temperature of 0, a truncated ``--ckpt_path``, a missing
+#: checkpoint): reported as one line with exit status 2. ``SIMPO_DEBUG=1`` shows the traceback instead.
+USER_ERRORS = (ValueError, TypeError, FileNotFoundError, IsADirectoryError, EOFError, pickle.UnpicklingError,
+               RuntimeError)
+
+
 def lightning_cli(args: list[str] | None = None) -> None:
-    """Run LightningCLI in subclass mode on ``args`` (defaults to ``sys.argv[1:]``)."""
-    SimpoLightningCLI(
-        pl.LightningModule,
-        pl.LightningDataModule,
-        subclass_mode_model=True,
-        subclass_mode_data=True,
-        save_config_kwargs={"overwrite": True},
-        args=args,
-    )
+    """Run LightningCLI in subclass mode on ``args`` (defaults to ``sys.argv[1:]``).
+
+    Raises:
+        SystemExit: status 2 with one line ``simpo-bio <command>: error: <Type>: <message>`` on a
+            :data:`USER_ERRORS` error (unless ``SIMPO_DEBUG`` is set).
+    """
+    argv = list(sys.argv[1:] if args is None else args)
+    command = argv[0] if argv else "fit"
+    # the `simpo-bio` dispatcher always passes its argv on: Lightning's warning about that is noise here
+    warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
+    try:
+        SimpoLightningCLI(
+            pl.LightningModule,
+            pl.LightningDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            save_config_kwargs={"overwrite": True},
+            args=args,
+        )
+    except USER_ERRORS as err:
+        if os.environ.get("SIMPO_DEBUG"):
+            raise
+        message = " ".join(str(err).split()) or "(no message)"
+        print(f"simpo-bio {command}: error: {type(err).__name__}: {message}", file=sys.stderr)
+        raise SystemExit(2) from None

@@ -1,0 +1,41 @@
+"""`simpo-bio fit` reports a bad config value or a broken --ckpt_path in one line with exit status 2."""
+
+from pathlib import Path
+
+import pytest
+
+from simpo_bio.lightning_cli import lightning_cli
+
+ROOT = Path(__file__).resolve().parents[1]
+BASE = str(ROOT / "configs" / "dna" / "simpo_base.yaml")
+
+
+def _run(args, capsys):
+    with pytest.raises(SystemExit) as e:
+        lightning_cli(args)
+    return e.value.code, capsys.readouterr().err.strip().splitlines()
+
+
+def test_temperature_zero_is_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    code, lines = _run(["fit", "--config", BASE, "--model.init_args.temperature", "0",
+                        "--trainer.logger", "false", "--trainer.callbacks", "[]"], capsys)
+    assert code == 2
+    assert len(lines) == 1 and "temperature must be > 0" in lines[0] and lines[0].startswith("simpo-bio fit: error:")
+
+
+def test_truncated_ckpt_path_is_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    bad = tmp_path / "last.ckpt"
+    bad.write_bytes(b"PK\x03\x04 truncated")
+    code, lines = _run(["fit", "--config", BASE, "--ckpt_path", str(bad),
+                        "--trainer.logger", "false", "--trainer.callbacks", "[]"], capsys)
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("simpo-bio fit: error:")
+
+
+def test_debug_shows_the_traceback(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SIMPO_DEBUG", "1")
+    with pytest.raises(ValueError, match="temperature"):
+        lightning_cli(["fit", "--config", BASE, "--model.init_args.temperature", "0",
+                       "--trainer.logger", "false", "--trainer.callbacks", "[]"])
