@@ -44,6 +44,11 @@ def parse_args(argv=None):
     p.add_argument("--kl-coef", type=float, default=0.0, help="KL anchor in the loss")
     p.add_argument("--ensemble", nargs="+", default=None, help="oracle checkpoints of a conservative ensemble")
     p.add_argument("--ensemble-std-coef", type=float, default=1.0)
+    p.add_argument("--elbo-estimator", default="count", choices=("count", "time"))
+    p.add_argument("--elbo-draws", type=int, default=4)
+    p.add_argument("--elbo-noise", default="shared", choices=("shared", "independent"),
+                   help="elbo_shared_noise: common masks in a minibatch or not")
+    p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--tag", default="", help="suffix of the method name in the tables")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default="runs/bench_frontier")
@@ -106,11 +111,13 @@ def main(argv=None) -> int:
                                     kl_estimator=a.kl_estimator, kl_coef=a.kl_coef, constraints=cons, seed=seed,
                                     log_reference_elbo=False,
                                     oracle=a.ensemble or "checkpoints/dna/oracle_ft.ckpt",
-                                    ensemble_std_coef=a.ensemble_std_coef)
+                                    ensemble_std_coef=a.ensemble_std_coef, elbo_estimator=a.elbo_estimator,
+                                    elbo_draws=a.elbo_draws, elbo_shared_noise=a.elbo_noise == "shared", lr=a.lr)
                 t0 = time.time()
                 pl.Trainer(max_epochs=a.iterations, logger=False, enable_checkpointing=False,
                            enable_progress_bar=False, enable_model_summary=False).fit(m)
                 fit_s = time.time() - t0
+                pd.DataFrame(m.history).to_csv(out / f"history_{scheme}{a.tag}_b{beta:g}_s{seed}.csv", index=False)
                 x = m.policy.sample(a.designs, 200, num_steps=a.num_steps, seed=12345 + seed)
                 kl = sum(h["kl_ref"] for h in m.history[-3:]) / 3
                 record(_row(scheme + a.tag, x, ev, ft, {"beta": beta, "seed": seed, "calls": calls, "kl_ref": kl,

@@ -185,6 +185,61 @@ class MaskedDiffusion(nn.Module):
         nll = -(log_px * masked).sum(-1)
         return nll * self.schedule.elbo_weight(t)
 
+    def elbo_loss_by_count(
+        self,
+        x: Tensor,
+        *,
+        num_draws: int = 1,
+        shared_noise: bool = False,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """Negative ELBO of every sequence written over the number ``k`` of masked positions (differentiable).
+
+        The same bound as :meth:`elbo_loss` in its any-order form (for the log-linear schedule
+        ``E_t[(1/t) 1{k masked}] = 1/k``; the ``eps`` offset of the schedule aside)::
+
+            -ELBO(x) = E_{k ~ U{1..L}} (L / k) E_{S : |S| = k} sum_{l in S} -log p_theta(x^l | x outside S)
+
+        Every draw masks ``k >= 1`` positions with a weight ``L / k <= L``, so the estimate never is 0 and never
+        carries the ``1 / t`` weight of a near-empty mask (up to ``1 / eps`` in :meth:`elbo_loss`); the
+        ``num_draws`` values of ``k`` are stratified over ``1..L``. With ``shared_noise`` every sequence of the
+        batch uses the same ``k`` and the same masked positions (common random numbers): each sequence's estimate
+        is still unbiased, and the noise of a *difference* of estimates (a zero-sum weighted ELBO) mostly cancels.
+        Time-conditioned backbones get ``sigma(k / L)``.
+
+        Args:
+            x: ``[B, L]`` long clean tokens.
+            num_draws: masked subsets per sequence (one network call each, for the whole batch).
+            shared_noise: the same subsets for every sequence of the batch.
+            generator: RNG of the subsets (reproducible estimates).
+
+        Returns:
+            ``[B]`` float32 negative ELBO per sequence, nats (``>= -log p``; differentiable w.r.t. the backbone).
+
+        Raises:
+            ValueError: bad tokens (as :meth:`elbo_loss`) or ``num_draws < 1``.
+        """
+        self._check_tokens(x)
+        if num_draws < 1:
+            raise ValueError(f"num_draws must be >= 1, got {num_draws}")
+        batch, length = x.shape
+        rows = 1 if shared_noise else batch
+        u = torch.rand(rows, 1, generator=generator, device=x.device)
+        strata = (torch.arange(num_draws, device=x.device)[None, :] + u) / num_draws  # [rows, D] in [0, 1)
+        counts = ((strata * length).long().clamp_(0, length - 1) + 1).expand(batch, -1)  # k in 1..L
+        positions = torch.arange(length, device=x.device).expand(batch, -1)
+        total = torch.zeros(batch, device=x.device)
+        for d in range(num_draws):
+            k = counts[:, d]
+            order = torch.rand(rows, length, generator=generator, device=x.device).argsort(dim=1).expand(batch, -1)
+            masked = torch.zeros(batch, length, dtype=torch.bool, device=x.device)
+            masked.scatter_(1, order, positions < k[:, None])
+            z = torch.where(masked, torch.full_like(x, self.mask_index), x)
+            log_probs = self(z, self.schedule.sigma(k.float() / length))
+            log_px = log_probs.gather(-1, x.unsqueeze(-1)).squeeze(-1)
+            total = total - (log_px * masked).sum(-1) * (length / k.float())
+        return total / num_draws
+
     @torch.no_grad()
     def log_likelihood(self, x: Tensor, *, num_draws: int = 16, generator: torch.Generator | None = None) -> Tensor:
         """Per-sequence ELBO lower bound on ``log p_theta(x)`` (nats), an estimate that is usable one sequence at a time.
@@ -192,14 +247,8 @@ class MaskedDiffusion(nn.Module):
         :meth:`elbo_loss` draws one time ``t`` per sequence and weighs the masked positions by ``1 / t``; with
         ``t`` near ``eps`` a 200-bp sequence often has no masked position at all (estimate exactly 0: probability
         ``(1 - t)^L``, about 3 sequences in 640 with antithetic times) or a single one weighted up to ``1 / eps``
-        (estimates far below the mean). Averaged over a batch that is fine; per sequence it is not. Here the same bound
-        is written over the number ``k`` of masked positions (for the log-linear schedule ``E_t[(1/t) 1{k masked}] =
-        1/k``, the any-order form; the ``eps`` offset of the schedule aside)::
-
-            -ELBO(x) = E_{k ~ U{1..L}} (L / k) E_{S : |S| = k} sum_{l in S} -log p_theta(x^l | x outside S)
-
-        Every draw masks ``k >= 1`` positions with a weight ``L / k <= L``; the ``num_draws`` values of ``k`` of each
-        sequence are stratified over ``1..L``. Time-conditioned backbones get ``sigma(k / L)``.
+        (estimates far below the mean). Averaged over a batch that is fine; per sequence it is not. This is
+        ``-`` :meth:`elbo_loss_by_count` with ``num_draws`` stratified masked subsets per sequence.
 
         Args:
             x: ``[B, L]`` long clean tokens.
@@ -212,24 +261,7 @@ class MaskedDiffusion(nn.Module):
         Raises:
             ValueError: bad tokens (as :meth:`elbo_loss`) or ``num_draws < 1``.
         """
-        self._check_tokens(x)
-        if num_draws < 1:
-            raise ValueError(f"num_draws must be >= 1, got {num_draws}")
-        batch, length = x.shape
-        u = torch.rand(batch, 1, generator=generator, device=x.device)
-        strata = (torch.arange(num_draws, device=x.device)[None, :] + u) / num_draws  # [B, D] in [0, 1)
-        counts = (strata * length).long().clamp_(0, length - 1) + 1  # k in 1..L, stratified per sequence
-        total = torch.zeros(batch, device=x.device)
-        for d in range(num_draws):
-            k = counts[:, d]
-            order = torch.rand(batch, length, generator=generator, device=x.device).argsort(dim=1)
-            masked = torch.zeros(batch, length, dtype=torch.bool, device=x.device)
-            masked.scatter_(1, order, torch.arange(length, device=x.device).expand(batch, -1) < k[:, None])
-            z = torch.where(masked, torch.full_like(x, self.mask_index), x)
-            log_probs = self(z, self.schedule.sigma(k.float() / length))
-            log_px = log_probs.gather(-1, x.unsqueeze(-1)).squeeze(-1)
-            total += (log_px * masked).sum(-1) * (length / k.float())
-        return total / num_draws
+        return -self.elbo_loss_by_count(x, num_draws=num_draws, generator=generator)
 
     # ---------------------------------------------------------------- sampler
     def reveal_step_probs(self, num_steps: int, device: torch.device | str | None = None,

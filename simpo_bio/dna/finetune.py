@@ -87,6 +87,8 @@ from simpo_bio.weighting import TemperatureController, compute_weights, get_sche
 MODEL_KIND = "SiMPOFineTuning"
 #: Hyper-parameters that earlier checkpoints recorded under another name -> today's name.
 RENAMED_HPARAMS = {"num_sampling_steps": "num_steps", "normalize_advantages": "normalize_advantage"}
+#: How the policy's ELBO in the weighted loss is estimated (``SiMPOFineTuning(elbo_estimator=...)``).
+ELBO_ESTIMATORS = ("count", "time")
 
 __all__ = ["SiMPOFineTuning", "PolicyIterationDataModule", "load_policy"]
 
@@ -170,6 +172,13 @@ class SiMPOFineTuning(pl.LightningModule):
             ``kmer_quantile``; :func:`simpo_bio.dna.leash.build_constraints`): a sampled design outside it ranks
             below every design inside it (:func:`simpo_bio.dna.naturalness.feasibility_ranked`); ``None`` = off.
         ensemble_std_coef: ``k`` of the conservative ensemble reward (used when ``oracle`` is a list).
+        elbo_estimator: the policy's ELBO in the weighted loss: ``count`` (masked-subset size ``k ~ U{1..L}``
+            with weight ``L / k``, :meth:`~simpo_bio.diffusion.masked.MaskedDiffusion.elbo_loss_by_count`) or
+            ``time`` (``t ~ U[eps, 1]`` with weight ``1 / t``, the pretraining loss; its gradient on 32 sequences
+            is nearly orthogonal to the exact one, ``bench/RESULTS.md``).
+        elbo_draws: Monte-Carlo draws per sequence in the loss (cost grows linearly).
+        elbo_shared_noise: the same masked subsets for every sequence of a minibatch (common random numbers:
+            the noise of the zero-sum weighted ELBO cancels; ``count`` only, ignored by ``time``).
         log_reference_elbo: log ``elbo_ref`` of the samples under the reference (one extra ELBO pass).
         seed: seed of the module's generator (sampling, ELBO noise, minibatch order).
 
@@ -211,6 +220,9 @@ class SiMPOFineTuning(pl.LightningModule):
         repel_margin: float | None = None,
         constraints: dict[str, Any] | None = None,
         ensemble_std_coef: float = 1.0,
+        elbo_estimator: str = "count",
+        elbo_draws: int = 4,
+        elbo_shared_noise: bool = True,
     ) -> None:
         super().__init__()
         # modules passed from Python are not hyperparameters (only paths are recorded)
@@ -233,6 +245,10 @@ class SiMPOFineTuning(pl.LightningModule):
             raise ValueError(f"kl_penalty must be finite and >= 0, got {kl_penalty}")
         if kl_estimator not in KL_ESTIMATORS:
             raise ValueError(f"kl_estimator must be one of {KL_ESTIMATORS}, got {kl_estimator!r}")
+        if elbo_estimator not in ELBO_ESTIMATORS:
+            raise ValueError(f"elbo_estimator must be one of {ELBO_ESTIMATORS}, got {elbo_estimator!r}")
+        if int(elbo_draws) < 1:
+            raise ValueError(f"elbo_draws must be >= 1, got {elbo_draws}")
         if repel_margin is not None and not repel_margin > 0:
             raise ValueError(f"repel_margin must be > 0 nats per base (or null), got {repel_margin}")
         self.constraints = build_constraints(constraints)
@@ -340,6 +356,15 @@ class SiMPOFineTuning(pl.LightningModule):
         r = self.oracle(tokens)
         return check_rewards(torch.as_tensor(r).reshape(-1).to(self.device), "the fine-tuning oracle")
 
+    def policy_nelbo(self, x: Tensor) -> Tensor:
+        """Negative ELBO ``[B]`` (nats) of the policy in the weighted loss, by ``elbo_estimator`` (differentiable)."""
+        hp = self.hparams
+        if hp.elbo_estimator == "time":
+            draws = [self.policy.elbo_loss(x, generator=self.generator) for _ in range(hp.elbo_draws)]
+            return torch.stack(draws).mean(0)
+        return self.policy.elbo_loss_by_count(x, num_draws=hp.elbo_draws, shared_noise=hp.elbo_shared_noise,
+                                              generator=self.generator)
+
     def anchor_kl(self, x: Tensor) -> Tensor:
         """Per-sample KL anchor ``[B]`` of the loss (:func:`simpo_bio.dna.leash.anchor_kl`; ``kl_coef``)."""
         return anchor_kl(self.policy, self.reference, x, generator=self.generator)
@@ -391,7 +416,7 @@ class SiMPOFineTuning(pl.LightningModule):
             perm = torch.randperm(n, generator=self.generator, device=self.generator.device).to(self.device)
             for s in range(0, n, mb):
                 idx = perm[s : s + mb]
-                elbo = self.policy.elbo_loss(x[idx], generator=self.generator)  # [b], nats
+                elbo = self.policy_nelbo(x[idx])  # [b], nats
                 elbo = bounded_elbo(elbo, weight[idx], hp.repel_margin, hp.seq_len)
                 # groups are averaged: the full-batch loss is mean_groups sum_i w_i ELBO_i
                 loss = (weight[idx] * elbo).sum() / hp.num_groups

@@ -119,6 +119,22 @@ def test_bad_configuration_is_rejected():
         make_module(group_size=1)
     with pytest.raises((KeyError, ValueError), match="nosuch"):
         make_module(scheme="nosuch")
+    with pytest.raises(ValueError, match="elbo_estimator must be one of"):
+        make_module(elbo_estimator="nosuch")
+    with pytest.raises(ValueError, match="elbo_draws must be >= 1"):
+        make_module(elbo_draws=0)
+
+
+@pytest.mark.parametrize("estimator,draws,shared", [("time", 1, False), ("time", 2, False), ("count", 1, False),
+                                                    ("count", 4, True)])
+def test_every_elbo_estimator_of_the_loss_trains_and_is_the_policy_nelbo(tmp_path, estimator, draws, shared):
+    m = make_module(elbo_estimator=estimator, elbo_draws=draws, elbo_shared_noise=shared, log_reference_elbo=False)
+    x = m.policy.sample(8, L, num_steps=4, seed=0)
+    nelbo = m.policy_nelbo(x)
+    assert nelbo.shape == (8,) and nelbo.requires_grad and (nelbo >= 0).all() and nelbo.sum() > 0
+    before = flat_params(m)
+    trainer(tmp_path, 1).fit(m, PolicyIterationDataModule())
+    assert not torch.equal(flat_params(m), before)
 
 
 class _Crash(pl.Callback):
