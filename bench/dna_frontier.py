@@ -49,6 +49,7 @@ def parse_args(argv=None):
     p.add_argument("--elbo-noise", default="shared", choices=("shared", "independent"),
                    help="elbo_shared_noise: common masks in a minibatch or not")
     p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--lr-warmup", type=int, default=0, help="iterations of linear learning-rate warmup")
     p.add_argument("--tag", default="", help="suffix of the method name in the tables")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default="runs/bench_frontier")
@@ -112,7 +113,8 @@ def main(argv=None) -> int:
                                     log_reference_elbo=False,
                                     oracle=a.ensemble or "checkpoints/dna/oracle_ft.ckpt",
                                     ensemble_std_coef=a.ensemble_std_coef, elbo_estimator=a.elbo_estimator,
-                                    elbo_draws=a.elbo_draws, elbo_shared_noise=a.elbo_noise == "shared", lr=a.lr)
+                                    elbo_draws=a.elbo_draws, elbo_shared_noise=a.elbo_noise == "shared", lr=a.lr,
+                                    lr_warmup=a.lr_warmup)
                 t0 = time.time()
                 pl.Trainer(max_epochs=a.iterations, logger=False, enable_checkpointing=False,
                            enable_progress_bar=False, enable_model_summary=False).fit(m)

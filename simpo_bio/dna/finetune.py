@@ -159,6 +159,8 @@ class SiMPOFineTuning(pl.LightningModule):
         update_epochs: passes over the sampled sequences per iteration.
         minibatch_size: sequences per gradient step (``None`` = all ``G * num_groups``).
         lr, weight_decay, betas: AdamW settings of the policy.
+        lr_warmup: iterations of linear learning-rate warmup (``lr * (k + 1) / lr_warmup`` at iteration ``k``);
+            0 = none. AdamW's first steps move every parameter by about ``lr`` whatever the signal.
         grad_clip: max gradient norm (``0`` disables clipping).
         kl_coef: coefficient of the KL anchor to the reference in the loss (0 = off, the default).
         kl_penalty: ``beta`` of the KL-regularised reward ``r - beta (log pi(x) - log pi_ref(x))``, reward units
@@ -223,6 +225,7 @@ class SiMPOFineTuning(pl.LightningModule):
         elbo_estimator: str = "count",
         elbo_draws: int = 4,
         elbo_shared_noise: bool = True,
+        lr_warmup: int = 0,
     ) -> None:
         super().__init__()
         # modules passed from Python are not hyperparameters (only paths are recorded)
@@ -247,6 +250,8 @@ class SiMPOFineTuning(pl.LightningModule):
             raise ValueError(f"kl_estimator must be one of {KL_ESTIMATORS}, got {kl_estimator!r}")
         if elbo_estimator not in ELBO_ESTIMATORS:
             raise ValueError(f"elbo_estimator must be one of {ELBO_ESTIMATORS}, got {elbo_estimator!r}")
+        if int(lr_warmup) < 0:
+            raise ValueError(f"lr_warmup must be >= 0 iterations, got {lr_warmup}")
         if int(elbo_draws) < 1:
             raise ValueError(f"elbo_draws must be >= 1, got {elbo_draws}")
         if repel_margin is not None and not repel_margin > 0:
@@ -409,6 +414,10 @@ class SiMPOFineTuning(pl.LightningModule):
             self.temperature_ctl.loss(wout.weight).backward()
             temp_opt.step()
 
+        # linear warmup over the first lr_warmup iterations (a function of the iteration: resumes exactly)
+        scale = min(1.0, (self.current_epoch + 1) / hp.lr_warmup) if hp.lr_warmup else 1.0
+        for group in opt.param_groups:
+            group["lr"] = hp.lr * scale
         mb = hp.minibatch_size or n
         losses = []
         self.policy.train()

@@ -140,21 +140,37 @@ def build_constraints(spec: Mapping[str, Any] | NaturalnessConstraints | None, *
     return NaturalnessConstraints.from_reference(reference, kmer_quantile=float(quantile), **spec)
 
 
-def anchor_kl(policy, reference, x: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
-    """Per-sample KL anchor ``[B]``: ``(1/t) sum_{masked l} KL(p_theta(.|z_t)_l || p_ref(.|z_t)_l)``, nats.
+def anchor_kl(policy, reference, x: Tensor, *, generator: torch.Generator | None = None,
+              by_count: bool = True) -> Tensor:
+    """Per-sample KL anchor ``[B]``: ``w * sum_{masked l} KL(p_theta(.|z)_l || p_ref(.|z)_l)``, nats.
 
-    One ``t ~ U[eps, 1]`` per sample and a forward-process draw ``z_t`` (the policy's log-linear schedule); the
-    ``1/t`` weight is the ELBO's, so this is the masked-diffusion analogue of a path KL between the policy and the
-    reference (``docs/method.md``, "Leash to the reference"). Differentiable through ``policy`` only.
+    The masked-diffusion analogue of a path KL between the policy and the reference (``docs/method.md``, "Leash to
+    the reference"), in the form of the ELBO: with ``by_count`` (default) ``k ~ U{1..L}`` positions are masked
+    (stratified over the batch) with weight ``w = L / k``, as in
+    :meth:`~simpo_bio.diffusion.masked.MaskedDiffusion.elbo_loss_by_count`; otherwise ``t ~ U[eps, 1]``, each
+    position masked with probability ``m(t)`` and ``w = 1 / t`` (up to ``1 / eps``: noisier). Differentiable
+    through ``policy`` only.
 
     Args:
         policy, reference: :class:`~simpo_bio.diffusion.masked.MaskedDiffusion` models (same vocabulary).
         x: ``[B, L]`` long clean tokens.
-        generator: RNG of ``t`` and the masks.
+        generator: RNG of the masks.
+        by_count: the count form (``True``) or the time form.
     """
     sched = policy.schedule
-    t = policy.eps + (1 - policy.eps) * torch.rand(x.shape[0], device=x.device, generator=generator)
-    move = torch.rand(x.shape, device=x.device, generator=generator) < sched.move_chance(t)[:, None]
+    batch, length = x.shape
+    if by_count:
+        u = torch.rand(1, device=x.device, generator=generator)
+        k = (((u + torch.arange(batch, device=x.device) / batch) % 1.0) * length).long().clamp_(0, length - 1) + 1
+        order = torch.rand(batch, length, device=x.device, generator=generator).argsort(dim=1)
+        move = torch.zeros(batch, length, dtype=torch.bool, device=x.device)
+        move.scatter_(1, order, torch.arange(length, device=x.device).expand(batch, -1) < k[:, None])
+        t = k.float() / length
+        weight = length / k.float()
+    else:
+        t = policy.eps + (1 - policy.eps) * torch.rand(batch, device=x.device, generator=generator)
+        move = torch.rand(x.shape, device=x.device, generator=generator) < sched.move_chance(t)[:, None]
+        weight = sched.elbo_weight(t)
     z = torch.where(move, torch.full_like(x, policy.mask_index), x)
     sigma = sched.sigma(t)
     logp = policy(z, sigma)
@@ -167,4 +183,4 @@ def anchor_kl(policy, reference, x: Tensor, *, generator: torch.Generator | None
     logp_f = torch.where(finite, logp, torch.zeros_like(logp))
     logq_f = torch.where(finite, logq, torch.zeros_like(logq))
     kl = (logp_f.exp() * finite * (logp_f - logq_f)).sum(-1)  # [B, L]
-    return (kl * masked).sum(-1) * sched.elbo_weight(t)
+    return (kl * masked).sum(-1) * weight

@@ -123,6 +123,20 @@ def test_bad_configuration_is_rejected():
         make_module(elbo_estimator="nosuch")
     with pytest.raises(ValueError, match="elbo_draws must be >= 1"):
         make_module(elbo_draws=0)
+    with pytest.raises(ValueError, match="lr_warmup must be >= 0"):
+        make_module(lr_warmup=-1)
+
+
+def test_lr_warmup_is_linear_in_the_iteration(tmp_path):
+    m = make_module(lr=1e-2, lr_warmup=4, log_reference_elbo=False)
+    seen = []
+
+    class Spy(pl.Callback):
+        def on_train_batch_end(self, trainer, pl_module, *args):
+            seen.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+    trainer(tmp_path, 6, callbacks=[Spy()]).fit(m, PolicyIterationDataModule())
+    assert seen == pytest.approx([2.5e-3, 5e-3, 7.5e-3, 1e-2, 1e-2, 1e-2])
 
 
 @pytest.mark.parametrize("estimator,draws,shared", [("time", 1, False), ("time", 2, False), ("count", 1, False),

@@ -136,3 +136,24 @@ def test_finetuning_logs_kl_and_feasibility_and_leash_reduces_drift(tmp_path):
         SiMPOFineTuning(pretrained=_model(0), oracle=oracle, seq_len=16, kl_estimator="nope")
     with pytest.raises(ValueError, match="kl_penalty"):
         SiMPOFineTuning(pretrained=_model(0), oracle=oracle, seq_len=16, kl_penalty=-1)
+
+
+def test_anchor_kl_count_and_time_forms_estimate_the_same_path_kl():
+    from simpo_bio.dna.leash import anchor_kl
+
+    torch.manual_seed(0)
+    ref = MaskedDiffusion(DilatedCNN(hidden_dim=16, num_stacks=1, dilations=(1, 2), kernel_size=3)).eval()
+    pol = copy.deepcopy(ref)
+    x = torch.randint(0, 4, (64, 24), generator=torch.Generator().manual_seed(1))
+    g = torch.Generator().manual_seed(2)
+    assert anchor_kl(pol, ref, x, generator=g).abs().max() < 1e-5  # zero at the reference, both forms
+    assert anchor_kl(pol, ref, x, generator=g, by_count=False).abs().max() < 1e-5
+    with torch.no_grad():
+        for p in pol.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+        count = torch.stack([anchor_kl(pol, ref, x, generator=g) for _ in range(64)])
+        time_form = torch.stack([anchor_kl(pol, ref, x, generator=g, by_count=False) for _ in range(64)])
+    assert (count >= 0).all() and count.mean() > 0
+    # same expectation (up to the schedule's eps offset); the count form has the smaller spread
+    assert count.mean().item() == pytest.approx(time_form.mean().item(), rel=0.1)
+    assert count.mean(0).std() < time_form.mean(0).std()
