@@ -49,6 +49,7 @@ def parse_args(argv=None):
     p.add_argument("--elbo-noise", default="shared", choices=("shared", "independent"),
                    help="elbo_shared_noise: common masks in a minibatch or not")
     p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--eta", type=float, default=1.0, help="signed floor of linear_neg / square_neg, units of x")
     p.add_argument("--lr-warmup", type=int, default=0, help="iterations of linear learning-rate warmup")
     p.add_argument("--tag", default="", help="suffix of the method name in the tables")
     p.add_argument("--threads", type=int, default=1)
@@ -82,7 +83,7 @@ def main(argv=None) -> int:
     done = out / "results.jsonl"
     if done.exists():
         rows = [json.loads(line) for line in done.read_text().splitlines() if line.strip()]
-    have = {(r["method"], r.get("beta"), r.get("seed")) for r in rows}
+    have = {(r["method"], r.get("beta"), r.get("seed"), r.get("kl_coef", 0.0)) for r in rows}
 
     def record(r):
         rows.append(r)
@@ -91,21 +92,21 @@ def main(argv=None) -> int:
         print(json.dumps({k: (round(v, 3) if isinstance(v, float) else v) for k, v in r.items()}), flush=True)
 
     for seed in a.seeds:
-        if ("best-of-N", None, seed) not in have:
+        if ("best-of-N", None, seed, 0.0) not in have:
             pool = ref.sample(calls, 200, num_steps=a.num_steps, seed=1000 + seed, batch_size=128)
             top = oracle_scores(ft, pool).argsort(descending=True)[: a.designs]
             record(_row("best-of-N", pool[top], ev, ft, {"beta": None, "seed": seed, "calls": calls, "kl_ref": None}))
-        if ("pretrained", None, seed) not in have:
+        if ("pretrained", None, seed, 0.0) not in have:
             x = ref.sample(a.designs, 200, num_steps=a.num_steps, seed=12345 + seed)
             record(_row("pretrained", x, ev, ft, {"beta": None, "seed": seed, "calls": 0, "kl_ref": 0.0}))
         for scheme in a.schemes:
             for beta in a.betas:
-                if (scheme + a.tag, beta, seed) in have:
+                if (scheme + a.tag, beta, seed, a.kl_coef) in have:
                     continue
                 pl.seed_everything(seed, verbose=False)
                 cons = None if a.no_constraints else {"gc_window": [0.4, 0.6], "max_homopolymer": 10,
                                                       "max_dust": 2.0}
-                params = {"eta": 1.0} if scheme.endswith("_neg") else None
+                params = {"eta": a.eta} if scheme.endswith("_neg") else None
                 m = SiMPOFineTuning(scheme=scheme, scheme_params=params, group_size=a.group_size, num_groups=1,
                                     num_steps=a.num_steps, minibatch_size=32, kl_penalty=beta,
                                     repel_margin=a.repel_margin if a.repel_margin > 0 else None,
@@ -119,14 +120,15 @@ def main(argv=None) -> int:
                 pl.Trainer(max_epochs=a.iterations, logger=False, enable_checkpointing=False,
                            enable_progress_bar=False, enable_model_summary=False).fit(m)
                 fit_s = time.time() - t0
-                pd.DataFrame(m.history).to_csv(out / f"history_{scheme}{a.tag}_b{beta:g}_s{seed}.csv", index=False)
+                hist = out / f"history_{scheme}{a.tag}_b{beta:g}_a{a.kl_coef:g}_s{seed}.csv"
+                pd.DataFrame(m.history).to_csv(hist, index=False)
                 x = m.policy.sample(a.designs, 200, num_steps=a.num_steps, seed=12345 + seed)
                 kl = sum(h["kl_ref"] for h in m.history[-3:]) / 3
-                record(_row(scheme + a.tag, x, ev, ft, {"beta": beta, "seed": seed, "calls": calls, "kl_ref": kl,
-                                                "fit_s": fit_s}))
+                record(_row(scheme + a.tag, x, ev, ft, {"beta": beta, "kl_coef": a.kl_coef, "seed": seed,
+                                                        "calls": calls, "kl_ref": kl, "fit_s": fit_s}))
     df = pd.DataFrame(rows)
     df.to_csv(out / "results.csv", index=False)
-    cols = ["method", "beta", "seed", "calls", "ft_reward_median", "pred_activity_median", "kl_ref", "kmer3_corr",
+    cols = ["method", "beta", "kl_coef", "seed", "calls", "ft_reward_median", "pred_activity_median", "kl_ref", "kmer3_corr",
             "jaspar_corr", "gc_median", "frac_gc_outside", "frac_homopolymer_over", "diversity_hamming",
             "frac_train_copies"]
     (out / "summary.md").write_text(df[[c for c in cols if c in df]].to_string(index=False, float_format="%.3f"))
@@ -144,10 +146,13 @@ def _plot(df, path, calls):
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.8))
     for ax, xcol, xlabel in ((axes[0], "kmer3_corr", "3-mer correlation with top real HepG2 (higher = more natural)"),
                              (axes[1], "gc_median", "median GC fraction of the designs")):
-        for method, g in df.groupby("method"):
+        df = df.assign(kl_coef=df["kl_coef"].fillna(0.0) if "kl_coef" in df else 0.0)
+        for (method, a_coef), g in df.groupby(["method", "kl_coef"], dropna=False):
             g = g.sort_values("beta", na_position="first")
-            style = "o-" if g["beta"].notna().any() else "s"
-            ax.plot(g[xcol], g["pred_activity_median"], style, label=method)
+            fitted = g["beta"].notna().any()
+            style = "o-" if fitted else "s"
+            label = f"{method}, kl_coef {a_coef:g}" if fitted else method
+            ax.plot(g[xcol], g["pred_activity_median"], style, label=label)
             for _, r in g.iterrows():
                 if pd.notna(r["beta"]):
                     ax.annotate(f"b={r['beta']:g}", (r[xcol], r["pred_activity_median"]), fontsize=7)
@@ -155,7 +160,7 @@ def _plot(df, path, calls):
         ax.set_ylabel("Pred-Activity median\n(evaluation oracle, HepG2 log-odds, nats)")
         ax.grid(alpha=0.3)
     axes[1].axvspan(0.37, 0.58, color="green", alpha=0.08, label="gate: median GC 0.37-0.58")
-    axes[0].legend(fontsize=7, title="method (b = kl_penalty)", loc="upper left")
+    axes[0].legend(fontsize=7, title="method (b = kl_penalty)", loc="lower left")
     axes[1].legend(fontsize=8)
     fig.suptitle(f"Activity vs naturalness at {calls} fine-tuning-oracle calls, 256 designs per point (one seed)")
     fig.tight_layout(rect=(0, 0, 1, 0.95))
