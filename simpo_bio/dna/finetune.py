@@ -162,7 +162,8 @@ class SiMPOFineTuning(pl.LightningModule):
         lr_warmup: iterations of linear learning-rate warmup (``lr * (k + 1) / lr_warmup`` at iteration ``k``);
             0 = none. AdamW's first steps move every parameter by about ``lr`` whatever the signal.
         grad_clip: max gradient norm (``0`` disables clipping).
-        kl_coef: coefficient of the KL anchor to the reference in the loss (0 = off, the default).
+        kl_coef: coefficient of the KL anchor to the reference in the loss, per nat of path KL (0 = off; the
+            shipped configs use 1.0: :func:`simpo_bio.dna.leash.anchor_kl`).
         kl_penalty: ``beta`` of the KL-regularised reward ``r - beta (log pi(x) - log pi_ref(x))``, reward units
             (HepG2 log-odds, nats) per nat of KL to the frozen reference; 0 = off (:mod:`simpo_bio.dna.leash`).
         kl_estimator: how ``log pi(x) - log pi_ref(x)`` is estimated: ``trajectory`` (exact log-ratio of the
@@ -176,8 +177,9 @@ class SiMPOFineTuning(pl.LightningModule):
         ensemble_std_coef: ``k`` of the conservative ensemble reward (used when ``oracle`` is a list).
         elbo_estimator: the policy's ELBO in the weighted loss: ``count`` (masked-subset size ``k ~ U{1..L}``
             with weight ``L / k``, :meth:`~simpo_bio.diffusion.masked.MaskedDiffusion.elbo_loss_by_count`) or
-            ``time`` (``t ~ U[eps, 1]`` with weight ``1 / t``, the pretraining loss; its gradient on 32 sequences
-            is nearly orthogonal to the exact one, ``bench/RESULTS.md``).
+            ``time`` (``t ~ U[eps, 1]`` with weight ``1 / t``, the pretraining loss). With one independent draw the
+            two are about equally noisy; ``count`` allows stratified draws and shared masks (``docs/method.md``
+            section 8, ``bench/elbo_gradient.py``).
         elbo_draws: Monte-Carlo draws per sequence in the loss (cost grows linearly).
         elbo_shared_noise: the same masked subsets for every sequence of a minibatch (common random numbers:
             the noise of the zero-sum weighted ELBO cancels; ``count`` only, ignored by ``time``).
