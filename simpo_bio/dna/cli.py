@@ -48,11 +48,11 @@ from simpo_bio.dna.designs import (
     write_table,
     write_text,
 )
-from simpo_bio.dna.finetune import load_policy
 from simpo_bio.dna.inputs import InputError, check_model_config, check_out, check_sizes, read_config
 from simpo_bio.dna.metrics import metrics_table
 from simpo_bio.dna.naturalness import SynthesisConstraints
 from simpo_bio.dna.oracle import NonFiniteRewardError, load_oracle, oracle_scores
+from simpo_bio.dna.policies import load_policy
 from simpo_bio.dna.pretrain import load_pretrained
 from simpo_bio.lightning_cli import lightning_cli
 

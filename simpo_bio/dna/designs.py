@@ -37,10 +37,11 @@ from tqdm.auto import tqdm
 
 from simpo_bio.dna.alphabet import decode
 from simpo_bio.dna.dhs import HEPG2_INDEX, load_dhs
-from simpo_bio.dna.finetune import SiMPOFineTuning, load_policy
+from simpo_bio.dna.finetune import SiMPOFineTuning
 from simpo_bio.dna.metrics import Evaluator, MotifScanner, metrics_table
 from simpo_bio.dna.naturalness import SynthesisConstraints, synthesis_flags
 from simpo_bio.dna.oracle import load_oracle
+from simpo_bio.dna.policies import load_policy
 from simpo_bio.fileio import atomic_write
 
 DEFAULT_EVAL_ORACLE = "checkpoints/dna/oracle_eval.ckpt"

@@ -63,12 +63,8 @@ import torch
 from torch import Tensor, nn
 
 from simpo_bio.dna.checkpoints import (
-    KIND_KEY,
     guard_resume,
-    load_checkpoint,
-    load_state_dict_checked,
     record_model_kind,
-    strip_prefix,
 )
 from simpo_bio.dna.ensemble import EnsembleOracle
 from simpo_bio.dna.leash import (
@@ -81,12 +77,10 @@ from simpo_bio.dna.leash import (
 )
 from simpo_bio.dna.naturalness import feasibility_ranked
 from simpo_bio.dna.oracle import check_rewards, load_oracle
-from simpo_bio.dna.pretrain import build_masked_diffusion, load_pretrained, pretrained_from_checkpoint
+from simpo_bio.dna.policies import MODEL_KIND, RENAMED_HPARAMS, load_policy
+from simpo_bio.dna.pretrain import load_pretrained
 from simpo_bio.weighting import TemperatureController, compute_weights, get_scheme, group_advantages
 
-MODEL_KIND = "SiMPOFineTuning"
-#: Hyper-parameters that earlier checkpoints recorded under another name -> today's name.
-RENAMED_HPARAMS = {"num_sampling_steps": "num_steps", "normalize_advantages": "normalize_advantage"}
 #: How the policy's ELBO in the weighted loss is estimated (``SiMPOFineTuning(elbo_estimator=...)``).
 ELBO_ESTIMATORS = ("count", "time")
 
@@ -470,51 +464,3 @@ class SiMPOFineTuning(pl.LightningModule):
         self.log_dict({"reward": stats["reward_mean"], "ess": stats["ess"]}, prog_bar=True, on_step=True,
                       on_epoch=False, logger=False, batch_size=n)
         return torch.stack(losses).mean()
-
-
-def load_policy(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
-    """Load a generator from a checkpoint: a SiMPO fine-tuning checkpoint or a pretrained model checkpoint.
-
-    A directory written by ``simpo-bio export-hf`` (Hugging Face format) loads too
-    (:func:`simpo_bio.dna.hf.load_hf_policy`, needs the ``[hf]`` extra). Fine-tuning checkpoints written before
-    ``num_sampling_steps`` / ``normalize_advantages`` were renamed (:data:`RENAMED_HPARAMS`) load too.
-
-    Returns:
-        ``(MaskedDiffusion in eval mode, info)``; ``info`` holds ``kind`` (``"finetuned"`` / ``"pretrained"``),
-        ``scheme`` (``"none"`` for a pretrained model), ``seq_len``, ``num_steps`` (``None`` when not recorded)
-        and, for a fine-tuned model, the ``oracle`` it was tuned on and the ``pretrained`` path.
-
-    Raises:
-        CheckpointNotFoundError: no such file.
-        CheckpointCorruptError: truncated / unreadable file (names the file).
-        CheckpointArchitectureError: a checkpoint of another model (e.g. an oracle) or mismatching weights.
-    """
-    if Path(path).is_dir():
-        from simpo_bio.dna.hf import load_hf_policy
-
-        return load_hf_policy(path, map_location)
-    from simpo_bio.dna.drakes import is_drakes_checkpoint
-
-    if is_drakes_checkpoint(str(path).split("?")[0]):  # DRAKES' pretrained.ckpt: read without unpickling in full
-        return load_pretrained(str(path), map_location).eval(), {
-            "kind": "pretrained", "scheme": "none", "seq_len": 200, "num_steps": None, "oracle": None,
-            "pretrained": str(path)}
-    ckpt = load_checkpoint(path, map_location="cpu", weights_only=False)
-    if isinstance(ckpt, dict) and ckpt.get(KIND_KEY) == MODEL_KIND:
-        hp = dict(ckpt.get("hyper_parameters") or {})
-        for old, new in RENAMED_HPARAMS.items():
-            if old in hp:
-                hp.setdefault(new, hp.pop(old))
-        spec = ckpt.get("simpo_policy")
-        if spec is not None:
-            policy = build_masked_diffusion(spec["backbone"], mask_index=spec["mask_index"], eps=spec["eps"])
-        else:
-            policy = load_pretrained(str(hp["pretrained"]))
-        load_state_dict_checked(policy, strip_prefix(ckpt["state_dict"], "policy."), path)
-        info = {"kind": "finetuned", "scheme": hp.get("scheme", "?"), "seq_len": hp.get("seq_len", 200),
-                "num_steps": hp.get("num_steps"), "oracle": hp.get("oracle"), "pretrained": hp.get("pretrained")}
-    else:
-        policy = pretrained_from_checkpoint(ckpt, path)
-        info = {"kind": "pretrained", "scheme": "none", "seq_len": 200, "num_steps": None, "oracle": None,
-                "pretrained": str(path)}
-    return policy.to(map_location).eval(), info

@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from simpo_bio.dna.checkpoints import CheckpointError, load_checkpoint
-from simpo_bio.dna.finetune import load_policy
 from simpo_bio.dna.hf import AUTO_MAP, CODE_DIR, CODE_FILES, SimpoDNAConfig, SimpoDNAForMaskedLM
+from simpo_bio.dna.policies import load_policy
 from simpo_bio.dna.transformer import backbone_config
 
 __all__ = ["export_hf", "model_card", "export_hf_main", "DHS_SHA256"]
