@@ -50,6 +50,7 @@ def parse_args(argv=None):
                    help="elbo_shared_noise: common masks in a minibatch or not")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--eta", type=float, default=1.0, help="signed floor of linear_neg / square_neg, units of x")
+    p.add_argument("--kmer-penalty", type=float, default=0.0, help="set-level 3-mer leash (reward per nat)")
     p.add_argument("--lr-warmup", type=int, default=0, help="iterations of linear learning-rate warmup")
     p.add_argument("--tag", default="", help="suffix of the method name in the tables")
     p.add_argument("--threads", type=int, default=1)
@@ -115,7 +116,7 @@ def main(argv=None) -> int:
                                     oracle=a.ensemble or "checkpoints/dna/oracle_ft.ckpt",
                                     ensemble_std_coef=a.ensemble_std_coef, elbo_estimator=a.elbo_estimator,
                                     elbo_draws=a.elbo_draws, elbo_shared_noise=a.elbo_noise == "shared", lr=a.lr,
-                                    lr_warmup=a.lr_warmup)
+                                    lr_warmup=a.lr_warmup, kmer_penalty=a.kmer_penalty)
                 t0 = time.time()
                 pl.Trainer(max_epochs=a.iterations, logger=False, enable_checkpointing=False,
                            enable_progress_bar=False, enable_model_summary=False).fit(m)

@@ -74,8 +74,9 @@ from simpo_bio.dna.leash import (
     build_constraints,
     elbo_log_ratio,
     kl_regularized_reward,
+    kmer_set_penalty,
 )
-from simpo_bio.dna.naturalness import feasibility_ranked
+from simpo_bio.dna.naturalness import feasibility_ranked, kmer_counts
 from simpo_bio.dna.oracle import check_rewards, load_oracle
 from simpo_bio.dna.policies import MODEL_KIND, RENAMED_HPARAMS, load_policy
 from simpo_bio.dna.pretrain import load_pretrained
@@ -153,6 +154,9 @@ class SiMPOFineTuning(pl.LightningModule):
         update_epochs: passes over the sampled sequences per iteration.
         minibatch_size: sequences per gradient step (``None`` = all ``G * num_groups``).
         lr, weight_decay, betas: AdamW settings of the policy.
+        kmer_penalty: the set-level leash, reward units per nat: ``r - kmer_penalty * p`` with ``p`` how much the
+            sequence pulls the batch's 3-mer spectrum away from the reference model's
+            (:func:`simpo_bio.dna.leash.kmer_set_penalty`; the reference spectrum from 512 of its samples); 0 = off.
         lr_warmup: iterations of linear learning-rate warmup (``lr * (k + 1) / lr_warmup`` at iteration ``k``);
             0 = none. AdamW's first steps move every parameter by about ``lr`` whatever the signal.
         grad_clip: max gradient norm (``0`` disables clipping).
@@ -222,6 +226,7 @@ class SiMPOFineTuning(pl.LightningModule):
         elbo_draws: int = 4,
         elbo_shared_noise: bool = True,
         lr_warmup: int = 0,
+        kmer_penalty: float = 0.0,
     ) -> None:
         super().__init__()
         # modules passed from Python are not hyperparameters (only paths are recorded)
@@ -246,6 +251,8 @@ class SiMPOFineTuning(pl.LightningModule):
             raise ValueError(f"kl_estimator must be one of {KL_ESTIMATORS}, got {kl_estimator!r}")
         if elbo_estimator not in ELBO_ESTIMATORS:
             raise ValueError(f"elbo_estimator must be one of {ELBO_ESTIMATORS}, got {elbo_estimator!r}")
+        if not (kmer_penalty >= 0 and math.isfinite(kmer_penalty)):
+            raise ValueError(f"kmer_penalty must be finite and >= 0, got {kmer_penalty}")
         if int(lr_warmup) < 0:
             raise ValueError(f"lr_warmup must be >= 0 iterations, got {lr_warmup}")
         if int(elbo_draws) < 1:
@@ -357,6 +364,16 @@ class SiMPOFineTuning(pl.LightningModule):
         r = self.oracle(tokens)
         return check_rewards(torch.as_tensor(r).reshape(-1).to(self.device), "the fine-tuning oracle")
 
+    def kmer_reference_freq(self) -> Tensor:
+        """3-mer frequencies ``[64]`` of 512 samples of the frozen reference (own seeded stream; computed once)."""
+        if getattr(self, "_kmer_ref", None) is None:
+            hp = self.hparams
+            x = self.reference.sample(512, hp.seq_len, num_steps=hp.num_steps, seed=hp.seed + 7919, batch_size=128,
+                                      device=self.device)
+            counts = kmer_counts(x).sum(0) + 1.0
+            self._kmer_ref = counts / counts.sum()
+        return self._kmer_ref
+
     def policy_nelbo(self, x: Tensor) -> Tensor:
         """Negative ELBO ``[B]`` (nats) of the policy in the weighted loss, by ``elbo_estimator`` (differentiable)."""
         hp = self.hparams
@@ -394,7 +411,10 @@ class SiMPOFineTuning(pl.LightningModule):
         self.reward_queries += n
 
         t0 = time.perf_counter()
-        shaped = kl_regularized_reward(reward, log_ratio, hp.kl_penalty).view(hp.num_groups, hp.group_size)
+        shaped = kl_regularized_reward(reward, log_ratio, hp.kl_penalty)
+        if hp.kmer_penalty > 0:  # the set-level leash: the batch's 3-mer spectrum vs the reference model's
+            shaped = shaped - hp.kmer_penalty * kmer_set_penalty(x, self.kmer_reference_freq())
+        shaped = shaped.view(hp.num_groups, hp.group_size)
         feasible = torch.ones(n, dtype=torch.bool, device=self.device)
         if self.constraints is not None:
             violation = self.constraints.violation(x)
@@ -455,6 +475,9 @@ class SiMPOFineTuning(pl.LightningModule):
             "gc": ((x == 1) | (x == 2)).float().mean().item(),
             **timings,
         }
+        if hp.kmer_penalty > 0:  # KL(batch 3-mer spectrum || reference spectrum), nats
+            f = kmer_counts(x).sum(0) + 1.0
+            stats["kmer_kl"] = float((f / f.sum() * torch.log(f / f.sum() / self.kmer_reference_freq())).sum())
         if hp.log_reference_elbo:
             with torch.no_grad():
                 stats["elbo_ref"] = -self.reference.elbo_loss(x, generator=self.generator).mean().item()

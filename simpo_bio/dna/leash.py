@@ -28,9 +28,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from simpo_bio.dna.naturalness import NaturalnessConstraints
+from simpo_bio.dna.naturalness import NaturalnessConstraints, kmer_counts
 
-__all__ = ["KL_ESTIMATORS", "anchor_kl", "elbo_log_ratio", "kl_regularized_reward", "bounded_elbo", "build_constraints"]
+__all__ = ["KL_ESTIMATORS", "anchor_kl", "elbo_log_ratio", "kl_regularized_reward", "kmer_set_penalty", "bounded_elbo",
+           "build_constraints"]
 
 #: How ``log pi(x) - log pi_ref(x)`` is estimated: the sampling trajectory's exact log-ratio, or ELBO differences.
 KL_ESTIMATORS = ("trajectory", "elbo")
@@ -80,6 +81,36 @@ def kl_regularized_reward(reward: Tensor, log_ratio: Tensor, beta: float) -> Ten
     if reward.shape != log_ratio.shape:
         raise ValueError(f"reward {tuple(reward.shape)} and log_ratio {tuple(log_ratio.shape)} differ in shape")
     return reward - beta * log_ratio if beta > 0 else reward
+
+
+def kmer_set_penalty(tokens: Tensor, reference_freq: Tensor, *, k: int = 3, pseudocount: float = 1.0) -> Tensor:
+    """How much each sequence pulls the batch's k-mer spectrum away from a reference spectrum, ``[B]`` nats.
+
+    ``p_i = sum_t c_{i,t} log(f_t / q_t)``: ``c_{i,t}`` the count of k-mer ``t`` in sequence ``i``, ``f`` the
+    k-mer frequencies of the whole batch (``pseudocount`` added to every count), ``q`` the reference frequencies.
+    ``p_i`` is the change of ``N KL(f || q)`` (``N`` the batch's k-mer count) when sequence ``i`` is added, to first
+    order: a sequence rich in the k-mers the batch already over-uses scores high, one that restores the spectrum
+    scores low. Used as a set-level leash in the reward, ``r - kmer_penalty * p`` (``SiMPOFineTuning``): the
+    per-sequence leash cannot see a shift that every design makes a little (the 3-mer drift of ``bench/RESULTS.md``).
+
+    Args:
+        tokens: ``[B, L]`` long tokens.
+        reference_freq: ``[4**k]`` positive frequencies (e.g. of the pretrained model's samples).
+        k: k-mer length.
+        pseudocount: added to every batch count.
+
+    Raises:
+        ValueError: ``reference_freq`` of the wrong size or with a non-positive entry; ``pseudocount <= 0``.
+    """
+    q = torch.as_tensor(reference_freq, dtype=torch.float32, device=tokens.device).reshape(-1)
+    if q.numel() != 4**k or bool((q <= 0).any()):
+        raise ValueError(f"reference_freq must hold {4**k} positive frequencies, got {q.numel()} values")
+    if not pseudocount > 0:
+        raise ValueError(f"pseudocount must be > 0, got {pseudocount}")
+    counts = kmer_counts(tokens, k)  # [B, 4**k]
+    batch = counts.sum(0) + pseudocount
+    log_ratio = torch.log(batch / batch.sum()) - torch.log(q / q.sum())
+    return counts @ log_ratio
 
 
 def bounded_elbo(elbo: Tensor, weight: Tensor, repel_margin: float | None, seq_len: int) -> Tensor:

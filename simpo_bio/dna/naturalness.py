@@ -228,6 +228,21 @@ def synthesis_flags(sequences: Sequence[str] | torch.Tensor, constraints: Synthe
     return out
 
 
+def kmer_counts(tokens: torch.Tensor, k: int = 3) -> torch.Tensor:
+    """Per-sequence k-mer counts: ``[B, L]`` tokens -> ``[B, 4**k]`` float32 (lexicographic ``ACGT`` order).
+
+    Raises:
+        ValueError: ``L < k``.
+    """
+    t = _tokens(tokens).clamp(0, 3)
+    if t.shape[1] < k:
+        raise ValueError(f"sequences of length {t.shape[1]} have no {k}-mers")
+    codes = torch.zeros_like(t[:, : t.shape[1] - k + 1])
+    for j in range(k):
+        codes = codes * 4 + t[:, j : t.shape[1] - k + 1 + j]
+    return torch.nn.functional.one_hot(codes, 4**k).to(torch.float32).sum(1)
+
+
 def kmer_chi2(tokens: torch.Tensor, background: torch.Tensor, k: int = 3) -> torch.Tensor:
     """Pearson chi-square distance of every sequence's k-mer counts from a background: ``[B, L]`` -> ``[B]``.
 
@@ -238,17 +253,12 @@ def kmer_chi2(tokens: torch.Tensor, background: torch.Tensor, k: int = 3) -> tor
     Raises:
         ValueError: ``background`` of the wrong size or with a non-positive entry; ``L < k``.
     """
-    t = _tokens(tokens).clamp(0, 3)
-    q = torch.as_tensor(background, dtype=torch.float32, device=t.device).reshape(-1)
+    q = torch.as_tensor(background, dtype=torch.float32).reshape(-1)
     if q.numel() != 4**k or bool((q <= 0).any()):
         raise ValueError(f"background must hold {4**k} positive frequencies, got {q.numel()} values")
-    if t.shape[1] < k:
-        raise ValueError(f"sequences of length {t.shape[1]} have no {k}-mers")
-    codes = torch.zeros_like(t[:, : t.shape[1] - k + 1])
-    for j in range(k):
-        codes = codes * 4 + t[:, j : t.shape[1] - k + 1 + j]
-    counts = torch.nn.functional.one_hot(codes, 4**k).to(torch.float32).sum(1)
-    expected = q[None] / q.sum() * codes.shape[1]
+    counts = kmer_counts(tokens, k)
+    q = q.to(counts.device)
+    expected = q[None] / q.sum() * counts.sum(1, keepdim=True)
     return ((counts - expected) ** 2 / expected).sum(1)
 
 

@@ -125,6 +125,20 @@ def test_bad_configuration_is_rejected():
         make_module(elbo_draws=0)
     with pytest.raises(ValueError, match="lr_warmup must be >= 0"):
         make_module(lr_warmup=-1)
+    with pytest.raises(ValueError, match="kmer_penalty must be finite and >= 0"):
+        make_module(kmer_penalty=-0.1)
+
+
+def test_kmer_penalty_uses_a_fixed_reference_spectrum_and_logs_the_batch_shift(tmp_path):
+    m = make_module(kmer_penalty=0.3, log_reference_elbo=False)
+    ref = m.kmer_reference_freq()
+    assert ref.shape == (64,) and float(ref.sum()) == pytest.approx(1.0) and (ref > 0).all()
+    state = m.generator.get_state()
+    trainer(tmp_path, 2).fit(m, PolicyIterationDataModule())
+    assert torch.equal(m.kmer_reference_freq(), ref)  # computed once, from its own stream
+    assert all(h["kmer_kl"] >= 0 for h in m.history)
+    again = make_module(kmer_penalty=0.3, log_reference_elbo=False)
+    assert torch.equal(again.kmer_reference_freq(), ref) and torch.equal(again.generator.get_state(), state)
 
 
 def test_lr_warmup_is_linear_in_the_iteration(tmp_path):

@@ -157,3 +157,24 @@ def test_anchor_kl_count_and_time_forms_estimate_the_same_path_kl():
     # same expectation (up to the schedule's eps offset); the count form has the smaller spread
     assert count.mean().item() == pytest.approx(time_form.mean().item(), rel=0.1)
     assert count.mean(0).std() < time_form.mean(0).std()
+
+
+def test_kmer_set_penalty_scores_the_sequences_that_pull_the_spectrum_away():
+    from simpo_bio.dna.leash import kmer_set_penalty
+    from simpo_bio.dna.naturalness import kmer_counts
+
+    g = torch.Generator().manual_seed(0)
+    natural = torch.randint(0, 4, (12, 60), generator=g)
+    q = kmer_counts(natural).sum(0) + 1.0
+    q = q / q.sum()
+    at_rich = natural.clone()
+    at_rich[6:, :] = torch.randint(0, 2, (6, 60), generator=g) * 3  # A/T only: over-uses AAA, AAT, ..., TTT
+    p = kmer_set_penalty(at_rich, q)
+    assert p.shape == (12,)
+    assert p[6:].min() > p[:6].max()  # the A/T sequences pull the batch away, the others pull it back
+    # a batch with the reference spectrum itself: every penalty is about 0 (only the pseudocount differs)
+    assert kmer_set_penalty(natural, q).abs().max() < 1.0
+    with pytest.raises(ValueError, match="64 positive frequencies"):
+        kmer_set_penalty(natural, q[:10])
+    with pytest.raises(ValueError, match="pseudocount"):
+        kmer_set_penalty(natural, q, pseudocount=0.0)
