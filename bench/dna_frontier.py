@@ -1,17 +1,21 @@
 """The frontier: Pred-Activity against drift from the pretrained model, per weighting scheme and leash strength.
 
-For each scheme and each ``kl_penalty`` (beta) of a grid fixed before any evaluation-oracle number was seen, fine-tune
-with the default config (``configs/dna/simpo_base.yaml``: constraints, bounded repulsion) at an equal number of
-fine-tuning-oracle calls, sample designs, and report, next to the evaluation oracle's Pred-Activity: the KL to the
-reference (trajectory estimate, nats per sequence, last 3 iterations), 3-mer and JASPAR correlations, GC, longest
-homopolymer, diversity. Best-of-N sampling from the pretrained model at the same number of calls is the baseline.
-Selection of the shipped default uses the fine-tuning oracle and the naturalness columns only.
+For each scheme and each ``kl_penalty`` (beta) of a grid fixed before any evaluation-oracle number was seen (with
+one ``--kl-coef`` and ``--kmer-penalty`` per invocation), fine-tune with the settings of
+``configs/dna/simpo_base.yaml`` (constraints, bounded repulsion, the count-form loss with 4 shared draws; eta 1 for
+the signed schemes) at an equal number of fine-tuning-oracle calls, sample designs, and report, next to the
+evaluation oracle's Pred-Activity: the KL to the reference (trajectory estimate, nats per sequence, last 3
+iterations), 3-mer and JASPAR correlations, GC, longest homopolymer, diversity. Best-of-N sampling from the
+pretrained model at the same number of calls is the baseline. Selection of the shipped default uses the
+fine-tuning oracle and the naturalness columns only. A run already in ``results.jsonl`` is not run again, so an
+invocation whose runs all exist only redraws the table and the plot.
 
-Usage (the recorded run; one process, 1 thread)::
+Usage (the second-pass commands are in ``bench/RESULTS.md``; one process, 1 thread)::
 
-    OMP_NUM_THREADS=1 python bench/dna_frontier.py --out runs/bench_frontier
+    OMP_NUM_THREADS=1 python bench/dna_frontier.py --schemes square_neg --betas 0.1 0.3 --kl-coef 1 --out runs/f
 
-Writes ``results.csv`` (one row per run), ``summary.md`` and ``frontier.png`` (Pred-Activity vs KL and vs 3-mer).
+Writes ``results.jsonl`` / ``results.csv`` (one row per run), ``history_*.csv`` (per-iteration logs),
+``summary.md`` and ``frontier.png`` (Pred-Activity vs 3-mer, JASPAR and KL).
 """
 
 from __future__ import annotations
