@@ -74,7 +74,10 @@ def build_model(ckpt: str | None, hidden: int, stacks: int) -> tuple[MaskedDiffu
 
         model = load_pretrained(ckpt)
         bb = model.backbone
-        return model, f"{ckpt} (hidden {bb.hidden_dim}, {len(bb.convs)} blocks)"
+        params = sum(p.numel() for p in bb.parameters())
+        if hasattr(bb, "convs"):  # the dilated CNN
+            return model, f"{ckpt} (DilatedCNN, hidden {bb.hidden_dim}, {len(bb.convs)} blocks, {params:,} params)"
+        return model, f"{ckpt} ({type(bb).__name__}, {params:,} params)"  # e.g. the transformer denoiser
     torch.manual_seed(0)
     bb = DilatedCNN(hidden_dim=hidden, num_stacks=stacks, block_order="interleaved")
     return MaskedDiffusion(bb).eval(), f"fresh DilatedCNN (hidden {hidden}, {len(bb.convs)} blocks)"
