@@ -35,7 +35,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-__all__ = ["LogLinearSchedule", "MaskedDiffusion", "antithetic_times"]
+__all__ = ["LogLinearSchedule", "MaskedDiffusion", "antithetic_times", "random_subset_mask"]
 
 
 class LogLinearSchedule:
@@ -83,6 +83,19 @@ def antithetic_times(
     else:
         u = torch.rand(batch_size, generator=generator, device=device)
     return eps + (1.0 - eps) * u
+
+
+def random_subset_mask(k: Tensor, length: int, *, generator: torch.Generator | None = None,
+                       shared: bool = False) -> Tensor:
+    """``[B, length]`` bool mask with ``k[b]`` positions chosen uniformly at random in row ``b`` (``k``: ``[B]`` long).
+
+    With ``shared`` one random order serves every row (the same positions wherever the ``k`` are equal).
+    """
+    batch = k.shape[0]
+    rows = 1 if shared else batch
+    order = torch.rand(rows, length, generator=generator, device=k.device).argsort(dim=1).expand(batch, -1)
+    masked = torch.zeros(batch, length, dtype=torch.bool, device=k.device)
+    return masked.scatter_(1, order, torch.arange(length, device=k.device).expand(batch, -1) < k[:, None])
 
 
 class MaskedDiffusion(nn.Module):
@@ -227,13 +240,10 @@ class MaskedDiffusion(nn.Module):
         u = torch.rand(rows, 1, generator=generator, device=x.device)
         strata = (torch.arange(num_draws, device=x.device)[None, :] + u) / num_draws  # [rows, D] in [0, 1)
         counts = ((strata * length).long().clamp_(0, length - 1) + 1).expand(batch, -1)  # k in 1..L
-        positions = torch.arange(length, device=x.device).expand(batch, -1)
         total = torch.zeros(batch, device=x.device)
         for d in range(num_draws):
             k = counts[:, d]
-            order = torch.rand(rows, length, generator=generator, device=x.device).argsort(dim=1).expand(batch, -1)
-            masked = torch.zeros(batch, length, dtype=torch.bool, device=x.device)
-            masked.scatter_(1, order, positions < k[:, None])
+            masked = random_subset_mask(k, length, generator=generator, shared=shared_noise)
             z = torch.where(masked, torch.full_like(x, self.mask_index), x)
             log_probs = self(z, self.schedule.sigma(k.float() / length))
             log_px = log_probs.gather(-1, x.unsqueeze(-1)).squeeze(-1)

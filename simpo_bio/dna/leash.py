@@ -28,6 +28,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from simpo_bio.diffusion.masked import random_subset_mask
 from simpo_bio.dna.naturalness import NaturalnessConstraints, kmer_counts
 
 __all__ = ["KL_ESTIMATORS", "anchor_kl", "elbo_log_ratio", "kl_regularized_reward", "kmer_set_penalty", "bounded_elbo",
@@ -193,9 +194,7 @@ def anchor_kl(policy, reference, x: Tensor, *, generator: torch.Generator | None
     if by_count:
         u = torch.rand(1, device=x.device, generator=generator)
         k = (((u + torch.arange(batch, device=x.device) / batch) % 1.0) * length).long().clamp_(0, length - 1) + 1
-        order = torch.rand(batch, length, device=x.device, generator=generator).argsort(dim=1)
-        move = torch.zeros(batch, length, dtype=torch.bool, device=x.device)
-        move.scatter_(1, order, torch.arange(length, device=x.device).expand(batch, -1) < k[:, None])
+        move = random_subset_mask(k, length, generator=generator)
         t = k.float() / length
         weight = length / k.float()
     else:

@@ -44,7 +44,7 @@ from pyjaspar import jaspardb
 
 from simpo_bio.dna.alphabet import ALPHABET
 from simpo_bio.dna.data import default_cache_dir
-from simpo_bio.dna.naturalness import naturalness_per_sequence, naturalness_summary
+from simpo_bio.dna.naturalness import kmer_counts, naturalness_per_sequence, naturalness_summary
 from simpo_bio.dna.oracle import oracle_predicts_target, oracle_scores
 from simpo_bio.fileio import atomic_write
 
@@ -83,14 +83,9 @@ def kmer_frequencies(tokens: torch.Tensor, k: int = 3) -> torch.Tensor:
 
 
 def kmer_counts_per_sequence(tokens: torch.Tensor, k: int = 3) -> torch.Tensor:
-    """Per-sequence k-mer counts ``[B, 4**k]`` (same order as :func:`kmer_names`)."""
-    tokens = torch.as_tensor(tokens).long()
-    code = torch.zeros(tokens.shape[0], tokens.shape[1] - k + 1, dtype=torch.long)
-    for j in range(k):
-        code = code * 4 + tokens[:, j : tokens.shape[1] - k + 1 + j]
-    out = torch.zeros(tokens.shape[0], 4**k)
-    out.scatter_add_(1, code, torch.ones_like(code, dtype=out.dtype))
-    return out
+    """Per-sequence k-mer counts ``[B, 4**k]`` (same order as :func:`kmer_names`;
+    :func:`simpo_bio.dna.naturalness.kmer_counts`)."""
+    return kmer_counts(torch.as_tensor(tokens).long(), k)
 
 
 def kmer_names(k: int = 3) -> list[str]:
