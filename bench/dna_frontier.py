@@ -57,6 +57,11 @@ def parse_args(argv=None):
     p.add_argument("--kmer-penalty", type=float, default=0.0, help="set-level 3-mer leash (reward per nat)")
     p.add_argument("--lr-warmup", type=int, default=0, help="iterations of linear learning-rate warmup")
     p.add_argument("--tag", default="", help="suffix of the method name in the tables")
+    p.add_argument("--select-from", type=int, default=0,
+                   help="also sample this many candidates per run, score them with the fine-tuning oracle and keep "
+                   "--designs of them by composition-matched selection (simpo_bio/dna/selection.py); 0 = off")
+    p.add_argument("--select-weights", nargs="+", type=float, default=[0.0, 0.1, 0.2, 0.3, 0.5],
+                   help="selection weights (reward per nat), the same for the 3-mer and the JASPAR motif spectra")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default="runs/bench_frontier")
     return p.parse_args(argv)
@@ -68,6 +73,45 @@ def _row(name, tokens, evaluator, ft_oracle, extra):
     row, _ = evaluator.evaluate(tokens)
     row["ft_reward_median"] = float(oracle_scores(ft_oracle, tokens).median())
     return {"method": name, **extra, **row}
+
+
+def _selection_rows(a, seed, policy, reference, ft, ev, cons, name, extra, record, have):
+    """Rows of composition-matched selection: ``--select-from`` candidates of ``policy``, ``--designs`` kept per weight.
+
+    Beside the evaluation columns each row has eval-free columns (what the choice of the weight may use): the
+    fine-tuning-oracle median, the 3-mer / motif correlations with 512 *other* samples of the pretrained model
+    (``kmer3_vs_pretrained``, ``motif_vs_pretrained``) and the share of designs whose own 3-mer spectrum is
+    farther from real DHS sequences than 95% of them (``frac_kmer_outlier``).
+    """
+    from simpo_bio.dna.designs import real_sets
+    from simpo_bio.dna.metrics import pearson
+    from simpo_bio.dna.naturalness import NaturalnessConstraints, kmer_chi2
+    from simpo_bio.dna.oracle import oracle_scores
+    from simpo_bio.dna.selection import reference_spectra, select_by_composition, spectrum_counts
+
+    scanner = ev.motif_scanner
+    target = reference_spectra(reference, 200, motif_scanner=scanner, num_steps=a.num_steps, seed=7919)
+    check = spectrum_counts(reference.sample(512, 200, num_steps=a.num_steps, seed=4242, batch_size=128), scanner)
+    outlier = NaturalnessConstraints.from_reference(real_sets()["train"], kmer_quantile=0.95)
+    cand = policy.sample(a.select_from, 200, num_steps=a.num_steps, seed=22345 + seed, batch_size=128)
+    reward = oracle_scores(ft, cand)
+    counts = spectrum_counts(cand, scanner)
+    feasible = cons.violation(cand) == 0 if cons is not None else None
+    for w in a.select_weights:
+        method = f"{name}+sel{a.select_from}_w{w:g}"
+        if (method, extra["beta"], seed, extra["kl_coef"]) in have:
+            continue
+        idx = select_by_composition(reward, a.designs, [(counts["kmer3"], target["kmer3"], w),
+                                                         (counts["motif"], target["motif"], w)], feasible=feasible)
+        x = cand[idx]
+        k3 = counts["kmer3"][idx].sum(0)
+        row = {**extra, "method": method, "seed": seed, "calls": extra["calls"] + a.select_from,
+               "select_weight": w,
+               "kmer3_vs_pretrained": pearson(k3 / k3.sum(), check["kmer3"].sum(0)),
+               "motif_vs_pretrained": pearson(counts["motif"][idx].mean(0), check["motif"].mean(0)),
+               "frac_kmer_outlier": float((kmer_chi2(x, torch.as_tensor(outlier.kmer_background))
+                                           > outlier.max_kmer_chi2).float().mean())}
+        record(_row(method, x, ev, ft, row))
 
 
 def main(argv=None) -> int:
@@ -97,16 +141,21 @@ def main(argv=None) -> int:
         print(json.dumps({k: (round(v, 3) if isinstance(v, float) else v) for k, v in r.items()}), flush=True)
 
     for seed in a.seeds:
-        if ("best-of-N", None, seed, 0.0) not in have:
-            pool = ref.sample(calls, 200, num_steps=a.num_steps, seed=1000 + seed, batch_size=128)
-            top = oracle_scores(ft, pool).argsort(descending=True)[: a.designs]
-            record(_row("best-of-N", pool[top], ev, ft, {"beta": None, "seed": seed, "calls": calls, "kl_ref": None}))
+        have_bon = {(r["seed"], r["calls"]) for r in rows if r["method"] == "best-of-N"}
+        for n_calls in sorted({calls, calls + a.select_from}):  # best-of-N at every budget of this invocation
+            if (seed, n_calls) not in have_bon:
+                pool = ref.sample(n_calls, 200, num_steps=a.num_steps, seed=1000 + seed, batch_size=128)
+                top = oracle_scores(ft, pool).argsort(descending=True)[: a.designs]
+                record(_row("best-of-N", pool[top], ev, ft, {"beta": None, "seed": seed, "calls": n_calls,
+                                                             "kl_ref": None}))
         if ("pretrained", None, seed, 0.0) not in have:
             x = ref.sample(a.designs, 200, num_steps=a.num_steps, seed=12345 + seed)
             record(_row("pretrained", x, ev, ft, {"beta": None, "seed": seed, "calls": 0, "kl_ref": 0.0}))
         for scheme in a.schemes:
             for beta in a.betas:
-                if (scheme + a.tag, beta, seed, a.kl_coef) in have:
+                names = [scheme + a.tag] + [f"{scheme}{a.tag}+sel{a.select_from}_w{w:g}" for w in a.select_weights
+                                            if a.select_from]
+                if all((n, beta, seed, a.kl_coef) in have for n in names):
                     continue
                 pl.seed_everything(seed, verbose=False)
                 cons = None if a.no_constraints else {"gc_window": [0.4, 0.6], "max_homopolymer": 10,
@@ -127,15 +176,21 @@ def main(argv=None) -> int:
                 fit_s = time.time() - t0
                 hist = out / f"history_{scheme}{a.tag}_b{beta:g}_a{a.kl_coef:g}_s{seed}.csv"
                 pd.DataFrame(m.history).to_csv(hist, index=False)
+                torch.save(m.policy.state_dict(), out / f"policy_{scheme}{a.tag}_b{beta:g}_a{a.kl_coef:g}_s{seed}.pt")
                 x = m.policy.sample(a.designs, 200, num_steps=a.num_steps, seed=12345 + seed)
                 kl = sum(h["kl_ref"] for h in m.history[-3:]) / 3
-                record(_row(scheme + a.tag, x, ev, ft, {"beta": beta, "kl_coef": a.kl_coef, "seed": seed,
-                                                        "calls": calls, "kl_ref": kl, "fit_s": fit_s}))
+                extra = {"beta": beta, "kl_coef": a.kl_coef, "seed": seed, "calls": calls, "kl_ref": kl,
+                         "fit_s": fit_s}
+                if (scheme + a.tag, beta, seed, a.kl_coef) not in have:
+                    record(_row(scheme + a.tag, x, ev, ft, extra))
+                if a.select_from:
+                    _selection_rows(a, seed, m.policy, ref, ft, ev, m.constraints, scheme + a.tag, extra, record,
+                                    have)
     df = pd.DataFrame(rows)
     df.to_csv(out / "results.csv", index=False)
     cols = ["method", "beta", "kl_coef", "seed", "calls", "ft_reward_median", "pred_activity_median", "kl_ref", "kmer3_corr",
             "jaspar_corr", "gc_median", "frac_gc_outside", "frac_homopolymer_over", "diversity_hamming",
-            "frac_train_copies"]
+            "frac_train_copies", "select_weight", "kmer3_vs_pretrained", "motif_vs_pretrained", "frac_kmer_outlier"]
     (out / "summary.md").write_text(df[[c for c in cols if c in df]].to_string(index=False, float_format="%.3f"))
     _plot(df, out / "frontier.png", calls)
     print((out / "summary.md").read_text())

@@ -391,14 +391,21 @@ def _demo_args(configs: Sequence[str], out: Path, a: argparse.Namespace) -> list
             {"class_path": "simpo_bio.dna.checkpoints.ResumableCheckpoint",  # last.ckpt after every iteration
              "init_args": {"dirpath": str(out / "checkpoints"), "every_n_epochs": 1}},
             {"class_path": "simpo_bio.dna.designs.ExportDesigns",
-             "init_args": {"out_dir": str(out), **_export_overrides(configs),
-                           **({"num_samples": a.num_samples} if a.num_samples else {})}},
+             "init_args": {"out_dir": str(out), **_export_with_samples(_export_overrides(configs), a.num_samples)}},
         ],
     }}
     if a.iterations is not None:
         run_cfg["trainer"]["max_epochs"] = a.iterations
     path = write_text(yaml.safe_dump(run_cfg, sort_keys=False), out / "run_config.yaml")
     return args + ["--config", str(path)]
+
+
+def _export_with_samples(export: dict[str, Any], num_samples: int | None) -> dict[str, Any]:
+    """``--num-samples`` applied to the export settings; a configured selection keeps its candidates-per-design."""
+    if num_samples and export.get("select_from"):
+        ratio = int(export["select_from"]) / int(export.get("num_samples", 640))
+        export = {**export, "select_from": max(num_samples, round(num_samples * ratio))}
+    return {**export, "num_samples": num_samples} if num_samples else export
 
 
 def _export_overrides(configs: Sequence[str]) -> dict[str, Any]:

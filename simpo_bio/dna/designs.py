@@ -42,6 +42,7 @@ from simpo_bio.dna.metrics import Evaluator, MotifScanner, metrics_table
 from simpo_bio.dna.naturalness import SynthesisConstraints, synthesis_flags
 from simpo_bio.dna.oracle import load_oracle
 from simpo_bio.dna.policies import load_policy
+from simpo_bio.dna.selection import composition_matched
 from simpo_bio.fileio import atomic_write
 
 DEFAULT_EVAL_ORACLE = "checkpoints/dna/oracle_eval.ckpt"
@@ -343,18 +344,28 @@ def sample_with_progress(policy, num_samples: int, seq_len: int, *, num_steps: i
 def export_run(module: SiMPOFineTuning, out_dir: str | os.PathLike, *, num_samples: int = 640, eval_oracle=DEFAULT_EVAL_ORACLE,
                num_steps: int | None = None, seed: int = 12345, evaluate_pretrained: bool = True,
                jaspar: bool = True, evaluator: Evaluator | None = None, batch_size: int = 64,
-               model_name: str | None = None) -> dict[str, Any]:
+               model_name: str | None = None, select_from: int = 0, select_weight: float = 0.0) -> dict[str, Any]:
     """Everything a finished fit hands the user, written atomically into ``out_dir``.
 
     Samples ``num_samples`` designs from ``module.policy`` (and, with ``evaluate_pretrained``, as many from the
-    frozen reference), scores them with the fine-tuning oracle and evaluates them with the evaluation oracle, then
+    frozen reference; with ``select_from > 0`` the policy's designs are the ``num_samples`` of ``select_from``
+    candidates kept by :func:`simpo_bio.dna.selection.composition_matched` with ``select_weight``, at
+    ``select_from`` more fine-tuning-oracle calls), scores them with the fine-tuning oracle and evaluates them with
+    the evaluation oracle, then
     writes ``designs.fasta``, ``designs.csv``, ``pretrained_designs.csv``, ``metrics.csv``, ``metrics.md``,
     ``history.csv``, ``reward_curve.png``, ``reward_distribution.png`` and ``composition.png`` (GC histograms of
     the designs against real HepG2 enhancers).
 
     Returns:
         ``{"metrics": {name: row}, "table": markdown, "out_dir": Path}``.
+
+    Raises:
+        ValueError: ``0 < select_from < num_samples``; ``select_weight < 0``.
     """
+    if select_from and select_from < num_samples:
+        raise ValueError(f"select_from ({select_from}) must be 0 (off) or >= num_samples ({num_samples})")
+    if not select_weight >= 0:
+        raise ValueError(f"select_weight must be >= 0 (reward per nat), got {select_weight}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     steps = num_steps or module.hparams.num_steps
@@ -369,7 +380,9 @@ def export_run(module: SiMPOFineTuning, out_dir: str | os.PathLike, *, num_sampl
 
     if evaluator is None and eval_oracle is not None:
         evaluator = build_evaluator(eval_oracle, module.reference, jaspar=jaspar)
-    sets = {"fine-tuned (" + scheme + ")": (module.policy, scheme, model_name, "designs")}
+    label = f"fine-tuned ({scheme})" if not select_from else \
+        f"fine-tuned ({scheme}; {num_samples} of {select_from} selected, weight {select_weight:g})"
+    sets = {label: (module.policy, scheme, model_name, "designs")}
     if evaluate_pretrained:
         sets = {"pretrained": (module.reference, "none", str(module.hparams.get("pretrained", "pretrained")),
                                "pretrained_designs"), **sets}
@@ -377,10 +390,21 @@ def export_run(module: SiMPOFineTuning, out_dir: str | os.PathLike, *, num_sampl
     for name, (policy, sch, mname, stem) in sets.items():
         gen = torch.Generator(device=module.device).manual_seed(seed)
         t0 = time.perf_counter()
-        x = sample_with_progress(policy, num_samples, module.hparams.seq_len, num_steps=steps,
+        screen = select_from if sch != "none" else 0
+        x = sample_with_progress(policy, screen or num_samples, module.hparams.seq_len, num_steps=steps,
                                  batch_size=batch_size, generator=gen, device=module.device,
                                  desc=f"sampling {name}").cpu()
         r = module.reward(x).cpu()
+        if screen:  # composition-matched selection of the final designs (simpo_bio/dna/selection.py)
+            feasible = module.constraints.violation(x) == 0 if module.constraints is not None else None
+            scanner = getattr(evaluator, "motif_scanner", None)
+            if scanner is None and select_weight > 0 and jaspar:
+                scanner = MotifScanner.jaspar()
+            keep = composition_matched(x, r, num_samples, module.reference, weight=select_weight,
+                                       motif_scanner=scanner, feasible=feasible, num_steps=steps)
+            x, r = x[keep], r[keep]
+            print(f"[simpo-bio] kept {num_samples} of {screen} candidates (composition-matched selection, weight "
+                  f"{select_weight:g}; {screen} fine-tuning-oracle calls)", flush=True)
         prefix = "pretrained" if sch == "none" else sch
         ids = [f"{prefix}-{i:06d}" for i in range(num_samples)]
         per_seq = None
@@ -437,12 +461,23 @@ class ExportDesigns(pl.Callback):
         seed: sampling seed of the designs.
         evaluate_pretrained: also sample the pretrained reference and evaluate it (for the comparison table).
         jaspar: compute the JASPAR motif correlation (first use builds a PSSM cache, ~30 s).
+        select_from: 0, or sample this many candidates (``>= num_samples``; as many more fine-tuning-oracle calls)
+            and keep ``num_samples`` by composition-matched selection (:mod:`simpo_bio.dna.selection`).
+        select_weight: its weight on the 3-mer and JASPAR motif spectra, reward per nat (0 = top by reward).
     """
 
     def __init__(self, num_samples: int = 640, eval_oracle: str | None = DEFAULT_EVAL_ORACLE,
                  out_dir: str | None = None, num_steps: int | None = None, seed: int = 12345,
-                 evaluate_pretrained: bool = True, jaspar: bool = True) -> None:
+                 evaluate_pretrained: bool = True, jaspar: bool = True, select_from: int = 0,
+                 select_weight: float = 0.0) -> None:
         super().__init__()
+        if select_from and select_from < num_samples:
+            raise ValueError(f"ExportDesigns: select_from ({select_from}) must be 0 (off) or >= num_samples "
+                             f"({num_samples})")
+        if not select_weight >= 0:
+            raise ValueError(f"ExportDesigns: select_weight must be >= 0 (reward per nat), got {select_weight}")
+        self.select_from = int(select_from)
+        self.select_weight = float(select_weight)
         self.num_samples = num_samples
         self.eval_oracle = eval_oracle
         self.out_dir = out_dir
@@ -460,4 +495,5 @@ class ExportDesigns(pl.Callback):
         self.result = export_run(pl_module, out, num_samples=self.num_samples, eval_oracle=self.eval_oracle,
                                  num_steps=self.num_steps, seed=self.seed,
                                  evaluate_pretrained=self.evaluate_pretrained, jaspar=self.jaspar,
+                                 select_from=self.select_from, select_weight=self.select_weight,
                                  evaluator=self.evaluator_factory() if self.evaluator_factory else None)

@@ -50,7 +50,7 @@ def tiny_checkpoints(root: Path) -> dict[str, Path]:
 
 
 def tiny_run(root: Path, ckpts: dict[str, Path], iterations: int = 2, num_samples: int = 24,
-             scheme: str = "square_neg") -> Path:
+             scheme: str = "square_neg", **export_kwargs) -> Path:
     """Fit SiMPO for a few iterations on the tiny checkpoints; outputs (FASTA, tables, plots) under ``root``.
 
     The caller must make :func:`simpo_bio.dna.designs.real_sets` return :func:`tiny_real_sets` (monkeypatch).
@@ -65,7 +65,7 @@ def tiny_run(root: Path, ckpts: dict[str, Path], iterations: int = 2, num_sample
                              group_size=8, num_groups=1, seq_len=SEQ_LEN, num_steps=4, update_epochs=1,
                              lr=1e-3)
     export = ExportDesigns(num_samples=num_samples, eval_oracle=str(ckpts["eval_oracle"]), out_dir=str(root),
-                           jaspar=False)
+                           jaspar=False, **export_kwargs)
     trainer = pl.Trainer(max_epochs=iterations, accelerator="cpu", devices=1, default_root_dir=root,
                          logger=CSVLogger(root, name="logs"), enable_progress_bar=False,
                          enable_model_summary=False,

@@ -1,0 +1,158 @@
+"""Composition-matched selection: the final designs of a run, chosen from a larger sample of the fine-tuned model.
+
+A fine-tuned policy reaches high activity partly by having every design over-use the same few motif families: each
+design stays inside the natural per-sequence range (GC, homopolymers, DUST), but the *set* drifts (its 3-mer and
+motif spectra; ``bench/RESULTS.md``, "Natural designs"). Screening a larger sample with the fine-tuning oracle and
+keeping the top ``k`` makes that worse. :func:`select_by_composition` instead picks ``k`` of ``M`` candidates
+greedily, maximising
+
+    ``sum_{i in S} r_i  -  sum_j lambda_j * N_j(S) * KL(f_j(S) || q_j)``
+
+with ``r`` the fine-tuning-oracle rewards, and for each spectrum ``j`` (3-mer counts, JASPAR motif hit counts):
+``f_j(S)`` the selected set's normalised counts (``pseudocount`` added), ``N_j(S)`` their total and ``q_j`` a
+reference spectrum (samples of the *pretrained* model: :func:`reference_spectra`). ``N * KL`` is the log-likelihood
+ratio of the set's counts under their own frequencies and under ``q``, so ``lambda`` is in reward units per nat.
+At every step the candidate with the largest exact gain is added. ``lambda = 0`` is plain top-``k`` screening.
+
+It uses the fine-tuning oracle (``M`` calls, counted by the caller) and the pretrained model only: never the
+evaluation oracle or the real reference sets of the metrics. Each selected design is a sample of the policy;
+selection changes which ones are kept, not the designs (per-design checks: :mod:`simpo_bio.dna.naturalness`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+__all__ = ["SpectrumTerm", "select_by_composition", "reference_spectra", "spectrum_counts"]
+
+SpectrumTerm = tuple[Tensor, Tensor, float]
+"""``(counts [M, D], reference [D], weight)``: candidates' counts, a positive reference spectrum, reward per nat."""
+
+
+def _nkl(counts: Tensor, q: Tensor) -> Tensor:
+    """``N * KL(counts / N || q)`` along the last dimension (``counts > 0``)."""
+    n = counts.sum(-1, keepdim=True)
+    return (counts * torch.log(counts / n / q)).sum(-1)
+
+
+def select_by_composition(reward: Tensor, k: int, terms: Sequence[SpectrumTerm] = (), *,
+                          feasible: Tensor | None = None, pseudocount: float = 1.0) -> Tensor:
+    """Greedy composition-matched selection of ``k`` candidates: indices ``[k]`` (long), in the order chosen.
+
+    Args:
+        reward: ``[M]`` fine-tuning-oracle rewards of the candidates.
+        k: designs to keep, ``1 <= k <= M``.
+        terms: ``(counts [M, D], reference [D], weight)`` per spectrum: non-negative per-candidate counts (e.g.
+            :func:`simpo_bio.dna.naturalness.kmer_counts`, :meth:`simpo_bio.dna.metrics.MotifScanner.count`),
+            a reference spectrum with positive entries (normalised here) and ``weight >= 0`` in reward units per nat.
+            Empty = top-``k`` by reward.
+        feasible: ``[M]`` bool; infeasible candidates are taken only once every feasible one is (the constraint
+            rule of fine-tuning: outside the natural range ranks last).
+        pseudocount: added to every entry of the selected set's counts, ``> 0``.
+
+    Raises:
+        ValueError: ``k`` out of range, a non-finite reward, shapes that do not match, a negative count or weight,
+            a non-positive reference entry, ``pseudocount <= 0`` (each named).
+    """
+    reward = torch.as_tensor(reward, dtype=torch.float64).reshape(-1)
+    m = reward.numel()
+    if not 1 <= int(k) <= m:
+        raise ValueError(f"k must be in 1..{m} (the number of candidates), got {k}")
+    if not bool(torch.isfinite(reward).all()):
+        bad = torch.nonzero(~torch.isfinite(reward)).flatten()[:5].tolist()
+        raise ValueError(f"reward holds non-finite values (candidates {bad})")
+    if not pseudocount > 0:
+        raise ValueError(f"pseudocount must be > 0, got {pseudocount}")
+    active = []
+    for j, (counts, ref, weight) in enumerate(terms):
+        counts = torch.as_tensor(counts, dtype=torch.float64)
+        ref = torch.as_tensor(ref, dtype=torch.float64).reshape(-1)
+        if counts.ndim != 2 or counts.shape[0] != m or counts.shape[1] != ref.numel():
+            raise ValueError(f"term {j}: counts {tuple(counts.shape)} must be [{m}, {ref.numel()}] "
+                             "(one row per candidate, one column per reference entry)")
+        if bool((counts < 0).any()):
+            raise ValueError(f"term {j}: counts must be >= 0")
+        if bool((ref <= 0).any()) or not bool(torch.isfinite(ref).all()):
+            raise ValueError(f"term {j}: the reference spectrum must be finite and > 0 everywhere")
+        if not (weight >= 0 and float(weight) < float("inf")):
+            raise ValueError(f"term {j}: weight must be finite and >= 0, got {weight}")
+        if weight > 0:
+            active.append((counts, ref / ref.sum(), float(weight), torch.full_like(ref, pseudocount)))
+    if feasible is None:
+        feasible = torch.ones(m, dtype=torch.bool)
+    feasible = torch.as_tensor(feasible, dtype=torch.bool).reshape(-1)
+    if feasible.numel() != m:
+        raise ValueError(f"feasible has {feasible.numel()} entries for {m} candidates")
+
+    # infeasible candidates rank below every feasible one: they are considered once no feasible one is left
+    taken = torch.zeros(m, dtype=torch.bool)
+    chosen = []
+    for _ in range(int(k)):
+        available = ~taken & feasible
+        if not bool(available.any()):
+            available = ~taken
+        gain = reward.clone()
+        for counts, ref, w, sel in active:
+            gain -= w * (_nkl(sel[None] + counts, ref) - _nkl(sel, ref))
+        gain[~available] = -float("inf")
+        i = int(gain.argmax())
+        chosen.append(i)
+        taken[i] = True
+        for c, _r, _w, sel in active:
+            sel += c[i]
+    return torch.tensor(chosen, dtype=torch.long)
+
+
+def spectrum_counts(tokens: Tensor, motif_scanner=None) -> dict[str, Tensor]:
+    """Per-sequence counts the selection matches: ``{"kmer3": [B, 64], "motif": [B, M]}`` (``motif`` only with a
+    :class:`~simpo_bio.dna.metrics.MotifScanner`)."""
+    from simpo_bio.dna.naturalness import kmer_counts
+
+    out = {"kmer3": kmer_counts(tokens, 3)}
+    if motif_scanner is not None:
+        out["motif"] = motif_scanner.count(tokens)
+    return out
+
+
+def reference_spectra(model, seq_len: int, *, motif_scanner=None, num_samples: int = 512, num_steps: int = 16,
+                      seed: int = 7919, pseudocount: float = 1.0) -> dict[str, Tensor]:
+    """Reference spectra from ``num_samples`` samples of the (pretrained) ``model``: ``{"kmer3": [64], "motif":
+    [M]}``, each the summed counts plus ``pseudocount``, normalised to 1. Sampling is seeded: the same model and
+    arguments give the same spectra.
+
+    Raises:
+        ValueError: ``num_samples < 1``.
+    """
+    if num_samples < 1:
+        raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+    x = model.sample(num_samples, seq_len, num_steps=num_steps, seed=seed, batch_size=128)
+    out = {}
+    for name, c in spectrum_counts(x.cpu(), motif_scanner).items():
+        s = c.sum(0).double() + pseudocount
+        out[name] = s / s.sum()
+    return out
+
+
+def composition_matched(candidates: Tensor, reward: Tensor, k: int, reference_model, *, weight: float,
+                        motif_scanner=None, feasible: Tensor | None = None, num_steps: int = 16,
+                        reference_samples: int = 512, seed: int = 7919) -> Tensor:
+    """Indices ``[k]`` of the designs to keep from ``candidates`` ``[M, L]`` (rewards ``[M]``): composition-matched
+    selection with the same ``weight`` (reward per nat) on the 3-mer spectrum and, with a ``motif_scanner``, the
+    JASPAR motif spectrum, both against ``reference_samples`` samples of ``reference_model`` (the pretrained model;
+    sampled with ``num_steps`` steps and ``seed``). ``weight = 0`` is top-``k`` by reward (nothing is sampled).
+
+    Raises:
+        ValueError: as :func:`select_by_composition`; ``weight < 0``.
+    """
+    if not weight >= 0:
+        raise ValueError(f"the selection weight must be >= 0 (reward per nat), got {weight}")
+    terms = []
+    if weight > 0:
+        target = reference_spectra(reference_model, candidates.shape[1], motif_scanner=motif_scanner,
+                                   num_samples=reference_samples, num_steps=num_steps, seed=seed)
+        counts = spectrum_counts(candidates, motif_scanner)
+        terms = [(counts[name], target[name], weight) for name in counts]
+    return select_by_composition(reward, k, terms, feasible=feasible)

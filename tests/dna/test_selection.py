@@ -1,0 +1,159 @@
+"""Composition-matched selection of the final designs (simpo_bio.dna.selection) and its use at export."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from tiny_models import SEQ_LEN, tiny_checkpoints, tiny_real_sets, tiny_run
+
+from simpo_bio.dna import designs
+from simpo_bio.dna.designs import ExportDesigns
+from simpo_bio.dna.selection import composition_matched, reference_spectra, select_by_composition
+
+
+def _nkl(c, q):
+    c = np.asarray(c, dtype=float)
+    return float((c * np.log(c / c.sum() / q)).sum())
+
+
+def test_no_terms_is_top_k_by_reward():
+    r = torch.tensor([0.3, 2.0, -1.0, 1.5, 0.9])
+    assert select_by_composition(r, 3).tolist() == [1, 3, 4]
+    # a zero weight is the same as no term
+    c = torch.rand(5, 4)
+    assert select_by_composition(r, 3, [(c, torch.ones(4), 0.0)]).tolist() == [1, 3, 4]
+
+
+def test_each_pick_maximises_the_exact_gain():
+    g = torch.Generator().manual_seed(0)
+    counts = torch.randint(0, 6, (12, 5), generator=g).float()
+    q = np.array([0.1, 0.2, 0.3, 0.25, 0.15])
+    r = torch.randn(12, generator=g)
+    w = 0.7
+    picked = select_by_composition(r, 6, [(counts, torch.tensor(q), w)]).tolist()
+    sel = np.ones(5)  # pseudocount 1
+    for step, i in enumerate(picked):
+        gains = [(-math.inf if j in picked[:step] else
+                  float(r[j]) - w * (_nkl(sel + counts[j].numpy(), q) - _nkl(sel, q))) for j in range(12)]
+        assert i == int(np.argmax(gains)), step
+        sel = sel + counts[i].numpy()
+
+
+def test_a_large_weight_trades_reward_for_a_spectrum_near_the_reference():
+    # 20 "hacked" candidates (high reward, all mass on k-mer 0) and 20 balanced ones (lower reward)
+    hacked = torch.tensor([[20.0, 0, 0, 0]]).repeat(20, 1)
+    balanced = torch.tensor([[5.0, 5, 5, 5]]).repeat(20, 1)
+    counts = torch.cat([hacked, balanced])
+    r = torch.cat([torch.full((20,), 3.0), torch.full((20,), 1.0)]) + torch.linspace(0, 0.01, 40)
+    q = torch.full((4,), 0.25)
+    kl = {}
+    for w in (0.0, 0.05, 1.0):
+        idx = select_by_composition(r, 10, [(counts, q, w)])
+        c = counts[idx].sum(0) + 1
+        kl[w] = _nkl(c, q.numpy()) / float(c.sum())
+        if w == 0.0:
+            assert (idx < 20).all()  # plain screening keeps the hacked ones
+        if w == 1.0:
+            assert (idx >= 20).all()  # a strong leash keeps the balanced ones
+    assert kl[0.0] > kl[0.05] > kl[1.0]
+
+
+def test_infeasible_candidates_come_last():
+    r = torch.tensor([5.0, 4.0, 1.0, 0.0, 3.0])
+    feasible = torch.tensor([False, True, True, True, False])
+    assert select_by_composition(r, 2, feasible=feasible).tolist() == [1, 2]
+    # more designs wanted than feasible candidates: all feasible first, then the best infeasible
+    assert select_by_composition(r, 4, feasible=feasible).tolist() == [1, 2, 3, 0]
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"k": 0}, "k must be in 1..4"),
+    ({"k": 5}, "k must be in 1..4"),
+    ({"reward": torch.tensor([0.0, float("nan"), 1.0, 2.0])}, r"non-finite values \(candidates \[1\]\)"),
+    ({"terms": [(torch.ones(3, 2), torch.ones(2), 1.0)]}, "term 0: counts"),
+    ({"terms": [(-torch.ones(4, 2), torch.ones(2), 1.0)]}, "term 0: counts must be >= 0"),
+    ({"terms": [(torch.ones(4, 2), torch.tensor([1.0, 0.0]), 1.0)]}, "term 0: the reference spectrum"),
+    ({"terms": [(torch.ones(4, 2), torch.ones(2), -1.0)]}, "term 0: weight"),
+    ({"feasible": torch.ones(3, dtype=torch.bool)}, "feasible has 3 entries for 4"),
+    ({"pseudocount": 0.0}, "pseudocount must be > 0"),
+])
+def test_bad_inputs_are_named(kwargs, match):
+    args = {"reward": torch.arange(4.0), "k": 2, **kwargs}
+    with pytest.raises(ValueError, match=match):
+        select_by_composition(**args)
+
+
+def test_reference_spectra_and_composition_matched_on_a_tiny_model(tmp_path):
+    from simpo_bio.dna.pretrain import load_pretrained
+
+    ref = load_pretrained(tiny_checkpoints(tmp_path)["pretrained"])
+    a = reference_spectra(ref, SEQ_LEN, num_samples=16, num_steps=4, seed=3)
+    b = reference_spectra(ref, SEQ_LEN, num_samples=16, num_steps=4, seed=3)
+    assert set(a) == {"kmer3"} and a["kmer3"].shape == (64,)
+    assert float(a["kmer3"].sum()) == pytest.approx(1.0) and bool((a["kmer3"] > 0).all())
+    assert torch.equal(a["kmer3"], b["kmer3"])
+    with pytest.raises(ValueError, match="num_samples must be >= 1"):
+        reference_spectra(ref, SEQ_LEN, num_samples=0)
+
+    g = torch.Generator().manual_seed(1)
+    cand = torch.randint(0, 4, (30, SEQ_LEN), generator=g)
+    cand[:10] = 0  # poly-A candidates with the highest rewards
+    r = torch.linspace(0, 1, 30).flip(0)
+    # weight 0: top-k by reward and the reference model is never used
+    assert composition_matched(cand, r, 8, None, weight=0.0).tolist() == list(range(8))
+    keep = composition_matched(cand, r, 8, ref, weight=5.0, num_steps=4, reference_samples=16)
+    assert (keep >= 10).all()  # a poly-A design pulls the 3-mer spectrum far from the model's
+    assert len(set(keep.tolist())) == 8
+    with pytest.raises(ValueError, match="selection weight must be >= 0"):
+        composition_matched(cand, r, 8, ref, weight=-1.0)
+
+
+@pytest.fixture(scope="module")
+def selected_run(tmp_path_factory):
+    mp = pytest.MonkeyPatch()
+    mp.setattr(designs, "real_sets", lambda *a, **k: tiny_real_sets())
+    torch.set_num_threads(1)
+    ckpts = tiny_checkpoints(tmp_path_factory.mktemp("ckpt"))
+    try:
+        return tiny_run(tmp_path_factory.mktemp("run"), ckpts, num_samples=12, select_from=40,
+                        select_weight=0.5), ckpts
+    finally:
+        mp.undo()
+
+
+def test_export_keeps_num_samples_of_the_candidates(selected_run):
+    selected_run, ckpts = selected_run
+    table = pd.read_csv(selected_run / "designs.csv")
+    assert len(table) == 12
+    metrics = pd.read_csv(selected_run / "metrics.csv")
+    assert metrics["model"].tolist()[-1] == "fine-tuned (square_neg; 12 of 40 selected, weight 0.5)"
+    assert len(pd.read_csv(selected_run / "pretrained_designs.csv")) == 12
+    # each kept design carries its own fine-tuning-oracle reward (selection reorders designs and rewards together)
+    from simpo_bio.dna.alphabet import encode
+    from simpo_bio.dna.oracle import load_oracle, oracle_scores
+
+    toks = torch.cat([torch.as_tensor(encode(s)).reshape(1, -1) for s in table["sequence"]]).long()
+    rescored = oracle_scores(load_oracle(ckpts["oracle"]), toks)
+    assert table["reward"].to_numpy() == pytest.approx(rescored.numpy(), abs=1e-4)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"num_samples": 64, "select_from": 32}, r"select_from \(32\) must be 0 \(off\) or >= num_samples \(64\)"),
+    ({"select_weight": -0.1}, "select_weight must be >= 0"),
+])
+def test_export_callback_rejects_bad_selection_settings(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        ExportDesigns(eval_oracle=None, **kwargs)
+
+
+def test_demo_num_samples_keeps_the_candidates_per_design():
+    from simpo_bio.dna.cli import _export_with_samples
+
+    export = {"num_samples": 256, "select_from": 1024, "seed": 1}
+    assert _export_with_samples(export, 64) == {"num_samples": 64, "select_from": 256, "seed": 1}
+    assert _export_with_samples(export, None) == export
+    assert _export_with_samples({"num_samples": 256}, 64) == {"num_samples": 64}
