@@ -23,21 +23,19 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
-import yaml
 
 from simpo_bio.dna import designs, dhs, drakes
 from simpo_bio.dna.alphabet import SequenceValidationError
 from simpo_bio.dna.checkpoints import FORCE_RESUME_ENV, CheckpointError, load_checkpoint
 from simpo_bio.dna.data import FastaFormatError, columns_numpy, read_fasta, resolve_cache_dir
 from simpo_bio.dna.datamodules import load_sequences
+from simpo_bio.dna.demo_config import DEFAULT_ORACLE, DEFAULT_PRETRAINED, DEMO_CONFIGS, demo_args, model_paths
 from simpo_bio.dna.designs import (
     DEFAULT_EVAL_ORACLE,
     build_evaluator,
@@ -48,17 +46,14 @@ from simpo_bio.dna.designs import (
     write_table,
     write_text,
 )
-from simpo_bio.dna.inputs import InputError, check_model_config, check_out, check_sizes, read_config
-from simpo_bio.dna.metrics import metrics_table
+from simpo_bio.dna.inputs import InputError, check_model_config, check_out, check_sizes
+from simpo_bio.dna.metrics import MotifScanner, metrics_table
 from simpo_bio.dna.naturalness import SynthesisConstraints
 from simpo_bio.dna.oracle import NonFiniteRewardError, load_oracle, oracle_scores
 from simpo_bio.dna.policies import load_policy
 from simpo_bio.dna.pretrain import load_pretrained
+from simpo_bio.dna.selection import composition_matched
 from simpo_bio.lightning_cli import lightning_cli
-
-DEFAULT_PRETRAINED = "checkpoints/dna/pretrained_dhs.ckpt"
-DEFAULT_ORACLE = "checkpoints/dna/oracle_ft.ckpt"
-DEMO_CONFIGS = ("configs/dna/simpo_base.yaml", "configs/dna/simpo_square_neg.yaml", "configs/dna/demo.yaml")
 
 
 class CommandError(Exception):
@@ -102,11 +97,19 @@ def sample_main(argv: list[str] | None = None) -> None:
     p.add_argument("--oracle", default=None, help=f"fine-tuning oracle (default: the run's, else {DEFAULT_ORACLE})")
     p.add_argument("--eval-oracle", default=DEFAULT_EVAL_ORACLE)
     p.add_argument("--no-score", action="store_true", help="write sequences only (no oracle calls)")
+    p.add_argument("--select-from", type=int, default=0, help="sample this many candidates (fine-tuning-oracle "
+                   "calls) and keep --num-samples by composition-matched selection (docs/method.md); 0 = off")
+    p.add_argument("--select-weight", type=float, default=0.2, help="its weight, reward per nat (0 = top by reward)")
+    p.add_argument("--pretrained", default=None, help="model whose 3-mer / motif spectra the selection matches "
+                   f"(default: the run's, else {DEFAULT_PRETRAINED})")
     p.add_argument("--threads", type=int, default=None)
     a = p.parse_args(argv)
     _set_threads(a.threads)
     with _user_errors("sample"):
         check_sizes(a, "num_samples", "num_steps", "batch_size", "threads")
+        if a.select_from and (a.select_from < a.num_samples or a.no_score or not a.select_weight >= 0):
+            raise CommandError(f"--select-from {a.select_from} needs >= --num-samples ({a.num_samples}) candidates, "
+                               "scoring (no --no-score) and --select-weight >= 0")
         check_out(a.out, "--out")
         check_out(a.table, "--table")
         policy, info = load_policy(a.ckpt)
@@ -115,17 +118,24 @@ def sample_main(argv: list[str] | None = None) -> None:
             oracle = load_oracle(a.oracle or info.get("oracle") or DEFAULT_ORACLE)
             ev = load_oracle(a.eval_oracle)
         steps = a.num_steps or info.get("num_steps") or 128
-        x = sample_with_progress(policy, a.num_samples, info["seq_len"], num_steps=steps, batch_size=a.batch_size,
-                                 generator=torch.Generator().manual_seed(a.seed))
+        x = sample_with_progress(policy, a.select_from or a.num_samples, info["seq_len"], num_steps=steps,
+                                 batch_size=a.batch_size, generator=torch.Generator().manual_seed(a.seed))
         reward = per_seq = None
         if not a.no_score:
             reward = oracle_scores(oracle, x, what="the fine-tuning oracle")
+        if a.select_from:
+            ref = load_pretrained(a.pretrained or info.get("pretrained") or DEFAULT_PRETRAINED)
+            keep = composition_matched(x, reward, a.num_samples, ref, weight=a.select_weight, num_steps=steps,
+                                       motif_scanner=MotifScanner.jaspar() if a.select_weight > 0 else None)
+            x, reward = x[keep], reward[keep]
+        if not a.no_score:
             per_seq = pd.DataFrame({"eval_reward": oracle_scores(ev, x, what="the evaluation oracle").numpy()})
         prefix = info["scheme"] if info["kind"] == "finetuned" else "pretrained"
         ids = [f"{prefix}-{i:06d}" for i in range(a.num_samples)]
         table = design_table(x, ids, per_seq, reward, model=str(a.ckpt), scheme=info["scheme"])
         fasta, tab = write_designs(a.out, table, a.table)
     msg = f"wrote {a.num_samples} designs to {fasta} and {tab}"
+    msg += f" (kept of {a.select_from} candidates, selection weight {a.select_weight:g})" if a.select_from else ""
     if per_seq is not None:
         msg += f" (median eval-oracle Pred-Activity {np.median(per_seq['eval_reward']):.3f})"
     print(msg)
@@ -350,8 +360,8 @@ def demo_main(argv: list[str] | None = None) -> None:
         print("[simpo-bio] 2/4 models: pretrained masked diffusion model + fine-tuning / evaluation oracles",
               flush=True)
         configs = list(a.config or DEMO_CONFIGS)
-        args = _demo_args(configs, out, a)
-        ensure_checkpoints(**_model_paths(configs))
+        args = demo_args(configs, out, a)
+        ensure_checkpoints(**model_paths(configs))
         print("[simpo-bio] 3/4 fine-tuning with SiMPO (scheme square_neg)", flush=True)
         last = out / "checkpoints" / "last.ckpt"
         if last.exists() and not a.fresh:
@@ -373,66 +383,6 @@ def demo_main(argv: list[str] | None = None) -> None:
           "designs.fasta, designs.csv, metrics.csv, history.csv, reward_curve.png, reward_distribution.png")
 
 
-def _demo_args(configs: Sequence[str], out: Path, a: argparse.Namespace) -> list[str]:
-    """LightningCLI arguments of the demo: the configs plus a generated file that points every output at ``out``."""
-    args = ["fit"]
-    for c in configs:
-        if not Path(c).exists():
-            raise CommandError(f"config {c} not found (run the demo from the repository root)")
-        args += ["--config", c]
-    run_cfg = {"trainer": {
-        "default_root_dir": str(out),
-        "logger": [
-            {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": str(out), "name": "logs"}},
-            {"class_path": "lightning.pytorch.loggers.WandbLogger",
-             "init_args": {"save_dir": str(out), "project": "simpo-bio", "offline": True}},
-        ],
-        "callbacks": [
-            {"class_path": "simpo_bio.dna.checkpoints.ResumableCheckpoint",  # last.ckpt after every iteration
-             "init_args": {"dirpath": str(out / "checkpoints"), "every_n_epochs": 1}},
-            {"class_path": "simpo_bio.dna.designs.ExportDesigns",
-             "init_args": {"out_dir": str(out), **_export_with_samples(_export_overrides(configs), a.num_samples)}},
-        ],
-    }}
-    if a.iterations is not None:
-        run_cfg["trainer"]["max_epochs"] = a.iterations
-    path = write_text(yaml.safe_dump(run_cfg, sort_keys=False), out / "run_config.yaml")
-    return args + ["--config", str(path)]
-
-
-def _export_with_samples(export: dict[str, Any], num_samples: int | None) -> dict[str, Any]:
-    """``--num-samples`` applied to the export settings; a configured selection keeps its candidates-per-design."""
-    if num_samples and export.get("select_from"):
-        ratio = int(export["select_from"]) / int(export.get("num_samples", 640))
-        export = {**export, "select_from": max(num_samples, round(num_samples * ratio))}
-    return {**export, "num_samples": num_samples} if num_samples else export
-
-
-def _export_overrides(configs: Sequence[str]) -> dict[str, Any]:
-    """The ExportDesigns settings of the given configs (so the generated run config keeps them)."""
-    found: dict[str, Any] = {}
-    for c in configs:
-        cfg = read_config(c)
-        for cb in (cfg.get("trainer") or {}).get("callbacks") or []:
-            if isinstance(cb, dict) and str(cb.get("class_path", "")).endswith("ExportDesigns"):
-                found.update({k: v for k, v in (cb.get("init_args") or {}).items() if k != "out_dir"})
-    return found
-
-
-def _model_paths(configs: Sequence[str]) -> dict[str, str]:
-    """``pretrained`` / ``oracle`` / ``eval_oracle`` paths the composed configs use (later files win)."""
-    paths = {"pretrained": DEFAULT_PRETRAINED, "oracle": DEFAULT_ORACLE, "eval_oracle": DEFAULT_EVAL_ORACLE}
-    for c in configs:
-        cfg = read_config(c)
-        init = ((cfg.get("model") or {}).get("init_args")) or {}
-        paths.update({k: str(init[k]) for k in ("pretrained", "oracle") if init.get(k)})
-    export = _export_overrides(configs)
-    if export.get("eval_oracle"):
-        paths["eval_oracle"] = str(export["eval_oracle"])
-    return paths
-
-
-# -------------------------------------------------------------------------------------------------------- data
 def _info(dd, title: str) -> str:
     lines = [title]
     for split in dd:

@@ -16,7 +16,7 @@ from tiny_models import SEQ_LEN, tiny_checkpoints, tiny_real_sets, tiny_run
 
 from simpo_bio.cli import main as cli_main
 from simpo_bio.dna import cli as dna_cli
-from simpo_bio.dna import designs, dhs
+from simpo_bio.dna import demo_config, designs, dhs
 from simpo_bio.dna.data import read_fasta
 from simpo_bio.dna.oracle_training import CellTypeClassifier
 from simpo_bio.lightning_cli import upgrade_recorded_hparams
@@ -58,6 +58,23 @@ def test_sample_command_writes_scored_fasta(run_dir, ckpts, tmp_path, capsys):
     cli_main(["sample", "--ckpt", str(run_dir / "checkpoints" / "last.ckpt"), "--num-samples", "10",
               "--out", str(out2), "--no-score", "--num-steps", "4"])
     assert torch.equal(read_fasta(out2)[1], toks)
+
+
+def test_sample_command_keeps_the_selected_candidates(run_dir, ckpts, tmp_path, capsys):
+    ckpt = str(run_dir / "checkpoints" / "last.ckpt")
+    common = ["--eval-oracle", str(ckpts["eval_oracle"]), "--num-steps", "4", "--seed", "3"]
+    cli_main(["sample", "--ckpt", ckpt, "--num-samples", "30", "--out", str(tmp_path / "all.fasta"), *common])
+    cli_main(["sample", "--ckpt", ckpt, "--num-samples", "10", "--select-from", "30", "--select-weight", "0",
+              "--out", str(tmp_path / "sel.fasta"), *common])
+    assert "kept of 30 candidates, selection weight 0" in capsys.readouterr().out
+    every = read_fasta(tmp_path / "all.fasta")[2].sort_values("reward", ascending=False)
+    kept = read_fasta(tmp_path / "sel.fasta")[2]
+    # weight 0: the 10 candidates with the highest fine-tuning-oracle reward, in that order
+    assert kept["reward"].tolist() == pytest.approx(every["reward"].head(10).tolist(), abs=1e-4)
+    with pytest.raises(SystemExit) as err:
+        cli_main(["sample", "--ckpt", ckpt, "--num-samples", "10", "--select-from", "5", *common])
+    assert err.value.code == 2
+    assert "--select-from 5 needs >= --num-samples (10)" in capsys.readouterr().err
 
 
 def test_evaluate_any_user_fasta(ckpts, tmp_path, capsys):
@@ -149,13 +166,13 @@ def test_nan_rewards_stop_a_command_with_one_line(ckpts, tmp_path, monkeypatch, 
 
 def test_demo_run_config_keeps_the_configs_export_settings_and_the_command_line_wins(tmp_path, monkeypatch):
     monkeypatch.chdir(Path(__file__).resolve().parents[2])  # the demo runs from the repository root
-    args = dna_cli._demo_args(dna_cli.DEMO_CONFIGS, tmp_path, argparse.Namespace(num_samples=16, iterations=3))
+    args = demo_config.demo_args(demo_config.DEMO_CONFIGS, tmp_path, argparse.Namespace(num_samples=16, iterations=3))
     run_cfg = yaml.safe_load(Path(args[-1]).read_text())
     export = run_cfg["trainer"]["callbacks"][-1]
     assert export["class_path"] == "simpo_bio.dna.designs.ExportDesigns"
     assert export["init_args"]["num_samples"] == 16 and export["init_args"]["seed"] == 12345  # demo.yaml: 256
     assert export["init_args"]["out_dir"] == str(tmp_path) and run_cfg["trainer"]["max_epochs"] == 3
-    default = dna_cli._demo_args(dna_cli.DEMO_CONFIGS, tmp_path, argparse.Namespace(num_samples=None, iterations=None))
+    default = demo_config.demo_args(demo_config.DEMO_CONFIGS, tmp_path, argparse.Namespace(num_samples=None, iterations=None))
     assert yaml.safe_load(Path(default[-1]).read_text())["trainer"]["callbacks"][-1]["init_args"]["num_samples"] == 256
 
 

@@ -151,7 +151,7 @@ def test_export_callback_rejects_bad_selection_settings(kwargs, match):
 
 
 def test_demo_num_samples_keeps_the_candidates_per_design():
-    from simpo_bio.dna.cli import _export_with_samples
+    from simpo_bio.dna.demo_config import export_with_samples as _export_with_samples
 
     export = {"num_samples": 256, "select_from": 1024, "seed": 1}
     assert _export_with_samples(export, 64) == {"num_samples": 64, "select_from": 256, "seed": 1}

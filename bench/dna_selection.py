@@ -1,0 +1,119 @@
+"""Designs against the natural frontier: composition-matched selection, fine-tuning alone, best-of-N, real DNA.
+
+Reads the rows that ``bench/dna_frontier.py --select-from`` wrote (``results.jsonl``) and draws Pred-Activity
+against the 3-mer and JASPAR correlations, mean +- standard deviation over seeds, next to *real* DNA: the held-out
+DHS sequences (validation + test splits, all cell types) ranked by the fine-tuning oracle, 256 per rank band
+(``real_frontier.jsonl``, computed once). Real sequences are what "natural at that activity" looks like; the
+reference set of the correlations (top 10% HepG2 of the training split) does not overlap them.
+
+Usage::
+
+    OMP_NUM_THREADS=1 python bench/dna_selection.py --results runs/bench_select/results.jsonl
+
+Writes ``selection.png`` and ``selection.md`` (the mean table) next to ``--results``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+BANDS = (0, 128, 256, 512, 1024, 2048)  # start ranks of the 256-sequence bands of real DNA
+COLS = ["calls", "ft_reward_median", "pred_activity_median", "kmer3_corr", "jaspar_corr", "gc_median",
+        "frac_gc_outside", "frac_homopolymer_over", "diversity_hamming", "frac_train_copies", "kmer3_vs_pretrained",
+        "motif_vs_pretrained", "frac_kmer_outlier"]
+
+
+def real_frontier(path: Path) -> pd.DataFrame:
+    """Evaluation columns of 256-sequence bands of held-out real DNA ranked by the fine-tuning oracle (cached)."""
+    if path.exists():
+        return pd.read_json(path, lines=True)
+    import numpy as np
+
+    from simpo_bio.dna.designs import build_evaluator
+    from simpo_bio.dna.dhs import load_dhs
+    from simpo_bio.dna.oracle import load_oracle, oracle_scores
+
+    ft = load_oracle("checkpoints/dna/oracle_ft.ckpt")
+    ev = build_evaluator("checkpoints/dna/oracle_eval.ckpt", None, jaspar=True, novelty=False)
+    d = load_dhs()
+    x = torch.from_numpy(np.concatenate([np.asarray(d[s].with_format("numpy", columns=["tokens"])[:]["tokens"],
+                                                    dtype=np.int64) for s in ("validation", "test")]))
+    score = oracle_scores(ft, x)
+    order = score.argsort(descending=True)
+    rows = []
+    for lo in BANDS:
+        idx = order[lo : lo + 256]
+        row, _ = ev.evaluate(x[idx])
+        rows.append({"rank_from": lo, "n_real": len(x), "ft_reward_median": float(score[idx].median()), **row})
+        print(json.dumps({k: rows[-1][k] for k in ("rank_from", "pred_activity_median", "kmer3_corr",
+                                                   "jaspar_corr")}), flush=True)
+    df = pd.DataFrame(rows)
+    df.to_json(path, orient="records", lines=True)
+    return df
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--results", default="runs/bench_select/results.jsonl")
+    a = p.parse_args(argv)
+    torch.set_num_threads(1)
+    res = Path(a.results)
+    df = pd.read_json(res, lines=True)
+    df["label"] = df["method"].where(df["method"] != "best-of-N", "best-of-N (" + df["calls"].astype(str) + " calls)")
+    df = df[df["seed"].isin([0, 1, 2])]
+    agg = df.groupby("label")[[c for c in COLS if c in df]].agg(["mean", "std"])
+    n = df.groupby("label")["seed"].nunique()
+    table = agg.xs("mean", axis=1, level=1).assign(seeds=n)
+    (res.parent / "selection.md").write_text(table.to_string(float_format="%.3f") + "\n")
+    print(table.to_string(float_format="%.3f"))
+    real = real_frontier(res.parent / "real_frontier.jsonl")
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(14, 5.5))
+    for ax, col, name, gate in ((axes[0], "kmer3_corr", "3-mer correlation", 0.85),
+                                (axes[1], "jaspar_corr", "JASPAR motif correlation", 0.5)):
+        ax.plot(real[col], real["pred_activity_median"], "-o", color="grey", label="real DHS sequences (held out), "
+                "256 per fine-tuning-oracle rank band")
+        sel = table[table.index.str.contains(r"\+sel")]
+        weights = [float(i.rsplit("_w", 1)[1]) for i in sel.index]
+        sel = sel.assign(w=weights).sort_values("w")
+        ax.errorbar(sel[col], sel["pred_activity_median"], xerr=agg.loc[sel.index, (col, "std")],
+                    yerr=agg.loc[sel.index, ("pred_activity_median", "std")], fmt="-s", color="tab:blue",
+                    label="fine-tuned + composition-matched selection (256 of 1,024)")
+        for w, (_, r) in zip(sel["w"], sel.iterrows(), strict=True):
+            ax.annotate(f"w {w:g}", (r[col], r["pred_activity_median"]), xytext=(4, 4), textcoords="offset points",
+                        fontsize=8)
+        others = {"square_neg": ("tab:red", "fine-tuned, 256 samples (1,920 calls)"),
+                  "pretrained": ("black", "pretrained, 256 samples")}
+        for key, (color, label) in others.items():
+            if key in table.index:
+                ax.errorbar(table.loc[key, col], table.loc[key, "pred_activity_median"],
+                            xerr=agg.loc[key, (col, "std")], yerr=agg.loc[key, ("pred_activity_median", "std")],
+                            fmt="D", color=color, label=label, markersize=8)
+        for i, key in enumerate(sorted(i for i in table.index if i.startswith("best-of-N"))):
+            ax.errorbar(table.loc[key, col], table.loc[key, "pred_activity_median"],
+                        xerr=agg.loc[key, (col, "std")], yerr=agg.loc[key, ("pred_activity_median", "std")],
+                        fmt="*^"[i % 2], color="tab:green", label=key + ", top 256", markersize=10)
+        ax.axvline(gate, color="grey", linestyle=":", linewidth=1)
+        ax.axhline(2.5, color="grey", linestyle=":", linewidth=1)
+        ax.set_xlabel(f"{name} with top-10% real HepG2 (train split)\n(higher = more natural; dotted: {gate} target)")
+        ax.set_ylabel("Pred-Activity median (evaluation oracle, HepG2 log-odds)")
+        ax.grid(alpha=0.3)
+    axes[1].legend(fontsize=7.5, loc="lower left")
+    fig.suptitle("256 designs per point, mean +- sd over seeds 0-2; w = selection weight (reward per nat)")
+    fig.tight_layout()
+    fig.savefig(res.parent / "selection.png", dpi=110)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
