@@ -8,7 +8,8 @@ evaluation oracle's Pred-Activity: the KL to the reference (trajectory estimate,
 iterations), 3-mer and JASPAR correlations, GC, longest homopolymer, diversity. Best-of-N sampling from the
 pretrained model at the same number of calls is the baseline. Selection of the shipped default uses the
 fine-tuning oracle and the naturalness columns only. A run already in ``results.jsonl`` is not run again, so an
-invocation whose runs all exist only redraws the table and the plot.
+invocation whose runs all exist only redraws the table and the plot; a fit whose ``policy_*.pt`` and
+``history_*.csv`` exist is not repeated (new selection rows reuse it).
 
 Usage (the second-pass commands are in ``bench/RESULTS.md``; one process, 1 thread)::
 
@@ -170,13 +171,18 @@ def main(argv=None) -> int:
                                     ensemble_std_coef=a.ensemble_std_coef, elbo_estimator=a.elbo_estimator,
                                     elbo_draws=a.elbo_draws, elbo_shared_noise=a.elbo_noise == "shared", lr=a.lr,
                                     lr_warmup=a.lr_warmup, kmer_penalty=a.kmer_penalty)
-                t0 = time.time()
-                pl.Trainer(max_epochs=a.iterations, logger=False, enable_checkpointing=False,
-                           enable_progress_bar=False, enable_model_summary=False).fit(m)
-                fit_s = time.time() - t0
-                hist = out / f"history_{scheme}{a.tag}_b{beta:g}_a{a.kl_coef:g}_s{seed}.csv"
-                pd.DataFrame(m.history).to_csv(hist, index=False)
-                torch.save(m.policy.state_dict(), out / f"policy_{scheme}{a.tag}_b{beta:g}_a{a.kl_coef:g}_s{seed}.pt")
+                stem = f"{scheme}{a.tag}_b{beta:g}_a{a.kl_coef:g}_s{seed}"
+                hist, saved = out / f"history_{stem}.csv", out / f"policy_{stem}.pt"
+                if saved.exists() and hist.exists():  # this fit is done: reuse it (e.g. for more selection rows)
+                    m.policy.load_state_dict(torch.load(saved, weights_only=True))
+                    m.history, fit_s = pd.read_csv(hist).to_dict("records"), None
+                else:
+                    t0 = time.time()
+                    pl.Trainer(max_epochs=a.iterations, logger=False, enable_checkpointing=False,
+                               enable_progress_bar=False, enable_model_summary=False).fit(m)
+                    fit_s = time.time() - t0
+                    pd.DataFrame(m.history).to_csv(hist, index=False)
+                    torch.save(m.policy.state_dict(), saved)
                 x = m.policy.sample(a.designs, 200, num_steps=a.num_steps, seed=12345 + seed)
                 kl = sum(h["kl_ref"] for h in m.history[-3:]) / 3
                 extra = {"beta": beta, "kl_coef": a.kl_coef, "seed": seed, "calls": calls, "kl_ref": kl,
