@@ -78,21 +78,25 @@ def main(argv=None) -> int:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(14, 5.5))
+    fig, axes = plt.subplots(1, 2, figsize=(14, 6.8))
     for ax, col, name, gate in ((axes[0], "kmer3_corr", "3-mer correlation", 0.85),
                                 (axes[1], "jaspar_corr", "JASPAR motif correlation", 0.5)):
         ax.plot(real[col], real["pred_activity_median"], "-o", color="grey", label="real DHS sequences (held out), "
                 "256 per fine-tuning-oracle rank band")
-        sel = table[table.index.str.contains(r"\+sel")]
-        weights = [float(i.rsplit("_w", 1)[1]) for i in sel.index]
-        sel = sel.assign(w=weights).sort_values("w")
-        ax.errorbar(sel[col], sel["pred_activity_median"], xerr=agg.loc[sel.index, (col, "std")],
-                    yerr=agg.loc[sel.index, ("pred_activity_median", "std")], fmt="-s", color="tab:blue",
-                    label="fine-tuned + composition-matched selection (256 of 1,024)")
-        for w, (_, r) in zip(sel["w"], sel.iterrows(), strict=True):
-            ax.annotate(f"w {w:g}", (r[col], r["pred_activity_median"]), xytext=(4, 4), textcoords="offset points",
-                        fontsize=8)
-        others = {"square_neg": ("tab:red", "fine-tuned, 256 samples (1,920 calls)"),
+        palette = iter(["tab:blue", "tab:purple", "tab:orange", "tab:cyan", "tab:olive"])
+        for group in sorted({i.rsplit("_w", 1)[0] for i in table.index if "+sel" in i}):
+            sel = table[table.index.str.startswith(group + "_w")]
+            sel = sel.assign(w=[float(i.rsplit("_w", 1)[1]) for i in sel.index]).sort_values("w")
+            policy, cands = group.split("+sel")
+            calls = int(sel["calls"].iloc[0])
+            ax.errorbar(sel[col], sel["pred_activity_median"], xerr=agg.loc[sel.index, (col, "std")],
+                        yerr=agg.loc[sel.index, ("pred_activity_median", "std")], fmt="-s", color=next(palette),
+                        label=f"{policy} + selection, 256 of {cands} ({calls} calls)")
+            for w, (_, r) in zip(sel["w"], sel.iterrows(), strict=True):
+                ax.annotate(f"w {w:g}", (r[col], r["pred_activity_median"]), xytext=(4, 4),
+                            textcoords="offset points", fontsize=7)
+        others = {"square_neg": ("tab:red", "square_neg, 256 samples (1,920 calls)"),
+                  "square_neg_i120": ("darkred", "square_neg_i120, 256 samples (3,840 calls)"),
                   "pretrained": ("black", "pretrained, 256 samples")}
         for key, (color, label) in others.items():
             if key in table.index:
@@ -102,15 +106,17 @@ def main(argv=None) -> int:
         for i, key in enumerate(sorted(i for i in table.index if i.startswith("best-of-N"))):
             ax.errorbar(table.loc[key, col], table.loc[key, "pred_activity_median"],
                         xerr=agg.loc[key, (col, "std")], yerr=agg.loc[key, ("pred_activity_median", "std")],
-                        fmt="*^"[i % 2], color="tab:green", label=key + ", top 256", markersize=10)
+                        fmt="*^v<>"[i % 5], color="tab:green", label=key + ", top 256", markersize=9)
         ax.axvline(gate, color="grey", linestyle=":", linewidth=1)
         ax.axhline(2.5, color="grey", linestyle=":", linewidth=1)
         ax.set_xlabel(f"{name} with top-10% real HepG2 (train split)\n(higher = more natural; dotted: {gate} target)")
         ax.set_ylabel("Pred-Activity median (evaluation oracle, HepG2 log-odds)")
         ax.grid(alpha=0.3)
-    axes[1].legend(fontsize=7.5, loc="lower left")
-    fig.suptitle("256 designs per point, mean +- sd over seeds 0-2; w = selection weight (reward per nat)")
-    fig.tight_layout()
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=8, loc="lower center", ncol=3)
+    fig.suptitle("Designs vs real DNA: 256 designs per point, mean +- sd over seeds 0-2; w = selection weight "
+                 "(reward per nat)")
+    fig.tight_layout(rect=(0, 0.13, 1, 1))
     fig.savefig(res.parent / "selection.png", dpi=110)
     return 0
 
