@@ -57,6 +57,8 @@ def parse_args(argv=None):
     p.add_argument("--eta", type=float, default=1.0, help="signed floor of linear_neg / square_neg, units of x")
     p.add_argument("--kmer-penalty", type=float, default=0.0, help="set-level 3-mer leash (reward per nat)")
     p.add_argument("--lr-warmup", type=int, default=0, help="iterations of linear learning-rate warmup")
+    p.add_argument("--kl-target", type=float, default=None,
+                   help="nats per sequence: the adaptive controller moves kl_penalty (the --betas value is its start)")
     p.add_argument("--tag", default="", help="suffix of the method name in the tables")
     p.add_argument("--select-from", type=int, default=0,
                    help="also sample this many candidates per run, score them with the fine-tuning oracle and keep "
@@ -170,7 +172,7 @@ def main(argv=None) -> int:
                                     oracle=a.ensemble or "checkpoints/dna/oracle_ft.ckpt",
                                     ensemble_std_coef=a.ensemble_std_coef, elbo_estimator=a.elbo_estimator,
                                     elbo_draws=a.elbo_draws, elbo_shared_noise=a.elbo_noise == "shared", lr=a.lr,
-                                    lr_warmup=a.lr_warmup, kmer_penalty=a.kmer_penalty)
+                                    lr_warmup=a.lr_warmup, kmer_penalty=a.kmer_penalty, kl_target=a.kl_target)
                 stem = f"{scheme}{a.tag}_b{beta:g}_a{a.kl_coef:g}_s{seed}"
                 hist, saved = out / f"history_{stem}.csv", out / f"policy_{stem}.pt"
                 if saved.exists() and hist.exists():  # this fit is done: reuse it (e.g. for more selection rows)

@@ -62,13 +62,11 @@ import lightning.pytorch as pl
 import torch
 from torch import Tensor, nn
 
-from simpo_bio.dna.checkpoints import (
-    guard_resume,
-    record_model_kind,
-)
+from simpo_bio.dna.checkpoints import guard_resume, record_model_kind
 from simpo_bio.dna.ensemble import EnsembleOracle
 from simpo_bio.dna.leash import (
     KL_ESTIMATORS,
+    adapt_kl_penalty,
     anchor_kl,
     bounded_elbo,
     build_constraints,
@@ -167,6 +165,9 @@ class SiMPOFineTuning(pl.LightningModule):
         kl_estimator: how ``log pi(x) - log pi_ref(x)`` is estimated: ``trajectory`` (exact log-ratio of the
             sampling trajectory; the reference runs beside the policy in the sampler) or ``elbo`` (ELBO
             differences with shared noise, 2 draws). Its mean is logged every iteration as ``kl_ref``.
+        kl_target: nats per sequence at the last iteration, or ``None``: ``kl_penalty`` is then only the start of
+            a ``beta`` that the adaptive controller moves every iteration toward a target rising linearly to this
+            KL over ``max_epochs`` (:func:`simpo_bio.dna.leash.adapt_kl_penalty`; logged as ``kl_penalty``).
         repel_margin: cap of a negative-weight sequence's ELBO term, nats per base (bounded repulsion,
             :func:`simpo_bio.dna.leash.bounded_elbo`); ``None`` = no cap.
         constraints: the natural range designs must stay in (``gc_window``, ``max_homopolymer``, ``max_dust``,
@@ -227,6 +228,7 @@ class SiMPOFineTuning(pl.LightningModule):
         elbo_shared_noise: bool = True,
         lr_warmup: int = 0,
         kmer_penalty: float = 0.0,
+        kl_target: float | None = None,
     ) -> None:
         super().__init__()
         # modules passed from Python are not hyperparameters (only paths are recorded)
@@ -253,6 +255,8 @@ class SiMPOFineTuning(pl.LightningModule):
             raise ValueError(f"elbo_estimator must be one of {ELBO_ESTIMATORS}, got {elbo_estimator!r}")
         if not (kmer_penalty >= 0 and math.isfinite(kmer_penalty)):
             raise ValueError(f"kmer_penalty must be finite and >= 0, got {kmer_penalty}")
+        if kl_target is not None and not (kl_target > 0 and kl_penalty > 0 and math.isfinite(kl_target)):
+            raise ValueError(f"kl_target needs kl_target > 0 and a starting kl_penalty > 0, got {kl_target}, {kl_penalty}")
         if int(lr_warmup) < 0:
             raise ValueError(f"lr_warmup must be >= 0 iterations, got {lr_warmup}")
         if int(elbo_draws) < 1:
@@ -277,6 +281,7 @@ class SiMPOFineTuning(pl.LightningModule):
 
         self.generator = torch.Generator().manual_seed(seed)
         self.register_buffer("reward_queries", torch.zeros((), dtype=torch.long))
+        self.register_buffer("kl_beta", torch.tensor(float(kl_penalty), dtype=torch.float64))  # kl_target moves it
         self.history: list[dict[str, float]] = []
         self._extra_sample_kwargs: dict[str, Any] = {}
 
@@ -322,6 +327,7 @@ class SiMPOFineTuning(pl.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         guard_resume(self, checkpoint)  # a checkpoint of another model / config: one line, exit 2
+        checkpoint["state_dict"].setdefault("kl_beta", self.kl_beta.clone())  # checkpoints from before kl_target
         state = checkpoint.get("simpo_generator_state")
         if state is not None:
             dev = torch.device(checkpoint.get("simpo_generator_device", "cpu"))
@@ -411,7 +417,11 @@ class SiMPOFineTuning(pl.LightningModule):
         self.reward_queries += n
 
         t0 = time.perf_counter()
-        shaped = kl_regularized_reward(reward, log_ratio, hp.kl_penalty)
+        beta = float(self.kl_beta)
+        shaped = kl_regularized_reward(reward, log_ratio, beta)
+        if hp.get("kl_target") is not None:
+            ramp = (self.current_epoch + 1) / max(1, int(self.trainer.max_epochs or 1))
+            self.kl_beta.fill_(adapt_kl_penalty(beta, log_ratio.mean().item(), hp.kl_target * min(1.0, ramp)))
         if hp.kmer_penalty > 0:  # the set-level leash: the batch's 3-mer spectrum vs the reference model's
             shaped = shaped - hp.kmer_penalty * kmer_set_penalty(x, self.kmer_reference_freq())
         shaped = shaped.view(hp.num_groups, hp.group_size)
@@ -471,6 +481,7 @@ class SiMPOFineTuning(pl.LightningModule):
             "kl_to_uniform": self.temperature_ctl.kl(wout.weight).item(),
             "loss": torch.stack(losses).mean().item(),
             "kl_ref": log_ratio.mean().item(),
+            "kl_penalty": beta,
             "feasible": feasible.float().mean().item(),
             "gc": ((x == 1) | (x == 2)).float().mean().item(),
             **timings,

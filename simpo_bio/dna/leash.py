@@ -11,6 +11,7 @@ rewards sequences no enhancer looks like (near-0% GC, homopolymers). This module
   sampled trajectory.
 - :func:`kl_regularized_reward`: RLHF's KL-in-reward, ``r - beta * log_ratio`` (Ziegler et al. 2019; the
   optimum of ``E[r] - beta KL(pi || pi_ref)`` is ``pi_ref exp(r / beta) / Z``).
+- :func:`adapt_kl_penalty`: the adaptive KL controller (Ziegler et al. 2019): ``beta`` follows a KL target.
 - :func:`anchor_kl`: the KL anchor in the loss, ``KL(p_theta(.|z_t) || p_ref(.|z_t))`` on noised samples.
 - :func:`bounded_elbo`: the cap on negative-weight ELBO terms (bounded repulsion; the paper's Case II).
 - :func:`build_constraints`: :class:`simpo_bio.dna.naturalness.NaturalnessConstraints` from a config mapping
@@ -31,7 +32,7 @@ from torch import Tensor
 from simpo_bio.diffusion.masked import random_subset_mask
 from simpo_bio.dna.naturalness import NaturalnessConstraints, kmer_counts
 
-__all__ = ["KL_ESTIMATORS", "anchor_kl", "elbo_log_ratio", "kl_regularized_reward", "kmer_set_penalty", "bounded_elbo",
+__all__ = ["KL_ESTIMATORS", "adapt_kl_penalty", "anchor_kl", "elbo_log_ratio", "kl_regularized_reward", "kmer_set_penalty", "bounded_elbo",
            "build_constraints"]
 
 #: How ``log pi(x) - log pi_ref(x)`` is estimated: the sampling trajectory's exact log-ratio, or ELBO differences.
@@ -82,6 +83,25 @@ def kl_regularized_reward(reward: Tensor, log_ratio: Tensor, beta: float) -> Ten
     if reward.shape != log_ratio.shape:
         raise ValueError(f"reward {tuple(reward.shape)} and log_ratio {tuple(log_ratio.shape)} differ in shape")
     return reward - beta * log_ratio if beta > 0 else reward
+
+
+def adapt_kl_penalty(beta: float, kl: float, target: float, *, rate: float = 0.5, clip: float = 0.2) -> float:
+    """One step of the adaptive KL controller: ``beta * (1 + rate * clip(kl / target - 1, -clip, clip))``.
+
+    The proportional controller of Ziegler et al. 2019 ("Fine-Tuning Language Models from Human Preferences",
+    section 2.2): ``beta`` of the KL-regularised reward rises while the measured ``KL(pi || pi_ref)`` is above
+    ``target`` and falls while it is below, by at most ``rate * clip`` (10%) per iteration, so one noisy estimate
+    moves it little. Units: ``beta`` reward per nat; ``kl`` and ``target`` nats per sequence.
+
+    Raises:
+        ValueError: ``beta <= 0`` or ``target <= 0`` (a multiplicative controller needs both positive), a
+            non-finite ``kl``.
+    """
+    if not (beta > 0 and target > 0):
+        raise ValueError(f"the adaptive KL controller needs kl_penalty > 0 and kl_target > 0, got {beta}, {target}")
+    if not math.isfinite(kl):
+        raise ValueError(f"the KL estimate is not finite: {kl}")
+    return float(beta * (1.0 + rate * min(max(kl / target - 1.0, -clip), clip)))
 
 
 def kmer_set_penalty(tokens: Tensor, reference_freq: Tensor, *, k: int = 3, pseudocount: float = 1.0) -> Tensor:

@@ -174,9 +174,11 @@ class _Crash(pl.Callback):
             raise RuntimeError("job killed")  # a crash between iterations
 
 
-@pytest.mark.parametrize("scheme,auto", [("square_neg", True)])
-def test_resume_from_last_checkpoint_continues_same_iteration_exactly(tmp_path, scheme, auto):
+@pytest.mark.parametrize("scheme,auto,kl_target", [("square_neg", True, None), ("square_neg", False, 0.5)])
+def test_resume_from_last_checkpoint_continues_same_iteration_exactly(tmp_path, scheme, auto, kl_target):
     kw = dict(scheme=scheme, auto_temperature=auto, update_epochs=2, minibatch_size=8)
+    if kl_target is not None:  # the adaptive KL controller's beta is part of the state
+        kw.update(kl_penalty=0.1, kl_target=kl_target)
     # uninterrupted: 4 iterations
     full = make_module(**kw)
     trainer(tmp_path / "full", 4).fit(full, PolicyIterationDataModule())
@@ -196,6 +198,39 @@ def test_resume_from_last_checkpoint_continues_same_iteration_exactly(tmp_path, 
     assert torch.equal(flat_params(resumed), flat_params(full))
     assert resumed.history[-1]["reward_mean"] == full.history[-1]["reward_mean"]
     assert resumed.temperature_ctl.temperature == full.temperature_ctl.temperature
+    assert float(resumed.kl_beta) == float(full.kl_beta)
+    assert [h["kl_penalty"] for h in resumed.history] == [h["kl_penalty"] for h in full.history]
+
+
+def test_adaptive_kl_controller_steps_toward_its_target(tmp_path):
+    from simpo_bio.dna.leash import adapt_kl_penalty
+
+    assert adapt_kl_penalty(0.1, 30.0, 20.0) == pytest.approx(0.1 * (1 + 0.5 * 0.2))  # above: +10% at most
+    assert adapt_kl_penalty(0.1, 21.0, 20.0) == pytest.approx(0.1 * (1 + 0.5 * 0.05))
+    assert adapt_kl_penalty(0.1, 0.0, 20.0) == pytest.approx(0.1 * (1 - 0.5 * 0.2))  # below: -10% at most
+    assert adapt_kl_penalty(0.1, 20.0, 20.0) == pytest.approx(0.1)
+    for args, match in (((0.0, 1.0, 1.0), "kl_penalty > 0"), ((0.1, 1.0, 0.0), "kl_target > 0"),
+                        ((0.1, float("nan"), 1.0), "not finite")):
+        with pytest.raises(ValueError, match=match):
+            adapt_kl_penalty(*args)
+    # in the module: the logged beta follows the controller, starting at kl_penalty, the target ramping over
+    # max_epochs; an unreachable target (1e6 nats) makes beta fall every iteration
+    m = make_module(kl_penalty=0.2, kl_target=1e6, log_reference_elbo=False)
+    trainer(tmp_path, 3).fit(m, PolicyIterationDataModule())
+    betas = [h["kl_penalty"] for h in m.history]
+    assert betas == pytest.approx([0.2, 0.18, 0.162]) and float(m.kl_beta) == pytest.approx(0.1458)
+    with pytest.raises(ValueError, match="kl_target needs"):
+        make_module(kl_penalty=0.0, kl_target=5.0)
+    # a checkpoint written before the controller existed (no kl_beta in its state dict) still resumes
+    ck = tmp_path / "ck"
+    trainer(tmp_path / "a", 1, [ModelCheckpoint(dirpath=ck, save_last=True)]).fit(make_module(),
+                                                                                PolicyIterationDataModule())
+    old = torch.load(ck / "last.ckpt", map_location="cpu", weights_only=False)
+    del old["state_dict"]["kl_beta"]
+    torch.save(old, tmp_path / "old.ckpt")
+    again = make_module()
+    trainer(tmp_path / "b", 2).fit(again, PolicyIterationDataModule(), ckpt_path=str(tmp_path / "old.ckpt"))
+    assert [h["iteration"] for h in again.history] == [0, 1]
 
 
 def test_a_module_passed_twice_is_not_frozen_or_shared():
