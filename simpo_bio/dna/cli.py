@@ -99,7 +99,8 @@ def sample_main(argv: list[str] | None = None) -> None:
     p.add_argument("--no-score", action="store_true", help="write sequences only (no oracle calls)")
     p.add_argument("--select-from", type=int, default=0, help="sample this many candidates (fine-tuning-oracle "
                    "calls) and keep --num-samples by composition-matched selection (docs/method.md); 0 = off")
-    p.add_argument("--select-weight", type=float, default=0.2, help="its weight, reward per nat (0 = top by reward)")
+    p.add_argument("--select-weight", type=float, default=1.0, help="its weight, reward per nat (0 = top by "
+                   "reward; 1.0 as the shipped configs)")
     p.add_argument("--pretrained", default=None, help="model whose 3-mer / motif spectra the selection matches "
                    f"(default: the run's, else {DEFAULT_PRETRAINED})")
     p.add_argument("--threads", type=int, default=None)

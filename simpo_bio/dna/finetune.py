@@ -78,6 +78,7 @@ from simpo_bio.dna.naturalness import feasibility_ranked, kmer_counts
 from simpo_bio.dna.oracle import check_rewards, load_oracle
 from simpo_bio.dna.policies import MODEL_KIND, RENAMED_HPARAMS, load_policy
 from simpo_bio.dna.pretrain import load_pretrained
+from simpo_bio.dna.selection import count_kl, reference_spectra
 from simpo_bio.weighting import TemperatureController, compute_weights, get_scheme, group_advantages
 
 #: How the policy's ELBO in the weighted loss is estimated (``SiMPOFineTuning(elbo_estimator=...)``).
@@ -374,10 +375,8 @@ class SiMPOFineTuning(pl.LightningModule):
         """3-mer frequencies ``[64]`` of 512 samples of the frozen reference (own seeded stream; computed once)."""
         if getattr(self, "_kmer_ref", None) is None:
             hp = self.hparams
-            x = self.reference.sample(512, hp.seq_len, num_steps=hp.num_steps, seed=hp.seed + 7919, batch_size=128,
-                                      device=self.device)
-            counts = kmer_counts(x).sum(0) + 1.0
-            self._kmer_ref = counts / counts.sum()
+            self._kmer_ref = reference_spectra(self.reference, hp.seq_len, num_steps=hp.num_steps, seed=hp.seed + 7919,
+                                               device=self.device)["kmer3"].float().to(self.device)
         return self._kmer_ref
 
     def policy_nelbo(self, x: Tensor) -> Tensor:
@@ -488,7 +487,7 @@ class SiMPOFineTuning(pl.LightningModule):
         }
         if hp.kmer_penalty > 0:  # KL(batch 3-mer spectrum || reference spectrum), nats
             f = kmer_counts(x).sum(0) + 1.0
-            stats["kmer_kl"] = float((f / f.sum() * torch.log(f / f.sum() / self.kmer_reference_freq())).sum())
+            stats["kmer_kl"] = float(count_kl(f, self.kmer_reference_freq()) / f.sum())
         if hp.log_reference_elbo:
             with torch.no_grad():
                 stats["elbo_ref"] = -self.reference.elbo_loss(x, generator=self.generator).mean().item()

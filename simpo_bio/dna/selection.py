@@ -26,14 +26,17 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-__all__ = ["SpectrumTerm", "select_by_composition", "reference_spectra", "spectrum_counts"]
+from simpo_bio.dna.naturalness import kmer_counts
+
+__all__ = ["SpectrumTerm", "count_kl", "select_by_composition", "reference_spectra", "spectrum_counts"]
 
 SpectrumTerm = tuple[Tensor, Tensor, float]
 """``(counts [M, D], reference [D], weight)``: candidates' counts, a positive reference spectrum, reward per nat."""
 
 
-def _nkl(counts: Tensor, q: Tensor) -> Tensor:
-    """``N * KL(counts / N || q)`` along the last dimension (``counts > 0``)."""
+def count_kl(counts: Tensor, q: Tensor) -> Tensor:
+    """``N * KL(counts / N || q)`` along the last dimension, nats (``counts > 0``, ``q`` normalised; ``N`` the
+    total count): the log-likelihood ratio of the counts under their own frequencies and under ``q``."""
     n = counts.sum(-1, keepdim=True)
     return (counts * torch.log(counts / n / q)).sum(-1)
 
@@ -96,7 +99,7 @@ def select_by_composition(reward: Tensor, k: int, terms: Sequence[SpectrumTerm] 
             available = ~taken
         gain = reward.clone()
         for counts, ref, w, sel in active:
-            gain -= w * (_nkl(sel[None] + counts, ref) - _nkl(sel, ref))
+            gain -= w * (count_kl(sel[None] + counts, ref) - count_kl(sel, ref))
         gain[~available] = -float("inf")
         i = int(gain.argmax())
         chosen.append(i)
@@ -109,8 +112,6 @@ def select_by_composition(reward: Tensor, k: int, terms: Sequence[SpectrumTerm] 
 def spectrum_counts(tokens: Tensor, motif_scanner=None) -> dict[str, Tensor]:
     """Per-sequence counts the selection matches: ``{"kmer3": [B, 64], "motif": [B, M]}`` (``motif`` only with a
     :class:`~simpo_bio.dna.metrics.MotifScanner`)."""
-    from simpo_bio.dna.naturalness import kmer_counts
-
     out = {"kmer3": kmer_counts(tokens, 3)}
     if motif_scanner is not None:
         out["motif"] = motif_scanner.count(tokens)
@@ -118,7 +119,7 @@ def spectrum_counts(tokens: Tensor, motif_scanner=None) -> dict[str, Tensor]:
 
 
 def reference_spectra(model, seq_len: int, *, motif_scanner=None, num_samples: int = 512, num_steps: int = 16,
-                      seed: int = 7919, pseudocount: float = 1.0) -> dict[str, Tensor]:
+                      seed: int = 7919, pseudocount: float = 1.0, device=None) -> dict[str, Tensor]:
     """Reference spectra from ``num_samples`` samples of the (pretrained) ``model``: ``{"kmer3": [64], "motif":
     [M]}``, each the summed counts plus ``pseudocount``, normalised to 1. Sampling is seeded: the same model and
     arguments give the same spectra.
@@ -128,7 +129,7 @@ def reference_spectra(model, seq_len: int, *, motif_scanner=None, num_samples: i
     """
     if num_samples < 1:
         raise ValueError(f"num_samples must be >= 1, got {num_samples}")
-    x = model.sample(num_samples, seq_len, num_steps=num_steps, seed=seed, batch_size=128)
+    x = model.sample(num_samples, seq_len, num_steps=num_steps, seed=seed, batch_size=128, device=device)
     out = {}
     for name, c in spectrum_counts(x.cpu(), motif_scanner).items():
         s = c.sum(0).double() + pseudocount
