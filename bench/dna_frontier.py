@@ -59,6 +59,8 @@ def parse_args(argv=None):
     p.add_argument("--lr-warmup", type=int, default=0, help="iterations of linear learning-rate warmup")
     p.add_argument("--kl-target", type=float, default=None,
                    help="nats per sequence: the adaptive controller moves kl_penalty (the --betas value is its start)")
+    p.add_argument("--kl-max", type=float, default=None,
+                   help="drift ceiling, nats per sequence: beta rises while the KL estimate is above it (one-sided)")
     p.add_argument("--tag", default="", help="suffix of the method name in the tables")
     p.add_argument("--select-from", type=int, default=0,
                    help="also sample this many candidates per run, score them with the fine-tuning oracle and keep "
@@ -110,6 +112,7 @@ def _selection_rows(a, seed, policy, reference, ft, ev, cons, name, extra, recor
         k3 = counts["kmer3"][idx].sum(0)
         row = {**extra, "method": method, "seed": seed, "calls": extra["calls"] + a.select_from,
                "select_weight": w,
+               "kmer3_vs_target": pearson(k3 / k3.sum(), target["kmer3"]),
                "kmer3_vs_pretrained": pearson(k3 / k3.sum(), check["kmer3"].sum(0)),
                "motif_vs_pretrained": pearson(counts["motif"][idx].mean(0), check["motif"].mean(0)),
                "frac_kmer_outlier": float((kmer_chi2(x, torch.as_tensor(outlier.kmer_background))
@@ -172,7 +175,8 @@ def main(argv=None) -> int:
                                     oracle=a.ensemble or "checkpoints/dna/oracle_ft.ckpt",
                                     ensemble_std_coef=a.ensemble_std_coef, elbo_estimator=a.elbo_estimator,
                                     elbo_draws=a.elbo_draws, elbo_shared_noise=a.elbo_noise == "shared", lr=a.lr,
-                                    lr_warmup=a.lr_warmup, kmer_penalty=a.kmer_penalty, kl_target=a.kl_target)
+                                    lr_warmup=a.lr_warmup, kmer_penalty=a.kmer_penalty, kl_target=a.kl_target,
+                                    kl_max=a.kl_max)
                 stem = f"{scheme}{a.tag}_b{beta:g}_a{a.kl_coef:g}_s{seed}"
                 hist, saved = out / f"history_{stem}.csv", out / f"policy_{stem}.pt"
                 if saved.exists() and hist.exists():  # this fit is done: reuse it (e.g. for more selection rows)

@@ -66,11 +66,12 @@ from simpo_bio.dna.checkpoints import guard_resume, record_model_kind
 from simpo_bio.dna.ensemble import EnsembleOracle
 from simpo_bio.dna.leash import (
     KL_ESTIMATORS,
-    adapt_kl_penalty,
     anchor_kl,
     bounded_elbo,
     build_constraints,
+    check_kl_control,
     elbo_log_ratio,
+    kl_control_step,
     kl_regularized_reward,
     kmer_set_penalty,
 )
@@ -168,7 +169,9 @@ class SiMPOFineTuning(pl.LightningModule):
             differences with shared noise, 2 draws). Its mean is logged every iteration as ``kl_ref``.
         kl_target: nats per sequence at the last iteration, or ``None``: ``kl_penalty`` is then only the start of
             a ``beta`` that the adaptive controller moves every iteration toward a target rising linearly to this
-            KL over ``max_epochs`` (:func:`simpo_bio.dna.leash.adapt_kl_penalty`; logged as ``kl_penalty``).
+            KL over ``max_epochs`` (:func:`simpo_bio.dna.leash.kl_control_step`; logged as ``kl_penalty``).
+        kl_max: a drift ceiling, nats per sequence, or ``None``: ``beta`` rises above ``kl_penalty`` while the
+            iteration's KL estimate exceeds it and relaxes back while below (one-sided; not with ``kl_target``).
         repel_margin: cap of a negative-weight sequence's ELBO term, nats per base (bounded repulsion,
             :func:`simpo_bio.dna.leash.bounded_elbo`); ``None`` = no cap.
         constraints: the natural range designs must stay in (``gc_window``, ``max_homopolymer``, ``max_dust``,
@@ -230,6 +233,7 @@ class SiMPOFineTuning(pl.LightningModule):
         lr_warmup: int = 0,
         kmer_penalty: float = 0.0,
         kl_target: float | None = None,
+        kl_max: float | None = None,
     ) -> None:
         super().__init__()
         # modules passed from Python are not hyperparameters (only paths are recorded)
@@ -248,16 +252,13 @@ class SiMPOFineTuning(pl.LightningModule):
             raise ValueError(f"temperature must be > 0, got {temperature}")
         if kl_coef < 0:
             raise ValueError(f"kl_coef must be >= 0, got {kl_coef}")
-        if not (kl_penalty >= 0 and math.isfinite(kl_penalty)):
-            raise ValueError(f"kl_penalty must be finite and >= 0, got {kl_penalty}")
         if kl_estimator not in KL_ESTIMATORS:
             raise ValueError(f"kl_estimator must be one of {KL_ESTIMATORS}, got {kl_estimator!r}")
         if elbo_estimator not in ELBO_ESTIMATORS:
             raise ValueError(f"elbo_estimator must be one of {ELBO_ESTIMATORS}, got {elbo_estimator!r}")
         if not (kmer_penalty >= 0 and math.isfinite(kmer_penalty)):
             raise ValueError(f"kmer_penalty must be finite and >= 0, got {kmer_penalty}")
-        if kl_target is not None and not (kl_target > 0 and kl_penalty > 0 and math.isfinite(kl_target)):
-            raise ValueError(f"kl_target needs kl_target > 0 and a starting kl_penalty > 0, got {kl_target}, {kl_penalty}")
+        check_kl_control(kl_penalty, kl_target, kl_max)
         if int(lr_warmup) < 0:
             raise ValueError(f"lr_warmup must be >= 0 iterations, got {lr_warmup}")
         if int(elbo_draws) < 1:
@@ -418,9 +419,8 @@ class SiMPOFineTuning(pl.LightningModule):
         t0 = time.perf_counter()
         beta = float(self.kl_beta)
         shaped = kl_regularized_reward(reward, log_ratio, beta)
-        if hp.get("kl_target") is not None:
-            ramp = (self.current_epoch + 1) / max(1, int(self.trainer.max_epochs or 1))
-            self.kl_beta.fill_(adapt_kl_penalty(beta, log_ratio.mean().item(), hp.kl_target * min(1.0, ramp)))
+        self.kl_beta.fill_(kl_control_step(beta, log_ratio.mean().item(), base=hp.kl_penalty, target=hp.get(
+            "kl_target"), cap=hp.get("kl_max"), progress=(self.current_epoch + 1) / max(1, self.trainer.max_epochs or 1)))
         if hp.kmer_penalty > 0:  # the set-level leash: the batch's 3-mer spectrum vs the reference model's
             shaped = shaped - hp.kmer_penalty * kmer_set_penalty(x, self.kmer_reference_freq())
         shaped = shaped.view(hp.num_groups, hp.group_size)

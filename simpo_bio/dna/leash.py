@@ -32,7 +32,7 @@ from torch import Tensor
 from simpo_bio.diffusion.masked import random_subset_mask
 from simpo_bio.dna.naturalness import NaturalnessConstraints, kmer_counts
 
-__all__ = ["KL_ESTIMATORS", "adapt_kl_penalty", "anchor_kl", "elbo_log_ratio", "kl_regularized_reward", "kmer_set_penalty", "bounded_elbo",
+__all__ = ["KL_ESTIMATORS", "adapt_kl_penalty", "check_kl_control", "kl_control_step", "anchor_kl", "elbo_log_ratio", "kl_regularized_reward", "kmer_set_penalty", "bounded_elbo",
            "build_constraints"]
 
 #: How ``log pi(x) - log pi_ref(x)`` is estimated: the sampling trajectory's exact log-ratio, or ELBO differences.
@@ -102,6 +102,43 @@ def adapt_kl_penalty(beta: float, kl: float, target: float, *, rate: float = 0.5
     if not math.isfinite(kl):
         raise ValueError(f"the KL estimate is not finite: {kl}")
     return float(beta * (1.0 + rate * min(max(kl / target - 1.0, -clip), clip)))
+
+
+def check_kl_control(kl_penalty: float, kl_target: float | None, kl_max: float | None) -> None:
+    """Validate the KL controller's settings of ``SiMPOFineTuning`` (see :func:`kl_control_step`).
+
+    Raises:
+        ValueError: ``kl_penalty`` negative or not finite; ``kl_target`` or ``kl_max`` not finite and > 0, either
+            without a starting ``kl_penalty > 0``, or both set.
+    """
+    if not (kl_penalty >= 0 and math.isfinite(kl_penalty)):
+        raise ValueError(f"kl_penalty must be finite and >= 0, got {kl_penalty}")
+    for name, v in (("kl_target", kl_target), ("kl_max", kl_max)):
+        if v is not None and not (v > 0 and kl_penalty > 0 and math.isfinite(v)):
+            raise ValueError(f"{name} needs {name} > 0 and a starting kl_penalty > 0, got {v}, {kl_penalty}")
+    if kl_target is not None and kl_max is not None:
+        raise ValueError("set kl_target (a drift schedule) or kl_max (a drift cap), not both")
+
+
+def kl_control_step(beta: float, kl: float, *, base: float, target: float | None = None, cap: float | None = None,
+                    progress: float = 1.0) -> float:
+    """The next iteration's ``beta`` (reward per nat) of the KL-regularised reward, given this iteration's ``kl``.
+
+    - ``target`` (nats per sequence, a drift *schedule*): :func:`adapt_kl_penalty` toward ``target * progress``
+      (``progress`` = the share of the run done, in ``(0, 1]``): ``beta`` may fall below ``base``.
+    - ``cap`` (nats per sequence, a drift *ceiling*): one-sided. ``beta`` rises by up to 25% per iteration while
+      ``kl > cap`` and relaxes at the same rate toward ``base`` while below, never under ``base``; a run that stays
+      under the cap trains exactly as with the fixed ``beta = base``.
+    - neither: ``beta`` unchanged.
+
+    Raises:
+        ValueError: as :func:`adapt_kl_penalty`.
+    """
+    if target is not None:
+        return adapt_kl_penalty(beta, kl, target * min(1.0, progress))
+    if cap is not None:
+        return max(base, adapt_kl_penalty(beta, kl, cap, rate=0.5, clip=0.5))
+    return beta
 
 
 def kmer_set_penalty(tokens: Tensor, reference_freq: Tensor, *, k: int = 3, pseudocount: float = 1.0) -> Tensor:

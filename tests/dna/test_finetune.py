@@ -278,3 +278,33 @@ def test_load_policy_reads_a_pretrained_model_too(tmp_path):
                     "pretrained": str(path)}
     assert policy.backbone.config()["hidden_dim"] == 8 and not policy.training
 
+
+
+def test_kl_cap_raises_beta_only_above_the_cap_and_never_goes_below_kl_penalty(tmp_path):
+    from simpo_bio.dna.leash import check_kl_control, kl_control_step
+
+    step = lambda beta, kl: kl_control_step(beta, kl, base=0.1, cap=20.0)  # noqa: E731
+    assert step(0.1, 60.0) == pytest.approx(0.125)  # far above: +25% per iteration at most
+    assert step(0.1, 22.0) == pytest.approx(0.1 * (1 + 0.5 * 0.1))
+    assert step(0.1, 5.0) == pytest.approx(0.1)  # below the cap at the base: unchanged (one-sided)
+    assert step(0.4, 5.0) == pytest.approx(0.3)  # relaxes toward the base by 25% at most ...
+    assert step(0.105, 5.0) == pytest.approx(0.1)  # ... and never below it
+    assert kl_control_step(0.3, 1e3, base=0.1) == 0.3  # no target, no cap: fixed
+    assert kl_control_step(0.1, 0.0, base=0.1, target=20.0, progress=0.5) == pytest.approx(0.09)  # the schedule
+    for args, match in (((0.0, None, 5.0), "kl_max needs"), ((0.1, None, -1.0), "kl_max needs"),
+                        ((0.1, 5.0, 5.0), "not both"), ((float("nan"), None, None), "finite and >= 0")):
+        with pytest.raises(ValueError, match=match):
+            check_kl_control(*args)
+    # in the module: each iteration's beta is the controller's step from the previous one and its logged KL;
+    # a cap far above any KL leaves it at kl_penalty
+    m = make_module(kl_penalty=0.2, kl_max=0.05, log_reference_elbo=False, lr=3e-2)
+    trainer(tmp_path / "low", 5).fit(m, PolicyIterationDataModule())
+    betas, kls = [h["kl_penalty"] for h in m.history], [h["kl_ref"] for h in m.history]
+    assert betas[0] == 0.2 and max(kls) > 0.05 and max(betas) > 0.2
+    assert betas[1:] + [float(m.kl_beta)] == pytest.approx([step_ for step_ in (
+        kl_control_step(b, k, base=0.2, cap=0.05) for b, k in zip(betas, kls, strict=True))])
+    m = make_module(kl_penalty=0.2, kl_max=1e6, log_reference_elbo=False, lr=3e-2)
+    trainer(tmp_path / "high", 3).fit(m, PolicyIterationDataModule())
+    assert [h["kl_penalty"] for h in m.history] == [0.2, 0.2, 0.2]
+    with pytest.raises(ValueError, match="not both"):
+        make_module(kl_penalty=0.1, kl_target=5.0, kl_max=5.0)
