@@ -52,7 +52,7 @@ from simpo_bio.dna.naturalness import SynthesisConstraints
 from simpo_bio.dna.oracle import NonFiniteRewardError, load_oracle, oracle_scores
 from simpo_bio.dna.policies import load_policy
 from simpo_bio.dna.pretrain import load_pretrained
-from simpo_bio.dna.selection import composition_matched
+from simpo_bio.dna.selection import check_selection, composition_matched
 from simpo_bio.lightning_cli import lightning_cli
 
 
@@ -101,6 +101,9 @@ def sample_main(argv: list[str] | None = None) -> None:
                    "calls) and keep --num-samples by composition-matched selection (docs/method.md); 0 = off")
     p.add_argument("--select-weight", type=float, default=1.0, help="its weight, reward per nat (0 = top by "
                    "reward; 1.0 as the shipped configs)")
+    p.add_argument("--select-target", type=float, default=None, help="3-mer correlation with the pretrained "
+                   "model's spectrum the kept set must reach: the weight starts at --select-weight and doubles "
+                   "until it does (up to 8x)")
     p.add_argument("--pretrained", default=None, help="model whose 3-mer / motif spectra the selection matches "
                    f"(default: the run's, else {DEFAULT_PRETRAINED})")
     p.add_argument("--threads", type=int, default=None)
@@ -108,9 +111,12 @@ def sample_main(argv: list[str] | None = None) -> None:
     _set_threads(a.threads)
     with _user_errors("sample"):
         check_sizes(a, "num_samples", "num_steps", "batch_size", "threads")
-        if a.select_from and (a.select_from < a.num_samples or a.no_score or not a.select_weight >= 0):
-            raise CommandError(f"--select-from {a.select_from} needs >= --num-samples ({a.num_samples}) candidates, "
-                               "scoring (no --no-score) and --select-weight >= 0")
+        if a.select_from and a.no_score:
+            raise CommandError("--select-from needs the fine-tuning oracle's scores (drop --no-score)")
+        try:
+            check_selection(a.num_samples, a.select_from, a.select_weight, a.select_target)
+        except ValueError as e:
+            raise CommandError(str(e).replace("select_", "--select-").replace("num_samples", "--num-samples")) from None
         check_out(a.out, "--out")
         check_out(a.table, "--table")
         policy, info = load_policy(a.ckpt)
@@ -126,9 +132,10 @@ def sample_main(argv: list[str] | None = None) -> None:
             reward = oracle_scores(oracle, x, what="the fine-tuning oracle")
         if a.select_from:
             ref = load_pretrained(a.pretrained or info.get("pretrained") or DEFAULT_PRETRAINED)
-            keep = composition_matched(x, reward, a.num_samples, ref, weight=a.select_weight, num_steps=steps,
+            kept = composition_matched(x, reward, a.num_samples, ref, weight=a.select_weight, num_steps=steps,
+                                       target=a.select_target,
                                        motif_scanner=MotifScanner.jaspar() if a.select_weight > 0 else None)
-            x, reward = x[keep], reward[keep]
+            x, reward = x[kept.index], reward[kept.index]
         if not a.no_score:
             per_seq = pd.DataFrame({"eval_reward": oracle_scores(ev, x, what="the evaluation oracle").numpy()})
         prefix = info["scheme"] if info["kind"] == "finetuned" else "pretrained"
@@ -136,7 +143,8 @@ def sample_main(argv: list[str] | None = None) -> None:
         table = design_table(x, ids, per_seq, reward, model=str(a.ckpt), scheme=info["scheme"])
         fasta, tab = write_designs(a.out, table, a.table)
     msg = f"wrote {a.num_samples} designs to {fasta} and {tab}"
-    msg += f" (kept of {a.select_from} candidates, selection weight {a.select_weight:g})" if a.select_from else ""
+    msg += f" (kept of {a.select_from} candidates, selection weight {kept.weight:g}, 3-mer correlation with the " \
+        f"pretrained model's {kept.kmer3_corr:.3f})" if a.select_from else ""
     if per_seq is not None:
         msg += f" (median eval-oracle Pred-Activity {np.median(per_seq['eval_reward']):.3f})"
     print(msg)

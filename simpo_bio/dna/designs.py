@@ -42,7 +42,7 @@ from simpo_bio.dna.metrics import Evaluator, MotifScanner, metrics_table
 from simpo_bio.dna.naturalness import SynthesisConstraints, synthesis_flags
 from simpo_bio.dna.oracle import load_oracle
 from simpo_bio.dna.policies import load_policy
-from simpo_bio.dna.selection import composition_matched
+from simpo_bio.dna.selection import check_selection, composition_matched
 from simpo_bio.fileio import atomic_write
 
 DEFAULT_EVAL_ORACLE = "checkpoints/dna/oracle_eval.ckpt"
@@ -344,28 +344,25 @@ def sample_with_progress(policy, num_samples: int, seq_len: int, *, num_steps: i
 def export_run(module: SiMPOFineTuning, out_dir: str | os.PathLike, *, num_samples: int = 640, eval_oracle=DEFAULT_EVAL_ORACLE,
                num_steps: int | None = None, seed: int = 12345, evaluate_pretrained: bool = True,
                jaspar: bool = True, evaluator: Evaluator | None = None, batch_size: int = 64,
-               model_name: str | None = None, select_from: int = 0, select_weight: float = 0.0) -> dict[str, Any]:
+               model_name: str | None = None, select_from: int = 0, select_weight: float = 0.0,
+               select_target: float | None = None) -> dict[str, Any]:
     """Everything a finished fit hands the user, written atomically into ``out_dir``.
 
     Samples ``num_samples`` designs from ``module.policy`` (and, with ``evaluate_pretrained``, as many from the
     frozen reference; with ``select_from > 0`` the policy's designs are the ``num_samples`` of ``select_from``
-    candidates kept by :func:`simpo_bio.dna.selection.composition_matched` with ``select_weight``, at
-    ``select_from`` more fine-tuning-oracle calls), scores them with the fine-tuning oracle and evaluates them with
-    the evaluation oracle, then
-    writes ``designs.fasta``, ``designs.csv``, ``pretrained_designs.csv``, ``metrics.csv``, ``metrics.md``,
-    ``history.csv``, ``reward_curve.png``, ``reward_distribution.png`` and ``composition.png`` (GC histograms of
-    the designs against real HepG2 enhancers).
+    candidates kept by :func:`simpo_bio.dna.selection.composition_matched` with ``select_weight`` and
+    ``select_target``, at ``select_from`` more fine-tuning-oracle calls), scores them with the fine-tuning oracle
+    and evaluates them with the evaluation oracle, then writes ``designs.fasta``, ``designs.csv``,
+    ``pretrained_designs.csv``, ``metrics.csv``, ``metrics.md``, ``history.csv``, ``reward_curve.png``,
+    ``reward_distribution.png`` and ``composition.png`` (GC histograms of the designs against real HepG2 enhancers).
 
     Returns:
         ``{"metrics": {name: row}, "table": markdown, "out_dir": Path}``.
 
     Raises:
-        ValueError: ``0 < select_from < num_samples``; ``select_weight < 0``.
+        ValueError: bad selection settings (:func:`simpo_bio.dna.selection.check_selection`).
     """
-    if select_from and select_from < num_samples:
-        raise ValueError(f"select_from ({select_from}) must be 0 (off) or >= num_samples ({num_samples})")
-    if not select_weight >= 0:
-        raise ValueError(f"select_weight must be >= 0 (reward per nat), got {select_weight}")
+    check_selection(num_samples, select_from, select_weight, select_target)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     steps = num_steps or module.hparams.num_steps
@@ -381,7 +378,8 @@ def export_run(module: SiMPOFineTuning, out_dir: str | os.PathLike, *, num_sampl
     if evaluator is None and eval_oracle is not None:
         evaluator = build_evaluator(eval_oracle, module.reference, jaspar=jaspar)
     label = f"fine-tuned ({scheme})" if not select_from else \
-        f"fine-tuned ({scheme}; {num_samples} of {select_from} selected, weight {select_weight:g})"
+        f"fine-tuned ({scheme}; {num_samples} of {select_from} selected, " + (
+            f"weight {select_weight:g})" if select_target is None else f"3-mer target {select_target:g})")
     sets = {label: (module.policy, scheme, model_name, "designs")}
     if evaluate_pretrained:
         sets = {"pretrained": (module.reference, "none", str(module.hparams.get("pretrained", "pretrained")),
@@ -400,11 +398,13 @@ def export_run(module: SiMPOFineTuning, out_dir: str | os.PathLike, *, num_sampl
             scanner = getattr(evaluator, "motif_scanner", None)
             if scanner is None and select_weight > 0 and jaspar:
                 scanner = MotifScanner.jaspar()
-            keep = composition_matched(x, r, num_samples, module.reference, weight=select_weight,
-                                       motif_scanner=scanner, feasible=feasible, num_steps=steps)
-            x, r = x[keep], r[keep]
+            kept = composition_matched(x, r, num_samples, module.reference, weight=select_weight,
+                                       target=select_target, motif_scanner=scanner, feasible=feasible,
+                                       num_steps=steps)
+            x, r = x[kept.index], r[kept.index]
             print(f"[simpo-bio] kept {num_samples} of {screen} candidates (composition-matched selection, weight "
-                  f"{select_weight:g}; {screen} fine-tuning-oracle calls)", flush=True)
+                  f"{kept.weight:g}, 3-mer correlation with the pretrained model's {kept.kmer3_corr:.3f}; "
+                  f"{screen} fine-tuning-oracle calls)", flush=True)
         prefix = "pretrained" if sch == "none" else sch
         ids = [f"{prefix}-{i:06d}" for i in range(num_samples)]
         per_seq = None
@@ -464,20 +464,20 @@ class ExportDesigns(pl.Callback):
         select_from: 0, or sample this many candidates (``>= num_samples``; as many more fine-tuning-oracle calls)
             and keep ``num_samples`` by composition-matched selection (:mod:`simpo_bio.dna.selection`).
         select_weight: its weight on the 3-mer and JASPAR motif spectra, reward per nat (0 = top by reward).
+        select_target: ``None``, or a 3-mer correlation with the pretrained model's spectrum the kept set must
+            reach: the weight then starts at ``select_weight`` and doubles until it does (up to 8x).
     """
 
     def __init__(self, num_samples: int = 640, eval_oracle: str | None = DEFAULT_EVAL_ORACLE,
                  out_dir: str | None = None, num_steps: int | None = None, seed: int = 12345,
                  evaluate_pretrained: bool = True, jaspar: bool = True, select_from: int = 0,
-                 select_weight: float = 0.0) -> None:
+                 select_weight: float = 0.0, select_target: float | None = None) -> None:
         super().__init__()
-        if select_from and select_from < num_samples:
-            raise ValueError(f"ExportDesigns: select_from ({select_from}) must be 0 (off) or >= num_samples "
-                             f"({num_samples})")
-        if not select_weight >= 0:
-            raise ValueError(f"ExportDesigns: select_weight must be >= 0 (reward per nat), got {select_weight}")
-        self.select_from = int(select_from)
-        self.select_weight = float(select_weight)
+        try:
+            check_selection(num_samples, select_from, select_weight, select_target)
+        except ValueError as e:
+            raise ValueError(f"ExportDesigns: {e}") from None
+        self.select_from, self.select_weight, self.select_target = int(select_from), float(select_weight), select_target
         self.num_samples = num_samples
         self.eval_oracle = eval_oracle
         self.out_dir = out_dir
@@ -496,4 +496,5 @@ class ExportDesigns(pl.Callback):
                                  num_steps=self.num_steps, seed=self.seed,
                                  evaluate_pretrained=self.evaluate_pretrained, jaspar=self.jaspar,
                                  select_from=self.select_from, select_weight=self.select_weight,
+                                 select_target=self.select_target,
                                  evaluator=self.evaluator_factory() if self.evaluator_factory else None)

@@ -14,6 +14,11 @@ reference spectrum (samples of the *pretrained* model: :func:`reference_spectra`
 ratio of the set's counts under their own frequencies and under ``q``, so ``lambda`` is in reward units per nat.
 At every step the candidate with the largest exact gain is added. ``lambda = 0`` is plain top-``k`` screening.
 
+With a naturalness ``target`` (:func:`composition_matched`), the weight is not fixed: a ladder of weights is tried
+in order and the first whose kept set's 3-mer spectrum correlates at least ``target`` with the reference is used.
+A run whose policy stayed near the pretrained model then keeps its most active designs; one that drifted gets the
+stronger pull it needs (``bench/RESULTS.md``, "Natural designs, fourth pass").
+
 It uses the fine-tuning oracle (``M`` calls, counted by the caller) and the pretrained model only: never the
 evaluation oracle or the real reference sets of the metrics. Each selected design is a sample of the policy;
 selection changes which ones are kept, not the designs (per-design checks: :mod:`simpo_bio.dna.naturalness`).
@@ -22,13 +27,29 @@ selection changes which ones are kept, not the designs (per-design checks: :mod:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
 from simpo_bio.dna.naturalness import kmer_counts
 
-__all__ = ["SpectrumTerm", "count_kl", "select_by_composition", "reference_spectra", "spectrum_counts"]
+__all__ = ["LADDER", "Selection", "SpectrumTerm", "check_selection", "composition_matched", "count_kl",
+           "select_by_composition",
+           "reference_spectra", "spectrum_counts"]
+
+#: Multiples of the starting weight tried in order by a selection with a naturalness target.
+LADDER = (1.0, 2.0, 4.0, 8.0)
+
+
+class Selection(NamedTuple):
+    """What :func:`composition_matched` kept: ``index`` ``[k]`` (long, in the order chosen), the ``weight`` used
+    (reward per nat) and ``kmer3_corr``, the Pearson correlation of the kept set's 3-mer spectrum with the
+    reference spectrum (``nan`` when no reference was sampled, i.e. weight 0)."""
+
+    index: Tensor
+    weight: float
+    kmer3_corr: float
 
 SpectrumTerm = tuple[Tensor, Tensor, float]
 """``(counts [M, D], reference [D], weight)``: candidates' counts, a positive reference spectrum, reward per nat."""
@@ -137,23 +158,59 @@ def reference_spectra(model, seq_len: int, *, motif_scanner=None, num_samples: i
     return out
 
 
-def composition_matched(candidates: Tensor, reward: Tensor, k: int, reference_model, *, weight: float,
-                        motif_scanner=None, feasible: Tensor | None = None, num_steps: int = 16,
-                        reference_samples: int = 512, seed: int = 7919) -> Tensor:
-    """Indices ``[k]`` of the designs to keep from ``candidates`` ``[M, L]`` (rewards ``[M]``): composition-matched
-    selection with the same ``weight`` (reward per nat) on the 3-mer spectrum and, with a ``motif_scanner``, the
-    JASPAR motif spectrum, both against ``reference_samples`` samples of ``reference_model`` (the pretrained model;
-    sampled with ``num_steps`` steps and ``seed``). ``weight = 0`` is top-``k`` by reward (nothing is sampled).
+def check_selection(num_samples: int, select_from: int, select_weight: float, select_target: float | None) -> None:
+    """Validate the selection settings of an export (``select_from = 0``: off).
 
     Raises:
-        ValueError: as :func:`select_by_composition`; ``weight < 0``.
+        ValueError: ``0 < select_from < num_samples``; ``select_weight < 0``; ``select_target`` outside ``(0, 1]``
+            or with ``select_weight == 0``.
     """
+    if select_from and select_from < num_samples:
+        raise ValueError(f"select_from ({select_from}) must be 0 (off) or >= num_samples ({num_samples})")
+    if not select_weight >= 0:
+        raise ValueError(f"select_weight must be >= 0 (reward per nat), got {select_weight}")
+    if select_target is not None and not (0 < select_target <= 1 and select_weight > 0):
+        raise ValueError(f"select_target must be a correlation in (0, 1] with select_weight > 0, got "
+                         f"{select_target} (select_weight {select_weight})")
+
+
+def composition_matched(candidates: Tensor, reward: Tensor, k: int, reference_model, *, weight: float,
+                        target: float | None = None, motif_scanner=None, feasible: Tensor | None = None,
+                        num_steps: int = 16, reference_samples: int = 512, seed: int = 7919) -> Selection:
+    """The ``k`` designs to keep from ``candidates`` ``[M, L]`` (rewards ``[M]``): composition-matched selection
+    on the 3-mer spectrum and, with a ``motif_scanner``, the JASPAR motif spectrum, both against
+    ``reference_samples`` samples of ``reference_model`` (the pretrained model; sampled with ``num_steps`` steps
+    and ``seed``).
+
+    Args:
+        weight: reward per nat on both spectra; ``0`` is top-``k`` by reward (nothing is sampled).
+        target: ``None`` (one selection at ``weight``), or a Pearson correlation in ``(0, 1]``: the weights
+            ``weight * LADDER`` are tried in order and the first whose kept set's 3-mer spectrum correlates at
+            least ``target`` with the reference is used; if none does, the one that came closest.
+
+    Raises:
+        ValueError: as :func:`select_by_composition`; ``weight < 0``; ``target`` outside ``(0, 1]`` or with
+            ``weight == 0``.
+    """
+    from simpo_bio.dna.metrics import pearson
+
     if not weight >= 0:
         raise ValueError(f"the selection weight must be >= 0 (reward per nat), got {weight}")
-    terms = []
-    if weight > 0:
-        target = reference_spectra(reference_model, candidates.shape[1], motif_scanner=motif_scanner,
-                                   num_samples=reference_samples, num_steps=num_steps, seed=seed)
-        counts = spectrum_counts(candidates, motif_scanner)
-        terms = [(counts[name], target[name], weight) for name in counts]
-    return select_by_composition(reward, k, terms, feasible=feasible)
+    if target is not None and not (0 < target <= 1 and weight > 0):
+        raise ValueError(f"the selection target must be a correlation in (0, 1] with a weight > 0, got target "
+                         f"{target}, weight {weight}")
+    if weight == 0:
+        return Selection(select_by_composition(reward, k, feasible=feasible), 0.0, float("nan"))
+    ref = reference_spectra(reference_model, candidates.shape[1], motif_scanner=motif_scanner,
+                            num_samples=reference_samples, num_steps=num_steps, seed=seed)
+    counts = spectrum_counts(candidates, motif_scanner)
+    best = None
+    for w in [weight * m for m in (LADDER if target is not None else (1.0,))]:
+        idx = select_by_composition(reward, k, [(counts[name], ref[name], w) for name in counts], feasible=feasible)
+        kept = counts["kmer3"][idx].sum(0).double()
+        found = Selection(idx, w, pearson(kept / kept.sum(), ref["kmer3"]))
+        if best is None or found.kmer3_corr > best.kmer3_corr:
+            best = found
+        if target is None or found.kmer3_corr >= target:
+            return found
+    return best

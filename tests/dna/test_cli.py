@@ -71,10 +71,15 @@ def test_sample_command_keeps_the_selected_candidates(run_dir, ckpts, tmp_path, 
     kept = read_fasta(tmp_path / "sel.fasta")[2]
     # weight 0: the 10 candidates with the highest fine-tuning-oracle reward, in that order
     assert kept["reward"].tolist() == pytest.approx(every["reward"].head(10).tolist(), abs=1e-4)
-    with pytest.raises(SystemExit) as err:
-        cli_main(["sample", "--ckpt", ckpt, "--num-samples", "10", "--select-from", "5", *common])
-    assert err.value.code == 2
-    assert "--select-from 5 needs >= --num-samples (10)" in capsys.readouterr().err
+    for bad, msg in ((["--select-from", "5"], "--select-from (5) must be 0 (off) or >= --num-samples (10)"),
+                     (["--select-from", "30", "--select-target", "1.5"], "--select-target must be a correlation"),
+                     (["--select-from", "30", "--select-weight", "0", "--select-target", "0.8"],
+                      "with --select-weight > 0"),
+                     (["--select-from", "30", "--no-score"], "drop --no-score")):
+        with pytest.raises(SystemExit) as err:
+            cli_main(["sample", "--ckpt", ckpt, "--num-samples", "10", *bad, *common])
+        assert err.value.code == 2
+        assert msg in capsys.readouterr().err
 
 
 def test_evaluate_any_user_fasta(ckpts, tmp_path, capsys):

@@ -104,12 +104,46 @@ def test_reference_spectra_and_composition_matched_on_a_tiny_model(tmp_path):
     cand[:10] = 0  # poly-A candidates with the highest rewards
     r = torch.linspace(0, 1, 30).flip(0)
     # weight 0: top-k by reward and the reference model is never used
-    assert composition_matched(cand, r, 8, None, weight=0.0).tolist() == list(range(8))
+    top = composition_matched(cand, r, 8, None, weight=0.0)
+    assert top.index.tolist() == list(range(8)) and top.weight == 0.0
     keep = composition_matched(cand, r, 8, ref, weight=5.0, num_steps=4, reference_samples=16)
-    assert (keep >= 10).all()  # a poly-A design pulls the 3-mer spectrum far from the model's
-    assert len(set(keep.tolist())) == 8
+    assert (keep.index >= 10).all()  # a poly-A design pulls the 3-mer spectrum far from the model's
+    assert len(set(keep.index.tolist())) == 8 and keep.weight == 5.0
     with pytest.raises(ValueError, match="selection weight must be >= 0"):
         composition_matched(cand, r, 8, ref, weight=-1.0)
+    for target, weight in ((0.0, 1.0), (1.5, 1.0), (0.5, 0.0)):
+        with pytest.raises(ValueError, match="selection target must be a correlation in"):
+            composition_matched(cand, r, 8, ref, weight=weight, target=target)
+
+
+def test_a_selection_target_raises_the_weight_until_the_kept_set_reaches_it(tmp_path):
+    from simpo_bio.dna.metrics import pearson
+    from simpo_bio.dna.naturalness import kmer_counts
+    from simpo_bio.dna.pretrain import load_pretrained
+    from simpo_bio.dna.selection import LADDER
+
+    ref = load_pretrained(tiny_checkpoints(tmp_path)["pretrained"])
+    spectra = reference_spectra(ref, SEQ_LEN, num_samples=16, num_steps=4)
+    g = torch.Generator().manual_seed(2)
+    cand = torch.randint(0, 4, (60, SEQ_LEN), generator=g)
+    cand[:20, : SEQ_LEN // 2] = 0  # half poly-A: rewarded, and far from the model's spectrum
+    r = torch.linspace(0, 1, 60).flip(0)
+    kw = {"num_steps": 4, "reference_samples": 16}
+    ladder = [composition_matched(cand, r, 10, ref, weight=0.01 * m, **kw) for m in LADDER]
+    corrs = [s.kmer3_corr for s in ladder]
+    for s in ladder:  # the reported correlation is the kept set's
+        kept = kmer_counts(cand[s.index], 3).sum(0).double()
+        assert s.kmer3_corr == pytest.approx(pearson(kept / kept.sum(), spectra["kmer3"]))
+    # a target between the first and the best rung: the first rung that reaches it is used
+    assert corrs[0] < max(corrs)
+    target = (corrs[0] + max(corrs)) / 2
+    first = next(i for i, c in enumerate(corrs) if c >= target)
+    got = composition_matched(cand, r, 10, ref, weight=0.01, target=target, **kw)
+    assert got.weight == pytest.approx(0.01 * LADDER[first]) and torch.equal(got.index, ladder[first].index)
+    # reached at once: the starting weight; out of reach: the rung that came closest
+    assert composition_matched(cand, r, 10, ref, weight=0.01, target=corrs[0], **kw).weight == 0.01
+    assert composition_matched(cand, r, 10, ref, weight=0.01, target=1.0, **kw).kmer3_corr == pytest.approx(
+        max(corrs))
 
 
 @pytest.fixture(scope="module")
