@@ -114,8 +114,8 @@ class PolicyIterationDataModule(pl.LightningDataModule):
 
 
 # ---------------------------------------------------------------------------------------------------- helpers
-def _load_policy_from(spec) -> nn.Module:
-    return spec if isinstance(spec, nn.Module) else load_pretrained(str(spec))
+def _load_policy_from(spec) -> nn.Module:  # a module, a checkpoint, or an export-hf directory (load_policy)
+    return spec if isinstance(spec, nn.Module) else load_policy(spec)[0] if Path(spec).is_dir() else load_pretrained(str(spec))
 
 
 def _load_oracle_from(spec, std_coef: float = 1.0):

@@ -99,6 +99,18 @@ def test_directory_loads_through_load_policy_and_samples_the_same(exported):
     assert torch.equal(a, again.sample(4, 20, num_steps=8, seed=3))
 
 
+def test_fine_tuning_starts_from_an_exported_directory(exported):
+    from simpo_bio.dna.finetune import SiMPOFineTuning
+
+    ckpt, out = exported
+    kw = {"oracle": lambda x: x.float().mean(-1), "seq_len": 20, "group_size": 4, "num_steps": 4}
+    a, b = SiMPOFineTuning(pretrained=str(out), **kw), SiMPOFineTuning(pretrained=str(ckpt), **kw)
+    assert a.hparams.pretrained == str(out)
+    for name, (p, q) in {n: (p, b.policy.state_dict()[n]) for n, p in a.policy.state_dict().items()}.items():
+        assert torch.equal(p, q), name
+    assert a.policy.training and not a.reference.training
+
+
 def test_transformer_model_round_trips(tmp_path):
     from simpo_bio.diffusion.masked import MaskedDiffusion
     from simpo_bio.dna.pretrain import MaskedDiffusionLM, export_state
