@@ -67,6 +67,8 @@ def parse_args(argv=None):
                    "--designs of them by composition-matched selection (simpo_bio/dna/selection.py); 0 = off")
     p.add_argument("--select-weights", nargs="+", type=float, default=[0.0, 0.1, 0.2, 0.3, 0.5],
                    help="selection weights (reward per nat), the same for the 3-mer and the JASPAR motif spectra")
+    p.add_argument("--motif-ratio", type=float, default=1.0,
+                   help="selection: the JASPAR motif term's weight as a multiple of the 3-mer term's")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default="runs/bench_frontier")
     return p.parse_args(argv)
@@ -98,20 +100,26 @@ def _selection_rows(a, seed, policy, reference, ft, ev, cons, name, extra, recor
     target = reference_spectra(reference, 200, motif_scanner=scanner, num_steps=a.num_steps, seed=7919)
     check = spectrum_counts(reference.sample(512, 200, num_steps=a.num_steps, seed=4242, batch_size=128), scanner)
     outlier = NaturalnessConstraints.from_reference(real_sets()["train"], kmer_quantile=0.95)
-    cand = policy.sample(a.select_from, 200, num_steps=a.num_steps, seed=22345 + seed, batch_size=128)
-    reward = oracle_scores(ft, cand)
+    pool = Path(a.out) / f"pool_{name}_s{seed}_{a.select_from}.pt"  # the candidates and their rewards, reused
+    if pool.exists():
+        cand, reward = torch.load(pool, weights_only=True)
+    else:
+        cand = policy.sample(a.select_from, 200, num_steps=a.num_steps, seed=22345 + seed, batch_size=128)
+        reward = oracle_scores(ft, cand)
+        torch.save((cand, reward), pool)
     counts = spectrum_counts(cand, scanner)
     feasible = cons.violation(cand) == 0 if cons is not None else None
     for w in a.select_weights:
-        method = f"{name}+sel{a.select_from}_w{w:g}"
+        method = f"{name}+sel{a.select_from}_w{w:g}" + (f"_m{a.motif_ratio:g}" if a.motif_ratio != 1.0 else "")
         if (method, extra["beta"], seed, extra["kl_coef"]) in have:
             continue
         idx = select_by_composition(reward, a.designs, [(counts["kmer3"], target["kmer3"], w),
-                                                         (counts["motif"], target["motif"], w)], feasible=feasible)
+                                                         (counts["motif"], target["motif"], w * a.motif_ratio)],
+                                    feasible=feasible)
         x = cand[idx]
         k3 = counts["kmer3"][idx].sum(0)
         row = {**extra, "method": method, "seed": seed, "calls": extra["calls"] + a.select_from,
-               "select_weight": w,
+               "select_weight": w, "motif_ratio": a.motif_ratio,
                "kmer3_vs_target": pearson(k3 / k3.sum(), target["kmer3"]),
                "kmer3_vs_pretrained": pearson(k3 / k3.sum(), check["kmer3"].sum(0)),
                "motif_vs_pretrained": pearson(counts["motif"][idx].mean(0), check["motif"].mean(0)),
@@ -159,7 +167,8 @@ def main(argv=None) -> int:
             record(_row("pretrained", x, ev, ft, {"beta": None, "seed": seed, "calls": 0, "kl_ref": 0.0}))
         for scheme in a.schemes:
             for beta in a.betas:
-                names = [scheme + a.tag] + [f"{scheme}{a.tag}+sel{a.select_from}_w{w:g}" for w in a.select_weights
+                mr = f"_m{a.motif_ratio:g}" if a.motif_ratio != 1.0 else ""
+                names = [scheme + a.tag] + [f"{scheme}{a.tag}+sel{a.select_from}_w{w:g}{mr}" for w in a.select_weights
                                             if a.select_from]
                 if all((n, beta, seed, a.kl_coef) in have for n in names):
                     continue
