@@ -104,6 +104,8 @@ def sample_main(argv: list[str] | None = None) -> None:
     p.add_argument("--select-target", type=float, default=None, help="3-mer correlation with the pretrained "
                    "model's spectrum the kept set must reach: the weight starts at --select-weight and doubles "
                    "until it does (up to 8x)")
+    p.add_argument("--select-motif-ratio", type=float, default=1.0, help="the JASPAR motif term's weight as a "
+                   "multiple of the 3-mer term's")
     p.add_argument("--pretrained", default=None, help="model whose 3-mer / motif spectra the selection matches "
                    f"(default: the run's, else {DEFAULT_PRETRAINED})")
     p.add_argument("--threads", type=int, default=None)
@@ -114,7 +116,7 @@ def sample_main(argv: list[str] | None = None) -> None:
         if a.select_from and a.no_score:
             raise CommandError("--select-from needs the fine-tuning oracle's scores (drop --no-score)")
         try:
-            check_selection(a.num_samples, a.select_from, a.select_weight, a.select_target)
+            check_selection(a.num_samples, a.select_from, a.select_weight, a.select_target, a.select_motif_ratio)
         except ValueError as e:
             raise CommandError(str(e).replace("select_", "--select-").replace("num_samples", "--num-samples")) from None
         check_out(a.out, "--out")
@@ -133,7 +135,7 @@ def sample_main(argv: list[str] | None = None) -> None:
         if a.select_from:
             ref = load_pretrained(a.pretrained or info.get("pretrained") or DEFAULT_PRETRAINED)
             kept = composition_matched(x, reward, a.num_samples, ref, weight=a.select_weight, num_steps=steps,
-                                       target=a.select_target,
+                                       target=a.select_target, motif_ratio=a.select_motif_ratio,
                                        motif_scanner=MotifScanner.jaspar() if a.select_weight > 0 else None)
             x, reward = x[kept.index], reward[kept.index]
         if not a.no_score:

@@ -345,13 +345,13 @@ def export_run(module: SiMPOFineTuning, out_dir: str | os.PathLike, *, num_sampl
                num_steps: int | None = None, seed: int = 12345, evaluate_pretrained: bool = True,
                jaspar: bool = True, evaluator: Evaluator | None = None, batch_size: int = 64,
                model_name: str | None = None, select_from: int = 0, select_weight: float = 0.0,
-               select_target: float | None = None) -> dict[str, Any]:
+               select_target: float | None = None, select_motif_ratio: float = 1.0) -> dict[str, Any]:
     """Everything a finished fit hands the user, written atomically into ``out_dir``.
 
     Samples ``num_samples`` designs from ``module.policy`` (and, with ``evaluate_pretrained``, as many from the
     frozen reference; with ``select_from > 0`` the policy's designs are the ``num_samples`` of ``select_from``
-    candidates kept by :func:`simpo_bio.dna.selection.composition_matched` with ``select_weight`` and
-    ``select_target``, at ``select_from`` more fine-tuning-oracle calls), scores them with the fine-tuning oracle
+    candidates kept by :func:`simpo_bio.dna.selection.composition_matched` with ``select_weight``,
+    ``select_target`` and ``select_motif_ratio``, at ``select_from`` more fine-tuning-oracle calls), scores them with the fine-tuning oracle
     and evaluates them with the evaluation oracle, then writes ``designs.fasta``, ``designs.csv``,
     ``pretrained_designs.csv``, ``metrics.csv``, ``metrics.md``, ``history.csv``, ``reward_curve.png``,
     ``reward_distribution.png`` and ``composition.png`` (GC histograms of the designs against real HepG2 enhancers).
@@ -362,7 +362,7 @@ def export_run(module: SiMPOFineTuning, out_dir: str | os.PathLike, *, num_sampl
     Raises:
         ValueError: bad selection settings (:func:`simpo_bio.dna.selection.check_selection`).
     """
-    check_selection(num_samples, select_from, select_weight, select_target)
+    check_selection(num_samples, select_from, select_weight, select_target, select_motif_ratio)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     steps = num_steps or module.hparams.num_steps
@@ -399,7 +399,8 @@ def export_run(module: SiMPOFineTuning, out_dir: str | os.PathLike, *, num_sampl
             if scanner is None and select_weight > 0 and jaspar:
                 scanner = MotifScanner.jaspar()
             kept = composition_matched(x, r, num_samples, module.reference, weight=select_weight,
-                                       target=select_target, motif_scanner=scanner, feasible=feasible,
+                                       target=select_target, motif_ratio=select_motif_ratio,
+                                       motif_scanner=scanner, feasible=feasible,
                                        num_steps=steps)
             x, r = x[kept.index], r[kept.index]
             print(f"[simpo-bio] kept {num_samples} of {screen} candidates (composition-matched selection, weight "
@@ -466,25 +467,23 @@ class ExportDesigns(pl.Callback):
         select_weight: its weight on the 3-mer and JASPAR motif spectra, reward per nat (0 = top by reward).
         select_target: ``None``, or a 3-mer correlation with the pretrained model's spectrum the kept set must
             reach: the weight then starts at ``select_weight`` and doubles until it does (up to 8x).
+        select_motif_ratio: the JASPAR motif term's weight as a multiple of the 3-mer term's.
     """
 
     def __init__(self, num_samples: int = 640, eval_oracle: str | None = DEFAULT_EVAL_ORACLE,
                  out_dir: str | None = None, num_steps: int | None = None, seed: int = 12345,
                  evaluate_pretrained: bool = True, jaspar: bool = True, select_from: int = 0,
-                 select_weight: float = 0.0, select_target: float | None = None) -> None:
+                 select_weight: float = 0.0, select_target: float | None = None,
+                 select_motif_ratio: float = 1.0) -> None:
         super().__init__()
         try:
-            check_selection(num_samples, select_from, select_weight, select_target)
+            check_selection(num_samples, select_from, select_weight, select_target, select_motif_ratio)
         except ValueError as e:
             raise ValueError(f"ExportDesigns: {e}") from None
-        self.select_from, self.select_weight, self.select_target = int(select_from), float(select_weight), select_target
-        self.num_samples = num_samples
-        self.eval_oracle = eval_oracle
-        self.out_dir = out_dir
-        self.num_steps = num_steps
-        self.seed = seed
-        self.evaluate_pretrained = evaluate_pretrained
-        self.jaspar = jaspar
+        self.select = {"select_from": int(select_from), "select_weight": float(select_weight),
+                       "select_target": select_target, "select_motif_ratio": float(select_motif_ratio)}
+        self.num_samples, self.eval_oracle, self.out_dir, self.num_steps = num_samples, eval_oracle, out_dir, num_steps
+        self.seed, self.evaluate_pretrained, self.jaspar = seed, evaluate_pretrained, jaspar
         self.result: dict[str, Any] | None = None
         self.evaluator_factory: Callable | None = None  # tests / the demo may inject a ready Evaluator
 
@@ -494,7 +493,5 @@ class ExportDesigns(pl.Callback):
         out = Path(self.out_dir or trainer.log_dir or trainer.default_root_dir)
         self.result = export_run(pl_module, out, num_samples=self.num_samples, eval_oracle=self.eval_oracle,
                                  num_steps=self.num_steps, seed=self.seed,
-                                 evaluate_pretrained=self.evaluate_pretrained, jaspar=self.jaspar,
-                                 select_from=self.select_from, select_weight=self.select_weight,
-                                 select_target=self.select_target,
+                                 evaluate_pretrained=self.evaluate_pretrained, jaspar=self.jaspar, **self.select,
                                  evaluator=self.evaluator_factory() if self.evaluator_factory else None)

@@ -26,6 +26,7 @@ selection changes which ones are kept, not the designs (per-design checks: :mod:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -158,13 +159,16 @@ def reference_spectra(model, seq_len: int, *, motif_scanner=None, num_samples: i
     return out
 
 
-def check_selection(num_samples: int, select_from: int, select_weight: float, select_target: float | None) -> None:
+def check_selection(num_samples: int, select_from: int, select_weight: float, select_target: float | None,
+                    select_motif_ratio: float = 1.0) -> None:
     """Validate the selection settings of an export (``select_from = 0``: off).
 
     Raises:
         ValueError: ``0 < select_from < num_samples``; ``select_weight < 0``; ``select_target`` outside ``(0, 1]``
-            or with ``select_weight == 0``.
+            or with ``select_weight == 0``; ``select_motif_ratio`` negative or not finite.
     """
+    if not (select_motif_ratio >= 0 and math.isfinite(select_motif_ratio)):
+        raise ValueError(f"select_motif_ratio must be finite and >= 0, got {select_motif_ratio}")
     if select_from and select_from < num_samples:
         raise ValueError(f"select_from ({select_from}) must be 0 (off) or >= num_samples ({num_samples})")
     if not select_weight >= 0:
@@ -175,15 +179,18 @@ def check_selection(num_samples: int, select_from: int, select_weight: float, se
 
 
 def composition_matched(candidates: Tensor, reward: Tensor, k: int, reference_model, *, weight: float,
-                        target: float | None = None, motif_scanner=None, feasible: Tensor | None = None,
-                        num_steps: int = 16, reference_samples: int = 512, seed: int = 7919) -> Selection:
+                        target: float | None = None, motif_ratio: float = 1.0, motif_scanner=None,
+                        feasible: Tensor | None = None, num_steps: int = 16, reference_samples: int = 512,
+                        seed: int = 7919) -> Selection:
     """The ``k`` designs to keep from ``candidates`` ``[M, L]`` (rewards ``[M]``): composition-matched selection
     on the 3-mer spectrum and, with a ``motif_scanner``, the JASPAR motif spectrum, both against
     ``reference_samples`` samples of ``reference_model`` (the pretrained model; sampled with ``num_steps`` steps
     and ``seed``).
 
     Args:
-        weight: reward per nat on both spectra; ``0`` is top-``k`` by reward (nothing is sampled).
+        weight: reward per nat on the 3-mer spectrum; ``0`` is top-``k`` by reward (nothing is sampled).
+        motif_ratio: the motif spectrum's weight as a multiple of ``weight``. Its 879 JASPAR motifs (about 46
+            hits per 200-bp sequence) outweigh the 64 3-mers at equal weight (``bench/RESULTS.md``, fourth pass).
         target: ``None`` (one selection at ``weight``), or a Pearson correlation in ``(0, 1]``: the weights
             ``weight * LADDER`` are tried in order and the first whose kept set's 3-mer spectrum correlates at
             least ``target`` with the reference is used; if none does, the one that came closest.
@@ -196,6 +203,8 @@ def composition_matched(candidates: Tensor, reward: Tensor, k: int, reference_mo
 
     if not weight >= 0:
         raise ValueError(f"the selection weight must be >= 0 (reward per nat), got {weight}")
+    if not (motif_ratio >= 0 and math.isfinite(motif_ratio)):
+        raise ValueError(f"the motif ratio must be finite and >= 0, got {motif_ratio}")
     if target is not None and not (0 < target <= 1 and weight > 0):
         raise ValueError(f"the selection target must be a correlation in (0, 1] with a weight > 0, got target "
                          f"{target}, weight {weight}")
@@ -206,7 +215,8 @@ def composition_matched(candidates: Tensor, reward: Tensor, k: int, reference_mo
     counts = spectrum_counts(candidates, motif_scanner)
     best = None
     for w in [weight * m for m in (LADDER if target is not None else (1.0,))]:
-        idx = select_by_composition(reward, k, [(counts[name], ref[name], w) for name in counts], feasible=feasible)
+        terms = [(counts[name], ref[name], w * (motif_ratio if name == "motif" else 1.0)) for name in counts]
+        idx = select_by_composition(reward, k, terms, feasible=feasible)
         kept = counts["kmer3"][idx].sum(0).double()
         found = Selection(idx, w, pearson(kept / kept.sum(), ref["kmer3"]))
         if best is None or found.kmer3_corr > best.kmer3_corr:

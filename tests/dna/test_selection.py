@@ -191,3 +191,35 @@ def test_demo_num_samples_keeps_the_candidates_per_design():
     assert _export_with_samples(export, 64) == {"num_samples": 64, "select_from": 256, "seed": 1}
     assert _export_with_samples(export, None) == export
     assert _export_with_samples({"num_samples": 256}, 64) == {"num_samples": 64}
+
+
+class _FirstBaseScanner:
+    """A stand-in motif scanner: one 'motif' per base, hit when the sequence starts with it ([B, 4] counts)."""
+
+    def count(self, tokens):
+        return torch.nn.functional.one_hot(tokens[:, 0].long().clamp(max=3), 4).float() * 10
+
+
+def test_motif_ratio_weighs_the_motif_term_against_the_3mer_term(tmp_path):
+    from simpo_bio.dna.pretrain import load_pretrained
+    from simpo_bio.dna.selection import check_selection
+
+    ref = load_pretrained(tiny_checkpoints(tmp_path)["pretrained"])
+    g = torch.Generator().manual_seed(4)
+    cand = torch.randint(0, 4, (40, SEQ_LEN), generator=g)
+    cand[:, 0] = 0  # every candidate "hits" the same motif but the first 10 ...
+    cand[:10, 0] = torch.arange(10) % 4  # ... which spread their hits over all four
+    r = torch.linspace(0, 1, 40)  # ... and have the lowest rewards
+    kw = {"num_steps": 4, "reference_samples": 16, "motif_scanner": _FirstBaseScanner()}
+    no_motif = composition_matched(cand, r, 8, ref, weight=0.05, num_steps=4, reference_samples=16)
+    assert torch.equal(composition_matched(cand, r, 8, ref, weight=0.05, motif_ratio=0.0, **kw).index,
+                       no_motif.index)  # ratio 0: the 3-mer term alone
+    strong = composition_matched(cand, r, 8, ref, weight=0.05, motif_ratio=100.0, **kw)
+    assert int((strong.index < 10).sum()) > int((no_motif.index < 10).sum())  # the motif term pulls them in
+    for bad in (-1.0, float("inf")):
+        with pytest.raises(ValueError, match="motif ratio must be finite and >= 0"):
+            composition_matched(cand, r, 8, ref, weight=1.0, motif_ratio=bad, **kw)
+        with pytest.raises(ValueError, match="select_motif_ratio must be finite and >= 0"):
+            check_selection(8, 40, 1.0, None, bad)
+        with pytest.raises(ValueError, match="ExportDesigns: select_motif_ratio"):
+            ExportDesigns(eval_oracle=None, select_motif_ratio=bad)
