@@ -379,7 +379,8 @@ def export_run(module: SiMPOFineTuning, out_dir: str | os.PathLike, *, num_sampl
         evaluator = build_evaluator(eval_oracle, module.reference, jaspar=jaspar)
     label = f"fine-tuned ({scheme})" if not select_from else \
         f"fine-tuned ({scheme}; {num_samples} of {select_from} selected, " + (
-            f"weight {select_weight:g})" if select_target is None else f"3-mer target {select_target:g})")
+            f"weight {select_weight:g}" if select_target is None else f"3-mer target {select_target:g}") + (
+            f", motif x{select_motif_ratio:g})" if select_motif_ratio != 1 else ")")
     sets = {label: (module.policy, scheme, model_name, "designs")}
     if evaluate_pretrained:
         sets = {"pretrained": (module.reference, "none", str(module.hparams.get("pretrained", "pretrained")),

@@ -223,3 +223,18 @@ def test_motif_ratio_weighs_the_motif_term_against_the_3mer_term(tmp_path):
             check_selection(8, 40, 1.0, None, bad)
         with pytest.raises(ValueError, match="ExportDesigns: select_motif_ratio"):
             ExportDesigns(eval_oracle=None, select_motif_ratio=bad)
+
+
+def test_export_with_a_selection_target_names_it_and_prints_the_weight_used(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(designs, "real_sets", lambda *a, **k: tiny_real_sets())
+    ckpts = tiny_checkpoints(tmp_path / "ckpt")
+    run = tiny_run(tmp_path / "run", ckpts, iterations=1, num_samples=12, select_from=40, select_weight=0.25,
+                   select_target=0.999, select_motif_ratio=0.5)
+    label = pd.read_csv(run / "metrics.csv")["model"].tolist()[-1]
+    assert label == "fine-tuned (square_neg; 12 of 40 selected, 3-mer target 0.999, motif x0.5)"
+    out = capsys.readouterr().out
+    # a target out of reach on 40 candidates: the ladder ran to its end (weights 0.25 x 1, 2, 4, 8) or stopped
+    # at a weight that reached it; either way the printed weight is one of the ladder's
+    printed = float(out.split("composition-matched selection, weight ")[1].split(",")[0])
+    assert printed in (0.25, 0.5, 1.0, 2.0)
+    assert len(pd.read_csv(run / "designs.csv")) == 12
