@@ -60,10 +60,19 @@ def real_frontier(path: Path) -> pd.DataFrame:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--results", default="runs/bench_select/results.jsonl")
+    p.add_argument("--curves", nargs="*", default=["square_neg+sel4096 x1", "square_neg+sel4096 x0.3",
+                                                    "square_neg+sel4096 x0.1", "square_neg_km18+sel4096 x1",
+                                                    "square_neg_km12+sel4096 x1", "square_neg+sel2048 x1"],
+                   help="selection curves drawn ('<policy>+sel<candidates> x<motif ratio>'); the table has all")
+    p.add_argument("--shipped", default="square_neg, 4096, motif x0.3, target 0.85",
+                   help="a point of bench/dna_selection_rule.py drawn as the shipped setting")
     a = p.parse_args(argv)
     torch.set_num_threads(1)
     res = Path(a.results)
     df = pd.read_json(res, lines=True)
+    from dna_selection_rule import points
+
+    shipped = points(df, [0, 1, 2], [0.85, 0.90]).get(a.shipped)
     df["label"] = df["method"].where(df["method"] != "best-of-N", "best-of-N (" + df["calls"].astype(str) + " calls)")
     df = df[df["seed"].isin([0, 1, 2])].drop_duplicates(["label", "seed"], keep="last")
     agg = df.groupby("label")[[c for c in COLS if c in df]].agg(["mean", "std"])
@@ -78,23 +87,30 @@ def main(argv=None) -> int:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(14, 6.8))
+    fig, axes = plt.subplots(1, 2, figsize=(14, 7.8))
     for ax, col, name, gate in ((axes[0], "kmer3_corr", "3-mer correlation", 0.85),
                                 (axes[1], "jaspar_corr", "JASPAR motif correlation", 0.5)):
         ax.plot(real[col], real["pred_activity_median"], "-o", color="grey", label="real DHS sequences (held out), "
                 "256 per fine-tuning-oracle rank band")
-        palette = iter(["tab:blue", "tab:purple", "tab:orange", "tab:cyan", "tab:olive"])
-        for group in sorted({i.rsplit("_w", 1)[0] for i in table.index if "+sel" in i}):
-            sel = table[table.index.str.startswith(group + "_w")]
-            sel = sel.assign(w=[float(i.rsplit("_w", 1)[1]) for i in sel.index]).sort_values("w")
-            policy, cands = group.split("+sel")
+        palette = iter(["tab:blue", "tab:purple", "tab:orange", "tab:cyan", "tab:olive", "tab:brown"])
+        parsed = table.index.to_series().str.extract(r"^(?P<policy>[^+]+)\+sel(?P<cands>\d+)_w(?P<w>[\d.]+)"
+                                                     r"(?:_m(?P<ratio>[\d.]+))?$").dropna(subset=["w"])
+        parsed["ratio"] = parsed["ratio"].fillna("1")
+        for (policy, cands, ratio), g in parsed.groupby(["policy", "cands", "ratio"]):
+            if f"{policy}+sel{cands} x{ratio}" not in a.curves:
+                continue
+            sel = table.loc[g.index].assign(w=g["w"].astype(float)).sort_values("w")
             calls = int(sel["calls"].iloc[0])
             ax.errorbar(sel[col], sel["pred_activity_median"], xerr=agg.loc[sel.index, (col, "std")],
                         yerr=agg.loc[sel.index, ("pred_activity_median", "std")], fmt="-s", color=next(palette),
-                        label=f"{policy} + selection, 256 of {cands} ({calls} calls)")
+                        label=f"{policy} + selection, 256 of {cands}, motif x{ratio} ({calls} calls)")
             for w, (_, r) in zip(sel["w"], sel.iterrows(), strict=True):
                 ax.annotate(f"w {w:g}", (r[col], r["pred_activity_median"]), xytext=(4, 4),
                             textcoords="offset points", fontsize=7)
+        if shipped is not None:
+            ax.errorbar(shipped[col].mean(), shipped["pred_activity_median"].mean(), xerr=shipped[col].std(),
+                        yerr=shipped["pred_activity_median"].std(), fmt="*", color="gold", markeredgecolor="black",
+                        markersize=18, label=f"shipped: {a.shipped} (per-run weight)", zorder=5)
         others = {"square_neg": ("tab:red", "square_neg, 256 samples (1,920 calls)"),
                   "square_neg_i120": ("darkred", "square_neg_i120, 256 samples (3,840 calls)"),
                   "pretrained": ("black", "pretrained, 256 samples")}
@@ -114,9 +130,9 @@ def main(argv=None) -> int:
         ax.grid(alpha=0.3)
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, fontsize=8, loc="lower center", ncol=3)
-    fig.suptitle("Designs vs real DNA: 256 designs per point, mean +- sd over seeds 0-2; w = selection weight "
-                 "(reward per nat)")
-    fig.tight_layout(rect=(0, 0.13, 1, 1))
+    fig.suptitle("Designs vs real DNA: 256 designs per point, mean +- sd over seeds 0-2\nw = selection weight "
+                 "(reward per nat on the 3-mer spectrum; the motif term weighs 'motif x' of it)", fontsize=11)
+    fig.tight_layout(rect=(0, 0.17, 1, 0.97))
     fig.savefig(res.parent / "selection.png", dpi=110)
     return 0
 
