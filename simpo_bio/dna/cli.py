@@ -104,8 +104,8 @@ def sample_main(argv: list[str] | None = None) -> None:
     p.add_argument("--select-target", type=float, default=None, help="3-mer correlation with the pretrained "
                    "model's spectrum the kept set must reach: the weight starts at --select-weight and doubles "
                    "until it does (up to 8x)")
-    p.add_argument("--select-motif-ratio", type=float, default=1.0, help="the JASPAR motif term's weight as a "
-                   "multiple of the 3-mer term's")
+    p.add_argument("--select-motif-ratio", type=float, default=0.3, help="the JASPAR motif term's weight as a "
+                   "multiple of the 3-mer term's (0.3 as the shipped configs)")
     p.add_argument("--pretrained", default=None, help="model whose 3-mer / motif spectra the selection matches "
                    f"(default: the run's, else {DEFAULT_PRETRAINED})")
     p.add_argument("--threads", type=int, default=None)

@@ -345,7 +345,7 @@ def export_run(module: SiMPOFineTuning, out_dir: str | os.PathLike, *, num_sampl
                num_steps: int | None = None, seed: int = 12345, evaluate_pretrained: bool = True,
                jaspar: bool = True, evaluator: Evaluator | None = None, batch_size: int = 64,
                model_name: str | None = None, select_from: int = 0, select_weight: float = 0.0,
-               select_target: float | None = None, select_motif_ratio: float = 1.0) -> dict[str, Any]:
+               select_target: float | None = None, select_motif_ratio: float = 0.3) -> dict[str, Any]:
     """Everything a finished fit hands the user, written atomically into ``out_dir``.
 
     Samples ``num_samples`` designs from ``module.policy`` (and, with ``evaluate_pretrained``, as many from the
@@ -475,7 +475,7 @@ class ExportDesigns(pl.Callback):
                  out_dir: str | None = None, num_steps: int | None = None, seed: int = 12345,
                  evaluate_pretrained: bool = True, jaspar: bool = True, select_from: int = 0,
                  select_weight: float = 0.0, select_target: float | None = None,
-                 select_motif_ratio: float = 1.0) -> None:
+                 select_motif_ratio: float = 0.3) -> None:
         super().__init__()
         try:
             check_selection(num_samples, select_from, select_weight, select_target, select_motif_ratio)

@@ -160,7 +160,7 @@ def reference_spectra(model, seq_len: int, *, motif_scanner=None, num_samples: i
 
 
 def check_selection(num_samples: int, select_from: int, select_weight: float, select_target: float | None,
-                    select_motif_ratio: float = 1.0) -> None:
+                    select_motif_ratio: float = 0.3) -> None:
     """Validate the selection settings of an export (``select_from = 0``: off).
 
     Raises:
@@ -179,7 +179,7 @@ def check_selection(num_samples: int, select_from: int, select_weight: float, se
 
 
 def composition_matched(candidates: Tensor, reward: Tensor, k: int, reference_model, *, weight: float,
-                        target: float | None = None, motif_ratio: float = 1.0, motif_scanner=None,
+                        target: float | None = None, motif_ratio: float = 0.3, motif_scanner=None,
                         feasible: Tensor | None = None, num_steps: int = 16, reference_samples: int = 512,
                         seed: int = 7919) -> Selection:
     """The ``k`` designs to keep from ``candidates`` ``[M, L]`` (rewards ``[M]``): composition-matched selection

@@ -164,7 +164,7 @@ def test_export_keeps_num_samples_of_the_candidates(selected_run):
     table = pd.read_csv(selected_run / "designs.csv")
     assert len(table) == 12
     metrics = pd.read_csv(selected_run / "metrics.csv")
-    assert metrics["model"].tolist()[-1] == "fine-tuned (square_neg; 12 of 40 selected, weight 0.5)"
+    assert metrics["model"].tolist()[-1] == "fine-tuned (square_neg; 12 of 40 selected, weight 0.5, motif x0.3)"
     assert len(pd.read_csv(selected_run / "pretrained_designs.csv")) == 12
     # each kept design carries its own fine-tuning-oracle reward (selection reorders designs and rewards together)
     from simpo_bio.dna.alphabet import encode
