@@ -36,8 +36,7 @@ from torch import Tensor
 from simpo_bio.dna.naturalness import kmer_counts
 
 __all__ = ["LADDER", "Selection", "SpectrumTerm", "check_selection", "composition_matched", "count_kl",
-           "select_by_composition",
-           "reference_spectra", "spectrum_counts"]
+           "reference_spectra", "select_by_composition", "spectrum_counts"]
 
 #: Multiples of the starting weight tried in order by a selection with a naturalness target.
 LADDER = (1.0, 2.0, 4.0, 8.0)
