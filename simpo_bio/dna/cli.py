@@ -146,7 +146,7 @@ def sample_main(argv: list[str] | None = None) -> None:
         fasta, tab = write_designs(a.out, table, a.table)
     msg = f"wrote {a.num_samples} designs to {fasta} and {tab}"
     msg += f" (kept of {a.select_from} candidates, selection weight {kept.weight:g}, 3-mer correlation with the " \
-        f"pretrained model's {kept.kmer3_corr:.3f})" if a.select_from else ""
+        f"pretrained model's {kept.kmer3_corr:.3f}){kept.shortfall(a.select_target)}" if a.select_from else ""
     if per_seq is not None:
         msg += f" (median eval-oracle Pred-Activity {np.median(per_seq['eval_reward']):.3f})"
     print(msg)

@@ -406,7 +406,7 @@ def export_run(module: SiMPOFineTuning, out_dir: str | os.PathLike, *, num_sampl
             x, r = x[kept.index], r[kept.index]
             print(f"[simpo-bio] kept {num_samples} of {screen} candidates (composition-matched selection, weight "
                   f"{kept.weight:g}, 3-mer correlation with the pretrained model's {kept.kmer3_corr:.3f}; "
-                  f"{screen} fine-tuning-oracle calls)", flush=True)
+                  f"{screen} fine-tuning-oracle calls){kept.shortfall(select_target)}", flush=True)
         prefix = "pretrained" if sch == "none" else sch
         ids = [f"{prefix}-{i:06d}" for i in range(num_samples)]
         per_seq = None

@@ -51,6 +51,15 @@ class Selection(NamedTuple):
     weight: float
     kmer3_corr: float
 
+    def shortfall(self, target: float | None) -> str:
+        """A warning line when ``target`` was set and not reached, else ``""``. A pool that no weight brings to
+        the target comes from a policy that drifted too far (``bench/RESULTS.md``, fourth pass, held-out seeds)."""
+        if target is None or not self.kmer3_corr < target:
+            return ""
+        return (f"\n[simpo-bio] warning: the kept set's 3-mer correlation with the pretrained model's "
+                f"({self.kmer3_corr:.3f}) is below the target {target:g}: the policy drifted too far for selection to "
+                "restore the 3-mer mix; fine-tune another seed or with a stronger leash")
+
 SpectrumTerm = tuple[Tensor, Tensor, float]
 """``(counts [M, D], reference [D], weight)``: candidates' counts, a positive reference spectrum, reward per nat."""
 

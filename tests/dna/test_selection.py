@@ -237,4 +237,16 @@ def test_export_with_a_selection_target_names_it_and_prints_the_weight_used(tmp_
     # at a weight that reached it; either way the printed weight is one of the ladder's
     printed = float(out.split("composition-matched selection, weight ")[1].split(",")[0])
     assert printed in (0.25, 0.5, 1.0, 2.0)
+    reached = float(out.split("3-mer correlation with the pretrained model's ")[1].split(";")[0])
+    assert reached < 0.999 and "warning: the kept set's 3-mer correlation" in out  # the target was missed: said
     assert len(pd.read_csv(run / "designs.csv")) == 12
+
+
+def test_a_missed_target_is_a_warning_and_a_met_one_is_not():
+    from simpo_bio.dna.selection import Selection
+
+    idx = torch.arange(3)
+    assert "below the target 0.85" in Selection(idx, 4.0, 0.6).shortfall(0.85)
+    assert Selection(idx, 1.0, 0.9).shortfall(0.85) == ""
+    assert Selection(idx, 1.0, 0.6).shortfall(None) == ""  # no target, nothing to miss
+    assert Selection(idx, 0.0, float("nan")).shortfall(None) == ""
