@@ -85,8 +85,9 @@ def sample_main(argv: list[str] | None = None) -> None:
     """``simpo-bio sample``: designs from a checkpoint to FASTA (+ CSV table)."""
     p = argparse.ArgumentParser(prog="simpo-bio sample", description="Sample designs from a fine-tuned or "
                                 "pretrained checkpoint; score them; write FASTA and a CSV table.")
-    p.add_argument("--ckpt", required=True, help="fine-tuning checkpoint (runs/.../last.ckpt), pretrained model "
-                   "or `simpo-bio export-hf` directory")
+    p.add_argument("--ckpt", required=True, nargs="+", help="fine-tuning checkpoint (runs/.../last.ckpt), "
+                   "pretrained model or `simpo-bio export-hf` directory; several (with --select-from): the "
+                   "candidates are pooled, an equal share from each (bench/dna_pooled_fits.py)")
     p.add_argument("--num-samples", type=int, default=1000)
     p.add_argument("--out", default="runs/sample/designs.fasta",
                    help="output FASTA (the table goes next to it as .csv; default runs/sample/designs.fasta)")
@@ -119,16 +120,25 @@ def sample_main(argv: list[str] | None = None) -> None:
             check_selection(a.num_samples, a.select_from, a.select_weight, a.select_target, a.select_motif_ratio)
         except ValueError as e:
             raise CommandError(str(e).replace("select_", "--select-").replace("num_samples", "--num-samples")) from None
+        if len(a.ckpt) > 1 and not a.select_from:
+            raise CommandError(f"{len(a.ckpt)} checkpoints need --select-from (their samples are pooled for selection)")
         check_out(a.out, "--out")
         check_out(a.table, "--table")
-        policy, info = load_policy(a.ckpt)
+        policies = [load_policy(c) for c in a.ckpt]
+        info = policies[0][1]
+        if any(i["seq_len"] != info["seq_len"] for _, i in policies):
+            raise CommandError(f"the checkpoints generate different lengths: {[i['seq_len'] for _, i in policies]}")
         oracle = ev = None
         if not a.no_score:  # loaded before sampling: a bad oracle file fails at once, not after the sampling
             oracle = load_oracle(a.oracle or info.get("oracle") or DEFAULT_ORACLE)
             ev = load_oracle(a.eval_oracle)
         steps = a.num_steps or info.get("num_steps") or 128
-        x = sample_with_progress(policy, a.select_from or a.num_samples, info["seq_len"], num_steps=steps,
-                                 batch_size=a.batch_size, generator=torch.Generator().manual_seed(a.seed))
+        n_all, shares = a.select_from or a.num_samples, len(policies)
+        x = torch.cat([sample_with_progress(pol, n_all // shares + (i < n_all % shares), info["seq_len"],
+                                            num_steps=steps, batch_size=a.batch_size,
+                                            generator=torch.Generator().manual_seed(a.seed + i))
+                       for i, (pol, _) in enumerate(policies)])
+        source = np.repeat([str(c) for c in a.ckpt], [n_all // shares + (i < n_all % shares) for i in range(shares)])
         reward = per_seq = None
         if not a.no_score:
             reward = oracle_scores(oracle, x, what="the fine-tuning oracle")
@@ -137,12 +147,12 @@ def sample_main(argv: list[str] | None = None) -> None:
             kept = composition_matched(x, reward, a.num_samples, ref, weight=a.select_weight, num_steps=steps,
                                        target=a.select_target, motif_ratio=a.select_motif_ratio,
                                        motif_scanner=MotifScanner.jaspar() if a.select_weight > 0 else None)
-            x, reward = x[kept.index], reward[kept.index]
+            x, reward, source = x[kept.index], reward[kept.index], source[kept.index.numpy()]
         if not a.no_score:
             per_seq = pd.DataFrame({"eval_reward": oracle_scores(ev, x, what="the evaluation oracle").numpy()})
         prefix = info["scheme"] if info["kind"] == "finetuned" else "pretrained"
         ids = [f"{prefix}-{i:06d}" for i in range(a.num_samples)]
-        table = design_table(x, ids, per_seq, reward, model=str(a.ckpt), scheme=info["scheme"])
+        table = design_table(x, ids, per_seq, reward, model=list(source), scheme=info["scheme"])
         fasta, tab = write_designs(a.out, table, a.table)
     msg = f"wrote {a.num_samples} designs to {fasta} and {tab}"
     msg += f" (kept of {a.select_from} candidates, selection weight {kept.weight:g}, 3-mer correlation with the " \

@@ -71,6 +71,19 @@ def test_sample_command_keeps_the_selected_candidates(run_dir, ckpts, tmp_path, 
     kept = read_fasta(tmp_path / "sel.fasta")[2]
     # weight 0: the 10 candidates with the highest fine-tuning-oracle reward, in that order
     assert kept["reward"].tolist() == pytest.approx(every["reward"].head(10).tolist(), abs=1e-4)
+    # several checkpoints: the candidates are pooled (an equal share from each); each design names its source
+    cli_main(["sample", "--ckpt", ckpt, ckpt, "--num-samples", "10", "--select-from", "31", "--select-weight", "0",
+              "--out", str(tmp_path / "pooled.fasta"), *common])
+    pooled = pd.read_csv(tmp_path / "pooled.csv")
+    assert len(pooled) == 10 and set(pooled["model"]) == {ckpt}
+    assert "kept of 31 candidates" in capsys.readouterr().out
+    pre = str(ckpts["pretrained"])
+    for argv, msg in ((["--ckpt", ckpt, ckpt, "--num-samples", "10"], "2 checkpoints need --select-from"),
+                      (["--ckpt", ckpt, pre, "--num-samples", "10", "--select-from", "30"],
+                       "the checkpoints generate different lengths: [20, 200]")):
+        with pytest.raises(SystemExit) as err:
+            cli_main(["sample", *argv, *common])
+        assert err.value.code == 2 and msg in capsys.readouterr().err
     for bad, msg in ((["--select-from", "5"], "--select-from (5) must be 0 (off) or >= --num-samples (10)"),
                      (["--select-from", "30", "--select-target", "1.5"], "--select-target must be a correlation"),
                      (["--select-from", "30", "--select-weight", "0", "--select-target", "0.8"],
