@@ -134,11 +134,11 @@ def sample_main(argv: list[str] | None = None) -> None:
             ev = load_oracle(a.eval_oracle)
         steps = a.num_steps or info.get("num_steps") or 128
         n_all, shares = a.select_from or a.num_samples, len(policies)
-        x = torch.cat([sample_with_progress(pol, n_all // shares + (i < n_all % shares), info["seq_len"],
-                                            num_steps=steps, batch_size=a.batch_size,
+        sizes = [n_all // shares + (i < n_all % shares) for i in range(shares)]  # an equal share from each
+        x = torch.cat([sample_with_progress(pol, n, info["seq_len"], num_steps=steps, batch_size=a.batch_size,
                                             generator=torch.Generator().manual_seed(a.seed + i))
-                       for i, (pol, _) in enumerate(policies)])
-        source = np.repeat([str(c) for c in a.ckpt], [n_all // shares + (i < n_all % shares) for i in range(shares)])
+                       for i, ((pol, _), n) in enumerate(zip(policies, sizes, strict=True))])
+        source = np.repeat([str(c) for c in a.ckpt], sizes)  # the checkpoint of each candidate
         reward = per_seq = None
         if not a.no_score:
             reward = oracle_scores(oracle, x, what="the fine-tuning oracle")

@@ -351,10 +351,11 @@ def export_run(module: SiMPOFineTuning, out_dir: str | os.PathLike, *, num_sampl
     Samples ``num_samples`` designs from ``module.policy`` (and, with ``evaluate_pretrained``, as many from the
     frozen reference; with ``select_from > 0`` the policy's designs are the ``num_samples`` of ``select_from``
     candidates kept by :func:`simpo_bio.dna.selection.composition_matched` with ``select_weight``,
-    ``select_target`` and ``select_motif_ratio``, at ``select_from`` more fine-tuning-oracle calls), scores them with the fine-tuning oracle
-    and evaluates them with the evaluation oracle, then writes ``designs.fasta``, ``designs.csv``,
-    ``pretrained_designs.csv``, ``metrics.csv``, ``metrics.md``, ``history.csv``, ``reward_curve.png``,
-    ``reward_distribution.png`` and ``composition.png`` (GC histograms of the designs against real HepG2 enhancers).
+    ``select_target`` and ``select_motif_ratio``, at ``select_from`` more fine-tuning-oracle calls), scores them
+    with the fine-tuning oracle and evaluates them with the evaluation oracle, then writes ``designs.fasta``,
+    ``designs.csv``, ``pretrained_designs.csv``, ``metrics.csv``, ``metrics.md``, ``history.csv``,
+    ``reward_curve.png``, ``reward_distribution.png`` and ``composition.png`` (GC histograms of the designs against
+    real HepG2 enhancers).
 
     Returns:
         ``{"metrics": {name: row}, "table": markdown, "out_dir": Path}``.

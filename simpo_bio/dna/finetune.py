@@ -419,8 +419,9 @@ class SiMPOFineTuning(pl.LightningModule):
         t0 = time.perf_counter()
         beta = float(self.kl_beta)
         shaped = kl_regularized_reward(reward, log_ratio, beta)
-        self.kl_beta.fill_(kl_control_step(beta, log_ratio.mean().item(), base=hp.kl_penalty, target=hp.get(
-            "kl_target"), cap=hp.get("kl_max"), progress=(self.current_epoch + 1) / max(1, self.trainer.max_epochs or 1)))
+        kl_ref = log_ratio.mean().item()  # nats per sequence: the KL controller's input and the train/kl_ref log
+        self.kl_beta.fill_(kl_control_step(beta, kl_ref, base=hp.kl_penalty, target=hp.get("kl_target"), cap=hp.get(
+            "kl_max"), progress=(self.current_epoch + 1) / max(1, self.trainer.max_epochs or 1)))
         if hp.kmer_penalty > 0:  # the set-level leash: the batch's 3-mer spectrum vs the reference model's
             shaped = shaped - hp.kmer_penalty * kmer_set_penalty(x, self.kmer_reference_freq())
         shaped = shaped.view(hp.num_groups, hp.group_size)
@@ -479,7 +480,7 @@ class SiMPOFineTuning(pl.LightningModule):
             "temperature": float(temperature),
             "kl_to_uniform": self.temperature_ctl.kl(wout.weight).item(),
             "loss": torch.stack(losses).mean().item(),
-            "kl_ref": log_ratio.mean().item(),
+            "kl_ref": kl_ref,
             "kl_penalty": beta,
             "feasible": feasible.float().mean().item(),
             "gc": ((x == 1) | (x == 2)).float().mean().item(),

@@ -32,8 +32,8 @@ from torch import Tensor
 from simpo_bio.diffusion.masked import random_subset_mask
 from simpo_bio.dna.naturalness import NaturalnessConstraints, kmer_counts
 
-__all__ = ["KL_ESTIMATORS", "adapt_kl_penalty", "check_kl_control", "kl_control_step", "anchor_kl", "elbo_log_ratio", "kl_regularized_reward", "kmer_set_penalty", "bounded_elbo",
-           "build_constraints"]
+__all__ = ["KL_ESTIMATORS", "adapt_kl_penalty", "check_kl_control", "kl_control_step", "anchor_kl",
+           "elbo_log_ratio", "kl_regularized_reward", "kmer_set_penalty", "bounded_elbo", "build_constraints"]
 
 #: How ``log pi(x) - log pi_ref(x)`` is estimated: the sampling trajectory's exact log-ratio, or ELBO differences.
 KL_ESTIMATORS = ("trajectory", "elbo")
