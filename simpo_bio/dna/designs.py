@@ -14,8 +14,8 @@ a file. FASTA headers carry the design's id and ``key=value`` fields, which
     >square_neg-000017 reward=4.812 eval_reward=4.105 model=runs/demo/last.ckpt scheme=square_neg
 
 Imports: Lightning, :mod:`simpo_bio.dna.alphabet`, :mod:`simpo_bio.dna.dhs`, :mod:`simpo_bio.dna.finetune`,
-:mod:`simpo_bio.dna.metrics`, :mod:`simpo_bio.dna.oracle`, :mod:`simpo_bio.fileio` (matplotlib inside the plot
-functions, after choosing its non-interactive backend).
+:mod:`simpo_bio.dna.metrics`, :mod:`simpo_bio.dna.oracle`, :mod:`simpo_bio.dna.plots` (the figures, re-exported
+here), :mod:`simpo_bio.dna.policies`, :mod:`simpo_bio.dna.selection`, :mod:`simpo_bio.fileio`.
 """
 
 from __future__ import annotations
@@ -41,6 +41,14 @@ from simpo_bio.dna.finetune import SiMPOFineTuning
 from simpo_bio.dna.metrics import Evaluator, MotifScanner, metrics_table
 from simpo_bio.dna.naturalness import SynthesisConstraints, synthesis_flags
 from simpo_bio.dna.oracle import load_oracle
+from simpo_bio.dna.plots import (  # noqa: F401  (re-exported: designs.plot_* is the public place)
+    REWARD_UNITS,
+    _oracle_name,
+    atomic_save_figure,
+    plot_gc_distributions,
+    plot_reward_curve,
+    plot_reward_distributions,
+)
 from simpo_bio.dna.policies import load_policy
 from simpo_bio.dna.selection import check_selection, composition_matched
 from simpo_bio.fileio import atomic_write
@@ -178,121 +186,7 @@ def write_text(text: str, path: str | os.PathLike) -> Path:
     return Path(path)
 
 
-# ------------------------------------------------------------------------------------------------------- plots
-def _pyplot():
-    """``matplotlib.pyplot``, switched to the non-interactive Agg backend where that is possible (PNG files only)."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def atomic_save_figure(fig, path: str | os.PathLike, dpi: int = 120) -> Path:
-    """Save a matplotlib figure as PNG atomically and close it (the caller's backend is left as it is)."""
-    import matplotlib.pyplot as plt
-
-    with atomic_write(path, "wb") as fh:
-        fig.savefig(fh, format="png", dpi=dpi, bbox_inches="tight")
-    plt.close(fig)
-    return Path(path)
-
-
-#: Units of the DHS reward, on every reward axis: the oracle's HepG2 log-odds.
-REWARD_UNITS = "HepG2 log-odds, nats"
-
-
-def _oracle_name(oracle: Any) -> str:
-    """How a plot names an oracle: the file name of a path, else the class name of a callable."""
-    if oracle is None:
-        return "?"
-    return Path(oracle).name if isinstance(oracle, str | os.PathLike) else type(oracle).__name__
-
-
-def plot_reward_distributions(
-    rewards: Mapping[str, Sequence[float]], path: str | os.PathLike,
-    xlabel: str = f"Pred-Activity: evaluation-oracle reward ({REWARD_UNITS})", title: str | None = None,
-    oracle: Any = None,
-) -> Path:
-    """Overlaid histograms of reward per named set (e.g. real HepG2 / pretrained / fine-tuned), saved as PNG.
-
-    Each set's legend entry gives its number of designs and median (the dashed line of its colour). The title says
-    what is plotted and, with ``oracle`` (a path or a callable), which oracle scored the designs.
-    """
-    fig, ax = _pyplot().subplots(figsize=(6.4, 4))
-    vals = [np.asarray(v, dtype=float) for v in rewards.values()]
-    lo = min(float(v.min()) for v in vals if v.size)
-    hi = max(float(v.max()) for v in vals if v.size)
-    bins = np.linspace(lo, hi, 50)
-    for (name, v) in zip(rewards, vals):
-        ax.hist(v, bins=bins, alpha=0.45, density=True,
-                label=f"{name}: n = {v.size}, median {np.median(v):.2f} (dashed)")
-        ax.axvline(np.median(v), ls="--", lw=1, color=ax.patches[-1].get_facecolor()[:3])
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel("density (designs per unit reward)")
-    if title is None:
-        title = "Reward of the designs" + (f", scored by {_oracle_name(oracle)}" if oracle is not None else "")
-    ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    return atomic_save_figure(fig, path)
-
-
-def plot_reward_curve(
-    curves: Mapping[str, pd.DataFrame], path: str | os.PathLike, x: str = "reward_queries",
-    y: str = "reward_median", band: tuple[str, str] | None = ("reward_q25", "reward_q75"),
-    ylabel: str = f"fine-tuning-oracle reward ({REWARD_UNITS})", oracle: Any = None,
-    designs_per_iteration: int | None = None,
-) -> Path:
-    """Reward during training, one line per named run, PNG a reader understands without the code.
-
-    The line is the median of each policy iteration's sampled group (``y``, default ``reward_median``), the shaded
-    band its interquartile range (``band``: the 25th and 75th percentiles), each with its own legend entry. The
-    bottom axis counts reward queries (oracle calls, ``x``); with ``designs_per_iteration`` (the group size times
-    the number of groups) a top axis counts policy iterations and the title gives the number of designs behind
-    each point. ``oracle`` (a path or a callable) names the oracle that scored them.
-    """
-    fig, ax = _pyplot().subplots(figsize=(6.4, 4))
-    for name, df in curves.items():
-        line = ax.plot(df[x], df[y], label=f"{name}: median of each iteration's designs")[0]
-        if band is not None and band[0] in df and band[1] in df:
-            ax.fill_between(df[x], df[band[0]], df[band[1]], color=line.get_color(), alpha=0.15,
-                            label=f"{name}: interquartile range (25th-75th percentile)")
-    ax.set_xlabel("reward queries (fine-tuning-oracle calls)" if x == "reward_queries" else x)
-    ax.set_ylabel(ylabel)
-    if designs_per_iteration:
-        n = float(designs_per_iteration)
-        top = ax.secondary_xaxis("top", functions=(lambda q: q / n, lambda i: i * n))
-        top.set_xlabel("policy iteration", fontsize=8)
-    what = f"{designs_per_iteration} designs per point" if designs_per_iteration else "one sampled group per point"
-    scorer = f", scored by {_oracle_name(oracle)}" if oracle is not None else ""
-    ax.set_title(f"Reward during fine-tuning ({what}{scorer})", fontsize=10)
-    ax.legend(fontsize=7)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    return atomic_save_figure(fig, path)
-
-
 # ------------------------------------------------------------------------------------------------- designs out
-def plot_gc_distributions(gcs: dict[str, np.ndarray], path: str | os.PathLike) -> Path:
-    """Histogram of the GC fraction per design for each named set (e.g. real HepG2, pretrained, fine-tuned)."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6.4, 4))
-    bins = np.linspace(0.0, 1.0, 41)
-    for name, gc in gcs.items():
-        gc = np.asarray(gc, dtype=float)
-        ax.hist(gc, bins=bins, histtype="step", linewidth=1.6, density=True,
-                label=f"{name} (n = {gc.size}, median {np.median(gc):.2f})")
-    ax.axvspan(0.3, 0.7, color="grey", alpha=0.08, label="synthesis window 0.3-0.7")
-    ax.set_xlabel("GC fraction of the sequence")
-    ax.set_ylabel("density (sequences per unit GC fraction)")
-    ax.set_title("Composition of the designs against real HepG2 enhancers")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    return atomic_save_figure(fig, path)
-
-
 def design_table(tokens: torch.Tensor, ids: Sequence[str], per_seq: pd.DataFrame | None = None,
                  reward: torch.Tensor | None = None, constraints: SynthesisConstraints | None = None,
                  **constant) -> pd.DataFrame:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from simpo_bio.dna import designs
+from simpo_bio.dna import designs, plots
 
 
 def _capture(monkeypatch):
@@ -16,7 +16,7 @@ def _capture(monkeypatch):
         figs.append(fig)
         return path
 
-    monkeypatch.setattr(designs, "atomic_save_figure", keep)
+    monkeypatch.setattr(plots, "atomic_save_figure", keep)
     return figs
 
 
