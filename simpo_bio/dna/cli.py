@@ -35,7 +35,14 @@ from simpo_bio.dna.alphabet import SequenceValidationError
 from simpo_bio.dna.checkpoints import FORCE_RESUME_ENV, CheckpointError, load_checkpoint
 from simpo_bio.dna.data import FastaFormatError, columns_numpy, read_fasta, resolve_cache_dir
 from simpo_bio.dna.datamodules import load_sequences
-from simpo_bio.dna.demo_config import DEFAULT_ORACLE, DEFAULT_PRETRAINED, DEMO_CONFIGS, demo_args, model_paths
+from simpo_bio.dna.demo_config import (
+    DEFAULT_ORACLE,
+    DEFAULT_PRETRAINED,
+    DEMO_CONFIGS,
+    demo_args,
+    model_paths,
+    run_seeds,
+)
 from simpo_bio.dna.designs import (
     DEFAULT_EVAL_ORACLE,
     build_evaluator,
@@ -358,8 +365,11 @@ def demo_main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", default="runs/demo", help="output directory")
     p.add_argument("--config", action="append", default=None,
                    help=f"LightningCLI config(s) (default: {' + '.join(DEMO_CONFIGS)})")
-    p.add_argument("--iterations", type=int, default=None, help="policy iterations (default: the config's)")
+    p.add_argument("--iterations", type=int, default=None, help="policy iterations per run (default: the config's)")
     p.add_argument("--num-samples", type=int, default=None, help="designs to evaluate (default: the config's)")
+    p.add_argument("--runs", type=int, default=2, help="independent fine-tuning runs (seeds --seed, --seed + 1, ...) "
+                   "whose samples are pooled for the selection of the designs (default 2; docs/method.md)")
+    p.add_argument("--seed", type=int, default=None, help="seed of the first run (default: the config's)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
     p.add_argument("--fresh", action="store_true", help="start over even if the output directory holds a run")
     p.add_argument("--force-resume", action="store_true",
@@ -369,7 +379,11 @@ def demo_main(argv: list[str] | None = None) -> None:
     t_start = time.perf_counter()
     out = Path(a.out)
     with _user_errors("demo"):  # options and configs before any data or model is loaded
-        check_sizes(a, "iterations", "num_samples", "threads")
+        check_sizes(a, "iterations", "num_samples", "runs", "threads")
+        seeding = [o for o in [*a.overrides, *extra]
+                   if o.lstrip("-").startswith(("seed_everything", "model.init_args.seed"))]
+        if seeding:
+            raise CommandError(f"{seeding[0]}: set the seed with --seed (the demo's runs take --seed, --seed + 1, ...)")
         check_model_config(list(a.config or DEMO_CONFIGS), [*a.overrides, *extra])
     _set_threads(a.threads)
     with _user_errors("demo"):
@@ -381,27 +395,39 @@ def demo_main(argv: list[str] | None = None) -> None:
         print("[simpo-bio] 2/4 models: pretrained masked diffusion model + fine-tuning / evaluation oracles",
               flush=True)
         configs = list(a.config or DEMO_CONFIGS)
-        args = demo_args(configs, out, a)
+        seeds = run_seeds(configs, a.seed, a.runs)
+        others = [(out / f"run_seed{s}", s) for s in seeds[1:]]  # fitted first; the run in --out pools their samples
+        fits = [(d, demo_args(configs, d, a, seed=s, export=False)) for d, s in others]
+        fits.append((out, demo_args(configs, out, a, seed=a.seed if a.runs == 1 else seeds[0],
+                                    pool_with=[d / "checkpoints" / "last.ckpt" for d, _ in others])))
         ensure_checkpoints(**model_paths(configs))
-        print("[simpo-bio] 3/4 fine-tuning with SiMPO (scheme square_neg)", flush=True)
-        last = out / "checkpoints" / "last.ckpt"
-        if last.exists() and not a.fresh:
-            ckpt = load_checkpoint(last, weights_only=False)  # a truncated / foreign file: one line, exit 2
-            print(f"[simpo-bio]     resuming from {last} (iteration {int(ckpt.get('epoch', -1)) + 1} done; "
-                  "--fresh starts over)", flush=True)
-            args += [f"--ckpt_path={last}"]
-        else:
-            args += ["--ckpt_path=null"]  # the configs say `ckpt_path: last`
         if a.force_resume:
             os.environ[FORCE_RESUME_ENV] = "1"
-        print("[simpo-bio] 4/4 evaluation and export happen at the end of the fit (ExportDesigns)", flush=True)
-        lightning_cli(args + list(a.overrides) + list(extra))
+        for i, ((run_dir, args), s) in enumerate(zip(fits, [*seeds[1:], seeds[0]], strict=True)):
+            print(f"[simpo-bio] 3/4 fine-tuning with SiMPO (scheme square_neg): run {i + 1} of {a.runs}, seed {s}, "
+                  f"in {run_dir}", flush=True)
+            if i == len(fits) - 1:
+                print("[simpo-bio] 4/4 evaluation and export happen at the end of this fit (ExportDesigns)", flush=True)
+            lightning_cli(args + _resume_args(run_dir / "checkpoints" / "last.ckpt", a.fresh) + list(a.overrides)
+                          + list(extra))
+            if "wandb" in sys.modules:  # each run its own offline wandb run (else the next logger reuses this one)
+                sys.modules["wandb"].finish()
         md = (out / "metrics.md")
         if not md.exists():
             raise CommandError(f"the fit finished without writing {md}")
         print("\n" + md.read_text())
     print(f"[simpo-bio] demo finished in {(time.perf_counter() - t_start) / 60:.1f} min; outputs in {out}/: "
           "designs.fasta, designs.csv, metrics.csv, history.csv, reward_curve.png, reward_distribution.png")
+
+
+def _resume_args(last: Path, fresh: bool) -> list[str]:
+    """``--ckpt_path`` of one demo run: its ``last.ckpt`` when there is one (unless ``fresh``), else none."""
+    if last.exists() and not fresh:
+        ckpt = load_checkpoint(last, weights_only=False)  # a truncated / foreign file: one line, exit 2
+        print(f"[simpo-bio]     resuming from {last} (iteration {int(ckpt.get('epoch', -1)) + 1} done; "
+              "--fresh starts over)", flush=True)
+        return [f"--ckpt_path={last}"]
+    return ["--ckpt_path=null"]  # the configs say `ckpt_path: last`
 
 
 def _info(dd, title: str) -> str:

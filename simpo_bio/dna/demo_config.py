@@ -20,31 +20,53 @@ DEFAULT_PRETRAINED = "checkpoints/dna/pretrained_dhs.ckpt"
 DEFAULT_ORACLE = "checkpoints/dna/oracle_ft.ckpt"
 
 
-def demo_args(configs: Sequence[str], out: Path, a: argparse.Namespace) -> list[str]:
-    """LightningCLI arguments of the demo: the configs plus a generated file that points every output at ``out``."""
+def demo_args(configs: Sequence[str], out: Path, a: argparse.Namespace, *, seed: int | None = None,
+              pool_with: Sequence[str | Path] = (), export: bool = True) -> list[str]:
+    """LightningCLI arguments of one demo run: the configs plus a generated file that points every output at ``out``.
+
+    ``seed`` (``None``: the configs') sets both the global seed and the module's generator; ``pool_with`` lists
+    the checkpoints of the other runs whose samples the export pools (``--runs``); ``export=False`` writes no
+    designs (a run that only contributes to another run's pool).
+    """
     args = ["fit"]
     for c in configs:
         if not Path(c).exists():
             raise InputError(f"config {c} not found (run the demo from the repository root)")
         args += ["--config", c]
-    run_cfg = {"trainer": {
+    callbacks = [{"class_path": "simpo_bio.dna.checkpoints.ResumableCheckpoint",  # last.ckpt after every iteration
+                  "init_args": {"dirpath": str(out / "checkpoints"), "every_n_epochs": 1}}]
+    if export:
+        settings = export_with_samples(export_overrides(configs), a.num_samples)
+        if pool_with:
+            settings["pool_with"] = [str(p) for p in pool_with]
+        callbacks.append({"class_path": "simpo_bio.dna.designs.ExportDesigns",
+                          "init_args": {"out_dir": str(out), **settings}})
+    run_cfg: dict[str, Any] = {"trainer": {
         "default_root_dir": str(out),
         "logger": [
             {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": str(out), "name": "logs"}},
             {"class_path": "lightning.pytorch.loggers.WandbLogger",
              "init_args": {"save_dir": str(out), "project": "simpo-bio", "offline": True}},
         ],
-        "callbacks": [
-            {"class_path": "simpo_bio.dna.checkpoints.ResumableCheckpoint",  # last.ckpt after every iteration
-             "init_args": {"dirpath": str(out / "checkpoints"), "every_n_epochs": 1}},
-            {"class_path": "simpo_bio.dna.designs.ExportDesigns",
-             "init_args": {"out_dir": str(out), **export_with_samples(export_overrides(configs), a.num_samples)}},
-        ],
+        "callbacks": callbacks,
     }}
     if a.iterations is not None:
         run_cfg["trainer"]["max_epochs"] = a.iterations
+    if seed is not None:
+        run_cfg["seed_everything"] = seed
+        run_cfg["model"] = {"init_args": {"seed": seed}}
     path = write_text(yaml.safe_dump(run_cfg, sort_keys=False), out / "run_config.yaml")
     return args + ["--config", str(path)]
+
+
+def run_seeds(configs: Sequence[str], seed: int | None, runs: int) -> list[int]:
+    """The seeds of the demo's ``runs`` fits: ``seed`` (default: the configs' ``seed_everything``, else 0) and
+    the next ``runs - 1`` integers. The first run writes the designs; the others only add their samples."""
+    if seed is None:
+        seed = 0
+        for c in configs:
+            seed = int(read_config(c).get("seed_everything", seed) or 0)
+    return [seed + k for k in range(runs)]
 
 
 def export_with_samples(export: dict[str, Any], num_samples: int | None) -> dict[str, Any]:

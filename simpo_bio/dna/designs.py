@@ -239,13 +239,16 @@ def export_run(module: SiMPOFineTuning, out_dir: str | os.PathLike, *, num_sampl
                num_steps: int | None = None, seed: int = 12345, evaluate_pretrained: bool = True,
                jaspar: bool = True, evaluator: Evaluator | None = None, batch_size: int = 64,
                model_name: str | None = None, select_from: int = 0, select_weight: float = 0.0,
-               select_target: float | None = None, select_motif_ratio: float = 0.3) -> dict[str, Any]:
+               select_target: float | None = None, select_motif_ratio: float = 0.3,
+               pool_with: Sequence[str | os.PathLike] = ()) -> dict[str, Any]:
     """Everything a finished fit hands the user, written atomically into ``out_dir``.
 
     Samples ``num_samples`` designs from ``module.policy`` (and, with ``evaluate_pretrained``, as many from the
     frozen reference; with ``select_from > 0`` the policy's designs are the ``num_samples`` of ``select_from``
     candidates kept by :func:`simpo_bio.dna.selection.composition_matched` with ``select_weight``,
-    ``select_target`` and ``select_motif_ratio``, at ``select_from`` more fine-tuning-oracle calls), scores them
+    ``select_target`` and ``select_motif_ratio``, at ``select_from`` more fine-tuning-oracle calls; with
+    ``pool_with``, the fine-tuning checkpoints of other finished runs, the candidates are pooled: an equal share of
+    ``select_from`` from each run, this one's drawn first with the same generator as without), scores them
     with the fine-tuning oracle and evaluates them with the evaluation oracle, then writes ``designs.fasta``,
     ``designs.csv``, ``pretrained_designs.csv``, ``metrics.csv``, ``metrics.md``, ``history.csv``,
     ``reward_curve.png``, ``reward_distribution.png`` and ``composition.png`` (GC histograms of the designs against
@@ -255,9 +258,13 @@ def export_run(module: SiMPOFineTuning, out_dir: str | os.PathLike, *, num_sampl
         ``{"metrics": {name: row}, "table": markdown, "out_dir": Path}``.
 
     Raises:
-        ValueError: bad selection settings (:func:`simpo_bio.dna.selection.check_selection`).
+        ValueError: bad selection settings (:func:`simpo_bio.dna.selection.check_selection`), ``pool_with``
+            without ``select_from``, or a pooled run that generates another length.
+        CheckpointError: a ``pool_with`` file that is missing, truncated or not a generator
+            (:func:`simpo_bio.dna.policies.load_policy`).
     """
     check_selection(num_samples, select_from, select_weight, select_target, select_motif_ratio)
+    pooled = pooled_policies(pool_with, select_from, module.hparams.seq_len, module.device)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     steps = num_steps or module.hparams.num_steps
@@ -273,7 +280,8 @@ def export_run(module: SiMPOFineTuning, out_dir: str | os.PathLike, *, num_sampl
     if evaluator is None and eval_oracle is not None:
         evaluator = build_evaluator(eval_oracle, module.reference, jaspar=jaspar)
     label = f"fine-tuned ({scheme})" if not select_from else \
-        f"fine-tuned ({scheme}; {num_samples} of {select_from} selected, " + (
+        f"fine-tuned ({scheme}; " + (f"{len(pooled) + 1} runs pooled, " if pooled else "") + \
+        f"{num_samples} of {select_from} selected, " + (
             f"weight {select_weight:g}" if select_target is None else f"3-mer target {select_target:g}") + (
             f", motif x{select_motif_ratio:g})" if select_motif_ratio != 1 else ")")
     sets = {label: (module.policy, scheme, model_name, "designs")}
@@ -282,12 +290,16 @@ def export_run(module: SiMPOFineTuning, out_dir: str | os.PathLike, *, num_sampl
                                "pretrained_designs"), **sets}
     rows, rewards, gcs = {}, {}, {}
     for name, (policy, sch, mname, stem) in sets.items():
-        gen = torch.Generator(device=module.device).manual_seed(seed)
         t0 = time.perf_counter()
         screen = select_from if sch != "none" else 0
-        x = sample_with_progress(policy, screen or num_samples, module.hparams.seq_len, num_steps=steps,
-                                 batch_size=batch_size, generator=gen, device=module.device,
-                                 desc=f"sampling {name}").cpu()
+        runs = [(policy, mname)] + (pooled if screen else [])
+        sizes = [(screen or num_samples) // len(runs) + (i < (screen or num_samples) % len(runs))
+                 for i in range(len(runs))]  # an equal share from each pooled run
+        x = torch.cat([sample_with_progress(pol, n, module.hparams.seq_len, num_steps=steps, batch_size=batch_size,
+                                            generator=torch.Generator(device=module.device).manual_seed(seed + i),
+                                            device=module.device, desc=f"sampling {name}").cpu()
+                       for i, ((pol, _), n) in enumerate(zip(runs, sizes, strict=True))])
+        source = np.repeat([m for _, m in runs], sizes)  # the run of each candidate
         r = module.reward(x).cpu()
         if screen:  # composition-matched selection of the final designs (simpo_bio/dna/selection.py)
             feasible = module.constraints.violation(x) == 0 if module.constraints is not None else None
@@ -298,10 +310,12 @@ def export_run(module: SiMPOFineTuning, out_dir: str | os.PathLike, *, num_sampl
                                        target=select_target, motif_ratio=select_motif_ratio,
                                        motif_scanner=scanner, feasible=feasible,
                                        num_steps=steps)
-            x, r = x[kept.index], r[kept.index]
+            x, r, source = x[kept.index], r[kept.index], source[kept.index.numpy()]
+            per_run = f"; {' + '.join(str(int((source == m).sum())) for _, m in runs)} from the {len(runs)} runs" \
+                if pooled else ""
             print(f"[simpo-bio] kept {num_samples} of {screen} candidates (composition-matched selection, weight "
                   f"{kept.weight:g}, 3-mer correlation with the pretrained model's {kept.kmer3_corr:.3f}; "
-                  f"{screen} fine-tuning-oracle calls){kept.shortfall(select_target)}", flush=True)
+                  f"{screen} fine-tuning-oracle calls{per_run}){kept.shortfall(select_target)}", flush=True)
         prefix = "pretrained" if sch == "none" else sch
         ids = [f"{prefix}-{i:06d}" for i in range(num_samples)]
         per_seq = None
@@ -310,7 +324,7 @@ def export_run(module: SiMPOFineTuning, out_dir: str | os.PathLike, *, num_sampl
             rows[name] = row
             rewards[name] = per_seq["eval_reward"].to_numpy()
             gcs[name] = per_seq["gc"].to_numpy()
-        table = design_table(x, ids, per_seq, r, model=mname, scheme=sch)
+        table = design_table(x, ids, per_seq, r, model=list(source), scheme=sch)
         if per_seq is None:
             table = table.sort_values("reward", ascending=False)
         write_designs(out / f"{stem}.fasta", table, out / f"{stem}.csv")
@@ -341,6 +355,30 @@ def export_run(module: SiMPOFineTuning, out_dir: str | os.PathLike, *, num_sampl
     return {"metrics": rows, "table": md, "out_dir": out}
 
 
+def pooled_policies(pool_with: Sequence[str | os.PathLike], select_from: int, seq_len: int,
+                    device=None) -> list[tuple[torch.nn.Module, str]]:
+    """The generators of other finished runs whose samples :func:`export_run` pools with a run's own.
+
+    Returns:
+        ``[(policy, path), ...]`` in the order given (policies in eval mode on ``device``).
+
+    Raises:
+        ValueError: ``pool_with`` without ``select_from`` (pooling serves the selection), or a run whose policy
+            generates another length than ``seq_len`` (names the file).
+        CheckpointError: a missing, truncated or foreign file (:func:`simpo_bio.dna.policies.load_policy`).
+    """
+    if pool_with and not select_from:
+        raise ValueError(f"pool_with ({len(pool_with)} runs) needs select_from > 0: the pooled samples are selected "
+                         "from")
+    out = []
+    for path in pool_with:
+        policy, info = load_policy(path)
+        if info["seq_len"] != seq_len:
+            raise ValueError(f"pool_with: {path} generates {info['seq_len']} bp, this run {seq_len} bp")
+        out.append((policy.to(device), str(path)))
+    return out
+
+
 # ------------------------------------------------------------------------------------------- export callback
 class ExportDesigns(pl.Callback):
     """At the end of a fit: sample designs, evaluate them, write FASTA + table + plots into the run directory.
@@ -364,20 +402,25 @@ class ExportDesigns(pl.Callback):
         select_target: ``None``, or a 3-mer correlation with the pretrained model's spectrum the kept set must
             reach: the weight then starts at ``select_weight`` and doubles until it does (up to 8x).
         select_motif_ratio: the JASPAR motif term's weight as a multiple of the 3-mer term's.
+        pool_with: fine-tuning checkpoints of other finished runs (e.g. other seeds) whose samples are pooled with
+            this run's before the selection, an equal share from each (``simpo-bio demo --runs``).
     """
 
     def __init__(self, num_samples: int = 640, eval_oracle: str | None = DEFAULT_EVAL_ORACLE,
                  out_dir: str | None = None, num_steps: int | None = None, seed: int = 12345,
                  evaluate_pretrained: bool = True, jaspar: bool = True, select_from: int = 0,
                  select_weight: float = 0.0, select_target: float | None = None,
-                 select_motif_ratio: float = 0.3) -> None:
+                 select_motif_ratio: float = 0.3, pool_with: list[str] | None = None) -> None:
         super().__init__()
         try:
             check_selection(num_samples, select_from, select_weight, select_target, select_motif_ratio)
+            if pool_with and not select_from:
+                raise ValueError(f"pool_with ({len(pool_with)} runs) needs select_from > 0")
         except ValueError as e:
             raise ValueError(f"ExportDesigns: {e}") from None
         self.select = {"select_from": int(select_from), "select_weight": float(select_weight),
-                       "select_target": select_target, "select_motif_ratio": float(select_motif_ratio)}
+                       "select_target": select_target, "select_motif_ratio": float(select_motif_ratio),
+                       "pool_with": [str(p) for p in pool_with or ()]}
         self.num_samples, self.eval_oracle, self.out_dir, self.num_steps = num_samples, eval_oracle, out_dir, num_steps
         self.seed, self.evaluate_pretrained, self.jaspar = seed, evaluate_pretrained, jaspar
         self.result: dict[str, Any] | None = None
