@@ -136,6 +136,9 @@ def test_bad_checkpoints_and_values(ckpts, tmp_path, capsys):
         (["--model.init_args.temperature=0"], "model.init_args.temperature must be a finite number > 0, got 0"),
         (["--model.init_args.num_steps", "0"], "model.init_args.num_steps must be an integer >= 1"),
         (["--iterations", "0"], "--iterations must be >= 1"),
+        (["--runs", "0"], "--runs must be >= 1"),
+        (["--seed_everything=3"], "--seed_everything=3: set the seed with --seed"),
+        (["--model.init_args.seed", "3"], "--model.init_args.seed: set the seed with --seed"),
         (["--config", "missing.yaml"], "config missing.yaml not found"),
     ],
 )

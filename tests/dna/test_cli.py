@@ -194,6 +194,25 @@ def test_demo_run_config_keeps_the_configs_export_settings_and_the_command_line_
     assert yaml.safe_load(Path(default[-1]).read_text())["trainer"]["callbacks"][-1]["init_args"]["num_samples"] == 256
 
 
+def test_demo_runs_each_seed_into_its_own_folder_and_pools_them_in_the_last(tmp_path, monkeypatch):
+    monkeypatch.chdir(Path(__file__).resolve().parents[2])
+    ns = argparse.Namespace(num_samples=16, iterations=3)
+    assert demo_config.run_seeds(demo_config.DEMO_CONFIGS, None, 2) == [0, 1]  # simpo_base.yaml: seed_everything 0
+    assert demo_config.run_seeds(demo_config.DEMO_CONFIGS, 5, 3) == [5, 6, 7]
+    member = yaml.safe_load(Path(demo_config.demo_args(demo_config.DEMO_CONFIGS, tmp_path / "run_seed6", ns,
+                                                       seed=6, export=False)[-1]).read_text())
+    assert member["seed_everything"] == 6 and member["model"]["init_args"]["seed"] == 6
+    assert [c["class_path"].rpartition(".")[2] for c in member["trainer"]["callbacks"]] == ["ResumableCheckpoint"]
+    assert member["trainer"]["callbacks"][0]["init_args"]["dirpath"] == str(tmp_path / "run_seed6" / "checkpoints")
+    last = tmp_path / "run_seed6" / "checkpoints" / "last.ckpt"
+    main = yaml.safe_load(Path(demo_config.demo_args(demo_config.DEMO_CONFIGS, tmp_path, ns, seed=5,
+                                                     pool_with=[last])[-1]).read_text())
+    export = main["trainer"]["callbacks"][-1]["init_args"]
+    assert export["pool_with"] == [str(last)] and export["select_from"] == 256 and main["seed_everything"] == 5
+    alone = yaml.safe_load(Path(demo_config.demo_args(demo_config.DEMO_CONFIGS, tmp_path, ns)[-1]).read_text())
+    assert "seed_everything" not in alone and "pool_with" not in alone["trainer"]["callbacks"][-1]["init_args"]
+
+
 def _user_fasta(tmp_path):
     fasta = tmp_path / "user.fa"
     fasta.write_text("".join(f">u{i} my design\n{'ACGTTGCAAC' * 2}\n".replace("AC", "ac", i % 2) for i in range(4)))

@@ -250,3 +250,48 @@ def test_a_missed_target_is_a_warning_and_a_met_one_is_not():
     assert Selection(idx, 1.0, 0.9).shortfall(0.85) == ""
     assert Selection(idx, 1.0, 0.6).shortfall(None) == ""  # no target, nothing to miss
     assert Selection(idx, 0.0, float("nan")).shortfall(None) == ""
+
+
+def test_pooled_export_draws_an_equal_share_from_each_run_and_names_the_run_of_each_design(tmp_path, monkeypatch,
+                                                                                          capsys):
+    """A run's export with ``pool_with``: 20 + 20 candidates from two runs; every kept design is a sample of the
+    run its ``model`` column names (re-drawn here from that run's checkpoint with the export's generator)."""
+    from simpo_bio.dna.designs import sample_with_progress
+    from simpo_bio.dna.policies import load_policy
+
+    monkeypatch.setattr(designs, "real_sets", lambda *a, **k: tiny_real_sets())
+    ckpts = tiny_checkpoints(tmp_path / "ckpt")
+    other = tiny_run(tmp_path / "a", ckpts, iterations=2, num_samples=12)
+    a_last = other / "checkpoints" / "last.ckpt"
+    run = tiny_run(tmp_path / "b", ckpts, iterations=1, num_samples=12, select_from=40, select_weight=0.25,
+                   pool_with=[str(a_last)], seed=7)
+    b_last = run / "checkpoints" / "last.ckpt"
+    assert "2 runs pooled, 12 of 40 selected" in pd.read_csv(run / "metrics.csv")["model"].tolist()[-1]
+    kept = pd.read_csv(run / "designs.csv")
+    assert len(kept) == 12 and set(kept["model"]) <= {str(a_last), str(b_last)}
+    out = capsys.readouterr().out
+    counts = out.split("40 fine-tuning-oracle calls; ")[1].split(" from the 2 runs")[0]
+    assert counts == f"{(kept['model'] == str(b_last)).sum()} + {(kept['model'] == str(a_last)).sum()}"
+    for i, path in enumerate((b_last, a_last)):  # this run first (seed), then the pooled one (seed + 1)
+        policy, _ = load_policy(path)
+        drawn = sample_with_progress(policy, 20, SEQ_LEN, num_steps=4, generator=torch.Generator().manual_seed(7 + i))
+        drawn = {"".join("ACGT"[t] for t in row) for row in drawn.tolist()}
+        mine = kept.loc[kept["model"] == str(path), "sequence"]
+        assert set(mine) <= drawn, path
+
+
+def test_pooling_refuses_what_it_cannot_pool(tmp_path):
+    from simpo_bio.dna.checkpoints import CheckpointNotFoundError
+    from simpo_bio.dna.designs import pooled_policies
+
+    ckpts = tiny_checkpoints(tmp_path)
+    with pytest.raises(ValueError, match=r"pool_with \(1 runs\) needs select_from > 0"):
+        pooled_policies([ckpts["pretrained"]], 0, SEQ_LEN)
+    with pytest.raises(ValueError, match="ExportDesigns: pool_with"):
+        ExportDesigns(eval_oracle=None, pool_with=[str(ckpts["pretrained"])])
+    with pytest.raises(CheckpointNotFoundError, match="missing.ckpt does not exist"):
+        pooled_policies([tmp_path / "missing.ckpt"], 40, SEQ_LEN)
+    # a pretrained checkpoint records no length: load_policy reads it as the DHS model's 200 bp
+    with pytest.raises(ValueError, match=f"pretrained.ckpt generates 200 bp, this run {SEQ_LEN} bp"):
+        pooled_policies([ckpts["pretrained"]], 40, SEQ_LEN)
+    assert len(pooled_policies([ckpts["pretrained"]], 40, 200)) == 1
