@@ -403,13 +403,14 @@ def demo_main(argv: list[str] | None = None) -> None:
         ensure_checkpoints(**model_paths(configs))
         if a.force_resume:
             os.environ[FORCE_RESUME_ENV] = "1"
-        for i, ((run_dir, args), s) in enumerate(zip(fits, [*seeds[1:], seeds[0]], strict=True)):
+        resumes = [_resume_args(d / "checkpoints" / "last.ckpt", a.fresh) for d, _ in fits]  # all read up front
+        for i, ((run_dir, args), s, (resume, note)) in enumerate(zip(fits, [*seeds[1:], seeds[0]], resumes,
+                                                                      strict=True)):
             print(f"[simpo-bio] 3/4 fine-tuning with SiMPO (scheme square_neg): run {i + 1} of {a.runs}, seed {s}, "
-                  f"in {run_dir}", flush=True)
+                  f"in {run_dir}{note}", flush=True)
             if i == len(fits) - 1:
                 print("[simpo-bio] 4/4 evaluation and export happen at the end of this fit (ExportDesigns)", flush=True)
-            lightning_cli(args + _resume_args(run_dir / "checkpoints" / "last.ckpt", a.fresh) + list(a.overrides)
-                          + list(extra))
+            lightning_cli(args + resume + list(a.overrides) + list(extra))
             if "wandb" in sys.modules:  # each run its own offline wandb run (else the next logger reuses this one)
                 sys.modules["wandb"].finish()
         md = (out / "metrics.md")
@@ -420,14 +421,14 @@ def demo_main(argv: list[str] | None = None) -> None:
           "designs.fasta, designs.csv, metrics.csv, history.csv, reward_curve.png, reward_distribution.png")
 
 
-def _resume_args(last: Path, fresh: bool) -> list[str]:
-    """``--ckpt_path`` of one demo run: its ``last.ckpt`` when there is one (unless ``fresh``), else none."""
+def _resume_args(last: Path, fresh: bool) -> tuple[list[str], str]:
+    """``--ckpt_path`` of one demo run and a note for its progress line: its ``last.ckpt`` when there is one (unless
+    ``fresh``), else none. A truncated or foreign ``last.ckpt`` raises here, before any run starts."""
     if last.exists() and not fresh:
         ckpt = load_checkpoint(last, weights_only=False)  # a truncated / foreign file: one line, exit 2
-        print(f"[simpo-bio]     resuming from {last} (iteration {int(ckpt.get('epoch', -1)) + 1} done; "
-              "--fresh starts over)", flush=True)
-        return [f"--ckpt_path={last}"]
-    return ["--ckpt_path=null"]  # the configs say `ckpt_path: last`
+        return [f"--ckpt_path={last}"], (f"\n[simpo-bio]     resuming from {last} (iteration "
+                                         f"{int(ckpt.get('epoch', -1)) + 1} done; --fresh starts over)")
+    return ["--ckpt_path=null"], ""  # the configs say `ckpt_path: last`
 
 
 def _info(dd, title: str) -> str:
