@@ -51,8 +51,10 @@ def main(argv=None) -> int:
     done = out / "pooled_demo.jsonl"
     rows = [json.loads(x) for x in done.read_text().splitlines()] if done.exists() else []
     if a.table:
-        df = pd.DataFrame(rows).sort_values(["method", "seed"])
-        print(df[["method", "seed", "calls", *COLUMNS]].to_markdown(index=False, floatfmt=".3f"))
+        cols = ["method", "seed", "calls", *COLUMNS]
+        print("| " + " | ".join(cols) + " |\n|" + "---|" * len(cols))
+        for r in sorted(rows, key=lambda r: (r["method"], r["seed"])):
+            print("| " + " | ".join(f"{r[c]:.3f}" if isinstance(r[c], float) else str(r[c]) for c in cols) + " |")
         return 0
     torch.set_num_threads(1)
     out.mkdir(parents=True, exist_ok=True)
