@@ -58,7 +58,8 @@ class Selection(NamedTuple):
             return ""
         return (f"\n[simpo-bio] warning: the kept set's 3-mer correlation with the pretrained model's "
                 f"({self.kmer3_corr:.3f}) is below the target {target:g}: the policy drifted too far for selection to "
-                "restore the 3-mer mix; fine-tune another seed or with a stronger leash")
+                "restore the 3-mer mix; pool another run's samples (simpo-bio demo --runs 3, simpo-bio sample --ckpt "
+                "A B C) or fine-tune with a stronger leash")
 
 SpectrumTerm = tuple[Tensor, Tensor, float]
 """``(counts [M, D], reference [D], weight)``: candidates' counts, a positive reference spectrum, reward per nat."""
