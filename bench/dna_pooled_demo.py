@@ -26,8 +26,8 @@ import pandas as pd
 import torch
 import yaml
 
-COLUMNS = ["Pred-Activity (median)", "3-mer corr", "JASPAR corr", "GC (median)", "GC outside 0.3-0.7",
-           "Homopolymer > 15 bp", "Diversity (Hamming)", "Novelty (min Hamming)"]
+COLUMNS = ["pred_activity_median", "kmer3_corr", "jaspar_corr", "gc_median", "frac_gc_outside",
+           "frac_homopolymer_over", "diversity_hamming", "frac_train_copies"]  # metrics.Evaluator's row keys
 
 
 def demo_calls(run: Path) -> tuple[int, int]:
