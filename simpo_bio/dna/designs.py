@@ -36,6 +36,7 @@ from Bio.SeqRecord import SeqRecord
 from tqdm.auto import tqdm
 
 from simpo_bio.dna.alphabet import decode
+from simpo_bio.dna.checkpoints import load_checkpoint
 from simpo_bio.dna.dhs import HEPG2_INDEX, load_dhs
 from simpo_bio.dna.finetune import SiMPOFineTuning
 from simpo_bio.dna.metrics import Evaluator, MotifScanner, metrics_table
@@ -274,7 +275,12 @@ def export_run(module: SiMPOFineTuning, out_dir: str | os.PathLike, *, num_sampl
     if len(history):
         write_table(history, out / "history.csv")
         hp = module.hparams
-        plot_reward_curve({scheme: history}, out / "reward_curve.png", band=("reward_q25", "reward_q75"),
+        curves = {scheme if not pooled else f"{scheme}, this run": history}
+        for _, path in pooled:  # the pooled runs' own curves (their checkpoints keep their logs)
+            logged = load_checkpoint(path, weights_only=False).get("simpo_history") or []
+            if logged:
+                curves[f"{scheme}, {Path(path).parent.parent.name}"] = pd.DataFrame(logged)
+        plot_reward_curve(curves, out / "reward_curve.png", band=("reward_q25", "reward_q75"),
                           oracle=hp.get("oracle", module.oracle), designs_per_iteration=hp.group_size * hp.num_groups)
 
     if evaluator is None and eval_oracle is not None:

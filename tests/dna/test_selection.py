@@ -263,9 +263,13 @@ def test_pooled_export_draws_an_equal_share_from_each_run_and_names_the_run_of_e
     ckpts = tiny_checkpoints(tmp_path / "ckpt")
     other = tiny_run(tmp_path / "a", ckpts, iterations=2, num_samples=12)
     a_last = other / "checkpoints" / "last.ckpt"
+    curves = {}
+    monkeypatch.setattr(designs, "plot_reward_curve", lambda c, path, **kw: curves.update(c))
     run = tiny_run(tmp_path / "b", ckpts, iterations=1, num_samples=12, select_from=40, select_weight=0.25,
                    pool_with=[str(a_last)], seed=7)
     b_last = run / "checkpoints" / "last.ckpt"
+    # the reward curve shows each run's training: this one's 1 iteration, the pooled run's 2
+    assert {k: len(v) for k, v in curves.items()} == {"square_neg, this run": 1, "square_neg, a": 2}
     assert "2 runs pooled, 12 of 40 selected" in pd.read_csv(run / "metrics.csv")["model"].tolist()[-1]
     kept = pd.read_csv(run / "designs.csv")
     assert len(kept) == 12 and set(kept["model"]) <= {str(a_last), str(b_last)}
