@@ -418,7 +418,8 @@ def demo_main(argv: list[str] | None = None) -> None:
             raise CommandError(f"the fit finished without writing {md}")
         print("\n" + md.read_text())
     print(f"[simpo-bio] demo finished in {(time.perf_counter() - t_start) / 60:.1f} min; outputs in {out}/: "
-          "designs.fasta, designs.csv, metrics.csv, history.csv, reward_curve.png, reward_distribution.png")
+          "designs.fasta, designs.csv, metrics.csv, history.csv, reward_curve.png, reward_distribution.png"
+          + (f"; the other runs' checkpoints and logs in {', '.join(str(d) for d, _ in others)}" if others else ""))
 
 
 def _resume_args(last: Path, fresh: bool) -> tuple[list[str], str]:
