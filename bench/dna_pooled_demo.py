@@ -53,7 +53,10 @@ def main(argv=None) -> int:
     if a.table:
         cols = ["method", "seed", "calls", *COLUMNS]
         print("| " + " | ".join(cols) + " |\n|" + "---|" * len(cols))
-        for r in sorted(rows, key=lambda r: (r["method"], r["seed"])):
+        first = {}
+        for r in rows:  # one row per method and seed (a seed run twice at once writes its identical row twice)
+            first.setdefault((r["method"], r["seed"]), r)
+        for r in sorted(first.values(), key=lambda r: (r["method"], r["seed"])):
             print("| " + " | ".join(f"{r[c]:.3f}" if isinstance(r[c], float) else str(r[c]) for c in cols) + " |")
         return 0
     torch.set_num_threads(1)
