@@ -128,3 +128,16 @@ def test_demo_refuses_a_truncated_last_checkpoint_with_one_line(tmp_path, capsys
         demo_job.run(tmp_path, 2)
     err = capsys.readouterr().err.strip().splitlines()
     assert exc.value.code == 2 and len(err) == 1 and "last.ckpt" in err[0] and "truncated" in err[0], err
+
+
+def test_demo_with_one_run_fits_one_seed_and_pools_nothing(tmp_path):
+    import demo_job
+    import pandas as pd
+
+    demo_job.run(tmp_path, 2, "--runs", "1", "--seed", "3")
+    assert not list(tmp_path.glob("run_seed*"))
+    label = pd.read_csv(tmp_path / "metrics.csv")["model"].tolist()[-1]
+    assert "pooled" not in label and label.startswith("fine-tuned (square_neg; 16 of 256 selected")
+    assert set(pd.read_csv(tmp_path / "designs.csv")["model"]) == {str(tmp_path / "checkpoints" / "last.ckpt")}
+    ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
+    assert ckpt["hyper_parameters"]["seed"] == 3 and ckpt["simpo_run"]["seed"] == "3"
