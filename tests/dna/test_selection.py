@@ -263,8 +263,15 @@ def test_pooled_export_draws_an_equal_share_from_each_run_and_names_the_run_of_e
     ckpts = tiny_checkpoints(tmp_path / "ckpt")
     other = tiny_run(tmp_path / "a", ckpts, iterations=2, num_samples=12)
     a_last = other / "checkpoints" / "last.ckpt"
-    curves = {}
+    curves, pools = {}, []
     monkeypatch.setattr(designs, "plot_reward_curve", lambda c, path, **kw: curves.update(c))
+    real_select = designs.composition_matched
+
+    def keep_pool(x, *args, **kwargs):
+        pools.append(x.clone())
+        return real_select(x, *args, **kwargs)
+
+    monkeypatch.setattr(designs, "composition_matched", keep_pool)
     run = tiny_run(tmp_path / "b", ckpts, iterations=1, num_samples=12, select_from=40, select_weight=0.25,
                    pool_with=[str(a_last)], seed=7)
     b_last = run / "checkpoints" / "last.ckpt"
@@ -279,6 +286,7 @@ def test_pooled_export_draws_an_equal_share_from_each_run_and_names_the_run_of_e
     for i, path in enumerate((b_last, a_last)):  # this run first (seed), then the pooled one (seed + 1)
         policy, _ = load_policy(path)
         drawn = sample_with_progress(policy, 20, SEQ_LEN, num_steps=4, generator=torch.Generator().manual_seed(7 + i))
+        assert torch.equal(pools[0][20 * i: 20 * (i + 1)], drawn)  # the candidates: 20 from each run, in order
         drawn = {"".join("ACGT"[t] for t in row) for row in drawn.tolist()}
         mine = kept.loc[kept["model"] == str(path), "sequence"]
         assert set(mine) <= drawn, path
