@@ -48,6 +48,7 @@ from simpo_bio.dna.designs import (
     build_evaluator,
     design_table,
     flags_column,
+    sample_runs,
     sample_with_progress,
     write_designs,
     write_table,
@@ -140,12 +141,9 @@ def sample_main(argv: list[str] | None = None) -> None:
             oracle = load_oracle(a.oracle or info.get("oracle") or DEFAULT_ORACLE)
             ev = load_oracle(a.eval_oracle)
         steps = a.num_steps or info.get("num_steps") or 128
-        n_all, shares = a.select_from or a.num_samples, len(policies)
-        sizes = [n_all // shares + (i < n_all % shares) for i in range(shares)]  # an equal share from each
-        x = torch.cat([sample_with_progress(pol, n, info["seq_len"], num_steps=steps, batch_size=a.batch_size,
-                                            generator=torch.Generator().manual_seed(a.seed + i))
-                       for i, ((pol, _), n) in enumerate(zip(policies, sizes, strict=True))])
-        source = np.repeat([str(c) for c in a.ckpt], sizes)  # the checkpoint of each candidate
+        x, source = sample_runs([(pol, c) for (pol, _), c in zip(policies, a.ckpt, strict=True)],
+                                a.select_from or a.num_samples, info["seq_len"], num_steps=steps,
+                                batch_size=a.batch_size, seed=a.seed)  # an equal share from each checkpoint
         reward = per_seq = None
         if not a.no_score:
             reward = oracle_scores(oracle, x, what="the fine-tuning oracle")

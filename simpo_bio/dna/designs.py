@@ -36,7 +36,6 @@ from Bio.SeqRecord import SeqRecord
 from tqdm.auto import tqdm
 
 from simpo_bio.dna.alphabet import decode
-from simpo_bio.dna.checkpoints import load_checkpoint
 from simpo_bio.dna.dhs import HEPG2_INDEX, load_dhs
 from simpo_bio.dna.finetune import SiMPOFineTuning
 from simpo_bio.dna.metrics import Evaluator, MotifScanner, metrics_table
@@ -236,6 +235,23 @@ def sample_with_progress(policy, num_samples: int, seq_len: int, *, num_steps: i
     return torch.cat(chunks)
 
 
+def sample_runs(runs: Sequence[tuple[torch.nn.Module, str]], num_samples: int, seq_len: int, *, num_steps: int,
+                batch_size: int = 64, seed: int = 0, device=None, desc: str = "sampling") -> tuple[torch.Tensor, np.ndarray]:
+    """``num_samples`` designs in equal shares from the ``(policy, name)`` pairs of ``runs`` (the first
+    ``num_samples % len(runs)`` give one more); run ``i`` samples with a generator seeded ``seed + i``, so a single
+    run draws exactly what :func:`sample_with_progress` with seed ``seed`` draws.
+
+    Returns:
+        ``(tokens [num_samples, seq_len] on the CPU, names [num_samples])``: the name of each design's run.
+    """
+    sizes = [num_samples // len(runs) + (i < num_samples % len(runs)) for i in range(len(runs))]
+    x = torch.cat([sample_with_progress(pol, n, seq_len, num_steps=num_steps, batch_size=batch_size,
+                                        generator=torch.Generator(device=device or "cpu").manual_seed(seed + i),
+                                        device=device, desc=desc).cpu()
+                   for i, ((pol, _), n) in enumerate(zip(runs, sizes, strict=True))])
+    return x, np.repeat([str(name) for _, name in runs], sizes)
+
+
 def export_run(module: SiMPOFineTuning, out_dir: str | os.PathLike, *, num_samples: int = 640, eval_oracle=DEFAULT_EVAL_ORACLE,
                num_steps: int | None = None, seed: int = 12345, evaluate_pretrained: bool = True,
                jaspar: bool = True, evaluator: Evaluator | None = None, batch_size: int = 64,
@@ -276,8 +292,7 @@ def export_run(module: SiMPOFineTuning, out_dir: str | os.PathLike, *, num_sampl
         write_table(history, out / "history.csv")
         hp = module.hparams
         curves = {scheme if not pooled else f"{scheme}, this run": history}
-        for _, path in pooled:  # the pooled runs' own curves (their checkpoints keep their logs)
-            logged = load_checkpoint(path, weights_only=False).get("simpo_history") or []
+        for _, path, logged in pooled:  # the pooled runs' own curves (their checkpoints keep their logs)
             if logged:
                 curves[f"{scheme}, {Path(path).parent.parent.name}"] = pd.DataFrame(logged)
         plot_reward_curve(curves, out / "reward_curve.png", band=("reward_q25", "reward_q75"),
@@ -298,14 +313,9 @@ def export_run(module: SiMPOFineTuning, out_dir: str | os.PathLike, *, num_sampl
     for name, (policy, sch, mname, stem) in sets.items():
         t0 = time.perf_counter()
         screen = select_from if sch != "none" else 0
-        runs = [(policy, mname)] + (pooled if screen else [])
-        sizes = [(screen or num_samples) // len(runs) + (i < (screen or num_samples) % len(runs))
-                 for i in range(len(runs))]  # an equal share from each pooled run
-        x = torch.cat([sample_with_progress(pol, n, module.hparams.seq_len, num_steps=steps, batch_size=batch_size,
-                                            generator=torch.Generator(device=module.device).manual_seed(seed + i),
-                                            device=module.device, desc=f"sampling {name}").cpu()
-                       for i, ((pol, _), n) in enumerate(zip(runs, sizes, strict=True))])
-        source = np.repeat([m for _, m in runs], sizes)  # the run of each candidate
+        runs = [(policy, mname)] + ([(pol, path) for pol, path, _ in pooled] if screen else [])
+        x, source = sample_runs(runs, screen or num_samples, module.hparams.seq_len, num_steps=steps,
+                                batch_size=batch_size, seed=seed, device=module.device, desc=f"sampling {name}")
         r = module.reward(x).cpu()
         if screen:  # composition-matched selection of the final designs (simpo_bio/dna/selection.py)
             feasible = module.constraints.violation(x) == 0 if module.constraints is not None else None
@@ -362,11 +372,12 @@ def export_run(module: SiMPOFineTuning, out_dir: str | os.PathLike, *, num_sampl
 
 
 def pooled_policies(pool_with: Sequence[str | os.PathLike], select_from: int, seq_len: int,
-                    device=None) -> list[tuple[torch.nn.Module, str]]:
+                    device=None) -> list[tuple[torch.nn.Module, str, list[dict]]]:
     """The generators of other finished runs whose samples :func:`export_run` pools with a run's own.
 
     Returns:
-        ``[(policy, path), ...]`` in the order given (policies in eval mode on ``device``).
+        ``[(policy, path, history), ...]`` in the order given: policies in eval mode on ``device``, and each run's
+        per-iteration training log (``[]`` when the checkpoint has none).
 
     Raises:
         ValueError: ``pool_with`` without ``select_from`` (pooling serves the selection), or a run whose policy
@@ -381,7 +392,7 @@ def pooled_policies(pool_with: Sequence[str | os.PathLike], select_from: int, se
         policy, info = load_policy(path)
         if info["seq_len"] != seq_len:
             raise ValueError(f"pool_with: {path} generates {info['seq_len']} bp, this run {seq_len} bp")
-        out.append((policy.to(device), str(path)))
+        out.append((policy.to(device), str(path), info.get("history", [])))
     return out
 
 

@@ -35,7 +35,8 @@ def load_policy(path: str | Path, map_location: str | torch.device = "cpu") -> t
     Returns:
         ``(MaskedDiffusion in eval mode, info)``; ``info`` holds ``kind`` (``"finetuned"`` / ``"pretrained"``),
         ``scheme`` (``"none"`` for a pretrained model), ``seq_len``, ``num_steps`` (``None`` when not recorded)
-        and, for a fine-tuned model, the ``oracle`` it was tuned on and the ``pretrained`` path.
+        and, for a fine-tuned model, the ``oracle`` it was tuned on, the ``pretrained`` path and the ``history``
+        (per-iteration training log, a list of dicts).
 
     Raises:
         CheckpointNotFoundError: no such file.
@@ -65,7 +66,8 @@ def load_policy(path: str | Path, map_location: str | torch.device = "cpu") -> t
             policy = load_pretrained(str(hp["pretrained"]))
         load_state_dict_checked(policy, strip_prefix(ckpt["state_dict"], "policy."), path)
         info = {"kind": "finetuned", "scheme": hp.get("scheme", "?"), "seq_len": hp.get("seq_len", 200),
-                "num_steps": hp.get("num_steps"), "oracle": hp.get("oracle"), "pretrained": hp.get("pretrained")}
+                "num_steps": hp.get("num_steps"), "oracle": hp.get("oracle"), "pretrained": hp.get("pretrained"),
+                "history": list(ckpt.get("simpo_history") or [])}
     else:
         policy = pretrained_from_checkpoint(ckpt, path)
         info = {"kind": "pretrained", "scheme": "none", "seq_len": 200, "num_steps": None, "oracle": None,
