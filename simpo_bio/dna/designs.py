@@ -39,7 +39,7 @@ from simpo_bio.dna.alphabet import decode
 from simpo_bio.dna.dhs import HEPG2_INDEX, load_dhs
 from simpo_bio.dna.finetune import SiMPOFineTuning
 from simpo_bio.dna.metrics import Evaluator, MotifScanner, metrics_table
-from simpo_bio.dna.naturalness import SynthesisConstraints, synthesis_flags
+from simpo_bio.dna.naturalness import windowed_gc
 from simpo_bio.dna.oracle import load_oracle
 from simpo_bio.dna.plots import (  # noqa: F401  (re-exported: designs.plot_* is the public place)
     REWARD_UNITS,
@@ -51,6 +51,7 @@ from simpo_bio.dna.plots import (  # noqa: F401  (re-exported: designs.plot_* is
 )
 from simpo_bio.dna.policies import load_policy
 from simpo_bio.dna.selection import check_selection, composition_matched
+from simpo_bio.dna.synthesis import SynthesisConstraints, flags_column
 from simpo_bio.fileio import atomic_write
 
 DEFAULT_EVAL_ORACLE = "checkpoints/dna/oracle_eval.ckpt"
@@ -192,9 +193,10 @@ def design_table(tokens: torch.Tensor, ids: Sequence[str], per_seq: pd.DataFrame
                  **constant) -> pd.DataFrame:
     """Per-design table: ``id, sequence, [reward], <per-sequence metrics>, flags, <constant columns>``.
 
-    ``flags`` lists the synthesis-constraint violations of each design (:func:`synthesis_flags` with
-    ``constraints``, default :class:`SynthesisConstraints`: GC 0.3-0.7, homopolymer <= 15 bp, no BsaI / BsmBI
-    site on either strand), ``;``-separated, ``none`` when the design is ready to order.
+    ``flags`` lists the synthesis-constraint breaches of each design with their positions
+    (:func:`simpo_bio.dna.synthesis.flags_column` with ``constraints``, default
+    :class:`~simpo_bio.dna.synthesis.SynthesisConstraints`: every 50-bp window at GC 0.25-0.65, homopolymer
+    <= 10 bp, no BsaI / BsmBI site on either strand), ``;``-separated, ``none`` when the design is ready to order.
     """
     df = pd.DataFrame({"id": list(ids), "sequence": decode(tokens)})
     if reward is not None:
@@ -202,15 +204,12 @@ def design_table(tokens: torch.Tensor, ids: Sequence[str], per_seq: pd.DataFrame
     if per_seq is not None:
         for c in per_seq.columns:
             df[c] = per_seq[c].to_numpy()
+    if constraints is None and len(df):  # the vendor defaults, the GC window no longer than the designs
+        constraints = SynthesisConstraints().fitted(int(df["sequence"].str.len().max()))
     df["flags"] = flags_column(df["sequence"].tolist(), constraints)
     for k, v in constant.items():
         df[k] = v
     return df
-
-
-def flags_column(sequences: Sequence[str], constraints: SynthesisConstraints | None = None) -> list[str]:
-    """:func:`synthesis_flags` as one string per design (``;``-separated; ``none`` when clean)."""
-    return [";".join(f) if f else "none" for f in synthesis_flags(list(sequences), constraints)]
 
 
 def write_designs(out_fasta: str | os.PathLike, table: pd.DataFrame, table_path: str | os.PathLike | None = None,
@@ -309,7 +308,7 @@ def export_run(module: SiMPOFineTuning, out_dir: str | os.PathLike, *, num_sampl
     if evaluate_pretrained:
         sets = {"pretrained": (module.reference, "none", str(module.hparams.get("pretrained", "pretrained")),
                                "pretrained_designs"), **sets}
-    rows, rewards, gcs = {}, {}, {}
+    rows, rewards, gcs, windows = {}, {}, {}, {}
     for name, (policy, sch, mname, stem) in sets.items():
         t0 = time.perf_counter()
         screen = select_from if sch != "none" else 0
@@ -340,6 +339,7 @@ def export_run(module: SiMPOFineTuning, out_dir: str | os.PathLike, *, num_sampl
             rows[name] = row
             rewards[name] = per_seq["eval_reward"].to_numpy()
             gcs[name] = per_seq["gc"].to_numpy()
+            windows[name] = _window_gc_range(x)
         table = design_table(x, ids, per_seq, r, model=list(source), scheme=sch)
         if per_seq is None:
             table = table.sort_values("reward", ascending=False)
@@ -360,6 +360,7 @@ def export_run(module: SiMPOFineTuning, out_dir: str | os.PathLike, *, num_sampl
             rows = {"real HepG2 (test split)": row, **rows}
             rewards = {"real HepG2 (test split)": per_seq["eval_reward"].to_numpy(), **rewards}
             gcs = {"real HepG2 (test split)": per_seq["gc"].to_numpy(), **gcs}
+            windows = {"real HepG2 (test split)": _window_gc_range(sel), **windows}
         md = metrics_table(rows)
         write_table(pd.DataFrame([{"model": k, **v} for k, v in rows.items()]), out / "metrics.csv")
         write_text(md + "\n", out / "metrics.md")
@@ -367,8 +368,21 @@ def export_run(module: SiMPOFineTuning, out_dir: str | os.PathLike, *, num_sampl
         plot_reward_distributions(rewards, out / "reward_distribution.png",
                                   title=f"Evaluation-oracle reward of {num_samples} sampled designs per model "
                                   f"(scored by {eval_name})")
-        plot_gc_distributions(gcs, out / "composition.png")
+        vendor = SynthesisConstraints()
+        plot_gc_distributions(gcs, out / "composition.png", windowed=windows if all(
+            w is not None for w in windows.values()) else None, gc_bounds=(vendor.gc_min, vendor.gc_max),
+            window=vendor.gc_window)
     return {"metrics": rows, "table": md, "out_dir": out}
+
+
+def _window_gc_range(tokens: torch.Tensor) -> tuple[np.ndarray, np.ndarray] | None:
+    """Lowest and highest GC fraction over the vendor's windows (``SynthesisConstraints().gc_window`` bp) per design,
+    or ``None`` when the designs are shorter than a window."""
+    w = SynthesisConstraints().gc_window
+    if tokens.shape[1] < w:  # a toy length: no vendor window fits
+        return None
+    g = windowed_gc(tokens, w)
+    return g.min(1).values.numpy(), g.max(1).values.numpy()
 
 
 def pooled_policies(pool_with: Sequence[str | os.PathLike], select_from: int, seq_len: int,

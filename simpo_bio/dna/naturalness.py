@@ -1,8 +1,8 @@
 """Naturalness of designed sequences and the checks a synthesis order needs.
 
 A fine-tuned generator can raise an oracle's score by leaving natural DNA (near-0% or near-100% GC, homopolymer
-runs, repeats): these per-sequence measures make that visible next to Pred-Activity, and :func:`synthesis_flags`
-turns user-set constraints (GC window, longest homopolymer, forbidden sites on both strands) into flags.
+runs, repeats): these per-sequence measures make that visible next to Pred-Activity. The synthesis constraints of
+an order live in :mod:`simpo_bio.dna.synthesis`.
 
 - :func:`gc_fraction` ``[B]``: share of G or C.
 - :func:`longest_homopolymer` ``[B]``: longest run of one base, bp.
@@ -16,7 +16,8 @@ turns user-set constraints (GC window, longest homopolymer, forbidden sites on b
 - :class:`NaturalnessConstraints` / :func:`feasibility_ranked`: the constraint option of fine-tuning
   (:class:`simpo_bio.dna.finetune.SiMPOFineTuning`, ``constraints``): a design outside the natural range ranks
   below every design inside it.
-- :func:`SynthesisConstraints` / :func:`synthesis_flags`: per-design flags for an order.
+- :func:`windowed_gc` ``[B, L - w + 1]``: GC fraction of every ``w``-bp window (the vendor check of
+  :mod:`simpo_bio.dna.synthesis`, which builds the synthesis constraints on DnaChisel).
 
 Token ids are those of :mod:`simpo_bio.dna.alphabet` (``A=0, C=1, G=2, T=3``). Imports: torch, numpy and
 :mod:`simpo_bio.dna.alphabet` only.
@@ -24,13 +25,10 @@ Token ids are those of :mod:`simpo_bio.dna.alphabet` (``A=0, C=1, G=2, T=3``). I
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
-
-from simpo_bio.dna.alphabet import ALPHABET, decode
 
 __all__ = [
     "gc_fraction",
@@ -38,15 +36,12 @@ __all__ = [
     "dust_score",
     "naturalness_per_sequence",
     "naturalness_summary",
-    "SynthesisConstraints",
-    "synthesis_flags",
-    "reverse_complement_str",
+    "windowed_gc",
     "kmer_chi2",
     "NaturalnessConstraints",
     "feasibility_ranked",
 ]
 
-_COMPLEMENT = str.maketrans("ACGTacgtN", "TGCAtgcaN")
 
 
 def _tokens(tokens) -> torch.Tensor:
@@ -140,92 +135,18 @@ def naturalness_summary(per_sequence: dict[str, np.ndarray] | object, *, gc_wind
     }
 
 
-def reverse_complement_str(seq: str) -> str:
-    """Reverse complement of a DNA string (``ACGT``, either case; ``N`` stays ``N``)."""
-    return seq.translate(_COMPLEMENT)[::-1]
-
-
-@dataclass
-class SynthesisConstraints:
-    """What a design must satisfy to be ordered.
-
-    Args:
-        gc_min, gc_max: allowed GC fraction (inclusive).
-        max_homopolymer: longest allowed run of one base, bp.
-        forbidden: named sites that must not occur on either strand (default: the Golden Gate enzymes BsaI
-            ``GGTCTC`` and BsmBI ``CGTCTC``, which would cut inside the insert).
-        prefix, suffix: adapters added 5' / 3' before the checks (sites spanning a junction are found too).
+def windowed_gc(tokens: torch.Tensor, window: int = 50) -> torch.Tensor:
+    """GC fraction of every ``window``-bp window, ``[B, L - window + 1]`` (the vendor check of
+    :class:`simpo_bio.dna.synthesis.SynthesisConstraints`, as a tensor op).
 
     Raises:
-        ValueError: ``gc_min > gc_max``, a bound outside ``[0, 1]``, ``max_homopolymer < 1``, or a forbidden site
-            with characters other than ``ACGT``.
+        ValueError: ``window < 1`` or longer than the sequences.
     """
-
-    gc_min: float = 0.3
-    gc_max: float = 0.7
-    max_homopolymer: int = 15
-    forbidden: dict[str, str] = field(default_factory=lambda: {"BsaI": "GGTCTC", "BsmBI": "CGTCTC"})
-    prefix: str = ""
-    suffix: str = ""
-
-    def __post_init__(self) -> None:
-        if not (0.0 <= self.gc_min <= self.gc_max <= 1.0):
-            raise ValueError(f"GC window must satisfy 0 <= gc_min <= gc_max <= 1, got {self.gc_min}, {self.gc_max}")
-        if int(self.max_homopolymer) < 1:
-            raise ValueError(f"max_homopolymer must be >= 1, got {self.max_homopolymer}")
-        for name, site in {**self.forbidden, "prefix": self.prefix or "A", "suffix": self.suffix or "A"}.items():
-            if not site or set(site.upper()) - set(ALPHABET):
-                raise ValueError(f"site {name!r} must be a non-empty ACGT string, got {site!r}")
-
-
-def _find_all(seq: str, site: str) -> list[int]:
-    out, start = [], seq.find(site)
-    while start >= 0:
-        out.append(start)
-        start = seq.find(site, start + 1)
-    return out
-
-
-def synthesis_flags(sequences: Sequence[str] | torch.Tensor, constraints: SynthesisConstraints | None = None
-                    ) -> list[list[str]]:
-    """Constraint violations of every design, as short flags (empty list = ready to order).
-
-    Flags: ``gc_low`` / ``gc_high`` (outside the window), ``homopolymer`` (a run longer than the limit), and
-    ``NAME@POS+`` / ``NAME@POS-`` for a forbidden site at 0-based position ``POS`` of the full construct
-    (prefix + design + suffix) on the forward / reverse strand (a palindromic site is reported once, ``+``).
-
-    Args:
-        sequences: design strings (``ACGT``, either case) or ``[B, L]`` tokens.
-        constraints: the constraints (default :class:`SynthesisConstraints`).
-
-    Returns:
-        One list of flags per design, in input order.
-    """
-    c = constraints or SynthesisConstraints()
-    seqs = decode(sequences) if isinstance(sequences, torch.Tensor) else [str(s) for s in sequences]
-    out: list[list[str]] = []
-    for s in seqs:
-        full = (c.prefix + s + c.suffix).upper()
-        flags = []
-        gc = sum(ch in "GC" for ch in s.upper()) / max(1, len(s))
-        if gc < c.gc_min:
-            flags.append("gc_low")
-        elif gc > c.gc_max:
-            flags.append("gc_high")
-        run = best = 1
-        for i in range(1, len(full)):
-            run = run + 1 if full[i] == full[i - 1] else 1
-            best = max(best, run)
-        if best > c.max_homopolymer:
-            flags.append("homopolymer")
-        for name, site in c.forbidden.items():
-            site = site.upper()
-            rc = reverse_complement_str(site)
-            flags += [f"{name}@{p}+" for p in _find_all(full, site)]
-            if rc != site:
-                flags += [f"{name}@{p}-" for p in _find_all(full, rc)]
-        out.append(flags)
-    return out
+    x = _tokens(tokens)
+    if not 1 <= int(window) <= x.shape[1]:
+        raise ValueError(f"window must be 1..{x.shape[1]} bp (the sequence length), got {window}")
+    gc = ((x == 1) | (x == 2)).float()
+    return gc.unfold(1, int(window), 1).mean(-1)
 
 
 def kmer_counts(tokens: torch.Tensor, k: int = 3) -> torch.Tensor:

@@ -115,19 +115,52 @@ def plot_reward_curve(
     return atomic_save_figure(fig, path)
 
 
-def plot_gc_distributions(gcs: dict[str, np.ndarray], path: str | os.PathLike) -> Path:
-    """Histogram of the GC fraction per design for each named set (e.g. real HepG2, pretrained, fine-tuned)."""
+def plot_gc_distributions(gcs: dict[str, np.ndarray], path: str | os.PathLike,
+                          windowed: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
+                          gc_bounds: tuple[float, float] = (0.25, 0.65), window: int = 50) -> Path:
+    """GC composition per named set (e.g. real HepG2, pretrained, fine-tuned), saved as PNG.
+
+    Left: histogram of the GC fraction of each whole sequence. Right (with ``windowed``): each design's lowest
+    against its highest ``window``-bp GC fraction, with the vendor's window ``gc_bounds`` drawn as a box: a point
+    outside the box is a design the synthesis constraints touch. The legend sits below the axes.
+
+    Args:
+        gcs: ``{set: [N] GC fractions}``.
+        windowed: ``{set: ([N] lowest, [N] highest windowed GC fraction)}``, or ``None`` for the histogram only.
+        gc_bounds: the vendor's allowed windowed GC (``SynthesisConstraints.gc_min, gc_max``).
+        window: the window, bp.
+    """
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6.4, 4))
+    lo, hi = gc_bounds
+    ncols = 2 if windowed else 1
+    fig, axes = plt.subplots(1, ncols, figsize=(6.4 * ncols, 4.6), squeeze=False)
+    ax = axes[0, 0]
     bins = np.linspace(0.0, 1.0, 41)
+    colors = {}
     for name, gc in gcs.items():
         gc = np.asarray(gc, dtype=float)
-        ax.hist(gc, bins=bins, histtype="step", linewidth=1.6, density=True,
-                label=f"{name} (n = {gc.size}, median {np.median(gc):.2f})")
-    ax.axvspan(0.3, 0.7, color="grey", alpha=0.08, label="synthesis window 0.3-0.7")
-    ax.set_xlabel("GC fraction of the sequence")
+        (line,) = ax.hist(gc, bins=bins, histtype="step", linewidth=1.6, density=True,
+                          label=f"{name} (n = {gc.size}, median {np.median(gc):.2f})")[2][:1]
+        colors[name] = line.get_edgecolor()
+    ax.axvspan(lo, hi, color="grey", alpha=0.08, label=f"vendor window GC {lo:g}-{hi:g}")
+    ax.set_xlabel("GC fraction of the whole sequence")
     ax.set_ylabel("density (sequences per unit GC fraction)")
     ax.set_title("Composition of the designs against real HepG2 enhancers")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=1, frameon=False)
+    if windowed:
+        ax2 = axes[0, 1]
+        for name, (wmin, wmax) in windowed.items():
+            wmin, wmax = np.asarray(wmin, dtype=float), np.asarray(wmax, dtype=float)
+            outside = int(((wmin < lo) | (wmax > hi)).sum())
+            ax2.scatter(wmin, wmax, s=8, alpha=0.5, color=colors.get(name),
+                        label=f"{name}: {outside} of {wmin.size} outside the window")
+        ax2.add_patch(plt.Rectangle((lo, lo), hi - lo, hi - lo, fill=False, linestyle="--", color="black",
+                                    label=f"allowed: every {window}-bp window at GC {lo:g}-{hi:g}"))
+        ax2.set_xlim(0.0, 1.0)
+        ax2.set_ylim(0.0, 1.0)
+        ax2.set_xlabel(f"lowest GC fraction of a {window}-bp window")
+        ax2.set_ylabel(f"highest GC fraction of a {window}-bp window")
+        ax2.set_title(f"Windowed GC per design ({window}-bp windows) against the vendor window")
+        ax2.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=1, frameon=False)
     fig.tight_layout()
     return atomic_save_figure(fig, path)

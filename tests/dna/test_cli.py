@@ -255,8 +255,8 @@ def test_export_flags_and_filters_synthesis_constraints(run_dir, tmp_path, capsy
     out = tmp_path / "top.fasta"
     cli_main(["export", "--run", str(table), "--top-k", "3", "--out", str(out), "--gc-min", "0", "--gc-max", "1"])
     _, _, fields = read_fasta(out)
-    assert fields["flags"].iloc[0] == "BsaI@0+"
-    assert fields["flags"].iloc[1] == f"BsmBI@{n - 6}-"
+    assert fields["flags"].iloc[0] == "BsaI@0-6+"
+    assert fields["flags"].iloc[1] == f"BsmBI@{n - 6}-{n}-"
     capsys.readouterr()
     cli_main(["export", "--run", str(table), "--top-k", "3", "--out", str(out), "--gc-min", "0", "--gc-max", "1",
               "--filter"])
@@ -264,5 +264,6 @@ def test_export_flags_and_filters_synthesis_constraints(run_dir, tmp_path, capsy
     assert df["id"].iloc[0] not in ids and df["id"].iloc[1] not in ids
     assert set(fields["flags"]) == {"none"}
     with pytest.raises(SystemExit) as e:
-        cli_main(["export", "--run", str(table), "--forbid", "BsaI", "--out", str(out)])
-    assert e.value.code == 2 and "NAME=SITE" in capsys.readouterr().err
+        cli_main(["export", "--run", str(table), "--enzyme", "BsaX", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "unknown enzyme 'BsaX'" in err and "BsaI" in err and len(err.splitlines()) == 1

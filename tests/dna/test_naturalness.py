@@ -5,14 +5,11 @@ import pytest
 import torch
 
 from simpo_bio.dna.naturalness import (
-    SynthesisConstraints,
     dust_score,
     gc_fraction,
     longest_homopolymer,
     naturalness_per_sequence,
     naturalness_summary,
-    reverse_complement_str,
-    synthesis_flags,
 )
 
 
@@ -57,38 +54,16 @@ def test_bad_shapes_raise():
         naturalness_summary({"gc": [], "longest_homopolymer": [], "dust": []})
 
 
-def test_restriction_sites_both_strands():
-    body = "ACGTACGTAC" * 4
-    fwd = body[:5] + "GGTCTC" + body[11:]           # BsaI forward at 5
-    rev = body[:20] + "GAGACG" + body[26:]          # BsmBI (CGTCTC) on the reverse strand at 20
-    clean = body
-    flags = synthesis_flags([fwd, rev, clean], SynthesisConstraints(gc_min=0.0, gc_max=1.0))
-    assert flags[0] == ["BsaI@5+"]
-    assert flags[1] == ["BsmBI@20-"]
-    assert flags[2] == []
+def test_windowed_gc_matches_a_direct_count():
+    from simpo_bio.dna.naturalness import windowed_gc
 
-
-def test_site_across_adapter_junction_and_gc_homopolymer_flags():
-    c = SynthesisConstraints(prefix="AAGG", suffix="", gc_min=0.4, gc_max=0.6, max_homopolymer=5)
-    design = "TCTC" + "ACGT" * 9        # prefix GG + TCTC forms GGTCTC at 2
-    f = synthesis_flags([design, "A" * 40, "G" * 40], c)
-    assert "BsaI@2+" in f[0]
-    assert f[1] == ["gc_low", "homopolymer"]
-    assert f[2][:2] == ["gc_high", "homopolymer"]
-
-
-def test_tokens_input_and_palindrome_once():
-    c = SynthesisConstraints(forbidden={"EcoRI": "GAATTC"}, gc_min=0, gc_max=1)
-    x = _tok("ACGTGAATTCACGTACGTAC")
-    assert synthesis_flags(x, c) == [["EcoRI@4+"]]
-    assert reverse_complement_str("GGTCTC") == "GAGACC"
-
-
-@pytest.mark.parametrize("kw", [dict(gc_min=0.8, gc_max=0.2), dict(max_homopolymer=0),
-                                dict(forbidden={"X": "GGNN"}), dict(prefix="ACGU")])
-def test_constraints_validate(kw):
-    with pytest.raises(ValueError):
-        SynthesisConstraints(**kw)
+    seq = "GGGGGCCCCC" + "ATATATATAT" * 3
+    w = windowed_gc(_tok(seq), 10)
+    assert w.shape == (1, len(seq) - 9)
+    expected = [sum(ch in "GC" for ch in seq[i:i + 10]) / 10 for i in range(len(seq) - 9)]
+    assert w[0].tolist() == pytest.approx(expected)
+    with pytest.raises(ValueError, match="window"):
+        windowed_gc(_tok(seq), len(seq) + 1)
 
 
 def test_kmer_chi2_zero_for_background_match_and_large_for_homopolymer():
