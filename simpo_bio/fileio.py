@@ -11,7 +11,9 @@ Imports: the standard library only (torch inside :func:`atomic_torch_save`, so t
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,25 +26,69 @@ def _default_mode() -> int:
     return 0o666 & ~mask
 
 
+class DiskFullError(OSError):
+    """A write ran out of space (``ENOSPC``): the message names the destination, the bytes written before the disk
+    filled and the space left; the destination was left as it was and no temporary file remains."""
+
+
+def _disk_full(path: Path, tmp: Path | None) -> DiskFullError:
+    written = tmp.stat().st_size if tmp is not None and tmp.exists() else 0
+    try:
+        free = shutil.disk_usage(path.parent).free
+    except OSError:
+        free = 0
+    return DiskFullError(errno.ENOSPC, f"no space left on the device writing {path}: it needs more than {written:,} "
+                         f"bytes and {free:,} are free (the old file, if any, is unchanged)", str(path))
+
+
+@contextlib.contextmanager
+def atomic_paths(*paths: str | os.PathLike) -> Iterator[list[Path]]:
+    """Yield one temporary path per destination; on a clean exit every destination is replaced, and only once all
+    of them were written (a FASTA and its table: never a new one beside an old one).
+
+    For writers that take a file name (``DataFrame.to_csv``, ``Figure.savefig``, ``torch.save``, ...). Temporary
+    names are unique (``mkstemp``), so two writers never share one. Parent folders are created. On an exception
+    every temporary file is removed and the destinations are left untouched; a full disk (``ENOSPC``) becomes
+    :class:`DiskFullError` naming the destination.
+    """
+    dests = [Path(p) for p in paths]
+    tmps: list[Path] = []
+    try:
+        for path in dests:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+            os.close(fd)
+            tmps.append(Path(tmp))
+        try:
+            yield list(tmps)
+        except OSError as err:
+            if err.errno == errno.ENOSPC and not isinstance(err, DiskFullError):
+                named = [i for i, t in enumerate(tmps) if err.filename and Path(err.filename) == t]
+                written = [i for i, t in enumerate(tmps) if t.exists() and t.stat().st_size]
+                i = (named or written[-1:] or [0])[0]  # the file being written when the disk filled
+                raise _disk_full(dests[i], tmps[i]) from None
+            raise
+        for tmp in tmps:
+            os.chmod(tmp, _default_mode())
+        for tmp, path in zip(tmps, dests, strict=True):
+            os.replace(tmp, path)
+    except BaseException:
+        for tmp in tmps:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+        raise
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; on a clean exit it replaces ``path`` atomically.
 
     For writers that take a file name (``DataFrame.to_csv``, ``Figure.savefig``, ``torch.save``, ...).
-    Parent folders are created. On an exception the temporary file is removed and ``path`` is left untouched.
+    Parent folders are created. On an exception the temporary file is removed and ``path`` is left untouched; a
+    full disk becomes :class:`DiskFullError` (:func:`atomic_paths`).
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.chmod(tmp, _default_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    with atomic_paths(path) as (tmp,):
+        yield tmp
 
 
 @contextlib.contextmanager

@@ -35,3 +35,30 @@ def test_atomic_path_and_torch_save_round_trip(tmp_path):
         tmp.write_bytes(b"garbage")
         raise ValueError
     assert torch.equal(torch.load(target)["w"], torch.arange(3))
+
+
+def test_atomic_paths_replaces_every_file_only_when_all_are_written(tmp_path):
+    import errno
+
+    from simpo_bio.fileio import DiskFullError, atomic_paths
+
+    a, b = tmp_path / "a.fasta", tmp_path / "a.csv"
+    a.write_text("old a")
+    b.write_text("old b")
+    with pytest.raises(RuntimeError), atomic_paths(a, b) as (ta, tb):
+        ta.write_text("new a")
+        raise RuntimeError("killed between the two files")
+    assert (a.read_text(), b.read_text()) == ("old a", "old b")
+    with pytest.raises(DiskFullError, match=r"writing .*a\.csv: it needs more than 3 bytes") as e, \
+            atomic_paths(a, b) as (ta, tb):
+        ta.write_text("new a")
+        tb.write_text("new")
+        raise OSError(errno.ENOSPC, "No space left on device", str(tb))
+    assert e.value.errno == errno.ENOSPC and "\n" not in str(e.value)
+    assert (a.read_text(), b.read_text()) == ("old a", "old b")
+    with atomic_paths(a, b) as (ta, tb):
+        assert ta != tb and ta.name.startswith(".a.fasta.") and ta.suffix == ".part"
+        ta.write_text("new a")
+        tb.write_text("new b")
+    assert (a.read_text(), b.read_text()) == ("new a", "new b")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.csv", "a.fasta"]

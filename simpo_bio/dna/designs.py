@@ -52,7 +52,7 @@ from simpo_bio.dna.plots import (  # noqa: F401  (re-exported: designs.plot_* is
 from simpo_bio.dna.policies import load_policy
 from simpo_bio.dna.selection import check_selection, composition_matched
 from simpo_bio.dna.synthesis import SynthesisConstraints, flags_column
-from simpo_bio.fileio import atomic_write
+from simpo_bio.fileio import atomic_paths, atomic_write
 
 DEFAULT_EVAL_ORACLE = "checkpoints/dna/oracle_eval.ckpt"
 
@@ -165,10 +165,10 @@ def write_fasta(
     return Path(path)
 
 
-def write_table(df: pd.DataFrame, path: str | os.PathLike) -> Path:
-    """Write a table atomically; the format follows the suffix: ``.csv``, ``.parquet`` or ``.tsv``."""
+def write_table(df: pd.DataFrame, path: str | os.PathLike, fmt: str | None = None) -> Path:
+    """Write a table atomically; the format (``fmt``, else the suffix) is ``.csv``, ``.parquet`` or ``.tsv``."""
     path = Path(path)
-    suffix = path.suffix.lower()
+    suffix = (fmt or path.suffix).lower()
     if suffix == ".parquet":
         with atomic_write(path, "wb") as fh:
             df.to_parquet(fh, index=False)
@@ -214,12 +214,23 @@ def design_table(tokens: torch.Tensor, ids: Sequence[str], per_seq: pd.DataFrame
 
 def write_designs(out_fasta: str | os.PathLike, table: pd.DataFrame, table_path: str | os.PathLike | None = None,
                   ) -> tuple[Path, Path]:
-    """Write a design table as FASTA (header: id, reward, eval_reward, flags, model, scheme) and as CSV/parquet."""
+    """Write a design table as FASTA (header: id, reward, eval_reward, flags, model, scheme) and as CSV/parquet.
+
+    Both files are written to temporary names first and replaced only when both are complete
+    (:func:`simpo_bio.fileio.atomic_paths`): a failure, a kill or a full disk leaves the old pair, never a new FASTA
+    beside an old table.
+
+    Raises:
+        DiskFullError: the disk filled (names the file; the old files are unchanged, no temporary file remains).
+        ValueError: as :func:`write_fasta` / :func:`write_table`.
+    """
     fields = {c: table[c].tolist() for c in ("reward", "eval_reward", "flags") if c in table}
     const = {c: str(table[c].iloc[0]) for c in ("model", "scheme") if c in table and len(table)}
-    fasta = write_fasta(out_fasta, table["sequence"].tolist(), ids=table["id"].tolist(), fields=fields, **const)
     table_path = Path(table_path) if table_path is not None else Path(out_fasta).with_suffix(".csv")
-    return fasta, write_table(table, table_path)
+    with atomic_paths(out_fasta, table_path) as (tmp_fasta, tmp_table):
+        write_fasta(tmp_fasta, table["sequence"].tolist(), ids=table["id"].tolist(), fields=fields, **const)
+        write_table(table, tmp_table, fmt=table_path.suffix)
+    return Path(out_fasta), table_path
 
 
 def sample_with_progress(policy, num_samples: int, seq_len: int, *, num_steps: int, batch_size: int = 64,
