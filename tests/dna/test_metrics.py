@@ -159,3 +159,22 @@ def test_app_log_lik_is_a_stable_per_sequence_estimate():
     assert (a - many).abs().median() < (one - many).abs().median()  # 16 draws: closer to a long estimate
     with pytest.raises(ValueError, match="num_draws"):
         M.elbo_log_likelihood(model, x, num_draws=0)
+
+
+def test_diversity_is_exact_for_small_sets_and_a_fixed_seed_estimate_above_the_cap():
+    from itertools import combinations
+
+    from simpo_bio.dna.metrics import diversity_pairs, metrics_table, pairwise_hamming_mean
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 4, (40, 30), generator=g)
+    x[1] = x[0]  # a duplicate pair (distance 0) counts too
+    brute = np.mean([int((x[i] != x[j]).sum()) for i, j in combinations(range(40), 2)])
+    assert pairwise_hamming_mean(x) == pytest.approx(brute)
+    est = pairwise_hamming_mean(x, max_exact=10, num_pairs=200_000)
+    assert est != pytest.approx(brute, abs=1e-9) and est == pytest.approx(brute, abs=0.1)  # sampled, close
+    assert est == pairwise_hamming_mean(x, max_exact=10, num_pairs=200_000)  # the seed is fixed
+    assert diversity_pairs(40) == "all" and diversity_pairs(10**5) == "200,000 sampled"
+    table = metrics_table({"big": {"diversity_hamming": 150.0, "diversity_pairs": "200,000 sampled"},
+                           "small": {"diversity_hamming": 149.0}})
+    assert "Diversity of big: mean over 200,000 sampled pairs" in table and "small:" not in table
