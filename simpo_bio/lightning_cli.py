@@ -9,7 +9,12 @@ checkpoint. :func:`upgrade_recorded_hparams` maps what earlier releases recorded
 moved to another module: :data:`MOVED_CLASSES`; a renamed argument: the class's own ``RENAMED_HPARAMS``), so
 shipped checkpoints and old runs still test and resume.
 
-Imports: Lightning, and nothing of ``simpo_bio`` at import time (the recorded class, by name, when upgrading).
+Checkpoints are read with torch's safe loader only (``weights_only=True``): the recorded hyper-parameters through
+:func:`simpo_bio.dna.checkpoints.load_checkpoint`, the trainer's restore with ``weights_only=True``. A file that
+holds Python objects is refused with one line (exit status 2).
+
+Imports: Lightning, and nothing of ``simpo_bio`` at import time (the recorded class, by name, when upgrading; the
+checkpoint loader when a ``--ckpt_path`` is given).
 """
 
 from __future__ import annotations
@@ -24,7 +29,6 @@ from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
-import torch
 from lightning.pytorch.cli import LightningCLI
 
 #: Class paths recorded by earlier releases -> where the class lives now.
@@ -72,7 +76,9 @@ class SimpoLightningCLI(LightningCLI):
         ckpt_path = self.config[self.config.subcommand].get("ckpt_path")
         if not (ckpt_path and Path(ckpt_path).is_file()):
             return
-        ckpt = torch.load(ckpt_path, weights_only=True, map_location="cpu")
+        from simpo_bio.dna.checkpoints import load_checkpoint
+
+        ckpt = load_checkpoint(ckpt_path, map_location="cpu")  # the safe loader: Python objects are refused
         hparams = upgrade_recorded_hparams(ckpt.get("hyper_parameters", {}))
         hparams.pop("_instantiator", None)
         if not hparams:
@@ -84,6 +90,14 @@ class SimpoLightningCLI(LightningCLI):
         except SystemExit:
             sys.stderr.write("Parsing of ckpt_path hyperparameters failed!\n")
             raise
+
+
+    def _prepare_subcommand_kwargs(self, subcommand: str) -> dict[str, Any]:
+        # the trainer reads --ckpt_path (or `ckpt_path: last`) with torch's safe loader only, whatever the config says
+        kwargs = super()._prepare_subcommand_kwargs(subcommand)
+        if "weights_only" in self._subcommand_method_arguments.get(subcommand, ()):
+            kwargs["weights_only"] = True
+        return kwargs
 
 
 #: Errors a user causes with a config value or a file (a temperature of 0, a truncated ``--ckpt_path``, a missing
@@ -116,5 +130,9 @@ def lightning_cli(args: list[str] | None = None) -> None:
         if os.environ.get("SIMPO_DEBUG"):
             raise
         message = " ".join(str(err).split()) or "(no message)"
+        if isinstance(err, pickle.UnpicklingError) and "weights only load failed" in message.lower():
+            # the trainer's restore (e.g. `ckpt_path: last`) refused a file: no advice to unpickle it in full
+            detail = message.rpartition("WeightsUnpickler error:")[2].strip().split(". ")[0]
+            message = f"checkpoint refused: it holds Python objects that simpo-bio does not unpickle ({detail})"
         print(f"simpo-bio {command}: error: {type(err).__name__}: {message}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -1,14 +1,16 @@
 """Checkpoints of the control runs: reading them, checking that a resume continues the same run, the replay buffer.
 
-* :func:`load_checkpoint` reads a ``checkpoint.pt`` or fails with one line (:class:`CheckpointError`: truncated,
-  a directory, another kind of file such as a Lightning checkpoint);
+* :func:`load_checkpoint` reads a ``checkpoint.pt`` with torch's safe loader (numpy arrays allowed) or fails with one
+  line (:class:`CheckpointError`: truncated, a directory, another kind of file such as a Lightning checkpoint;
+  :class:`UnsafeCheckpointError`: Python objects, never unpickled);
 * :func:`check_resume` refuses a checkpoint written by another config (:class:`ResumeMismatchError`, naming the
   checkpoint, both :func:`config_hash` es and the fields that differ) unless forced; :data:`RESUME_FREE_FIELDS`
   may always differ; :func:`resolve_resume` validates the configs and does both before anything is built;
 * :class:`ReplayJournal` saves the replay buffer incrementally (only the rows added since the last checkpoint);
 * :func:`configs_from_checkpoint` / :func:`upgrade_agent_config` read the configs of older checkpoints.
 
-Imports: numpy, torch, :mod:`simpo_bio.control.agent`, :mod:`simpo_bio.control.config`, :mod:`simpo_bio.fileio`.
+Imports: numpy, torch, :mod:`simpo_bio.control.agent`, :mod:`simpo_bio.control.config`, :mod:`simpo_bio.fileio`,
+:mod:`simpo_bio.safe_pickle`.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pickle
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -26,6 +29,8 @@ import torch
 from simpo_bio.control.agent import AgentConfig
 from simpo_bio.control.config import EnvConfig, TrainConfig
 from simpo_bio.fileio import atomic_path
+from simpo_bio.safe_pickle import RestrictedUnpickler, numpy_safe_globals, state_globals
+from simpo_bio.safe_pickle import loads as safe_loads
 
 #: Keys of :class:`~simpo_bio.control.agent.AgentConfig` renamed in 0.1.0, old -> new. Configs saved in older
 #: checkpoints carry the old names; :func:`upgrade_agent_config` maps them.
@@ -89,6 +94,11 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be used: unreadable (truncated, not a torch file) or not a control checkpoint."""
 
 
+class UnsafeCheckpointError(CheckpointError):
+    """A checkpoint (or its env snapshot / legacy replay buffer) that holds Python objects beyond tensors, numbers,
+    strings, containers, numpy arrays and numpy random states: refused, since unpickling it could run code."""
+
+
 class ResumeMismatchError(ValueError):
     """Resuming a checkpoint written by another config (refused unless ``train.force_resume``)."""
 
@@ -131,9 +141,13 @@ CHECKPOINT_KEYS = ("agent", "env_steps", "run_id", "evals", "rng", "config")
 def load_checkpoint(path: str | os.PathLike, device: str = "cpu") -> dict[str, Any]:
     """Read a ``checkpoint.pt`` written by :func:`train`, or fail with one line naming the file and the problem.
 
+    Read with torch's safe loader (``weights_only=True``) plus numpy arrays of plain dtypes; the env snapshot's
+    pickled parts are checked by :func:`check_env_state`. Nothing is unpickled in full.
+
     Raises:
         FileNotFoundError: no such file. CheckpointError: a directory, a truncated / corrupt file, or a file of
-            another kind (e.g. a Lightning checkpoint of the DNA model).
+            another kind (e.g. a Lightning checkpoint of the DNA model). UnsafeCheckpointError: a file (or env
+            snapshot) that holds Python objects (names the first few).
     """
     path = Path(path)
     if not path.exists():
@@ -141,11 +155,19 @@ def load_checkpoint(path: str | os.PathLike, device: str = "cpu") -> dict[str, A
     if path.is_dir():
         raise CheckpointError(f"{path}: is a directory, not a checkpoint file (expected .../checkpoint.pt)")
     try:
-        ckpt = torch.load(path, map_location=device, weights_only=False)
+        ckpt = _safe_torch_load(path, device)
+    except pickle.UnpicklingError as err:
+        unsafe = _unsafe_globals(path)
+        if unsafe or (unsafe is None and "weights_only" in str(err).lower().replace(" ", "_")):
+            raise UnsafeCheckpointError(
+                f"{path}: refused: it holds Python objects{f' ({unsafe_names(unsafe)})' if unsafe else ''} that "
+                "simpo-bio does not unpickle (unpickling them could run arbitrary code); a control checkpoint holds "
+                "tensors, numbers, strings, containers and numpy arrays only") from None
+        raise CheckpointError(f"{path}: cannot be read as a torch checkpoint (truncated or corrupt?): "
+                              f"{_one_line(err)}") from None
     except Exception as err:  # noqa: BLE001 - any unreadable file is the same user error
-        detail = " ".join(str(err).split()).split(". ")[0] or type(err).__name__  # torch adds a paragraph of advice
         raise CheckpointError(
-            f"{path}: cannot be read as a torch checkpoint (truncated or corrupt?): {detail[:200]}"
+            f"{path}: cannot be read as a torch checkpoint (truncated or corrupt?): {_one_line(err)}"
         ) from None
     if not isinstance(ckpt, dict) or not all(k in ckpt for k in CHECKPOINT_KEYS):
         kind = type(ckpt).__name__
@@ -154,7 +176,80 @@ def load_checkpoint(path: str | os.PathLike, device: str = "cpu") -> dict[str, A
         raise CheckpointError(
             f"{path}: not a simpo-bio control checkpoint ({kind}; expected the keys {list(CHECKPOINT_KEYS)})"
         )
+    check_env_state(ckpt.get("env_state"), path)
     return ckpt
+
+
+def _one_line(err: BaseException) -> str:
+    return (" ".join(str(err).split()).split(". ")[0] or type(err).__name__)[:200]  # torch adds a paragraph
+
+
+def unsafe_names(names: list[str]) -> str:
+    return ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+
+
+def _safe_torch_load(path: Path, device: str) -> Any:
+    """``torch.load(weights_only=True)`` that also accepts numpy arrays of plain dtypes (RNG states, observations,
+    simulator states: :func:`simpo_bio.safe_pickle.numpy_safe_globals`)."""
+    context = getattr(torch.serialization, "safe_globals", None)
+    if context is None:  # torch < 2.5: no numpy allow-list; such checkpoints are refused
+        return torch.load(path, map_location=device, weights_only=True)
+    with context(numpy_safe_globals(aliases=hasattr(torch.serialization, "get_unsafe_globals_in_checkpoint"))):
+        return torch.load(path, map_location=device, weights_only=True)
+
+
+def _unsafe_globals(path: Path) -> list[str] | None:
+    """Globals of the checkpoint outside torch's and the numpy allow-list (``None``: cannot tell)."""
+    try:
+        found = [str(g) for g in torch.serialization.get_unsafe_globals_in_checkpoint(path)]
+    except Exception:  # noqa: BLE001 - torch < 2.6, or not a zip checkpoint
+        return None
+    return [g for g in found if g not in state_globals()]
+
+
+def check_env_state(env_state: Any, path: str | os.PathLike) -> None:
+    """Refuse an env snapshot (:func:`simpo_bio.control.envs.vector_env_state`) whose pickled parts name anything
+    outside :func:`simpo_bio.safe_pickle.state_globals` (they are restored with :func:`simpo_bio.safe_pickle.loads`).
+
+    Raises:
+        UnsafeCheckpointError: one line naming the checkpoint, the attribute and the refused global.
+        CheckpointError: a snapshot of another layout.
+    """
+    try:
+        blobs = [(key, value if kind == "pickle" else value["task"]) for copy in env_state or []
+                 for layer in copy for key, (kind, value) in dict(layer).items() if kind in ("pickle", "dm_control")]
+    except (TypeError, ValueError, KeyError) as err:
+        raise CheckpointError(f"{path}: not a simpo-bio control checkpoint (env_state: {err})") from None
+    for key, blob in blobs:
+        try:
+            safe_loads(blob)
+        except pickle.UnpicklingError as err:
+            raise UnsafeCheckpointError(f"{path}: refused: its env snapshot ({key}) holds Python objects that "
+                                        f"simpo-bio does not unpickle ({_one_line(err)})") from None
+
+
+def load_legacy_buffer(path: str | os.PathLike) -> Any:
+    """The pickled stable-baselines3 ``ReplayBuffer`` of a checkpoint written before :class:`ReplayJournal`, read
+    with a restricted unpickler (the buffer, its Box spaces, numpy data, ``torch.device``; nothing else).
+
+    Raises:
+        UnsafeCheckpointError: the file names another global. CheckpointError: unreadable.
+    """
+    from gymnasium.spaces import Box
+    from stable_baselines3.common.buffers import ReplayBuffer
+
+    class BufferUnpickler(RestrictedUnpickler):
+        allowed = {**state_globals(), "stable_baselines3.common.buffers.ReplayBuffer": ReplayBuffer,
+                   "gymnasium.spaces.box.Box": Box, "torch.device": torch.device}
+
+    try:
+        with open(path, "rb") as fh:
+            return BufferUnpickler(fh).load()
+    except pickle.UnpicklingError as err:
+        raise UnsafeCheckpointError(f"{path}: refused: the replay buffer holds Python objects that simpo-bio does "
+                                    f"not unpickle ({_one_line(err)})") from None
+    except Exception as err:  # noqa: BLE001 - a truncated pickle raises anything
+        raise CheckpointError(f"{path}: the replay buffer cannot be read: {_one_line(err)}") from None
 
 
 def check_resume(ckpt: dict[str, Any], path: str | os.PathLike, config: dict[str, Any], *, force: bool) -> None:

@@ -27,10 +27,12 @@ upright term. ``linear`` reproduces dm_control's original ``run`` reward exactly
 
 Env state for exact resumes: :func:`vector_env_state` / :func:`set_vector_env_state` snapshot and restore every
 copy of a vector env (MuJoCo integration state, env RNGs, wrapper counters); stepping on from a restored snapshot
-gives bit-for-bit the same transitions as stepping on from the original.
+gives bit-for-bit the same transitions as stepping on from the original. The pickled parts of a snapshot are read
+back with :func:`simpo_bio.safe_pickle.loads` (numpy data, numpy random generators, containers; nothing else is
+imported), so a snapshot keeps only attributes of those types.
 
-Imports: gymnasium and numpy; dm_control inside :class:`DMCEnv`, mujoco inside the env-state functions. Nothing of
-``simpo_bio``.
+Imports: gymnasium, numpy and :mod:`simpo_bio.safe_pickle`; dm_control inside :class:`DMCEnv`, mujoco inside the
+env-state functions.
 """
 
 from __future__ import annotations
@@ -41,6 +43,8 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
+
+from simpo_bio.safe_pickle import loads as safe_loads
 
 #: Gymnasium MuJoCo tasks of the paper (v4 names; v5 accepted) plus the smoke-test task.
 GYM_TASKS = ("HalfCheetah", "Hopper", "Walker2d", "Ant", "Humanoid", "Swimmer", "InvertedPendulum")
@@ -324,15 +328,15 @@ def _layer_state(layer: Any) -> dict[str, Any]:
             })  # fmt: skip
         else:
             try:
-                state[key] = ("pickle", pickle.dumps(value))
+                blob = pickle.dumps(value)
+                safe_loads(blob)  # what set_env_state can restore; other objects are not simulation state
             except Exception:  # noqa: BLE001 - unpicklable attributes (handles, closures) are not simulation state
                 continue
+            state[key] = ("pickle", blob)
     return state
 
 
 def _set_layer_state(layer: Any, state: dict[str, Any]) -> None:
-    import pickle
-
     for key, (kind, value) in state.items():
         if kind == "mjdata":
             _set_integration_state(layer.model, getattr(layer, key), value)
@@ -343,10 +347,10 @@ def _set_layer_state(layer: Any, state: dict[str, Any]) -> None:
                 _set_integration_state(physics.model.ptr, physics.data.ptr, value["physics"])
             for k, v in value["env"].items():
                 setattr(environment, k, v)
-            for k, v in pickle.loads(value["task"]).items():
+            for k, v in safe_loads(value["task"]).items():
                 setattr(environment.task, k, v)
         else:
-            setattr(layer, key, pickle.loads(value))
+            setattr(layer, key, safe_loads(value))
 
 
 def env_state(env: gym.Env) -> list[dict[str, Any]]:
@@ -356,7 +360,8 @@ def env_state(env: gym.Env) -> list[dict[str, Any]]:
     velocities, actuator state and the solver's warm start, so that stepping on from a restored state is bit-for-bit
     the same as stepping on from the original), the random generators of the env and its spaces, the time-limit
     step counter, the episode-statistics counters and dm_control's task random state and step counter. Not captured:
-    construction-time constants (the model, file paths) and wall-clock episode times.
+    construction-time constants (the model, file paths), wall-clock episode times and attributes that
+    :func:`simpo_bio.safe_pickle.loads` would not restore (objects other than numpy data and random generators).
 
     Raises:
         ImportError: ``mujoco`` is not installed.

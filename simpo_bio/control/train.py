@@ -59,6 +59,7 @@ from simpo_bio.control.checkpoints import (
     config_hash,
     configs_from_checkpoint,
     load_checkpoint,
+    load_legacy_buffer,
     resolve_resume,
     upgrade_agent_config,
 )
@@ -265,8 +266,7 @@ def train(env: EnvConfig, agent: AgentConfig, train: TrainConfig) -> dict[str, A
             journal = ReplayJournal(out_dir / "replay_buffer", buffer.buffer_size, ckpt["replay_journal"])
             journal.restore(buffer)
         elif ckpt.get("buffer_path") and Path(ckpt["buffer_path"]).exists():  # checkpoints before the journal
-            with open(ckpt["buffer_path"], "rb") as fh:
-                buffer = pickle.load(fh)
+            buffer = load_legacy_buffer(ckpt["buffer_path"])  # restricted unpickler: the buffer and numpy data
             buffer.device = torch.device(device)
             journal.rows = buffer.pos + (buffer.buffer_size if buffer.full else 0)
         print(f"simpo-bio control: resuming {resume} at env step {env_steps}", file=sys.stderr)
@@ -425,7 +425,10 @@ def cli_main(argv: list[str] | None = None) -> dict[str, Any]:
     out_dir.mkdir(parents=True, exist_ok=True)
     with atomic_path(out_dir / "config.yaml") as tmp:
         parser.save(cfg, tmp, overwrite=True, skip_check=True)
-    result = train(init.env, init.agent, init.train)
+    try:
+        result = train(init.env, init.agent, init.train)
+    except CheckpointError as err:  # a checkpoint's replay buffer that is refused or unreadable
+        _fail(str(err))
     for steps, mean, std in result["evals"]:
         print(f"env_steps {steps:>9d}  eval return {mean:10.2f} +- {std:.2f}")
     return result

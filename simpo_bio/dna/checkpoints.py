@@ -2,11 +2,12 @@
 
 Shared by every model the project ships (pretrained masked diffusion model, reward oracles)::
 
-    ckpt = load_checkpoint(path)                      # CheckpointNotFoundError / CheckpointCorruptError
+    ckpt = load_checkpoint(path)                      # CheckpointNotFoundError / CheckpointCorruptError /
+                                                      # UnsafeCheckpointError (weights_only=True, always)
     check_model_kind(ckpt, "CellTypeClassifier", path)  # CheckpointArchitectureError (another model's file)
     load_state_dict_checked(module, ckpt["state_dict"], path)  # CheckpointArchitectureError (keys / shapes)
 
-All three errors derive from :class:`CheckpointError`. A LightningModule that wants its kind recorded calls
+All these errors derive from :class:`CheckpointError`. A LightningModule that wants its kind recorded calls
 :func:`record_model_kind` in ``on_save_checkpoint``.
 
 Resumable fits: :class:`ResumableCheckpoint` writes ``last.ckpt`` atomically every N epochs and / or steps with the
@@ -14,7 +15,7 @@ global random states and the run's :func:`run_identity`; a LightningModule calls
 ``on_load_checkpoint`` so that resuming from another model's or another config's checkpoint stops with one line
 (:class:`ResumeMismatchError`; override: ``SIMPO_FORCE_RESUME=1``).
 
-Imports: torch, Lightning's ``ModelCheckpoint`` and :mod:`simpo_bio.fileio`.
+Imports: torch, Lightning's ``ModelCheckpoint``, :mod:`simpo_bio.fileio` and :mod:`simpo_bio.safe_pickle`.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from simpo_bio.fileio import atomic_torch_save
+from simpo_bio.safe_pickle import TRUST_PICKLE_ENV, TRUSTED_SHA256_ENV, file_sha256, pickle_trusted
 
 #: Key under which our LightningModules record the class that wrote a checkpoint.
 KIND_KEY = "simpo_bio_model"
@@ -58,14 +60,37 @@ class CheckpointArchitectureError(CheckpointError):
     """The checkpoint was written by another model or another architecture (keys or tensor shapes differ)."""
 
 
-def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu", *, weights_only: bool = True):
-    """Read a ``torch.save`` / Lightning checkpoint.
+class UnsafeCheckpointError(CheckpointError):
+    """The file holds Python objects (classes, functions) that only a full unpickle reads: refused, since
+    unpickling it could run arbitrary code (see :func:`load_checkpoint` and :func:`require_trusted_pickle`)."""
+
+
+def _unsafe_globals(path: Path) -> list[str] | None:
+    """The globals of a torch zip checkpoint that torch's safe loader refuses (``None``: cannot tell)."""
+    try:
+        return [str(g) for g in torch.serialization.get_unsafe_globals_in_checkpoint(path)]
+    except Exception:  # noqa: BLE001 - torch < 2.6, or not a zip checkpoint: the caller reports the load error
+        return None
+
+
+def _one_line(err: BaseException) -> str:
+    return " ".join(str(err).split()).split(". ")[0][:200]  # torch adds a paragraph of advice
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu"):
+    """Read a ``torch.save`` / Lightning checkpoint with torch's safe loader (``weights_only=True``): tensors,
+    numbers, strings and containers, nothing that imports or calls code.
+
+    Every checkpoint a user names goes through here (``--ckpt``, ``--ckpt_path``, ``pretrained``, oracles, the
+    demo's ``last.ckpt``, pooled runs); the shipped checkpoints and every file simpo-bio writes load this way. A
+    file that needs a full unpickle is refused with one line (:class:`UnsafeCheckpointError`). The one exception
+    is a gReLU oracle (:func:`simpo_bio.dna.grelu_oracle.load_grelu_net`, gReLU's own loader): it is unpickled
+    in full only when the user opts in for it, with ``SIMPO_BIO_TRUST_PICKLE=1`` or by listing its sha256 in
+    ``SIMPO_BIO_TRUSTED_SHA256`` (comma-separated hex digests; :func:`require_trusted_pickle`).
 
     Args:
         path: the file.
         map_location: where tensors are placed (default CPU).
-        weights_only: torch's safe unpickler (tensors, containers, primitives); set ``False`` only for trusted files
-            that carry arbitrary Python objects.
 
     Returns:
         the loaded object (a dict for Lightning checkpoints).
@@ -73,6 +98,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     Raises:
         CheckpointNotFoundError: no file at ``path``.
         CheckpointCorruptError: the file is truncated, empty or not a checkpoint.
+        UnsafeCheckpointError: the file holds Python objects (names the first few).
     """
     path = Path(path)
     if not path.exists():
@@ -81,22 +107,37 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         raise CheckpointCorruptError(f"checkpoint {path} is a directory, not a checkpoint file", path)
     size = path.stat().st_size
     try:
-        return torch.load(path, map_location=map_location, weights_only=weights_only)
+        return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
-        if weights_only and "weights_only" in str(err).lower().replace(" ", "_"):
-            raise CheckpointCorruptError(
-                f"checkpoint {path} holds Python objects that the safe loader refuses ({err}); "
-                "load it with weights_only=False only if you trust the file",
-                path,
-            ) from err
+        unsafe = _unsafe_globals(path)
+        if unsafe or (unsafe is None and "weights_only" in str(err).lower().replace(" ", "_")):
+            named = f" ({', '.join(unsafe[:3])}{', ...' if len(unsafe) > 3 else ''})" if unsafe else ""
+            raise UnsafeCheckpointError(
+                f"checkpoint {path} is refused: it holds Python objects{named} that simpo-bio does not unpickle "
+                "(unpickling them could run arbitrary code); checkpoints are read as tensors, numbers, strings and "
+                "containers only", path) from None
         raise CheckpointCorruptError(
-            f"checkpoint {path} ({size} bytes) is truncated or not a checkpoint: {err}", path
+            f"checkpoint {path} ({size} bytes) is truncated or not a checkpoint: {_one_line(err)}", path
         ) from err
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as err:
-        detail = " ".join(str(err).split()).split(". ")[0][:200]  # torch adds a paragraph of advice
         raise CheckpointCorruptError(
-            f"checkpoint {path} ({size} bytes) is truncated or not a checkpoint: {detail}", path
+            f"checkpoint {path} ({size} bytes) is truncated or not a checkpoint: {_one_line(err)}", path
         ) from err
+
+
+def require_trusted_pickle(path: str | os.PathLike, what: str = "checkpoint") -> None:
+    """Refuse a full unpickle of ``path`` unless the user opted in: ``SIMPO_BIO_TRUST_PICKLE=1`` (every file) or
+    the file's sha256 in ``SIMPO_BIO_TRUSTED_SHA256`` (comma-separated hex digests; :mod:`simpo_bio.safe_pickle`).
+
+    Raises:
+        UnsafeCheckpointError: one line naming the file, its sha256 and both opt-ins.
+    """
+    if pickle_trusted(path):
+        return
+    raise UnsafeCheckpointError(
+        f"{what} {path} is refused: it holds Python objects that only a full unpickle reads, which can run arbitrary "
+        f"code; if you trust the file, set {TRUST_PICKLE_ENV}=1 or add its sha256 {file_sha256(path)} to "
+        f"{TRUSTED_SHA256_ENV} (comma-separated)", path)
 
 
 def record_model_kind(checkpoint: dict, kind: str) -> None:

@@ -102,8 +102,9 @@ def sample_main(argv: list[str] | None = None) -> None:
     p.add_argument("--num-steps", type=int, default=None, help="sampler steps (default: the run's, else 128)")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--oracle", default=None, help=f"fine-tuning oracle (default: the run's, else {DEFAULT_ORACLE})")
-    p.add_argument("--eval-oracle", default=DEFAULT_EVAL_ORACLE)
+    p.add_argument("--oracle", default=None, help=f"fine-tuning oracle (default: the run's, else {DEFAULT_ORACLE}); "
+                   "gReLU: loads only if trusted, SIMPO_BIO_TRUST_PICKLE=1 or sha256 in SIMPO_BIO_TRUSTED_SHA256")
+    p.add_argument("--eval-oracle", default=DEFAULT_EVAL_ORACLE, help="evaluation oracle (gReLU: as --oracle)")
     p.add_argument("--no-score", action="store_true", help="write sequences only (no oracle calls)")
     p.add_argument("--select-from", type=int, default=0, help="sample this many candidates (fine-tuning-oracle "
                    "calls) and keep --num-samples by composition-matched selection (docs/method.md); 0 = off")
@@ -177,7 +178,8 @@ def evaluate_main(argv: list[str] | None = None) -> None:
     p.add_argument("--num-samples", type=int, default=640)
     p.add_argument("--num-steps", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--eval-oracle", default=DEFAULT_EVAL_ORACLE)
+    p.add_argument("--eval-oracle", default=DEFAULT_EVAL_ORACLE, help="evaluation oracle; gReLU (docs/gpu.md): "
+                   "loads only if trusted, SIMPO_BIO_TRUST_PICKLE=1 or sha256 in SIMPO_BIO_TRUSTED_SHA256")
     p.add_argument("--pretrained", default=DEFAULT_PRETRAINED, help="reference model of App-Log-Lik ('' skips)")
     p.add_argument("--no-jaspar", action="store_true", help="skip the JASPAR motif correlation")
     p.add_argument("--max-motifs", type=int, default=None, help="only the first N JASPAR motifs (quick look)")
@@ -492,7 +494,7 @@ def _resume_args(last: Path, fresh: bool) -> tuple[list[str], str]:
     """``--ckpt_path`` of one demo run and a note for its progress line: its ``last.ckpt`` when there is one (unless
     ``fresh``), else none. A truncated or foreign ``last.ckpt`` raises here, before any run starts."""
     if last.exists() and not fresh:
-        ckpt = load_checkpoint(last, weights_only=False)  # a truncated / foreign file: one line, exit 2
+        ckpt = load_checkpoint(last)  # safe loader: a truncated / foreign / unsafe file: one line, exit 2
         return [f"--ckpt_path={last}"], (f"\n[simpo-bio]     resuming from {last} (iteration "
                                          f"{int(ckpt.get('epoch', -1)) + 1} done; --fresh starts over)")
     return ["--ckpt_path=null"], ""  # the configs say `ckpt_path: last`

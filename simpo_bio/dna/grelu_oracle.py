@@ -18,16 +18,19 @@ Choosing the output: an oracle *spec* is a path with optional ``?key=value&...``
 ``transform=identity`` (the prediction itself) or ``transform=specificity`` (the task minus the maximum of the
 other tasks, a cell-type specificity reward). Example: ``reward_oracle_ft.ckpt?task=k562``.
 
-Loading runs ``LightningModel.load_from_checkpoint(..., weights_only=False)``: the DRAKES files hold Python objects
-that torch 2.6+'s safe loader refuses, so the full unpickler runs, and it runs only on files the user names.
+Trust: gReLU's ``LightningModel.load_from_checkpoint`` runs the full unpickler (the DRAKES files hold Python objects
+that torch's safe loader refuses), which can run arbitrary code. It is the one full unpickle of the project, and it is
+refused (one line, :class:`~simpo_bio.dna.checkpoints.UnsafeCheckpointError`) unless the user opts in: environment
+variable ``SIMPO_BIO_TRUST_PICKLE=1``, or the file's sha256 among the comma-separated digests of
+``SIMPO_BIO_TRUSTED_SHA256`` (:func:`simpo_bio.dna.checkpoints.require_trusted_pickle`).
 gReLU's ``EnformerPretrainedModel`` downloads the published Enformer weights in its constructor; its checkpoints
 are rebuilt offline as ``EnformerModel`` with the same parameters (identical tensors; the checkpoint's weights
 replace them anyway).
 
 Before anything is unpickled in full, :func:`peek_checkpoint` reads the structure of a checkpoint with a
 restricted unpickler that imports nothing outside an allow-list (every other class becomes an inert
-:class:`Opaque` record) and loads no tensor data; :func:`read_checkpoint_restricted` does the same but loads the
-tensors. The DRAKES pretrained model's ``hyper_parameters`` hold an OmegaConf ``DictConfig``;
+:class:`Opaque` record; state is set only on those records, tensors and ``OrderedDict``) and loads no tensor
+data; :func:`read_checkpoint_restricted` does the same but loads the tensors. The DRAKES pretrained model's ``hyper_parameters`` hold an OmegaConf ``DictConfig``;
 :func:`to_plain` turns those records (or real OmegaConf objects) into dicts, so it is read without ``omegaconf``.
 
 Imports: torch, :mod:`simpo_bio.dna.checkpoints` (``grelu`` inside the functions that need it: the ``[drakes]``
@@ -54,7 +57,9 @@ from simpo_bio.dna.checkpoints import (
     CheckpointArchitectureError,
     CheckpointCorruptError,
     CheckpointNotFoundError,
+    require_trusted_pickle,
 )
+from simpo_bio.safe_pickle import RestrictedUnpickler
 
 __all__ = ["GreluNet", "load_grelu_net", "is_grelu_checkpoint", "split_spec", "peek_checkpoint",
            "read_checkpoint_restricted", "to_plain", "Opaque", "GRELU_EXTRA_HINT"]
@@ -102,6 +107,9 @@ class Opaque(dict):
     def __setstate__(self, state):
         self.state = state
 
+    def __call__(self, *args, **kwargs):  # a pickled call of an unknown object (getattr(cls, "f")(...)): inert
+        return type(self)(*args)
+
     def append(self, item):
         self.items_list.append(item)
 
@@ -137,16 +145,23 @@ def _allowed_globals() -> dict[str, Any]:
     return allowed
 
 
-class _RestrictedUnpickler(pickle.Unpickler):
-    """Imports only allow-listed globals; every other class or function becomes an :class:`Opaque` record."""
+class _RestrictedUnpickler(RestrictedUnpickler):
+    """Imports only allow-listed globals (every other class or function becomes an :class:`Opaque` record) and sets
+    state only on those records and on allow-listed objects (tensors, ``OrderedDict``; never on a class)."""
 
     _allowed: dict[str, Any] | None = None
 
-    def find_class(self, module: str, name: str):
+    @property
+    def allowed(self) -> dict[str, Any]:  # type: ignore[override]
         if _RestrictedUnpickler._allowed is None:
             _RestrictedUnpickler._allowed = _allowed_globals()
-        obj = _RestrictedUnpickler._allowed.get(f"{module}.{name}")
-        return obj if obj is not None else _opaque(module, name)
+        return _RestrictedUnpickler._allowed
+
+    def unknown_global(self, module: str, name: str):
+        return _opaque(module, name)
+
+    def may_build(self, inst: Any) -> bool:
+        return isinstance(inst, Opaque) or super().may_build(inst)
 
 
 class _PeekUnpickler(_RestrictedUnpickler):
@@ -165,6 +180,9 @@ _RESTRICTED_PICKLE = types.ModuleType("simpo_bio_restricted_pickle")
 _RESTRICTED_PICKLE.Unpickler = _RestrictedUnpickler
 _RESTRICTED_PICKLE.load = lambda f, **kw: _RestrictedUnpickler(f, **kw).load()
 _RESTRICTED_PICKLE.__name__ = "simpo_bio_restricted_pickle"
+#: torch.load's arguments for :func:`read_checkpoint_restricted`: torch's own safe loader takes no pickle module, so
+#: it is switched off and the restricted unpickler above takes its place (not a full unpickle).
+_RESTRICTED_LOAD = {"pickle_module": _RESTRICTED_PICKLE, "weights_only": False}
 
 
 def _check_file(path: Path) -> None:
@@ -204,7 +222,7 @@ def read_checkpoint_restricted(path: str | os.PathLike, map_location: str | torc
     path = Path(path)
     _check_file(path)
     try:
-        return torch.load(path, map_location=map_location, weights_only=False, pickle_module=_RESTRICTED_PICKLE)
+        return torch.load(path, map_location=map_location, **_RESTRICTED_LOAD)
     except (RuntimeError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError, ValueError, OSError) as err:
         raise CheckpointCorruptError(f"checkpoint {path} is truncated or not a checkpoint: {err}", path) from err
 
@@ -320,8 +338,8 @@ def load_grelu_net(path: str | os.PathLike, *, task: str | int = 0, transform: s
     """Load a gReLU ``LightningModel`` checkpoint as a frozen :class:`GreluNet`.
 
     Args:
-        path: the checkpoint (e.g. DRAKES ``reward_oracle_ft.ckpt``); unpickled in full (``weights_only=False``),
-            so name only files you trust.
+        path: the checkpoint (e.g. DRAKES ``reward_oracle_ft.ckpt``); unpickled in full, so refused unless the
+            user trusts it (``SIMPO_BIO_TRUST_PICKLE=1`` or its sha256 in ``SIMPO_BIO_TRUSTED_SHA256``).
         task: output column: an index or a task name of the checkpoint (``hepg2``, ``k562``, ``sknsh``).
         transform: see :class:`GreluNet`.
         map_location: device of the weights.
@@ -334,6 +352,7 @@ def load_grelu_net(path: str | os.PathLike, *, task: str | int = 0, transform: s
         ImportError: grelu is not installed (names the extra).
         CheckpointNotFoundError / CheckpointCorruptError: missing or unreadable file.
         CheckpointArchitectureError: not a gReLU checkpoint, or weights that do not fit its model parameters.
+        UnsafeCheckpointError: the user has not opted in to unpickling the file (names the opt-in).
         ValueError: an unknown task name or transform.
     """
     path = Path(path)
@@ -342,13 +361,14 @@ def load_grelu_net(path: str | os.PathLike, *, task: str | int = 0, transform: s
     if hp is None:
         raise CheckpointArchitectureError(f"wrong architecture: {path} is not a gReLU LightningModel checkpoint "
                                           "(no hyper_parameters.model_params.model_type)", path)
+    require_trusted_pickle(path, "gReLU checkpoint")  # before anything is unpickled in full
     LightningModel = _require_grelu(path)
     model_params = dict(hp["model_params"])
     overrides: dict[str, Any] = {}
     remapped = model_params.get("model_type") == "EnformerPretrainedModel"
     if remapped:  # its constructor downloads the published weights; EnformerModel builds the same tensors
         overrides["model_params"] = {**model_params, "model_type": "EnformerModel"}
-    try:
+    try:  # the one full unpickle of simpo-bio: a file the user trusts (require_trusted_pickle above)
         model = LightningModel.load_from_checkpoint(str(path), map_location=map_location, weights_only=False,
                                                     **overrides)
     except RuntimeError as err:

@@ -74,6 +74,17 @@ def _metadata(ckpt_path: Path, raw: dict[str, Any], info: dict[str, Any], policy
     return meta
 
 
+def _read_raw(ckpt_path: Path) -> dict[str, Any]:
+    """The checkpoint dict for the card: the safe loader, or for DRAKES' ``pretrained.ckpt`` (which holds an
+    OmegaConf config) its restricted reader; neither unpickles Python objects."""
+    from simpo_bio.dna.drakes import is_drakes_checkpoint
+    from simpo_bio.dna.grelu_oracle import read_checkpoint_restricted
+
+    if is_drakes_checkpoint(ckpt_path):
+        return dict(read_checkpoint_restricted(ckpt_path))
+    return load_checkpoint(ckpt_path)
+
+
 def export_hf(ckpt: str | os.PathLike, out: str | os.PathLike, *, metrics: str | os.PathLike | None = None) -> Path:
     """Export a fine-tuned or pretrained checkpoint to a Hugging Face directory (module docstring).
 
@@ -90,7 +101,7 @@ def export_hf(ckpt: str | os.PathLike, out: str | os.PathLike, *, metrics: str |
     """
     ckpt_path = Path(ckpt)
     policy, info = load_policy(ckpt_path)
-    raw = load_checkpoint(ckpt_path, weights_only=False)
+    raw = _read_raw(ckpt_path)
     meta = _metadata(ckpt_path, raw, info, policy)
     num_steps = info.get("num_steps", info.get("num_sampling_steps"))
     config = SimpoDNAConfig(backbone_config=backbone_config(policy.backbone), mask_index=policy.mask_index,
@@ -219,6 +230,6 @@ def export_hf_main(argv: list[str] | None = None) -> None:
     try:
         out = export_hf(a.ckpt, a.out, metrics=a.metrics)
     except (CheckpointError, FileNotFoundError, ValueError) as err:
-        print(f"simpo-bio export-hf: {err}", file=sys.stderr)
-        raise SystemExit(1) from err
+        print(f"simpo-bio export-hf: error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
     print(f"exported {a.ckpt} to {out}/ (config.json, model.safetensors, {', '.join(CODE_FILES)}, README.md)")

@@ -278,7 +278,8 @@ def load_oracle(
         path: checkpoint written by ``simpo-bio fit --config configs/dna/oracle.yaml`` (or a shipped one,
             ``checkpoints/dna/oracle_ft.ckpt`` / ``oracle_eval.ckpt``), or a gReLU checkpoint with optional
             ``?task=NAME|INDEX&transform=identity|specificity&seq_len=200`` (default task index 0 = HepG2 of the
-            DRAKES oracles; :func:`simpo_bio.dna.grelu_oracle.load_grelu_net`, unpickled in full: name trusted files).
+            DRAKES oracles; :func:`simpo_bio.dna.grelu_oracle.load_grelu_net`, unpickled in full, so refused unless
+            trusted: ``SIMPO_BIO_TRUST_PICKLE=1`` or its sha256 in ``SIMPO_BIO_TRUSTED_SHA256``).
         device: where the oracle lives.
         batch_size: chunk size of a call.
 
@@ -290,6 +291,7 @@ def load_oracle(
         CheckpointCorruptError: truncated or unreadable file.
         CheckpointArchitectureError: a checkpoint of another model, or weights that do not fit the recorded
             architecture.
+        UnsafeCheckpointError: a file with Python objects; a gReLU checkpoint the user has not trusted.
         ImportError: a gReLU checkpoint without the ``grelu`` package (names the ``[drakes]`` extra).
         ValueError: ``?options`` on a file that is not a gReLU checkpoint, or an unknown option / task.
     """

@@ -42,6 +42,7 @@ def load_policy(path: str | Path, map_location: str | torch.device = "cpu") -> t
         CheckpointNotFoundError: no such file.
         CheckpointCorruptError: truncated / unreadable file (names the file).
         CheckpointArchitectureError: a checkpoint of another model (e.g. an oracle) or mismatching weights.
+        UnsafeCheckpointError: a file that holds Python objects (never unpickled in full).
     """
     if Path(path).is_dir():
         from simpo_bio.dna.hf import load_hf_policy
@@ -53,7 +54,7 @@ def load_policy(path: str | Path, map_location: str | torch.device = "cpu") -> t
         return load_pretrained(str(path), map_location).eval(), {
             "kind": "pretrained", "scheme": "none", "seq_len": 200, "num_steps": None, "oracle": None,
             "pretrained": str(path)}
-    ckpt = load_checkpoint(path, map_location="cpu", weights_only=False)
+    ckpt = load_checkpoint(path, map_location="cpu")  # torch's safe loader: a file with Python objects is refused
     if isinstance(ckpt, dict) and ckpt.get(KIND_KEY) == MODEL_KIND:
         hp = dict(ckpt.get("hyper_parameters") or {})
         for old, new in RENAMED_HPARAMS.items():

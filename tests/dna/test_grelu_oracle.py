@@ -37,6 +37,12 @@ def _onehot(tokens):
     return torch.nn.functional.one_hot(tokens, 4).float().transpose(1, 2)
 
 
+@pytest.fixture(autouse=True)
+def _trusted(monkeypatch):
+    """The files here are the tests' own: trusted (a gReLU checkpoint is unpickled in full only on opt-in)."""
+    monkeypatch.setenv("SIMPO_BIO_TRUST_PICKLE", "1")
+
+
 @pytest.fixture(scope="module")
 def grelu_lightning():
     return pytest.importorskip("grelu.lightning", reason="grelu not installed (the [drakes] extra)")
