@@ -53,13 +53,15 @@ from simpo_bio.dna.designs import (
     write_table,
     write_text,
 )
+from simpo_bio.dna.export import export_designs, export_parser, export_report, read_design_table
 from simpo_bio.dna.inputs import InputError, check_model_config, check_out, check_sizes
 from simpo_bio.dna.metrics import MotifScanner, metrics_table
 from simpo_bio.dna.oracle import NonFiniteRewardError, load_oracle, oracle_scores
 from simpo_bio.dna.policies import load_policy
 from simpo_bio.dna.pretrain import load_pretrained
 from simpo_bio.dna.selection import check_selection, composition_matched
-from simpo_bio.dna.synthesis import SynthesisConstraints, constraint_summary, flags_column, repair_designs
+from simpo_bio.dna.synthesis import SynthesisConstraints
+from simpo_bio.fileio import DiskFullError
 from simpo_bio.lightning_cli import lightning_cli
 
 
@@ -69,7 +71,7 @@ class CommandError(Exception):
 
 #: The errors a user can cause (bad files, bad checkpoints, an oracle returning NaN): one line, exit status 2.
 _USER_ERRORS = (CommandError, InputError, SequenceValidationError, FastaFormatError, FileNotFoundError,
-                CheckpointError, NonFiniteRewardError)
+                CheckpointError, NonFiniteRewardError, DiskFullError)
 
 
 @contextmanager
@@ -274,122 +276,29 @@ def export_main(argv: list[str] | None = None) -> None:
     """``simpo-bio export``: the top-k designs of a run (its ``designs.csv``) to FASTA, checked (and with
     ``--repair`` repaired) against the synthesis constraints of :mod:`simpo_bio.dna.synthesis`."""
     d = SynthesisConstraints()
-    p = argparse.ArgumentParser(prog="simpo-bio export", description="Top-k designs of a run to FASTA, checked "
-                                "against a vendor's synthesis constraints (DnaChisel; enzyme sites from "
-                                "Bio.Restriction).")
-    p.add_argument("--run", required=True, help="run directory holding designs.csv (or the table itself)")
-    p.add_argument("--top-k", type=int, default=50)
-    p.add_argument("--by", default="eval_reward", help="column to rank by (default eval_reward)")
-    p.add_argument("--out", default=None, help="output FASTA (default: runs/export/<run name>-top<k>.fasta)")
-    g = p.add_argument_group("synthesis constraints (flagged with their positions in the FASTA header and the CSV; "
-                             "--filter drops flagged designs, --repair fixes them)")
-    g.add_argument("--gc-min", type=float, default=d.gc_min, help=f"lowest GC of any window (default {d.gc_min})")
-    g.add_argument("--gc-max", type=float, default=d.gc_max, help=f"highest GC of any window (default {d.gc_max})")
-    g.add_argument("--gc-window", type=int, default=None, help=f"GC window, bp (default {d.gc_window}, or the "
-                   "construct's length where that is shorter)")
-    g.add_argument("--max-homopolymer", type=int, default=d.max_homopolymer,
-                   help=f"longest allowed run of one base, bp (default {d.max_homopolymer})")
-    g.add_argument("--enzyme", action="append", default=None, metavar="NAME",
-                   help="an enzyme (Bio.Restriction name) whose site must not occur on either strand (repeatable; "
-                   f"default {' '.join(d.enzymes)}; --enzyme none for no enzyme)")
-    g.add_argument("--pattern", action="append", default=[], metavar="IUPAC",
-                   help="a further site to avoid on either strand, IUPAC letters (repeatable)")
-    g.add_argument("--repeat-kmer", type=int, default=0, help="no k-mer twice, either strand (0 = off, default)")
-    g.add_argument("--hairpin-stem", type=int, default=0, help="avoid hairpins with this stem, bp (0 = off, default)")
-    g.add_argument("--prefix", default="", help="5' adapter; the checks run on prefix + design + suffix")
-    g.add_argument("--suffix", default="", help="3' adapter")
-    g.add_argument("--filter", action="store_true", help="keep only designs without flags (then take the top k)")
-    r = p.add_argument_group("repair (DnaChisel's solver, fewest base changes; adapters never change)")
-    r.add_argument("--repair", action="store_true", help="repair flagged designs, re-score them with both oracles, "
-                   "keep a repair only if its fine-tuning-oracle reward drops by less than --margin; the FASTA then "
-                   "holds designs that pass every constraint, and <out>.repair.csv reports every flagged design")
-    r.add_argument("--margin", type=float, default=0.5, help="largest reward drop a repair may cost, log-odds "
-                   "(default 0.5)")
-    r.add_argument("--oracle", default=DEFAULT_ORACLE, help=f"fine-tuning oracle that re-scores (default "
-                   f"{DEFAULT_ORACLE})")
-    r.add_argument("--eval-oracle", default=DEFAULT_EVAL_ORACLE, help="evaluation oracle that re-scores "
-                   f"(default {DEFAULT_EVAL_ORACLE}; 'none' skips it)")
-    r.add_argument("--seed", type=int, default=0, help="seed of the solver's random mutations")
-    a = p.parse_args(argv)
+    a = export_parser(DEFAULT_ORACLE, DEFAULT_EVAL_ORACLE).parse_args(argv)
     with _user_errors("export"):
         enzymes = d.enzymes if a.enzyme is None else tuple(e for e in a.enzyme if e.lower() != "none")
+        path = Path(a.run)
+        table_path = path / "designs.csv" if path.is_dir() else path
         try:
             constraints = SynthesisConstraints(gc_min=a.gc_min, gc_max=a.gc_max, gc_window=a.gc_window or d.gc_window,
                                                max_homopolymer=a.max_homopolymer, enzymes=enzymes,
                                                patterns=tuple(a.pattern), repeat_kmer=a.repeat_kmer,
                                                hairpin_stem=a.hairpin_stem, prefix=a.prefix, suffix=a.suffix)
-        except ValueError as err:
+            df = read_design_table(table_path)
+            if a.gc_window is None and len(df):  # the vendor's window, no longer than the designs
+                constraints = constraints.fitted(int(df["sequence"].astype(str).str.len().max()))
+            out = Path(a.out) if a.out else Path("runs", "export",
+                                                 f"{table_path.parent.name or 'run'}-top{a.top_k}.fasta")
+            check_out(out, "--out")
+            result = export_designs(df, out, constraints, top_k=a.top_k, by=a.by, keep_clean_only=a.filter,
+                                    repair=a.repair, oracle=a.oracle, margin=a.margin, seed=a.seed,
+                                    eval_oracle=None if a.eval_oracle.lower() == "none" else a.eval_oracle,
+                                    source=str(table_path))
+        except ValueError as err:  # ExportError and bad constraints: one line
             raise CommandError(str(err)) from None
-        if a.top_k < 1:
-            raise CommandError(f"--top-k must be >= 1, got {a.top_k}")
-        if a.repair and a.filter:
-            raise CommandError("--repair and --filter exclude each other (--repair already exports only designs "
-                               "that pass)")
-        if a.margin < 0:
-            raise CommandError(f"--margin must be >= 0 log-odds, got {a.margin}")
-        path = Path(a.run)
-        table_path = path / "designs.csv" if path.is_dir() else path
-        if not table_path.exists():
-            raise CommandError(f"no design table at {table_path} (run `simpo-bio demo` or a fit first)")
-        df = _read_design_table(table_path)
-        if a.gc_window is None and len(df):
-            constraints = constraints.fitted(int(df["sequence"].astype(str).str.len().max()))
-        if a.by not in df:
-            raise CommandError(f"{table_path} has no column {a.by!r}; columns: {', '.join(map(str, df.columns))}")
-        out = Path(a.out) if a.out else Path("runs", "export", f"{table_path.parent.name or 'run'}-top{a.top_k}.fasta")
-        check_out(out, "--out")
-        try:
-            flags_before = flags_column(df["sequence"].astype(str).tolist(), constraints)
-            if a.repair:
-                oracle = load_oracle(a.oracle)
-                ev = None if a.eval_oracle.lower() == "none" else load_oracle(a.eval_oracle)
-                df, report = repair_designs(
-                    df, constraints, margin=a.margin, seed=a.seed,
-                    score=lambda x: oracle_scores(oracle, x, what="the fine-tuning oracle"),
-                    eval_score=None if ev is None else lambda x: oracle_scores(ev, x, what="the evaluation oracle"))
-            else:
-                df["flags"] = flags_before
-        except ValueError as err:  # a design the constraints cannot check (letters, length): names it
-            raise CommandError(f"{table_path}: {err}") from None
-        if a.filter:
-            df = df[df["flags"] == "none"]
-        if df.empty:
-            raise CommandError(f"no design of {table_path} meets the synthesis constraints (drop --filter / "
-                               "--repair to see the flags, or widen the constraints)")
-        top = df.sort_values(a.by, ascending=False).head(a.top_k)
-        write_designs(out, top, out.with_suffix(".csv"))
-        if a.repair:
-            write_table(report, out.with_suffix(".repair.csv"))
-    flagged = int((top["flags"] != "none").sum())
-    print(f"wrote the top {len(top)} designs by {a.by} to {out} ({flagged} flagged: see the FASTA header)")
-    if a.repair:
-        n = {s: int((report["status"] == s).sum()) for s in ("repaired", "rejected: reward", "rejected: unsolved")}
-        kept = report[report["status"] == "repaired"]
-        med = f"median fine-tuning-oracle change {kept['reward_change'].median():+.3f} log-odds, median " \
-              f"{kept['bases_changed'].median():g} bases changed; " if len(kept) else ""
-        print(f"repair: {len(report)} flagged designs; {n['repaired']} repaired and kept ({med}"
-              f"{n['rejected: reward']} lost more than {a.margin:g} log-odds, {n['rejected: unsolved']} unsolved: "
-              f"dropped); report: {out.with_suffix('.repair.csv')}")
-    print(f"designs of {table_path} each constraint touches (before any repair):")
-    for row in constraint_summary(flags_before, constraints).itertuples():
-        print(f"  {row.constraint:<18} {row.designs:>5} of {len(flags_before)}   {row.checks}")
-
-
-def _read_design_table(table_path: Path) -> pd.DataFrame:
-    """A design table (``.csv`` / ``.tsv`` / ``.parquet``) with a ``sequence`` column, or one-line errors."""
-    try:
-        if table_path.suffix == ".parquet":
-            df = pd.read_parquet(table_path)
-        else:
-            df = pd.read_csv(table_path, sep="\t" if table_path.suffix == ".tsv" else ",")
-    except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError, OSError, ValueError) as err:
-        raise CommandError(f"{table_path} is not a readable design table ({type(err).__name__}: "
-                           f"{str(err).splitlines()[0] if str(err) else 'empty'})") from None
-    if "sequence" not in df:
-        raise CommandError(f"{table_path} has no 'sequence' column; columns: {', '.join(map(str, df.columns))}")
-    if "id" not in df:
-        df.insert(0, "id", [f"design-{i:06d}" for i in range(len(df))])
-    return df
+    print("\n".join(export_report(result, constraints, a.by, str(table_path))))
 
 
 # -------------------------------------------------------------------------------------------------------- demo

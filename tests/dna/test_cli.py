@@ -267,3 +267,36 @@ def test_export_flags_and_filters_synthesis_constraints(run_dir, tmp_path, capsy
         cli_main(["export", "--run", str(table), "--enzyme", "BsaX", "--out", str(out)])
     err = capsys.readouterr().err
     assert e.value.code == 2 and "unknown enzyme 'BsaX'" in err and "BsaI" in err and len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize("fail_on", ["fasta", "table"])
+def test_full_disk_in_sample_and_export_leaves_the_old_pair(run_dir, ckpts, tmp_path, capsys, monkeypatch, fail_on):
+    """ENOSPC while writing either file of a FASTA + table pair: one line, exit 2, both old files byte-identical,
+    no temporary file left (simpo_bio.fileio.atomic_paths)."""
+    import errno
+
+    out = tmp_path / "d.fasta"
+    ckpt = str(run_dir / "checkpoints" / "last.ckpt")
+    cli_main(["sample", "--ckpt", ckpt, "--num-samples", "6", "--out", str(out), "--no-score", "--num-steps", "4"])
+    old = {p: p.read_bytes() for p in (out, out.with_suffix(".csv"))}
+    real_fasta, real_table = designs.write_fasta, designs.write_table
+
+    def full(*a, **k):
+        path = Path(a[1] if fail_on == "table" else a[0])
+        path.write_bytes(b"x" * 100)  # part written, then the disk is full
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(designs, "write_fasta", full if fail_on == "fasta" else real_fasta)
+    monkeypatch.setattr(designs, "write_table", full if fail_on == "table" else real_table)
+    runs = [["sample", "--ckpt", ckpt, "--num-samples", "6", "--out", str(out), "--no-score", "--num-steps", "4",
+             "--seed", "9"],
+            ["export", "--run", str(run_dir), "--top-k", "3", "--out", str(out)]]
+    for argv in runs:
+        with pytest.raises(SystemExit) as e:
+            cli_main(argv)
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and len(err.strip().splitlines()) == 1, err
+        name = out.name if fail_on == "fasta" else out.with_suffix(".csv").name
+        assert "no space left on the device writing" in err and name in err
+        assert {p: p.read_bytes() for p in old} == old
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["d.csv", "d.fasta"]
