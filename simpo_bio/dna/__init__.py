@@ -16,7 +16,7 @@ Scoring a sequence:
     ``oracle``           frozen reward oracles, scoring, the finite-reward check
     ``oracle_training``  training the cell-type oracle, the k-mer baseline
     ``ensemble``         conservative ensemble reward ``mean - k * std``
-    ``naturalness``      GC, homopolymers, DUST, 3-mer distance; constraints and synthesis flags
+    ``naturalness``      GC, windowed GC, homopolymers, DUST, 3-mer distance; the natural-range constraints
     ``metrics``          DRAKES-style metrics of a set of designs
 Generators:
     ``drakes``           the DRAKES pretrained model, data archive and evaluation protocol
@@ -26,7 +26,9 @@ SiMPO:
     ``leash``            KL-regularised reward, bounded repulsion, constraints from a config
     ``finetune``         SiMPO fine-tuning, ``load_policy``
 Designs out:
+    ``synthesis``        a vendor's synthesis constraints on DnaChisel (sites from Bio.Restriction), repair
     ``designs``          sampling, evaluation, FASTA / tables / plots, the export callback
+    ``export``           ``simpo-bio export``: top-k of a design table, flagged, filtered or repaired
     ``hf_export``        ``simpo-bio export-hf``: a checkpoint as a Hugging Face directory
 Commands:
     ``inputs``           checks of options and configs before any model is loaded
