@@ -19,6 +19,7 @@ checkpoint loader when a ``--ckpt_path`` is given).
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import pickle
@@ -30,6 +31,8 @@ from typing import Any
 
 import lightning.pytorch as pl
 from lightning.pytorch.cli import LightningCLI
+
+from simpo_bio.runlock import run_lock
 
 #: Class paths recorded by earlier releases -> where the class lives now.
 MOVED_CLASSES: dict[str, str] = {
@@ -66,6 +69,10 @@ def upgrade_recorded_hparams(hparams: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+#: The run-folder locks of the fit in progress; :func:`lightning_cli` releases them when the fit returns or fails.
+_RUN_LOCKS = contextlib.ExitStack()
+
+
 class SimpoLightningCLI(LightningCLI):
     """:class:`LightningCLI` that reads the recorded hyper-parameters through :func:`upgrade_recorded_hparams`."""
 
@@ -92,6 +99,12 @@ class SimpoLightningCLI(LightningCLI):
             raise
 
 
+    def instantiate_classes(self) -> None:
+        # one writer per run folder, taken before any model, oracle or data loads (simpo_bio/runlock.py)
+        if self.config.get("subcommand") == "fit":
+            _RUN_LOCKS.enter_context(run_lock(run_folders(self.config["fit"]), what="fit"))
+        super().instantiate_classes()
+
     def _prepare_subcommand_kwargs(self, subcommand: str) -> dict[str, Any]:
         # the trainer reads --ckpt_path (or `ckpt_path: last`) with torch's safe loader only, whatever the config says
         kwargs = super()._prepare_subcommand_kwargs(subcommand)
@@ -104,6 +117,17 @@ class SimpoLightningCLI(LightningCLI):
 #: checkpoint): reported as one line with exit status 2. ``SIMPO_DEBUG=1`` shows the traceback instead.
 USER_ERRORS = (ValueError, TypeError, FileNotFoundError, IsADirectoryError, EOFError, pickle.UnpicklingError,
                RuntimeError)
+
+
+def run_folders(config) -> list[Path]:
+    """The folders a fit writes into: ``trainer.default_root_dir`` (default ``.``) and every callback's ``dirpath``
+    / ``out_dir``."""
+    trainer = config.get("trainer") or {}
+    folders = [Path(trainer.get("default_root_dir") or ".")]
+    for cb in trainer.get("callbacks") or []:
+        args = (cb.get("init_args") if hasattr(cb, "get") else None) or {}
+        folders += [Path(args[k]) for k in ("dirpath", "out_dir") if hasattr(args, "get") and args.get(k)]
+    return folders
 
 
 def lightning_cli(args: list[str] | None = None) -> None:
@@ -136,3 +160,5 @@ def lightning_cli(args: list[str] | None = None) -> None:
             message = f"checkpoint refused: it holds Python objects that simpo-bio does not unpickle ({detail})"
         print(f"simpo-bio {command}: error: {type(err).__name__}: {message}", file=sys.stderr)
         raise SystemExit(2) from None
+    finally:
+        _RUN_LOCKS.close()

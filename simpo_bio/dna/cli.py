@@ -63,6 +63,7 @@ from simpo_bio.dna.selection import check_selection, composition_matched
 from simpo_bio.dna.synthesis import SynthesisConstraints
 from simpo_bio.fileio import DiskFullError
 from simpo_bio.lightning_cli import lightning_cli
+from simpo_bio.runlock import RunLockedError, run_lock
 
 
 class CommandError(Exception):
@@ -70,7 +71,7 @@ class CommandError(Exception):
 
 
 #: The errors a user can cause (bad files, bad checkpoints, an oracle returning NaN): one line, exit status 2.
-_USER_ERRORS = (CommandError, InputError, SequenceValidationError, FastaFormatError, FileNotFoundError,
+_USER_ERRORS = (RunLockedError, CommandError, InputError, SequenceValidationError, FastaFormatError, FileNotFoundError,
                 CheckpointError, NonFiniteRewardError, DiskFullError)
 
 
@@ -363,7 +364,7 @@ def demo_main(argv: list[str] | None = None) -> None:
             raise CommandError(f"{seeding[0]}: set the seed with --seed (the demo's runs take --seed, --seed + 1, ...)")
         check_model_config(list(a.config or DEMO_CONFIGS), [*a.overrides, *extra])
     _set_threads(a.threads)
-    with _user_errors("demo"):
+    with _user_errors("demo"), run_lock(out, what="demo", name=".simpo-demo.lock"):  # one demo per --out
         print("[simpo-bio] 1/4 data: ENCODE DHS sequences (fetched once into the cache, checksum-verified)",
               flush=True)
         real = designs.real_sets()  # looked up at call time: the tests substitute small sets
