@@ -17,7 +17,6 @@ from simpo_bio.dna.synthesis import (
     SynthesisConstraints,
     check_designs,
     constraint_summary,
-    flags_column,
     repair_design,
     repair_designs,
 )
