@@ -32,6 +32,7 @@ from typing import Any
 import lightning.pytorch as pl
 from lightning.pytorch.cli import LightningCLI
 
+from simpo_bio.fileio import DiskFullError
 from simpo_bio.runlock import run_lock
 
 #: Class paths recorded by earlier releases -> where the class lives now.
@@ -116,7 +117,7 @@ class SimpoLightningCLI(LightningCLI):
 #: Errors a user causes with a config value or a file (a temperature of 0, a truncated ``--ckpt_path``, a missing
 #: checkpoint): reported as one line with exit status 2. ``SIMPO_DEBUG=1`` shows the traceback instead.
 USER_ERRORS = (ValueError, TypeError, FileNotFoundError, IsADirectoryError, EOFError, pickle.UnpicklingError,
-               RuntimeError)
+               RuntimeError, DiskFullError)
 
 
 def run_folders(config) -> list[Path]:

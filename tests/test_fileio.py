@@ -1,5 +1,6 @@
 import os
 import stat
+from pathlib import Path
 
 import pytest
 import torch
@@ -62,3 +63,35 @@ def test_atomic_paths_replaces_every_file_only_when_all_are_written(tmp_path):
         tb.write_text("new b")
     assert (a.read_text(), b.read_text()) == ("new a", "new b")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.csv", "a.fasta"]
+
+
+def test_resumable_checkpoint_full_disk_keeps_the_old_last_ckpt_and_no_temp(tmp_path):
+    """The fit's last.ckpt writer (ResumableCheckpoint): a unique temp name per write, removed when the disk
+    fills; the previous last.ckpt is byte-identical and the error is one DiskFullError line."""
+    import errno
+    from types import SimpleNamespace
+
+    from simpo_bio.dna.checkpoints import ResumableCheckpoint
+    from simpo_bio.fileio import DiskFullError
+
+    last = tmp_path / "last.ckpt"
+    last.write_bytes(b"previous checkpoint")
+    names = []
+
+    def save(path, weights_only=False):
+        names.append(Path(path).name)
+        Path(path).write_bytes(b"half a checkpoint")
+        if len(names) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    trainer = SimpleNamespace(save_checkpoint=save, is_global_zero=True, global_step=3, loggers=[])
+    cb = ResumableCheckpoint(dirpath=tmp_path)
+    cb._save_checkpoint(trainer, str(last))
+    assert last.read_bytes() == b"half a checkpoint"
+    last.write_bytes(b"previous checkpoint")
+    with pytest.raises(DiskFullError, match=r"no space left on the device writing .*last\.ckpt") as e:
+        cb._save_checkpoint(trainer, str(last))
+    assert "\n" not in str(e.value)
+    assert last.read_bytes() == b"previous checkpoint"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt"]
+    assert names[0] != names[1] and all(n.startswith(".last.ckpt.") and n.endswith(".part") for n in names)

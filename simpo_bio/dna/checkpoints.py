@@ -20,11 +20,13 @@ Imports: torch, Lightning's ``ModelCheckpoint``, :mod:`simpo_bio.fileio` and :mo
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
 import pickle
 import sys
+import uuid
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -33,7 +35,7 @@ from typing import Any
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from simpo_bio.fileio import atomic_torch_save
+from simpo_bio.fileio import DiskFullError, atomic_torch_save
 from simpo_bio.safe_pickle import TRUST_PICKLE_ENV, TRUSTED_SHA256_ENV, file_sha256, pickle_trusted
 
 #: Key under which our LightningModules record the class that wrote a checkpoint.
@@ -435,10 +437,18 @@ class ResumableCheckpoint(ModelCheckpoint):
     def _save_checkpoint(self, trainer, filepath: str) -> None:
         from weakref import proxy
 
-        tmp = Path(filepath).with_name(f".{Path(filepath).name}.part")
-        trainer.save_checkpoint(tmp, self.save_weights_only)
-        if trainer.is_global_zero:
-            os.replace(tmp, filepath)
+        # a temp name of its own (two writers never share one), removed on any failure; a full disk: one line
+        tmp = Path(filepath).with_name(f".{Path(filepath).name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.part")
+        try:
+            trainer.save_checkpoint(tmp, self.save_weights_only)
+            if trainer.is_global_zero:
+                os.replace(tmp, filepath)
+        except BaseException as err:
+            tmp.unlink(missing_ok=True)
+            if isinstance(err, OSError) and err.errno == errno.ENOSPC:
+                raise DiskFullError(errno.ENOSPC, f"no space left on the device writing {filepath} (the previous "
+                                    "checkpoint, if any, is unchanged)", str(filepath)) from None
+            raise
         self._last_global_step_saved = trainer.global_step
         self._last_checkpoint_saved = filepath
         if trainer.is_global_zero:
