@@ -10,10 +10,12 @@ a directory back. The model: MDLM masked diffusion (Sahoo et al. 2024).
 from __future__ import annotations
 
 import argparse
+import errno
 import hashlib
 import os
 import shutil
 import sys
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,7 @@ from simpo_bio.dna.checkpoints import CheckpointError, load_checkpoint
 from simpo_bio.dna.hf import AUTO_MAP, CODE_DIR, CODE_FILES, SimpoDNAConfig, SimpoDNAForMaskedLM
 from simpo_bio.dna.policies import load_policy
 from simpo_bio.dna.transformer import backbone_config
+from simpo_bio.fileio import DiskFullError
 
 __all__ = ["export_hf", "model_card", "export_hf_main", "DHS_SHA256"]
 
@@ -90,7 +93,8 @@ def export_hf(ckpt: str | os.PathLike, out: str | os.PathLike, *, metrics: str |
 
     Args:
         ckpt: a SiMPO fine-tuning checkpoint (``runs/.../last.ckpt``) or a pretrained model checkpoint.
-        out: output directory (created; files already there are overwritten).
+        out: output directory: written as a sibling temp folder that then replaces it whole (an earlier export
+            there is replaced; a folder holding other files is refused).
         metrics: a ``metrics.md`` table for the card (default: the run's, found next to the checkpoint).
 
     Returns:
@@ -98,6 +102,8 @@ def export_hf(ckpt: str | os.PathLike, out: str | os.PathLike, *, metrics: str |
 
     Raises:
         CheckpointError: the checkpoint is missing, unreadable or not a generator.
+        ValueError: ``out`` holds files that are not an export's.
+        DiskFullError: the disk filled (the previous export is unchanged, no temp folder remains).
     """
     ckpt_path = Path(ckpt)
     policy, info = load_policy(ckpt_path)
@@ -111,16 +117,41 @@ def export_hf(ckpt: str | os.PathLike, out: str | os.PathLike, *, metrics: str |
     model = SimpoDNAForMaskedLM(config)
     model.load_state_dict({k: v.float() for k, v in policy.state_dict().items()}, strict=True)
     out_dir = Path(out)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out_dir, safe_serialization=True)
-    for name in CODE_FILES:
-        shutil.copyfile(CODE_DIR / name, out_dir / name)
+    exported = {"config.json", "model.safetensors", "README.md", *CODE_FILES}
+    if out_dir.exists() and (not out_dir.is_dir() or set(p.name for p in out_dir.iterdir()) - exported):
+        raise ValueError(f"{out_dir} exists and holds other files than an export (export into a new or an export-hf "
+                         "directory)")
     metrics_path = Path(metrics) if metrics else _find_metrics(ckpt_path)
     table = metrics_path.read_text().strip() if metrics_path is not None and metrics_path.is_file() else None
-    (out_dir / "README.md").write_text(model_card(config, table, out_dir.name))
-    for path in out_dir.iterdir():  # files meant to be shared (safetensors writes through a private temp file)
-        if path.name in ("config.json", "model.safetensors", "README.md", *CODE_FILES):
-            os.chmod(path, 0o644)
+    # everything goes into a sibling temp folder, which then replaces out_dir: a failure (or a full disk) leaves the
+    # old export whole, never new config.json beside old weights
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir.with_name(f".{out_dir.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.part")
+    old = tmp.with_name(tmp.name[:-5] + ".old")
+    try:
+        tmp.mkdir()
+        model.save_pretrained(tmp, safe_serialization=True)
+        for name in CODE_FILES:
+            shutil.copyfile(CODE_DIR / name, tmp / name)
+        (tmp / "README.md").write_text(model_card(config, table, out_dir.name))
+        for path in tmp.iterdir():  # files meant to be shared (safetensors writes through a private temp file)
+            if path.name in exported:
+                os.chmod(path, 0o644)
+        if out_dir.exists():
+            os.replace(out_dir, old)
+        os.replace(tmp, out_dir)
+    except OSError as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if old.exists() and not out_dir.exists():
+            os.replace(old, out_dir)
+        if err.errno == errno.ENOSPC:
+            raise DiskFullError(errno.ENOSPC, f"no space left on the device writing {out_dir} (the previous export, "
+                                "if any, is unchanged)", str(out_dir)) from None
+        raise
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
     return out_dir
 
 
@@ -229,7 +260,7 @@ def export_hf_main(argv: list[str] | None = None) -> None:
     a = p.parse_args(argv)
     try:
         out = export_hf(a.ckpt, a.out, metrics=a.metrics)
-    except (CheckpointError, FileNotFoundError, ValueError) as err:
+    except (CheckpointError, FileNotFoundError, ValueError, DiskFullError) as err:
         print(f"simpo-bio export-hf: error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
     print(f"exported {a.ckpt} to {out}/ (config.json, model.safetensors, {', '.join(CODE_FILES)}, README.md)")

@@ -228,3 +228,33 @@ def test_cli_exports_and_samples_and_evaluates_a_directory(tmp_path, monkeypatch
               str(ckpts["eval_oracle"]), "--pretrained", "", "--no-jaspar", "--no-novelty"])
     assert "Pred-Activity (median)" in capsys.readouterr().out
     assert SEQ_LEN == 20
+
+
+def test_export_hf_full_disk_leaves_the_previous_export_whole(exported, tmp_path, monkeypatch, capsys):
+    """ENOSPC while writing the weights: one line, exit 2, the previous export byte-identical, no temp folder."""
+    import errno
+
+    from simpo_bio.cli import main as cli_main
+
+    ckpt, first = exported
+    out = tmp_path / "hf"
+    cli_main(["export-hf", "--ckpt", str(ckpt), "--out", str(out)])
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    capsys.readouterr()
+
+    def full(self, save_directory, **kwargs):
+        (Path(save_directory) / "config.json").write_text("{}")  # the new config is written, then the disk fills
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(hf_export.SimpoDNAForMaskedLM, "save_pretrained", full)
+    with pytest.raises(SystemExit) as e:
+        cli_main(["export-hf", "--ckpt", str(ckpt), "--out", str(out)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 2 and len(err) == 1 and "no space left on the device writing" in err[0]
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hf"]
+    (out / "notes.txt").write_text("mine")
+    monkeypatch.undo()
+    with pytest.raises(SystemExit):
+        cli_main(["export-hf", "--ckpt", str(ckpt), "--out", str(out)])
+    assert "holds other files" in capsys.readouterr().err and (out / "notes.txt").read_text() == "mine"
