@@ -14,7 +14,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from simpo_bio.dna.checkpoints import KIND_KEY, load_checkpoint, load_state_dict_checked, strip_prefix
+from simpo_bio.dna.checkpoints import (
+    KIND_KEY,
+    CheckpointCorruptError,
+    load_checkpoint,
+    load_state_dict_checked,
+    strip_prefix,
+)
 from simpo_bio.dna.pretrain import build_masked_diffusion, load_pretrained, pretrained_from_checkpoint
 
 #: The model kind recorded in a fine-tuning checkpoint.
@@ -40,7 +46,8 @@ def load_policy(path: str | Path, map_location: str | torch.device = "cpu") -> t
 
     Raises:
         CheckpointNotFoundError: no such file.
-        CheckpointCorruptError: truncated / unreadable file (names the file).
+        CheckpointCorruptError: truncated / unreadable file, or a fine-tuning checkpoint without its weights or
+            without the record of its policy (names the file).
         CheckpointArchitectureError: a checkpoint of another model (e.g. an oracle) or mismatching weights.
         UnsafeCheckpointError: a file that holds Python objects (never unpickled in full).
     """
@@ -64,7 +71,12 @@ def load_policy(path: str | Path, map_location: str | torch.device = "cpu") -> t
         if spec is not None:
             policy = build_masked_diffusion(spec["backbone"], mask_index=spec["mask_index"], eps=spec["eps"])
         else:
+            if not hp.get("pretrained"):
+                raise CheckpointCorruptError(f"{path}: a fine-tuning checkpoint that records neither its policy's "
+                                             "architecture nor its 'pretrained' model; refit it with this version", path)
             policy = load_pretrained(str(hp["pretrained"]))
+        if "state_dict" not in ckpt:
+            raise CheckpointCorruptError(f"{path}: a fine-tuning checkpoint without weights ('state_dict')", path)
         load_state_dict_checked(policy, strip_prefix(ckpt["state_dict"], "policy."), path)
         info = {"kind": "finetuned", "scheme": hp.get("scheme", "?"), "seq_len": hp.get("seq_len", 200),
                 "num_steps": hp.get("num_steps"), "oracle": hp.get("oracle"), "pretrained": hp.get("pretrained"),

@@ -300,3 +300,15 @@ def test_full_disk_in_sample_and_export_leaves_the_old_pair(run_dir, ckpts, tmp_
         assert "no space left on the device writing" in err and name in err
         assert {p: p.read_bytes() for p in old} == old
         assert sorted(p.name for p in tmp_path.iterdir()) == ["d.csv", "d.fasta"]
+
+
+def test_a_finetuning_checkpoint_without_its_pretrained_record_is_one_line(run_dir, tmp_path, capsys):
+    ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    ckpt.pop("simpo_policy", None)
+    ckpt["hyper_parameters"].pop("pretrained", None)
+    bad = tmp_path / "no_pretrained.ckpt"
+    torch.save(ckpt, bad)
+    with pytest.raises(SystemExit) as e:
+        cli_main(["sample", "--ckpt", str(bad), "--num-samples", "2", "--out", str(tmp_path / "x.fasta")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 2 and len(err) == 1 and "no_pretrained.ckpt" in err[0] and "'pretrained'" in err[0]
