@@ -54,6 +54,7 @@ from simpo_bio.dna.designs import (
     write_text,
 )
 from simpo_bio.dna.export import export_designs, export_parser, export_report, read_design_table
+from simpo_bio.dna.grelu_oracle import MissingExtraError
 from simpo_bio.dna.inputs import InputError, check_model_config, check_out, check_sizes
 from simpo_bio.dna.metrics import MotifScanner, metrics_table
 from simpo_bio.dna.oracle import NonFiniteRewardError, load_oracle, oracle_scores
@@ -71,7 +72,7 @@ class CommandError(Exception):
 
 
 #: The errors a user can cause (bad files, bad checkpoints, an oracle returning NaN): one line, exit status 2.
-_USER_ERRORS = (RunLockedError, CommandError, InputError, SequenceValidationError, FastaFormatError, FileNotFoundError,
+_USER_ERRORS = (MissingExtraError, RunLockedError, CommandError, InputError, SequenceValidationError, FastaFormatError, FileNotFoundError,
                 CheckpointError, NonFiniteRewardError, DiskFullError)
 
 

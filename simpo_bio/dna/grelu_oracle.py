@@ -68,7 +68,12 @@ GRELU_EXTRA_HINT = "pip install 'simpo-bio[drakes]' (grelu, omegaconf)"
 TRANSFORMS = ("identity", "specificity")
 
 
+class MissingExtraError(ImportError):
+    """A file needs an optional extra that is not installed (the message names the ``pip install`` to run)."""
+
+
 # ---------------------------------------------------------------------------------------- oracle specs
+
 def split_spec(spec: str | os.PathLike) -> tuple[str, dict[str, str]]:
     """``"path?key=value&..."`` -> ``(path, {key: value})``; a plain path (or an existing file) -> ``(path, {})``.
 
@@ -275,7 +280,7 @@ def _require_grelu(path: str | os.PathLike):
     try:
         from grelu.lightning import LightningModel
     except ImportError as err:
-        raise ImportError(f"{path} is a gReLU checkpoint; loading it needs the grelu package: "
+        raise MissingExtraError(f"{path} is a gReLU checkpoint; loading it needs the grelu package: "
                           f"{GRELU_EXTRA_HINT}") from err
     return LightningModel
 

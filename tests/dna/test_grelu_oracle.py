@@ -119,7 +119,7 @@ def test_atac_style_binary_classifier_gives_sigmoid_column(grelu_lightning, tmp_
     assert bool(((prob > 0) & (prob < 1)).all())
 
 
-def test_a_grelu_checkpoint_without_grelu_names_the_extra(tmp_path, monkeypatch):
+def test_a_grelu_checkpoint_without_grelu_names_the_extra(tmp_path, monkeypatch, capsys):
     path = tmp_path / "oracle.ckpt"
     torch.save({"state_dict": {"model.w": torch.zeros(1)}, "hyper_parameters": {
         "model_params": {"model_type": "EnformerPretrainedModel", "n_tasks": 3},
@@ -128,6 +128,14 @@ def test_a_grelu_checkpoint_without_grelu_names_the_extra(tmp_path, monkeypatch)
     monkeypatch.setitem(sys.modules, "grelu.lightning", None)  # makes `import grelu.lightning` fail
     with pytest.raises(ImportError, match=r"simpo-bio\[drakes\]"):
         load_oracle(path)
+    from simpo_bio.cli import main as cli_main
+
+    fasta = tmp_path / "x.fasta"
+    fasta.write_text(">a\n" + "ACGT" * 50 + "\n")
+    with pytest.raises(SystemExit) as e:  # the command: one line, exit 2 (was an ImportError traceback)
+        cli_main(["evaluate", "--fasta", str(fasta), "--eval-oracle", str(path), "--out", ""])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 2 and len(err) == 1 and "simpo-bio[drakes]" in err[0] and "oracle.ckpt" in err[0]
 
 
 def test_options_only_for_foreign_checkpoints_and_spec_parsing(tmp_path):
