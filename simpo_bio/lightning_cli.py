@@ -23,6 +23,7 @@ import contextlib
 import importlib
 import os
 import pickle
+import re
 import sys
 import warnings
 from collections.abc import Mapping
@@ -100,6 +101,12 @@ class SimpoLightningCLI(LightningCLI):
             raise
 
 
+    def init_parser(self, **kwargs):
+        # a bad config key or value: one line naming the option and the config file it is in, not a usage dump
+        parser = super().init_parser(**kwargs)
+        parser.error = _one_line_error
+        return parser
+
     def instantiate_classes(self) -> None:
         # one writer per run folder, taken before any model, oracle or data loads (simpo_bio/runlock.py)
         if self.config.get("subcommand") == "fit":
@@ -118,6 +125,39 @@ class SimpoLightningCLI(LightningCLI):
 #: checkpoint): reported as one line with exit status 2. ``SIMPO_DEBUG=1`` shows the traceback instead.
 USER_ERRORS = (ValueError, TypeError, FileNotFoundError, IsADirectoryError, EOFError, pickle.UnpicklingError,
                RuntimeError, DiskFullError)
+
+
+#: The command line of the LightningCLI call in progress (the config files a parse error is looked for in).
+_ARGV: list[str] = []
+
+
+def _config_files(argv: list[str]) -> list[Path]:
+    files = [argv[i + 1] for i, a in enumerate(argv[:-1]) if a in ("--config", "-c")]
+    files += [a.split("=", 1)[1] for a in argv if a.startswith("--config=")]
+    return [Path(f) for f in files if Path(f).is_file()]
+
+
+def parse_error_line(message: str, argv: list[str]) -> str:
+    """The one line a parse error becomes: its most specific sentence, the parser key it is under, and the config
+    files (of ``--config`` in ``argv``) that set the offending option."""
+    lines = [ln.strip() for ln in str(message).splitlines() if ln.strip()]
+    specific = [ln for ln in lines if re.search(r"not accepted|not expected|No action|does not exist|invalid", ln,
+                                                  re.IGNORECASE)]
+    core = (specific or lines or ["invalid arguments"])[-1 if specific else 0]
+    where = re.search(r'Parser key "([^"]+)"', str(message))
+    option = re.search(r"'([^'\s]+)'", core) or re.search(r'"([^"\s]+)"', core)
+    name = option.group(1).split(".")[-1] if option else None
+    files = [str(f) for f in _config_files(argv) if name and re.search(
+        rf"^\s*{re.escape(name)}\s*:", f.read_text(errors="replace"), re.MULTILINE)]
+    text = core + (f" (under {where.group(1)})" if where and where.group(1) not in core else "")
+    text += f" in {', '.join(files)}" if files else ""
+    return text + "; `simpo-bio fit --print_config` lists every option"
+
+
+def _one_line_error(message: str, *_: object) -> None:
+    command = _ARGV[0] if _ARGV else "fit"
+    print(f"simpo-bio {command}: error: {parse_error_line(message, _ARGV)}", file=sys.stderr)
+    raise SystemExit(2)
 
 
 def run_folders(config) -> list[Path]:
@@ -140,6 +180,7 @@ def lightning_cli(args: list[str] | None = None) -> None:
     """
     argv = list(sys.argv[1:] if args is None else args)
     command = argv[0] if argv else "fit"
+    _ARGV[:] = argv
     # the `simpo-bio` dispatcher always passes its argv on: Lightning's warning about that is noise here
     warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
     try:

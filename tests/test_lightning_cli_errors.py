@@ -39,3 +39,15 @@ def test_debug_shows_the_traceback(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="temperature"):
         lightning_cli(["fit", "--config", BASE, "--model.init_args.temperature", "0",
                        "--trainer.logger", "false", "--trainer.callbacks", "[]"])
+
+
+def test_a_misspelt_config_key_is_one_line_naming_the_key_and_the_file(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    bad = tmp_path / "mine.yaml"
+    bad.write_text("model:\n  init_args:\n    lrr: 0.1\n")
+    code, lines = _run(["fit", "--config", BASE, "--config", str(bad)], capsys)
+    assert code == 2 and len(lines) == 1, lines  # was a 59-line usage dump
+    assert lines[0].startswith("simpo-bio fit: error:") and "'lrr'" in lines[0] and str(bad) in lines[0]
+    assert BASE not in lines[0]  # only the file that sets it
+    code, lines = _run(["fit", "--config", BASE, "--trainer.max_epochz", "3"], capsys)
+    assert code == 2 and len(lines) == 1 and "max_epochz" in lines[0]
