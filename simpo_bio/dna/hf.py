@@ -32,6 +32,7 @@ import torch
 
 from simpo_bio.dna.checkpoints import (
     CheckpointArchitectureError,
+    CheckpointCorruptError,
     CheckpointNotFoundError,
     load_state_dict_checked,
 )
@@ -74,6 +75,7 @@ def load_hf_policy(path: str | os.PathLike, map_location: str | torch.device = "
     Raises:
         CheckpointNotFoundError: no ``config.json`` / ``model.safetensors`` in ``path``.
         CheckpointArchitectureError: a directory of another model, or weights that do not fit the config.
+        CheckpointCorruptError: a ``config.json`` that is not JSON, or truncated / unreadable weights.
     """
     from safetensors.torch import load_file
 
@@ -83,8 +85,13 @@ def load_hf_policy(path: str | os.PathLike, map_location: str | torch.device = "
     for name in ("config.json", "model.safetensors"):
         if not (root / name).is_file():
             raise CheckpointNotFoundError(f"no {name} in {root} (write one with `simpo-bio export-hf`)", root)
-    cfg = json.loads((root / "config.json").read_text())
-    if cfg.get("model_type") != MODEL_TYPE:
+    try:
+        cfg = json.loads((root / "config.json").read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise CheckpointCorruptError(f"{root}/config.json is not valid JSON ({err}); export the directory again "
+                                     "with `simpo-bio export-hf`", root) from None
+    if not isinstance(cfg, dict) or cfg.get("model_type") != MODEL_TYPE:
+        cfg = cfg if isinstance(cfg, dict) else {}
         raise CheckpointArchitectureError(
             f"wrong architecture: {root}/config.json has model_type {cfg.get('model_type')!r}, not {MODEL_TYPE!r}",
             root)
@@ -93,7 +100,13 @@ def load_hf_policy(path: str | os.PathLike, map_location: str | torch.device = "
                                         eps=float(cfg.get("eps", 1e-3)))
     except (KeyError, TypeError, ValueError) as err:
         raise CheckpointArchitectureError(f"wrong architecture: {root}/config.json: {err}", root) from err
-    load_state_dict_checked(policy, load_file(str(root / "model.safetensors")), root)
+    try:
+        weights = load_file(str(root / "model.safetensors"))
+    except Exception as err:  # safetensors' SafetensorError (truncated / not a safetensors file), OSError
+        raise CheckpointCorruptError(f"{root}/model.safetensors is truncated or unreadable "
+                                     f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); export "
+                                     "the directory again with `simpo-bio export-hf`", root) from None
+    load_state_dict_checked(policy, weights, root)
     meta = dict(cfg.get("simpo_bio") or {})
     info = {"kind": meta.get("kind", "pretrained"), "scheme": meta.get("scheme", "none"),
             "seq_len": int(cfg.get("seq_len", 200)), "num_steps": cfg.get("num_steps"),

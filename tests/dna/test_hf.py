@@ -258,3 +258,25 @@ def test_export_hf_full_disk_leaves_the_previous_export_whole(exported, tmp_path
     with pytest.raises(SystemExit):
         cli_main(["export-hf", "--ckpt", str(ckpt), "--out", str(out)])
     assert "holds other files" in capsys.readouterr().err and (out / "notes.txt").read_text() == "mine"
+
+
+@pytest.mark.parametrize("damage", ["config", "weights"])
+def test_a_damaged_export_directory_is_one_line(exported, tmp_path, capsys, damage):
+    """A broken config.json (was a JSONDecodeError traceback) or truncated weights (a SafetensorError traceback)."""
+    import shutil
+
+    from simpo_bio.cli import main as cli_main
+
+    _, good = exported
+    out = tmp_path / "hf"
+    shutil.copytree(good, out)
+    if damage == "config":
+        (out / "config.json").write_text('{"model_type": "simpo_dna", ')
+    else:
+        data = (out / "model.safetensors").read_bytes()
+        (out / "model.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(SystemExit) as e:
+        cli_main(["sample", "--ckpt", str(out), "--num-samples", "2", "--out", str(tmp_path / "x.fasta")])
+    err = capsys.readouterr().err.strip().splitlines()
+    name = "config.json" if damage == "config" else "model.safetensors"
+    assert e.value.code == 2 and len(err) == 1 and name in err[0] and "export-hf" in err[0], err
