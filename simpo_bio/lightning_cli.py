@@ -31,9 +31,9 @@ from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
-from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 
-from simpo_bio.fileio import DiskFullError
+from simpo_bio.fileio import DiskFullError, atomic_path
 from simpo_bio.runlock import run_lock
 
 #: Class paths recorded by earlier releases -> where the class lives now.
@@ -69,6 +69,27 @@ def upgrade_recorded_hparams(hparams: Mapping[str, Any]) -> dict[str, Any]:
             value = out.pop(old)
             out.setdefault(new, value)
     return out
+
+
+class AtomicSaveConfigCallback(SaveConfigCallback):
+    """Lightning's ``config.yaml`` writer, through a temporary file that replaces the old one only when complete
+    (a full disk or a kill leaves the previous ``config.yaml``, never a 0-byte one; :func:`simpo_bio.fileio.atomic_path`).
+    """
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        save = self.parser.save
+
+        def atomic_save(cfg, path, **kwargs):
+            if not str(path).startswith(("s3:", "gs:", "http")):  # local files only; remote stores as before
+                with atomic_path(path) as tmp:
+                    return save(cfg, str(tmp), **{**kwargs, "overwrite": True})
+            return save(cfg, path, **kwargs)
+
+        self.parser.save = atomic_save
+        try:
+            super().setup(trainer, pl_module, stage)
+        finally:
+            self.parser.save = save
 
 
 #: The run-folder locks of the fit in progress; :func:`lightning_cli` releases them when the fit returns or fails.
@@ -189,6 +210,7 @@ def lightning_cli(args: list[str] | None = None) -> None:
             pl.LightningDataModule,
             subclass_mode_model=True,
             subclass_mode_data=True,
+            save_config_callback=AtomicSaveConfigCallback,
             save_config_kwargs={"overwrite": True},
             args=args,
         )

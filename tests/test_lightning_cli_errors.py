@@ -51,3 +51,31 @@ def test_a_misspelt_config_key_is_one_line_naming_the_key_and_the_file(tmp_path,
     assert BASE not in lines[0]  # only the file that sets it
     code, lines = _run(["fit", "--config", BASE, "--trainer.max_epochz", "3"], capsys)
     assert code == 2 and len(lines) == 1 and "max_epochz" in lines[0]
+
+
+def test_config_yaml_is_written_atomically(tmp_path, monkeypatch):
+    """A full disk while Lightning writes config.yaml: the previous file stays whole, no temp file is left."""
+    import errno
+    from types import SimpleNamespace
+
+    from simpo_bio.fileio import DiskFullError
+    from simpo_bio.lightning_cli import AtomicSaveConfigCallback
+
+    old = tmp_path / "config.yaml"
+    old.write_text("previous: config\n")
+
+    def full(cfg, path, **kwargs):
+        Path(path).write_text("half")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    parser = SimpleNamespace(save=full)
+    strategy = SimpleNamespace(broadcast=lambda x: x)
+    trainer = SimpleNamespace(log_dir=str(tmp_path), is_global_zero=True, strategy=strategy)
+    cb = AtomicSaveConfigCallback(parser, config={}, overwrite=True)
+    with pytest.raises(DiskFullError, match="config.yaml"):
+        cb.setup(trainer, None, "fit")
+    assert old.read_text() == "previous: config\n" and sorted(p.name for p in tmp_path.iterdir()) == ["config.yaml"]
+    assert parser.save is full  # the parser's own writer is put back
+    parser.save = lambda cfg, path, **kw: Path(path).write_text("new: config\n")
+    AtomicSaveConfigCallback(parser, config={}, overwrite=True).setup(trainer, None, "fit")
+    assert old.read_text() == "new: config\n" and sorted(p.name for p in tmp_path.iterdir()) == ["config.yaml"]
