@@ -405,7 +405,11 @@ def _resume_args(last: Path, fresh: bool) -> tuple[list[str], str]:
     """``--ckpt_path`` of one demo run and a note for its progress line: its ``last.ckpt`` when there is one (unless
     ``fresh``), else none. A truncated or foreign ``last.ckpt`` raises here, before any run starts."""
     if last.exists() and not fresh:
-        ckpt = load_checkpoint(last)  # safe loader: a truncated / foreign / unsafe file: one line, exit 2
+        try:
+            ckpt = load_checkpoint(last)  # safe loader: a truncated / foreign / unsafe file: one line, exit 2
+        except CheckpointError as err:
+            raise CommandError(f"cannot resume from {last}: {err} (run again with --fresh to start over, or delete "
+                               "it)") from None
         return [f"--ckpt_path={last}"], (f"\n[simpo-bio]     resuming from {last} (iteration "
                                          f"{int(ckpt.get('epoch', -1)) + 1} done; --fresh starts over)")
     return ["--ckpt_path=null"], ""  # the configs say `ckpt_path: last`

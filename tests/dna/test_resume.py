@@ -128,6 +128,7 @@ def test_demo_refuses_a_truncated_last_checkpoint_with_one_line(tmp_path, capsys
         demo_job.run(tmp_path, 2)
     err = capsys.readouterr().err.strip().splitlines()
     assert exc.value.code == 2 and len(err) == 1 and "last.ckpt" in err[0] and "truncated" in err[0], err
+    assert "--fresh" in err[0] and "cannot resume from" in err[0]  # the way out, on the same line
 
 
 def test_demo_with_one_run_fits_one_seed_and_pools_nothing(tmp_path):
