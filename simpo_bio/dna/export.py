@@ -149,7 +149,7 @@ def export_designs(table: pd.DataFrame, out: str | os.PathLike, constraints: Syn
             ft = load_oracle(oracle)
             ev = load_oracle(eval_oracle) if eval_oracle else None
             df, report = repair_designs(
-                df, constraints, margin=margin, seed=seed,
+                df, constraints, margin=margin, seed=seed, flags=flags_before,
                 score=lambda x: oracle_scores(ft, x, what="the fine-tuning oracle"),
                 eval_score=None if ev is None else lambda x: oracle_scores(ev, x, what="the evaluation oracle"))
         else:

@@ -346,10 +346,11 @@ def repair_design(design: str, constraints: SynthesisConstraints | None = None, 
         try:
             problem.resolve_constraints()
             problem.optimize()
-        except dc.NoSolutionError:
+            remaining = _violations(problem, labels + ["frozen"] * len(frozen), c)
+        except dc.NoSolutionError:  # unsolvable (e.g. a site inside a frozen adapter): the design as it was
             problem = dc.DnaOptimizationProblem(c.construct(design), constraints=[sp for _, sp in specs],
                                                 logger=None)
-        remaining = _violations(problem, labels + ["frozen"] * len(frozen), c)
+            remaining = _violations(problem, labels, c)
     finally:
         np.random.set_state(state)
     new = problem.sequence[n_pre:n_pre + n]
@@ -360,7 +361,8 @@ def repair_design(design: str, constraints: SynthesisConstraints | None = None, 
 def repair_designs(table: pd.DataFrame, constraints: SynthesisConstraints | None = None, *,
                    score: Callable[[torch.Tensor], torch.Tensor],
                    eval_score: Callable[[torch.Tensor], torch.Tensor] | None = None,
-                   margin: float = 0.5, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+                   margin: float = 0.5, seed: int = 0, flags: Sequence[str] | None = None
+                   ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Repair every flagged design of a design table, re-score it, keep it if it lost less than ``margin``.
 
     Args:
@@ -371,6 +373,7 @@ def repair_designs(table: pd.DataFrame, constraints: SynthesisConstraints | None
         eval_score: the evaluation oracle's reward (the same units), or ``None``.
         margin: the largest fine-tuning-oracle drop a repaired design may have, log-odds.
         seed: DnaChisel's seed (:func:`repair_design`).
+        flags: the table's :func:`flags_column` under ``constraints`` when the caller has it (not computed again).
 
     Returns:
         ``(kept, report)``: ``kept`` holds the designs that pass every constraint (clean ones as they were,
@@ -390,7 +393,7 @@ def repair_designs(table: pd.DataFrame, constraints: SynthesisConstraints | None
         raise ValueError(f"margin must be >= 0 log-odds, got {margin}")
     c = constraints or SynthesisConstraints()
     seqs = table["sequence"].astype(str).str.upper().tolist()
-    flags = flags_column(seqs, c)
+    flags = list(flags) if flags is not None else flags_column(seqs, c)
     bad = [i for i, f in enumerate(flags) if f != "none"]
     results = {i: repair_design(seqs[i], c, seed=seed) for i in bad}
     report = pd.DataFrame({"id": [table["id"].iloc[i] for i in bad], "flags_before": [flags[i] for i in bad],

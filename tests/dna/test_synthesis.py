@@ -254,3 +254,11 @@ def test_composition_figure_legends_sit_outside_the_axes(monkeypatch, tmp_path):
     labels = [t.get_text() for t in fig.axes[1].get_legend().get_texts()]
     outside = int(((windows["real"][0] < 0.25) | (windows["real"][1] > 0.65)).sum())
     assert f"real: {outside} of 100 outside the window" in labels
+
+
+def test_an_unsolvable_design_comes_back_unchanged_with_its_breaches():
+    c = SynthesisConstraints(prefix="GGTCTC")  # a BsaI site inside the frozen adapter: no repair can remove it
+    design = _clean(120, seed=13)
+    r = repair_design(design, c)
+    assert not r.passes and r.sequence == design and r.changed == []
+    assert [(v.constraint, v.start) for v in r.remaining] == [("BsaI", 0)]
