@@ -31,14 +31,17 @@ class DiskFullError(OSError):
     filled and the space left; the destination was left as it was and no temporary file remains."""
 
 
-def _disk_full(path: Path, tmp: Path | None) -> DiskFullError:
+def disk_full_error(path: str | os.PathLike, tmp: Path | None = None) -> DiskFullError:
+    """The :class:`DiskFullError` of a write to ``path`` that filled the disk (``tmp``: its partial temp file)."""
+    path = Path(path)
     written = tmp.stat().st_size if tmp is not None and tmp.exists() else 0
     try:
         free = shutil.disk_usage(path.parent).free
     except OSError:
         free = 0
-    return DiskFullError(errno.ENOSPC, f"no space left on the device writing {path}: it needs more than {written:,} "
-                         f"bytes and {free:,} are free (the old file, if any, is unchanged)", str(path))
+    need = f"it needs more than {written:,} bytes and " if written else ""
+    return DiskFullError(errno.ENOSPC, f"no space left on the device writing {path}: {need}{free:,} bytes are free "
+                         "(what was there before is unchanged)", str(path))
 
 
 @contextlib.contextmanager
@@ -66,7 +69,7 @@ def atomic_paths(*paths: str | os.PathLike) -> Iterator[list[Path]]:
                 named = [i for i, t in enumerate(tmps) if err.filename and Path(err.filename) == t]
                 written = [i for i, t in enumerate(tmps) if t.exists() and t.stat().st_size]
                 i = (named or written[-1:] or [0])[0]  # the file being written when the disk filled
-                raise _disk_full(dests[i], tmps[i]) from None
+                raise disk_full_error(dests[i], tmps[i]) from None
             raise
         for tmp in tmps:
             os.chmod(tmp, _default_mode())

@@ -35,7 +35,7 @@ from typing import Any
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from simpo_bio.fileio import DiskFullError, atomic_torch_save
+from simpo_bio.fileio import atomic_torch_save, disk_full_error
 from simpo_bio.safe_pickle import TRUST_PICKLE_ENV, TRUSTED_SHA256_ENV, file_sha256, pickle_trusted
 
 #: Key under which our LightningModules record the class that wrote a checkpoint.
@@ -446,8 +446,7 @@ class ResumableCheckpoint(ModelCheckpoint):
         except BaseException as err:
             tmp.unlink(missing_ok=True)
             if isinstance(err, OSError) and err.errno == errno.ENOSPC:
-                raise DiskFullError(errno.ENOSPC, f"no space left on the device writing {filepath} (the previous "
-                                    "checkpoint, if any, is unchanged)", str(filepath)) from None
+                raise disk_full_error(filepath) from None
             raise
         self._last_global_step_saved = trainer.global_step
         self._last_checkpoint_saved = filepath

@@ -23,7 +23,7 @@ from simpo_bio.dna.checkpoints import CheckpointError, load_checkpoint
 from simpo_bio.dna.hf import AUTO_MAP, CODE_DIR, CODE_FILES, SimpoDNAConfig, SimpoDNAForMaskedLM
 from simpo_bio.dna.policies import load_policy
 from simpo_bio.dna.transformer import backbone_config
-from simpo_bio.fileio import DiskFullError
+from simpo_bio.fileio import DiskFullError, disk_full_error
 
 __all__ = ["export_hf", "model_card", "export_hf_main", "DHS_SHA256"]
 
@@ -145,8 +145,7 @@ def export_hf(ckpt: str | os.PathLike, out: str | os.PathLike, *, metrics: str |
         if old.exists() and not out_dir.exists():
             os.replace(old, out_dir)
         if err.errno == errno.ENOSPC:
-            raise DiskFullError(errno.ENOSPC, f"no space left on the device writing {out_dir} (the previous export, "
-                                "if any, is unchanged)", str(out_dir)) from None
+            raise disk_full_error(out_dir) from None
         raise
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
