@@ -267,8 +267,8 @@ class SiMPOAgent(nn.Module):
             self.scheme,
             temperature=cfg.temperature,
             target_kl=cfg.target_kl,
-            min_temperature=cfg.temperature_min,
-            max_temperature=cfg.temperature_max,
+            temperature_min=cfg.temperature_min,
+            temperature_max=cfg.temperature_max,
         )
         self.register_buffer("times", time_grid(cfg.num_steps, cfg.time_schedule), persistent=False)
         self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=cfg.critic_lr)

@@ -5,7 +5,8 @@ the group is the last dim. The objective, the weights per scheme and their norma
 are written out in ``docs/method.md``.
 
 Layout (public API first): ``normalize`` (:func:`compute_weights`, :class:`WeightOutput`, the ``exp`` / ``wd1``
-normalisers, diagnostics), ``functions`` (the scheme registry), ``advantages``, ``temperature``, ``thresholds``
+normalisers, diagnostics), ``functions`` (the scheme registry), ``advantages``, ``temperature``, ``step`` (:class:`WeightingStep`, the Stage-I step every domain
+shares: rewards -> advantages -> weights -> temperature update), ``thresholds``
 (power-family threshold solvers; ``active_set`` holds their sort-free variants), ``divergences`` (reference),
 ``validation`` (input checks, :class:`AdvantageError`), ``group_ops`` (shared tensor helpers).
 
@@ -32,6 +33,7 @@ from simpo_bio.weighting.normalize import (
     wd1_normalize,
     weight_diagnostics,
 )
+from simpo_bio.weighting.step import StageOneOutput, WeightingStep
 from simpo_bio.weighting.temperature import TemperatureController
 from simpo_bio.weighting.thresholds import threshold_bisect, threshold_exact
 from simpo_bio.weighting.validation import AdvantageError, check_advantage
@@ -40,10 +42,12 @@ __all__ = [
     "DIVERGENCES",
     "AdvantageError",
     "SCHEMES",
+    "StageOneOutput",
     "FDivergence",
     "TemperatureController",
     "WeightOutput",
     "WeightScheme",
+    "WeightingStep",
     "available_divergences",
     "available_schemes",
     "check_advantage",

@@ -39,7 +39,7 @@ class TemperatureController(nn.Module):
             :attr:`temperature` property.
         target_kl: target ``KL(w || uniform)`` in nats, ``> 0``; must be below ``log N`` (N = group size) to be
             reachable (paper default 1.5 for N = 32, where ``log 32 = 3.47``).
-        min_temperature, max_temperature: the temperature is clamped to this range.
+        temperature_min, temperature_max: the temperature is clamped to this range.
 
     Raises:
         ValueError: non-positive / non-finite temperatures or target, or ``min > max``.
@@ -50,19 +50,19 @@ class TemperatureController(nn.Module):
         scheme: str | WeightScheme,
         temperature: float = 1.0,
         target_kl: float = 1.5,
-        min_temperature: float = 1e-4,
-        max_temperature: float = 1e4,
+        temperature_min: float = 1e-4,
+        temperature_max: float = 1e4,
     ) -> None:
         super().__init__()
         for name, value in (("temperature", temperature), ("target_kl", target_kl),
-                            ("min_temperature", min_temperature), ("max_temperature", max_temperature)):
+                            ("temperature_min", temperature_min), ("temperature_max", temperature_max)):
             if not (math.isfinite(value) and value > 0):
                 raise ValueError(f"{name} must be finite and > 0, got {value}")
-        if min_temperature > max_temperature:
-            raise ValueError(f"min_temperature {min_temperature} > max_temperature {max_temperature}")
+        if temperature_min > temperature_max:
+            raise ValueError(f"temperature_min {temperature_min} > temperature_max {temperature_max}")
         self.scheme = get_scheme(scheme)
         self.target_kl = float(target_kl)
-        self.log_min, self.log_max = math.log(min_temperature), math.log(max_temperature)
+        self.log_min, self.log_max = math.log(temperature_min), math.log(temperature_max)
         init = min(max(math.log(temperature), self.log_min), self.log_max)
         self.log_temperature = nn.Parameter(torch.tensor(init, dtype=torch.float32))
 
