@@ -10,7 +10,7 @@
 3. ``eta`` sweep of linear_neg on ``two_optima`` (eta = 0 is plain linear).
 
 All hyper-parameters are those of ``configs/bandit/paper.yaml`` (= :class:`simpo_bio.bandit.BanditConfig`
-defaults), fixed before any comparison was run. Prints the numbers and markdown tables for bench/RESULTS.md;
+defaults), fixed before any comparison was run. Prints the numbers and markdown tables for bench/results/bandit.md;
 writes the CSVs under ``--out`` and the plots under ``--img`` (``bandit_*.png``).
 
 Imports: numpy, torch, PIL / matplotlib (plots) and :mod:`simpo_bio.bandit`.

@@ -1,4 +1,4 @@
-"""Benchmarks of the control submodule (results go to bench/RESULTS.md, section "Control").
+"""Benchmarks of the control submodule (results go to bench/results/control.md).
 
 Run one at a time, single-threaded unless you say otherwise::
 

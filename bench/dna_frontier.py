@@ -11,7 +11,7 @@ fine-tuning oracle and the naturalness columns only. A run already in ``results.
 invocation whose runs all exist only redraws the table and the plot; a fit whose ``policy_*.pt`` and
 ``history_*.csv`` exist is not repeated (new selection rows reuse it).
 
-Usage (the second-pass commands are in ``bench/RESULTS.md``; one process, 1 thread)::
+Usage (the second-pass commands are in ``bench/results/dna-frontier.md``; one process, 1 thread)::
 
     OMP_NUM_THREADS=1 python bench/dna_frontier.py --schemes square_neg --betas 0.1 0.3 --kl-coef 1 --out runs/f
 

@@ -1,7 +1,7 @@
 """Selection from the pooled samples of two independent fine-tuning runs (a probe; not a shipped setting).
 
 Each run of the shipped setting drifts toward its own motif mix, and a run that drifted far leaves no natural set
-in its own samples (``bench/RESULTS.md``, "Natural designs, fourth pass", held-out seeds). Runs of different seeds
+in its own samples (``bench/results/dna-selection.md``, fourth pass, held-out seeds). Runs of different seeds
 over-use different motifs. This bench keeps 256 designs from 2,048 + 2,048 samples of two runs, with the shipped
 selection (3-mer target 0.85 from weight 1, motif x0.3; ``selection.composition_matched``). The candidate pools
 are the cached ones of ``bench/dna_frontier.py`` (``pool_square_neg_s{seed}_4096.pt``: candidates and their

@@ -1,4 +1,4 @@
-"""The eval-free choice among selection settings, per seed (``bench/RESULTS.md``, "Natural designs, fourth pass").
+"""The eval-free choice among selection settings, per seed (``bench/results/dna-selection.md``, fourth pass).
 
 Reads the rows of ``bench/dna_frontier.py --select-from`` (``results.jsonl``) and forms *points*: a training
 variant (the method name before ``+sel``), a candidate count, a motif-to-3-mer weight ratio and a selection mode,
