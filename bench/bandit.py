@@ -130,7 +130,7 @@ def main() -> None:
     out, img = Path(args.out), Path(args.img)
     stages = set(args.stages.split(","))
     sfx = args.suffix
-    base = BanditConfig(seeds=args.seeds, out=str(out), temperature_from=args.temperature_from)
+    base = BanditConfig(seeds=args.seeds, out_dir=str(out), temperature_from=args.temperature_from)
     print("config:", json.dumps({k: v for k, v in vars(base).items() if k not in ("reward", "schemes")}))
     report: dict[str, object] = {}
 

@@ -56,7 +56,7 @@ def cmd_smoke(args: argparse.Namespace) -> dict:
     for seed in args.seeds:
         t0 = time.perf_counter()
         stop = None if args.full else args.threshold  # stop a seed once it has passed (saves shared CPU)
-        res = train(env, agent, replace(tr, seed=seed, output_dir=f"{args.out}/smoke/seed{seed}", progress=False,
+        res = train(env, agent, replace(tr, seed=seed, out_dir=f"{args.out}/smoke/seed{seed}", progress=False,
                                         wandb=False, stop_return=stop, total_env_steps=args.budget))  # fmt: skip
         wall = time.perf_counter() - t0
         within = [m for s, m, _ in res["evals"] if s <= args.budget]
@@ -222,7 +222,7 @@ def run_simpo(
     params = agent.scheme_params if scheme in ("linear_neg", "square_neg", "wd1") else {}
     # resume="auto": a killed benchmark continues each run from its last checkpoint in ``out``
     res = train(env_cfg, replace(agent, scheme=scheme, scheme_params=params),
-                replace(tr, seed=seed, output_dir=out, progress=False, wandb=False, resume="auto"))  # fmt: skip
+                replace(tr, seed=seed, out_dir=out, progress=False, wandb=False, resume="auto"))  # fmt: skip
     return {"return": res["evals"][-1][1], "env_steps_per_s": res["env_steps_per_s"],
             "updates_per_s": res["updates_per_s"], "evals": res["evals"]}  # fmt: skip
 
@@ -294,7 +294,7 @@ def cmd_evalckpt(args: argparse.Namespace) -> dict:
     for run in args.runs:
         path = Path(run) / "checkpoint.pt"
         if not path.exists():
-            raise SystemExit(f"{run}: no checkpoint.pt (is it the output_dir of a SiMPO run?)")
+            raise SystemExit(f"{run}: no checkpoint.pt (is it the out_dir of a SiMPO run?)")
         ckpt = torch.load(path, map_location="cpu", weights_only=False)
         env_cfg, agent_cfg, train_cfg = configs_from_checkpoint(ckpt)  # maps renamed keys of older runs
         seed = train_cfg.seed

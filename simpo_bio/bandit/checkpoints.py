@@ -31,7 +31,7 @@ __all__ = ["RESUME_FREE_FIELDS", "ResumeMismatchError", "RunStore", "config_hash
 
 #: Fields of :class:`BanditConfig` that do not change any single run's result (which runs exist, where and how
 #: fast they go): a saved folder whose config differs only in these is reused.
-RESUME_FREE_FIELDS = ("schemes", "seeds", "seed_offset", "out", "threads", "progress", "restart")
+RESUME_FREE_FIELDS = ("schemes", "seeds", "seed_offset", "out_dir", "threads", "progress", "restart")
 _ARRAYS = ("iteration", "regret", "global_mass", "mean", "std", "temperature", "negative_mass", "density")
 
 
@@ -54,14 +54,14 @@ class RunStore:
 
     Args:
         cfg: the experiment's config.
-        folder: default ``<cfg.out>/bandit_<reward>_runs``.
+        folder: default ``<cfg.out_dir>/bandit_<reward>_runs``.
 
     Raises:
         ResumeMismatchError: the folder holds runs of another config and ``cfg.restart`` is false.
     """
 
     def __init__(self, cfg: BanditConfig, folder: str | Path | None = None):
-        self.folder = Path(folder or Path(cfg.out) / f"bandit_{cfg.reward}_runs")
+        self.folder = Path(folder or Path(cfg.out_dir) / f"bandit_{cfg.reward}_runs")
         self.identity = config_identity(cfg)
         self.hash = config_hash(self.identity)
         self._prepared = False
@@ -85,7 +85,7 @@ class RunStore:
         raise ResumeMismatchError(
             f"refusing to reuse the runs saved in {self.folder}: they were computed with another config (hash "
             f"{config_hash(saved)}) than this run (hash {self.hash}): {'; '.join(diffs[:4])}{more}; pass --restart "
-            "true to discard them, or another --out"
+            "true to discard them, or another --out_dir"
         )
 
     def _prepare(self) -> None:

@@ -1,6 +1,6 @@
 """``simpo-bio bandit``: run the bandit experiment from a YAML config and/or command-line options.
 
-    simpo-bio bandit --reward two_optima --schemes linear,square,exp,linear_neg --seeds 10 --out runs/bandit
+    simpo-bio bandit --reward two_optima --schemes linear,square,exp,linear_neg --seeds 10 --out_dir runs/bandit
     simpo-bio bandit --config configs/bandit/paper.yaml --reward sharp --schemes linear,square,exp
 
 ``--schemes`` takes the shorthand ``name[:key=value...]`` list (e.g. ``linear_neg:eta=0.5,power:p=3``) or a
@@ -9,7 +9,7 @@ row per scheme x seed x evaluation), ``bandit_<reward>.png`` (reward + initial p
 over seeds), ``bandit_<reward>_density.png`` (the policy density over training, one panel per scheme, first
 seed) and ``bandit_<reward>_density.npz`` (all densities).
 
-Every finished (scheme, seed) run is saved at once to ``<out>/bandit_<reward>_runs/``; the same command run again
+Every finished (scheme, seed) run is saved at once to ``<out_dir>/bandit_<reward>_runs/``; the same command run again
 after a kill computes only the missing runs (:mod:`simpo_bio.bandit.checkpoints`). Saved runs of another config are
 refused (one line naming the fields that differ) unless ``--restart true``. Bad input (unknown reward or scheme, a
 size below 1, a temperature of 0, an unreadable ``--config``) fails with one line and exit status 2.

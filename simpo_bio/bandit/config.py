@@ -132,9 +132,10 @@ class BanditConfig:
         seed_offset: first seed.
         iterations: policy-improvement iterations (one group of actions each).
         group_size: ``N`` actions sampled per iteration (the group whose weights sum to 1, paper Sec. 4).
-        updates_per_iteration: Adam steps on the weighted flow-matching loss per iteration (same group).
-        noise_copies: each action is repeated this many times per update with independent ``(t, eps)`` (variance
-            reduction; the weights are divided by it).
+        update_epochs: Adam steps on the weighted flow-matching loss per iteration (passes over the same group; the
+            DNA module's name).
+        elbo_draws: Monte-Carlo draws of ``(t, eps)`` per action in each step of the loss (each action is repeated
+            this many times with independent draws, the weights divided by it; the DNA module's name).
         lr: Adam learning rate of the policy.
         temperature: initial (or fixed) temperature dividing the standardised advantages.
         target_kl: KL(w || uniform) targeted by the temperature controller (paper Appendix G); ``None`` keeps the
@@ -150,16 +151,19 @@ class BanditConfig:
             bandit run, see bench/RESULTS.md, section Bandit).
         hidden, depth, time_embed_dim, activation: the velocity MLP.
         num_steps: Euler steps of the flow ODE sampler.
-        exploration_noise: ``noise_scale`` of the sampler while collecting the group (0 = the flow's own spread).
+        sampler_noise: ``noise_scale`` of the ODE sampler while collecting the group: noise of std
+            ``sampler_noise * sqrt(dt)`` added after each Euler step (action units per sqrt unit flow time; 0 = the
+            flow's own spread). Not the control agent's ``exploration_noise`` (a std added once to the final action),
+            hence the other name.
         pretrain_steps, pretrain_batch, pretrain_lr: fitting the initial policy to the reward's init Gaussian.
         eval_every: evaluate the regret every this many iterations (and at 0 and at the end).
         eval_samples: samples per regret estimate.
         density_bins: histogram bins of the recorded policy density over ``[low, high]``.
-        out: output folder (also of the per-run checkpoints, ``<out>/bandit_<reward>_runs/``: a killed experiment
+        out_dir: output folder (also of the per-run checkpoints, ``<out_dir>/bandit_<reward>_runs/``: a killed experiment
             run again computes only the missing runs, see :mod:`simpo_bio.bandit.checkpoints`).
-        threads: torch CPU threads.
+        threads: torch CPU threads (``torch.set_num_threads``).
         progress: show a progress bar.
-        restart: discard the runs saved in ``out`` by an earlier experiment of another config (without it such a
+        restart: discard the runs saved in ``out_dir`` by an earlier experiment of another config (without it such a
             folder is refused with one line naming the fields that differ) and compute everything again.
     """
 
@@ -171,8 +175,8 @@ class BanditConfig:
     seed_offset: int = 0
     iterations: int = 200
     group_size: int = 64
-    updates_per_iteration: int = 4
-    noise_copies: int = 4
+    update_epochs: int = 4
+    elbo_draws: int = 4
     lr: float = 1e-3
     temperature: float = 1.0
     target_kl: float | None = 1.0
@@ -183,14 +187,14 @@ class BanditConfig:
     time_embed_dim: int = 16
     activation: str = "mish"
     num_steps: int = 20
-    exploration_noise: float = 0.0
+    sampler_noise: float = 0.0
     pretrain_steps: int = 1500
     pretrain_batch: int = 512
     pretrain_lr: float = 3e-3
     eval_every: int = 5
     eval_samples: int = 1024
     density_bins: int = 80
-    out: str = "runs/bandit"
+    out_dir: str = "runs/bandit"
     threads: int = 1
     progress: bool = True
     restart: bool = False
@@ -210,7 +214,7 @@ class BanditConfig:
             raise ValueError("bandit config: no weighting scheme given (e.g. --schemes linear,square,exp,linear_neg)")
         for spec in self.schemes:
             spec.build()
-        positive = ("seeds", "iterations", "group_size", "updates_per_iteration", "noise_copies", "num_steps",
+        positive = ("seeds", "iterations", "group_size", "update_epochs", "elbo_draws", "num_steps",
                     "eval_every", "eval_samples", "density_bins", "threads", "hidden", "depth")
         for name in positive:
             if int(getattr(self, name)) < 1:
@@ -227,5 +231,5 @@ class BanditConfig:
             )
         if self.temperature_from not in ("unsigned", "own"):
             raise ValueError(f"bandit config: temperature_from must be 'unsigned' or 'own', got {self.temperature_from!r}")
-        if self.exploration_noise < 0 or self.pretrain_steps < 0:
-            raise ValueError("bandit config: exploration_noise and pretrain_steps must be >= 0")
+        if self.sampler_noise < 0 or self.pretrain_steps < 0:
+            raise ValueError("bandit config: sampler_noise and pretrain_steps must be >= 0")

@@ -6,7 +6,10 @@ One iteration (Stage I: paper Eq. 9 and Eq. 11; Stage II: paper Eq. 7; ``docs/me
     r_j = r(a_j)                            (a reward function of simpo_bio.bandit.rewards)
     A_j = (r_j - mean r) / (std r + 1e-8)   (group-relative advantages, simpo_bio.weighting.group_advantages)
     w = compute_weights(A, scheme, temperature)          (any scheme of the registry, by name)
-    theta <- theta - lr * grad sum_j w_j || v_theta(a_t^j, t) - (a_j - eps) ||^2      (a few Adam steps)
+    theta <- theta - lr * grad sum_j w_j || v_theta(a_t^j, t) - (a_j - eps) ||^2      (update_epochs Adam steps)
+
+Advantages, weights and the temperature dual are the shared Stage-I step :class:`simpo_bio.weighting.WeightingStep`
+(``temperature_from: unsigned`` is its ``dual_scheme``).
 
 The metric is the simple regret ``E_{a ~ pi}[r* - r(a)]`` (reward units) estimated with ``eval_samples`` fresh
 samples. :func:`run_experiment` runs every (scheme, seed) pair of a :class:`~simpo_bio.bandit.BanditConfig`.
@@ -28,7 +31,7 @@ import torch
 from simpo_bio.bandit.config import UNSIGNED_COUNTERPART, BanditConfig, SchemeSpec
 from simpo_bio.bandit.rewards import RewardFunction, get_reward
 from simpo_bio.diffusion.flow import FlowPolicy, VelocityMLP, flow_matching_loss, sample_actions
-from simpo_bio.weighting import TemperatureController, compute_weights, get_scheme, group_advantages
+from simpo_bio.weighting import WeightingStep
 
 __all__ = ["BanditRun", "make_policy", "pretrain_policy", "run_experiment", "train_bandit"]
 
@@ -125,13 +128,13 @@ def train_bandit(
     gen = torch.Generator().manual_seed(seed)
     eval_gen = torch.Generator().manual_seed(1_000_000 + seed)
     opt = torch.optim.Adam(policy.parameters(), lr=cfg.lr)
-    controller = None
-    kl_scheme = weight_scheme
+    dual_scheme = None
     if cfg.temperature_from == "unsigned" and scheme.scheme in UNSIGNED_COUNTERPART:
-        kl_scheme = get_scheme(UNSIGNED_COUNTERPART[scheme.scheme])
-    if cfg.target_kl is not None:
-        controller = TemperatureController(weight_scheme, temperature=cfg.temperature, target_kl=cfg.target_kl)
-        temp_opt = torch.optim.Adam(controller.parameters(), lr=cfg.temperature_lr)
+        dual_scheme = UNSIGNED_COUNTERPART[scheme.scheme]
+    auto = cfg.target_kl is not None
+    stage_one = WeightingStep(weight_scheme, temperature=cfg.temperature, auto_temperature=auto,
+                              target_kl=cfg.target_kl if auto else 1.0, temperature_lr=cfg.temperature_lr,
+                              dual_scheme=dual_scheme)
     _, r_star = reward.optimum()
     edges = torch.linspace(reward.low, reward.high, cfg.density_bins + 1)
     rec: dict[str, list[Any]] = {k: [] for k in ("iteration", "regret", "global_mass", "mean", "std",
@@ -139,7 +142,7 @@ def train_bandit(
     negative_mass = 0.0
 
     def temperature_now() -> float:
-        return float(controller.temperature) if controller is not None else cfg.temperature
+        return float(stage_one.temperature) if auto else cfg.temperature
 
     def evaluate(it: int) -> None:
         a = sample_actions(policy.velocity, None, cfg.eval_samples, num_steps=cfg.num_steps, low=reward.low,
@@ -157,20 +160,12 @@ def train_bandit(
     evaluate(0)
     for it in range(1, cfg.iterations + 1):
         action = sample_actions(policy.velocity, None, cfg.group_size, num_steps=cfg.num_steps,
-                                noise_scale=cfg.exploration_noise, low=reward.low, high=reward.high, generator=gen)
-        advantage = group_advantages(reward(action))
-        out = compute_weights(advantage, weight_scheme, temperature_now())
-        weight = out.weight.detach()
+                                noise_scale=cfg.sampler_noise, low=reward.low, high=reward.high, generator=gen)
+        weight = stage_one(reward(action)).weights.weight.detach()
         negative_mass = float(weight.clamp_max(0).abs().sum())
-        if controller is not None:
-            kl_weight = weight if kl_scheme is weight_scheme else compute_weights(advantage, kl_scheme, temperature_now()).weight
-            temp_loss = controller.loss(kl_weight)
-            temp_opt.zero_grad(set_to_none=True)
-            temp_loss.backward()
-            temp_opt.step()
-        rows = action.repeat(cfg.noise_copies, 1)
-        row_weight = weight.repeat(cfg.noise_copies) / cfg.noise_copies
-        for _ in range(cfg.updates_per_iteration):
+        rows = action.repeat(cfg.elbo_draws, 1)
+        row_weight = weight.repeat(cfg.elbo_draws) / cfg.elbo_draws
+        for _ in range(cfg.update_epochs):
             loss = flow_matching_loss(policy.velocity, rows, weight=row_weight, generator=gen)
             opt.zero_grad(set_to_none=True)
             loss.backward()

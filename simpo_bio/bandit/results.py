@@ -104,7 +104,7 @@ def summarize(runs: Sequence[BanditRun]):
 def save_outputs(cfg: BanditConfig, runs: Sequence[BanditRun], out: Path | None = None, stem: str | None = None):
     """Write ``<stem>.csv``, ``<stem>.png``, ``<stem>_density.png`` and ``<stem>_density.npz`` into ``out``.
 
-    ``out`` defaults to ``cfg.out`` and ``stem`` to ``bandit_<reward>``; every file is written atomically. The CSV
+    ``out`` defaults to ``cfg.out_dir`` and ``stem`` to ``bandit_<reward>``; every file is written atomically. The CSV
     is :func:`runs_to_frame`; the npz holds ``schemes [R]``, ``seeds [R]``, ``iteration [E]``,
     ``density [R, E, bins]`` and the bin ``edges [bins + 1]`` (``R`` runs, ``E`` evaluations).
 
@@ -114,7 +114,7 @@ def save_outputs(cfg: BanditConfig, runs: Sequence[BanditRun], out: Path | None 
     Raises:
         ValueError: unknown ``cfg.reward``.
     """
-    out = Path(out or cfg.out)
+    out = Path(out or cfg.out_dir)
     stem = stem or f"bandit_{cfg.reward}"
     reward = get_reward(cfg.reward)
     paths = {"csv": out / f"{stem}.csv", "png": out / f"{stem}.png", "density_png": out / f"{stem}_density.png",

@@ -14,8 +14,9 @@ One update on a batch of ``B`` transitions ``(s, a, r, s', done)``:
 3. **Stage II** (projection, paper Eq. 7): reweighted flow matching
    ``sum_s sum_j w_sj || v(a_t, t, s) - (a_sj - eps) ||^2 / B``
    (:func:`simpo_bio.diffusion.flow.flow_matching_loss`).
-4. **Temperature** (paper Appendix G): one step of the dual loss of
-   :class:`simpo_bio.weighting.TemperatureController` so that ``KL(w || uniform)`` tracks ``target_kl``.
+4. **Temperature** (paper Appendix G): one Adam step of the temperature dual so that ``KL(w || uniform)`` tracks
+   ``target_kl``. Steps 2 (advantages, weights) and 4 are the shared Stage-I step
+   :class:`simpo_bio.weighting.WeightingStep` (the temperature and its optimiser live in its ``state_dict``).
 
 Exploration and action selection (documented choices; the paper leaves them to its JAX code):
 
@@ -50,7 +51,7 @@ from simpo_bio.diffusion.flow import (
     sample_actions,
     time_grid,
 )
-from simpo_bio.weighting import TemperatureController, compute_weights, get_scheme, group_advantages
+from simpo_bio.weighting import WeightingStep, get_scheme
 
 
 @dataclass
@@ -84,8 +85,10 @@ class AgentConfig:
         collect_candidates, eval_candidates: best-of-K by Q at collection / evaluation.
         policy_delay: update the policy every ``policy_delay`` critic updates.
         grad_clip: max global grad norm for policy and critic (``None``: no clipping).
-        repel_margin: cap, per action dimension, of a negative-weight particle's squared flow-matching error
-            (:func:`simpo_bio.diffusion.flow.flow_matching_loss`; ``None``: the unbounded loss). Without it a
+        repel_ratio: cap of a negative-weight particle's squared flow-matching error, as a multiple of the action
+            dimension (unitless: squared velocity error per action dimension; passed as ``repel_margin`` to
+            :func:`simpo_bio.diffusion.flow.flow_matching_loss`; ``None``: the unbounded loss; not the DNA module's
+            ``repel_margin``, which is in nats per base). Without it a
             signed scheme's policy loss can run to -inf (HalfCheetah, ``linear_neg`` eta 1, seed 1: policy loss
             -4e9 after 3k updates, then NaN Q values; bench/RESULTS.md, Control). No effect on schemes whose
             weights are never negative.
@@ -117,7 +120,7 @@ class AgentConfig:
     eval_candidates: int = 16
     policy_delay: int = 1
     grad_clip: float | None = None
-    repel_margin: float | None = 4.0
+    repel_ratio: float | None = 4.0
 
     def validate(self) -> None:
         """Check every field before anything is built.
@@ -159,7 +162,7 @@ class AgentConfig:
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
                 raise ValueError(f"agent.{name} must be a finite number >= 0, got {value!r}")
-        for name in ("grad_clip", "repel_margin"):
+        for name in ("grad_clip", "repel_ratio"):
             value = getattr(self, name)
             if value is not None and not (math.isfinite(value) and value > 0):
                 raise ValueError(f"agent.{name} must be > 0 or null, got {value!r}")
@@ -245,7 +248,7 @@ class SiMPOAgent(nn.Module):
 
     Raises:
         ValueError: unknown scheme name or bad scheme parameters (from the weighting registry), or
-            ``repel_margin <= 0``.
+            ``repel_ratio <= 0``.
     """
 
     def __init__(
@@ -255,25 +258,22 @@ class SiMPOAgent(nn.Module):
         cfg = config or AgentConfig()
         self.config = cfg
         self.state_dim, self.action_dim = state_dim, action_dim
-        if cfg.repel_margin is not None and not cfg.repel_margin > 0:
-            raise ValueError(f"repel_margin must be > 0 or None, got {cfg.repel_margin}")
+        if cfg.repel_ratio is not None and not cfg.repel_ratio > 0:
+            raise ValueError(f"repel_ratio must be > 0 or None, got {cfg.repel_ratio}")
         self.scheme = get_scheme(cfg.scheme, **cfg.scheme_params)
         self.policy = VelocityMLP(
             action_dim, state_dim=state_dim, hidden=cfg.hidden, depth=cfg.depth, activation=cfg.activation
         )
         self.critic = DoubleQCritic(state_dim, action_dim, cfg.hidden, cfg.depth, cfg.activation)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
-        self.temperature = TemperatureController(
-            self.scheme,
-            temperature=cfg.temperature,
-            target_kl=cfg.target_kl,
-            temperature_min=cfg.temperature_min,
-            temperature_max=cfg.temperature_max,
+        self.weighting = WeightingStep(
+            self.scheme, temperature=cfg.temperature, auto_temperature=cfg.auto_temperature, target_kl=cfg.target_kl,
+            temperature_lr=cfg.temperature_lr, temperature_min=cfg.temperature_min,
+            temperature_max=cfg.temperature_max, normalize_advantage=cfg.normalize_advantage,
         )
         self.register_buffer("times", time_grid(cfg.num_steps, cfg.time_schedule), persistent=False)
         self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=cfg.critic_lr)
         self.policy_opt = torch.optim.Adam(self.policy.parameters(), lr=cfg.policy_lr)
-        self.temperature_opt = torch.optim.Adam(self.temperature.parameters(), lr=cfg.temperature_lr)
         final = cfg.policy_lr_final / cfg.policy_lr
         horizon = max(1, int(total_updates))
         self.policy_sched = torch.optim.lr_scheduler.LambdaLR(
@@ -351,9 +351,11 @@ class SiMPOAgent(nn.Module):
         loss = (q1 - y).pow(2).mean() + (q2 - y).pow(2).mean()
         return loss, {"q_mean": q1.detach().mean(), "td_target_mean": y.mean()}
 
-    @torch.no_grad()
-    def particle_weights(self, state: Tensor) -> dict[str, Any]:
+    def particle_weights(self, state: Tensor, *, update_temperature: bool = False) -> dict[str, Any]:
         """Stage I for a batch of states ``[B, S]`` (paper Eq. 9 and Eq. 11; ``N = group_size``).
+
+        ``update_temperature``: also take the dual step of :class:`~simpo_bio.weighting.WeightingStep` (when
+        ``auto_temperature``); :meth:`update` does, a bare call only computes the weights.
 
         Returns:
             ``particles [B, N, A]`` (in ``[-1, 1]``), ``q [B, N]`` (``min(Q_1, Q_2)``), ``advantage [B, N]`` and
@@ -365,23 +367,24 @@ class SiMPOAgent(nn.Module):
         cfg = self.config
         n = cfg.group_size
         t0 = time.perf_counter()
-        particles = self.sample(state, n)
-        if cfg.particle_noise > 0:
-            particles = (particles + cfg.particle_noise * torch.randn_like(particles)).clamp(-1.0, 1.0)
-        t1 = time.perf_counter()
-        q = self.critic.min_q(state.unsqueeze(1).expand(-1, n, -1), particles)
+        with torch.no_grad():
+            particles = self.sample(state, n)
+            if cfg.particle_noise > 0:
+                particles = (particles + cfg.particle_noise * torch.randn_like(particles)).clamp(-1.0, 1.0)
+            t1 = time.perf_counter()
+            q = self.critic.min_q(state.unsqueeze(1).expand(-1, n, -1), particles)
         if not torch.isfinite(q).all():
             raise FloatingPointError(
                 f"SiMPO update {self.num_updates}: the critic returned non-finite Q values for the policy's "
-                "particles (training diverged); for signed schemes set agent.repel_margin, lower eta, or set "
+                "particles (training diverged); for signed schemes set agent.repel_ratio, lower eta, or set "
                 "agent.grad_clip"
             )
-        advantage = group_advantages(q, normalize=cfg.normalize_advantage)
-        out = compute_weights(advantage, self.scheme, self.temperature.temperature)
+        stage1 = self.weighting(q, update=update_temperature)
         t2 = time.perf_counter()
         self.timings["particle_sampling"] += t1 - t0
         self.timings["particle_q_and_weights"] += t2 - t1
-        return {"particles": particles, "q": q, "advantage": advantage, "weights": out}
+        return {"particles": particles, "q": q, "advantage": stage1.advantage, "weights": stage1.weights,
+                "weight_kl": stage1.weight_kl}
 
     def update(self, batch: dict[str, Tensor]) -> dict[str, float]:
         """One SiMPO update (critic, then policy and temperature every ``policy_delay`` updates).
@@ -414,7 +417,7 @@ class SiMPOAgent(nn.Module):
 
         if self.num_updates % cfg.policy_delay == 0:
             state = batch["state"]
-            stage1 = self.particle_weights(state)
+            stage1 = self.particle_weights(state, update_temperature=True)
             w = stage1["weights"]
             t1 = time.perf_counter()
             b, n = w.weight.shape
@@ -422,7 +425,7 @@ class SiMPOAgent(nn.Module):
             states = state.unsqueeze(1).expand(-1, n, -1).reshape(b * n, self.state_dim)
             # weights sum to 1 per state; dividing by B makes the loss a mean over states (docs/method.md, sec. 7)
             p_loss = flow_matching_loss(
-                self.policy, particles, states, weight=w.weight.reshape(-1) / b, repel_margin=cfg.repel_margin
+                self.policy, particles, states, weight=w.weight.reshape(-1) / b, repel_margin=cfg.repel_ratio
             )
             self.policy_opt.zero_grad(set_to_none=True)
             p_loss.backward()
@@ -431,16 +434,11 @@ class SiMPOAgent(nn.Module):
             policy_lr = self.policy_opt.param_groups[0]["lr"]  # the rate this update used
             self.policy_opt.step()
             self.policy_sched.step()
-            if cfg.auto_temperature:
-                t_loss = self.temperature.loss(w.weight)
-                self.temperature_opt.zero_grad(set_to_none=True)
-                t_loss.backward()
-                self.temperature_opt.step()
             self.timings["policy_loss"] += time.perf_counter() - t1
             logs.update(
                 policy_loss=p_loss.item(),
-                temperature=float(self.temperature.temperature),
-                weight_kl=float(self.temperature.kl(w.weight)),
+                temperature=float(self.weighting.temperature),
+                weight_kl=stage1["weight_kl"],
                 weight_ess=float(w.ess.mean()),
                 weight_active=float(w.active.float().mean()),
                 negative_mass=float(w.negative_mass.mean()),
@@ -457,7 +455,6 @@ class SiMPOAgent(nn.Module):
             "model": self.state_dict(),
             "critic_opt": self.critic_opt.state_dict(),
             "policy_opt": self.policy_opt.state_dict(),
-            "temperature_opt": self.temperature_opt.state_dict(),
             "policy_sched": self.policy_sched.state_dict(),
             "num_updates": self.num_updates,
             "config": asdict(self.config),
@@ -468,6 +465,5 @@ class SiMPOAgent(nn.Module):
         self.load_state_dict(state["model"])
         self.critic_opt.load_state_dict(state["critic_opt"])
         self.policy_opt.load_state_dict(state["policy_opt"])
-        self.temperature_opt.load_state_dict(state["temperature_opt"])
         self.policy_sched.load_state_dict(state["policy_sched"])
         self.num_updates = int(state["num_updates"])

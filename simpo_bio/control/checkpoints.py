@@ -85,8 +85,8 @@ def configs_from_checkpoint(ckpt: dict[str, Any]) -> tuple[EnvConfig, AgentConfi
 RESUME_FREE_FIELDS: dict[str, tuple[str, ...]] = {
     "env": ("vectorization",),
     "agent": (),
-    "train": ("total_env_steps", "checkpoint_every", "save_buffer", "output_dir", "resume", "force_resume",
-              "wandb", "wandb_project", "progress", "torch_threads", "device", "compile", "stop_return"),
+    "train": ("total_env_steps", "checkpoint_every", "save_buffer", "out_dir", "resume", "force_resume",
+              "wandb", "wandb_project", "progress", "threads", "device", "compile", "stop_return"),
 }  # fmt: skip
 
 
@@ -97,6 +97,32 @@ class CheckpointError(ValueError):
 class UnsafeCheckpointError(CheckpointError):
     """A checkpoint (or its env snapshot / legacy replay buffer) that holds Python objects beyond tensors, numbers,
     strings, containers, numpy arrays and numpy random states: refused, since unpickling it could run code."""
+
+
+class CheckpointLayoutError(CheckpointError):
+    """A checkpoint whose agent state has an older layout (:data:`CHECKPOINT_LAYOUT`): it cannot be resumed."""
+
+
+#: Layout of what a checkpoint's ``agent`` entry holds; written as ``ckpt["layout"]`` (checkpoints without it are
+#: layout 1). 2: the weighting temperature and its Adam moments live in ``weighting.*`` of the model's state_dict
+#: (:class:`simpo_bio.weighting.WeightingStep`; layout 1 had ``temperature.*`` plus a ``temperature_opt`` entry), the
+#: config keys ``output_dir``, ``torch_threads``, ``repel_margin`` became ``out_dir``, ``threads``, ``repel_ratio``.
+CHECKPOINT_LAYOUT = 2
+
+
+def check_layout(ckpt: dict[str, Any], path: str | os.PathLike) -> None:
+    """Refuse a checkpoint of another :data:`CHECKPOINT_LAYOUT` (its tensors would not load into this version).
+
+    Raises:
+        CheckpointLayoutError: one line naming the file, both layouts and the way out (start afresh).
+    """
+    layout = ckpt.get("layout", 1)
+    if layout != CHECKPOINT_LAYOUT:
+        raise CheckpointLayoutError(
+            f"{path}: written with checkpoint layout {layout}, this version reads layout {CHECKPOINT_LAYOUT} only (the "
+            "temperature moved into weighting.WeightingStep and config keys were renamed), so it cannot be resumed; "
+            "start afresh with --train.resume null or another --train.out_dir"
+        )
 
 
 class ResumeMismatchError(ValueError):
@@ -268,7 +294,7 @@ def check_resume(ckpt: dict[str, Any], path: str | os.PathLike, config: dict[str
     raise ResumeMismatchError(
         f"refusing to resume {path}: it was written by another config (hash {config_hash(ckpt['config'])}) than this "
         f"run (hash {config_hash(config)}): {'; '.join(diffs[:4])}{more}; pass --train.force_resume true to resume "
-        "anyway, or --train.resume null (or another --train.output_dir) to start afresh"
+        "anyway, or --train.resume null (or another --train.out_dir) to start afresh"
     )
 
 
@@ -282,18 +308,20 @@ def resolve_resume(env: EnvConfig, agent: AgentConfig, train: TrainConfig) -> tu
 
     Raises:
         ValueError: an invalid field (one line naming it). FileNotFoundError: ``train.resume`` names a missing
-            file. CheckpointError: unreadable or foreign checkpoint. ResumeMismatchError: see :func:`check_resume`.
+            file. CheckpointError: unreadable or foreign checkpoint, or one of an older layout
+            (:class:`CheckpointLayoutError`). ResumeMismatchError: see :func:`check_resume`.
     """
     env.validate()
     agent.validate()
     train.validate()
-    ckpt_path = Path(train.output_dir) / "checkpoint.pt"
+    ckpt_path = Path(train.out_dir) / "checkpoint.pt"
     resume = train.resume
     if resume == "auto":
         resume = str(ckpt_path) if ckpt_path.exists() else None
     if resume is None:
         return None, None
     ckpt = load_checkpoint(resume, train.device)
+    check_layout(ckpt, resume)
     config = {"env": asdict(env), "agent": asdict(agent), "train": asdict(train)}
     check_resume(ckpt, resume, config, force=train.force_resume)
     return Path(resume), ckpt

@@ -61,24 +61,26 @@ class TrainConfig:
     Attributes:
         total_env_steps: env interactions summed over the parallel envs (paper: 1M).
         learning_starts: env steps of uniform random actions before learning.
-        updates_per_step: gradient updates per vector step (paper: 1 -> 200k updates for 1M steps, 5 envs).
+        updates_per_step: gradient updates per vector step (paper: 1 -> 200k updates for 1M steps, 5 envs): a
+            replay ratio, each update on a fresh batch from the buffer. Not ``update_epochs`` (the bandit's and the
+            DNA module's passes over the same freshly sampled group), hence the other name.
         batch_size: transitions per update. buffer_size: replay capacity in transitions (paper: 1M).
         eval_every: env steps between evaluations (0: only at the end). eval_episodes: episodes per evaluation.
         checkpoint_every: env steps between checkpoints (0: only at the end; default 5000). Each checkpoint is
             written atomically (a kill leaves the previous one intact) and a resumed run continues bit for bit
             as if it had not been stopped (see :func:`train`).
         save_buffer: also save the replay buffer, incrementally: each checkpoint adds the transitions collected
-            since the previous one to ``<output_dir>/replay_buffer/`` (needed for an exact resume; without it a
+            since the previous one to ``<out_dir>/replay_buffer/`` (needed for an exact resume; without it a
             resumed run starts from an empty buffer and waits for ``batch_size`` new transitions).
         seed: seeds Python, NumPy (the buffer's sampler), torch and the envs.
-        output_dir: where metrics.csv, config and checkpoints go.
-        resume: ``auto`` (default: continue ``<output_dir>/checkpoint.pt`` if it exists, else start), the path of a
+        out_dir: where metrics.csv, config and checkpoints go.
+        resume: ``auto`` (default: continue ``<out_dir>/checkpoint.pt`` if it exists, else start), the path of a
             checkpoint.pt to continue from, or ``null`` (start afresh, overwriting the output folder's run).
         force_resume: resume even from a checkpoint whose config differs in a field that changes the results
             (without it such a resume is refused, naming the checkpoint, both config hashes and the fields that
             differ; the fields of :data:`RESUME_FREE_FIELDS` may always change).
         wandb: also log to wandb (offline unless WANDB_MODE says otherwise). wandb_project: its project.
-        progress: show a tqdm progress bar. torch_threads: ``torch.set_num_threads`` (0: leave as is).
+        progress: show a tqdm progress bar. threads: torch CPU threads, ``torch.set_num_threads`` (0: leave as is).
         device: ``cpu`` or ``cuda``. compile: ``torch.compile`` the policy and critic networks.
         stop_return: stop early once an evaluation's mean return reaches this value (None: run the full budget).
     """
@@ -93,13 +95,13 @@ class TrainConfig:
     checkpoint_every: int = 5_000
     save_buffer: bool = True
     seed: int = 0
-    output_dir: str = "runs/control"
+    out_dir: str = "runs/control"
     resume: str | None = "auto"
     force_resume: bool = False
     wandb: bool = True
     wandb_project: str = "simpo-bio-control"
     progress: bool = True
-    torch_threads: int = 0
+    threads: int = 0
     device: str = "cpu"
     compile: bool = False
     stop_return: float | None = None
@@ -112,7 +114,7 @@ class TrainConfig:
                 ``learning_starts < batch_size``, a seed outside ``[0, 2**32)``, an unknown device.
         """
         minimum = {"total_env_steps": 1, "learning_starts": 0, "updates_per_step": 0, "batch_size": 1,
-                   "buffer_size": 1, "eval_every": 0, "eval_episodes": 1, "checkpoint_every": 0, "torch_threads": 0,
+                   "buffer_size": 1, "eval_every": 0, "eval_episodes": 1, "checkpoint_every": 0, "threads": 0,
                    "seed": 0}  # fmt: skip
         for name, low in minimum.items():
             value = getattr(self, name)

@@ -10,7 +10,7 @@ Off-policy loop (CleanRL-style, one readable function :func:`train`):
   bootstrapped: only true terminations are stored as ``done``);
 * evaluation every ``train.eval_every`` env steps on a separate vector env of ``train.eval_episodes`` copies
   (seeds ``seed + 10_000 + i``), one episode each, greedy action selection (best-of-K by Q);
-* CSV (``<output_dir>/metrics.csv``) + wandb offline logging, a tqdm bar with env steps/s and updates/s;
+* CSV (``<out_dir>/metrics.csv``) + wandb offline logging, a tqdm bar with env steps/s and updates/s;
 * atomic checkpoints every ``train.checkpoint_every`` env steps (default 5000; ``checkpoint.pt`` plus the new
   replay-buffer rows in ``replay_buffer/``) holding everything the run's future depends on (networks, optimisers,
   LR schedule, step counts, RNG states, env states, the buffer), so that running the same command again after a
@@ -50,6 +50,7 @@ import torch
 
 from simpo_bio.control.agent import AgentConfig, SiMPOAgent
 from simpo_bio.control.checkpoints import (
+    CHECKPOINT_LAYOUT,
     RENAMED_AGENT_KEYS,
     RESUME_FREE_FIELDS,
     CheckpointError,
@@ -92,10 +93,10 @@ class MetricLogger:
     """
 
     def __init__(
-        self, output_dir: Path, *, use_wandb: bool, project: str, config: dict[str, Any], run_id: str,
+        self, out_dir: Path, *, use_wandb: bool, project: str, config: dict[str, Any], run_id: str,
         truncate_to: int | None = None,
     ):  # fmt: skip
-        self.path = output_dir / "metrics.csv"
+        self.path = out_dir / "metrics.csv"
         if truncate_to is not None and self.path.exists():
             if truncate_to == 0:
                 self.path.unlink()
@@ -112,7 +113,7 @@ class MetricLogger:
 
             os.environ.setdefault("WANDB_MODE", "offline")
             self._wandb = wandb.init(
-                project=project, dir=str(output_dir), config=config, id=run_id, resume="allow", reinit=True
+                project=project, dir=str(out_dir), config=config, id=run_id, resume="allow", reinit=True
             )
 
     def log(self, row: dict[str, Any]) -> None:
@@ -193,13 +194,13 @@ def train(env: EnvConfig, agent: AgentConfig, train: TrainConfig) -> dict[str, A
     """Run SiMPO on ``env`` for ``train.total_env_steps`` env steps; returns the evaluation history.
 
     Returns:
-        ``{"evals": [(env_steps, mean, std), ...], "env_steps": int, "updates": int, "output_dir": str,
+        ``{"evals": [(env_steps, mean, std), ...], "env_steps": int, "updates": int, "out_dir": str,
         "wall_time_s": float, "env_steps_per_s": float, "updates_per_s": float, "timings": {phase: seconds}}``;
         ``env_steps`` is below the budget only when ``train.stop_return`` ended the run early. Wall time and
         rates cover the whole run, resumed segments included (the checkpoint carries the training time so far;
         a checkpoint written before this field existed gives the rates of the last segment only).
 
-    Checkpoints (``<output_dir>/checkpoint.pt``, every ``train.checkpoint_every`` env steps and at the end, written
+    Checkpoints (``<out_dir>/checkpoint.pt``, every ``train.checkpoint_every`` env steps and at the end, written
     atomically) hold the agent (networks, optimisers, LR schedule), the step counters, the Python / NumPy / torch
     RNG states, the state of every training env (:func:`simpo_bio.control.envs.vector_env_state`: simulator
     integration state, env RNGs, time-limit counters), the current observations, the size of metrics.csv and the
@@ -219,9 +220,9 @@ def train(env: EnvConfig, agent: AgentConfig, train: TrainConfig) -> dict[str, A
     from simpo_bio.control.envs import set_vector_env_state, vector_env_state
 
     resume, ckpt = resolve_resume(env, agent, train)
-    if train.torch_threads > 0:
-        torch.set_num_threads(train.torch_threads)
-    out_dir = Path(train.output_dir)
+    if train.threads > 0:
+        torch.set_num_threads(train.threads)
+    out_dir = Path(train.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path = out_dir / "checkpoint.pt"
 
@@ -247,7 +248,7 @@ def train(env: EnvConfig, agent: AgentConfig, train: TrainConfig) -> dict[str, A
         handle_timeout_termination=False,
     )  # fmt: skip
 
-    env_steps, run_id = 0, f"{Path(train.output_dir).name}-{train.seed}-{int(time.time())}"
+    env_steps, run_id = 0, f"{Path(train.out_dir).name}-{train.seed}-{int(time.time())}"
     evals: list[tuple[int, float, float]] = []
     elapsed_before = 0.0  # training wall time of the segments before a resume
     whole_run = True  # rates over the whole run; False for a checkpoint without "elapsed_s" (last segment only)
@@ -287,7 +288,7 @@ def train(env: EnvConfig, agent: AgentConfig, train: TrainConfig) -> dict[str, A
         journal_state = journal.save(buffer) if train.save_buffer else None
         rng = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
         _atomic_save(
-            {"format": "simpo-bio control checkpoint", "agent": simpo.training_state(), "env_steps": env_steps,
+            {"format": "simpo-bio control checkpoint", "layout": CHECKPOINT_LAYOUT, "agent": simpo.training_state(), "env_steps": env_steps,
              "run_id": run_id, "evals": evals, "rng": rng, "config": config, "config_hash": fingerprint,
              "buffer_path": None, "replay_journal": journal_state, "logs": logs, "metrics_offset": logger.offset(),
              "env_state": vector_env_state(envs) if snapshot_envs else None, "obs": obs,
@@ -370,7 +371,7 @@ def train(env: EnvConfig, agent: AgentConfig, train: TrainConfig) -> dict[str, A
         "evals": evals,
         "env_steps": env_steps,
         "updates": simpo.num_updates,
-        "output_dir": str(out_dir),
+        "out_dir": str(out_dir),
         "wall_time_s": elapsed,
         "env_steps_per_s": (env_steps - steps_start) / max(elapsed, 1e-9),
         "updates_per_s": (simpo.num_updates - updates_start) / max(elapsed, 1e-9),
@@ -421,7 +422,7 @@ def cli_main(argv: list[str] | None = None) -> dict[str, Any]:
         resolve_resume(init.env, init.agent, init.train)  # validate + check the checkpoint before writing anything
     except (ValueError, FileNotFoundError) as err:
         _fail(f"{err}{f' (config: {sources})' if sources and not isinstance(err, ResumeMismatchError) else ''}")
-    out_dir = Path(init.train.output_dir)
+    out_dir = Path(init.train.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     with atomic_path(out_dir / "config.yaml") as tmp:
         parser.save(cfg, tmp, overwrite=True, skip_check=True)

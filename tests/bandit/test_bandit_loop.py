@@ -23,8 +23,8 @@ torch.set_num_threads(1)
 
 # a small, fast configuration (not the experiment's): 2 x 32 MLP, short pretraining and run
 TINY = BanditConfig(
-    reward="broad", schemes="linear", seeds=1, iterations=40, group_size=32, updates_per_iteration=2,
-    noise_copies=2, hidden=32, depth=2, num_steps=8, pretrain_steps=300, pretrain_batch=256, eval_every=10,
+    reward="broad", schemes="linear", seeds=1, iterations=40, group_size=32, update_epochs=2,
+    elbo_draws=2, hidden=32, depth=2, num_steps=8, pretrain_steps=300, pretrain_batch=256, eval_every=10,
     eval_samples=512, density_bins=20, progress=False,
 )
 
@@ -72,9 +72,9 @@ def test_loop_reduces_regret_and_is_deterministic():
 
 
 def test_cli_writes_csv_and_png(tmp_path, capsys):
-    args = [f"--{k}={v}" for k, v in vars(TINY).items() if k not in ("reward", "schemes", "seeds", "out")]
+    args = [f"--{k}={v}" for k, v in vars(TINY).items() if k not in ("reward", "schemes", "seeds", "out_dir")]
     args += ["--reward", "sharp", "--schemes", "linear,linear_neg:eta=0.5", "--seeds", "2", "--iterations", "10",
-             "--pretrain_steps", "50", "--out", str(tmp_path)]
+             "--pretrain_steps", "50", "--out_dir", str(tmp_path)]
     cli_main(args)
     frame = pd.read_csv(tmp_path / "bandit_sharp.csv")
     assert set(frame.columns) >= {"reward", "scheme", "seed", "iteration", "regret", "global_mass"}

@@ -15,7 +15,7 @@ from simpo_bio.bandit import cli_main
 torch.set_num_threads(1)
 
 TINY = ["--reward", "broad", "--schemes", "linear,linear_neg:eta=0.5", "--seeds", "2", "--iterations", "6",
-        "--group_size", "16", "--updates_per_iteration", "1", "--noise_copies", "1", "--hidden", "16", "--depth", "1",
+        "--group_size", "16", "--update_epochs", "1", "--elbo_draws", "1", "--hidden", "16", "--depth", "1",
         "--num_steps", "4", "--pretrain_steps", "20", "--pretrain_batch", "64", "--eval_every", "3",
         "--eval_samples", "64", "--density_bins", "8", "--progress", "false"]  # fmt: skip
 
@@ -35,7 +35,7 @@ def count_runs(monkeypatch):
 
 def test_rerun_after_a_kill_computes_only_the_missing_runs(tmp_path, count_runs):
     whole = tmp_path / "whole"
-    cli_main([*TINY, "--out", str(whole)])
+    cli_main([*TINY, "--out_dir", str(whole)])
     assert len(count_runs) == 4
     saved = sorted((whole / "bandit_broad_runs").glob("seed*.npz"))
     assert len(saved) == 4 and (whole / "bandit_broad_runs" / "config.json").exists()
@@ -46,26 +46,26 @@ def test_rerun_after_a_kill_computes_only_the_missing_runs(tmp_path, count_runs)
     for path in [*saved[:2], whole / "bandit_broad_runs" / "config.json"]:
         (killed / "bandit_broad_runs" / path.name).write_bytes(path.read_bytes())
     count_runs.clear()
-    cli_main([*TINY, "--out", str(killed)])
+    cli_main([*TINY, "--out_dir", str(killed)])
     assert len(count_runs) == 2  # only the missing runs were computed
     assert (killed / "bandit_broad.csv").read_bytes() == (whole / "bandit_broad.csv").read_bytes()
 
     count_runs.clear()
-    cli_main([*TINY, "--out", str(killed), "--seeds", "3"])  # one more seed: only its runs are computed
+    cli_main([*TINY, "--out_dir", str(killed), "--seeds", "3"])  # one more seed: only its runs are computed
     assert sorted(count_runs) == [("linear", 2), ("linear_neg:eta=0.5", 2)]
 
 
 def test_saved_runs_of_another_config_are_refused_unless_restart(tmp_path, capsys, count_runs):
-    cli_main([*TINY, "--out", str(tmp_path), "--seeds", "1"])
+    cli_main([*TINY, "--out_dir", str(tmp_path), "--seeds", "1"])
     capsys.readouterr()
     count_runs.clear()
     with pytest.raises(SystemExit) as exc:
-        cli_main([*TINY, "--out", str(tmp_path), "--seeds", "1", "--lr", "0.002"])
+        cli_main([*TINY, "--out_dir", str(tmp_path), "--seeds", "1", "--lr", "0.002"])
     err = capsys.readouterr().err.strip()
     assert exc.value.code == 2 and len(err.splitlines()) == 1, err
     assert str(tmp_path / "bandit_broad_runs") in err and "lr: 0.001 (saved) vs 0.002 (this run)" in err
     assert err.count("hash") == 2 and "--restart true" in err and count_runs == []
-    cli_main([*TINY, "--out", str(tmp_path), "--seeds", "1", "--lr", "0.002", "--restart", "true"])
+    cli_main([*TINY, "--out_dir", str(tmp_path), "--seeds", "1", "--lr", "0.002", "--restart", "true"])
     assert len(count_runs) == 2
 
 
@@ -83,7 +83,7 @@ def test_saved_runs_of_another_config_are_refused_unless_restart(tmp_path, capsy
 )
 def test_bad_values_fail_with_one_line(tmp_path, capsys, args, message):
     with pytest.raises(SystemExit) as exc:
-        cli_main([*TINY, "--out", str(tmp_path / "out"), *args])
+        cli_main([*TINY, "--out_dir", str(tmp_path / "out"), *args])
     err = capsys.readouterr().err.strip()
     assert exc.value.code == 2 and len(err.splitlines()) == 1 and message in err, err
     assert not (tmp_path / "out").exists()

@@ -100,7 +100,7 @@ def test_update_on_fake_env_is_finite_and_weights_sum_to_one(scheme, params):
                       normalize_advantage=True)  # fmt: skip
     agent = SiMPOAgent(4, 2, cfg, total_updates=10)
     policy_before = [p.clone() for p in agent.policy.parameters()]
-    temp_before = float(agent.temperature.temperature)
+    temp_before = float(agent.weighting.temperature)
     for i in range(3):
         logs = agent.update(_batch(16, 4, 2, seed=i))
         assert all(np.isfinite(v) for v in logs.values()), logs
@@ -112,7 +112,7 @@ def test_update_on_fake_env_is_finite_and_weights_sum_to_one(scheme, params):
     if scheme == "linear_neg":
         assert bool((w < 0).any()), "a signed scheme should produce negative weights on a spread group"
     assert any(not torch.equal(a, b) for a, b in zip(policy_before, agent.policy.parameters()))
-    assert float(agent.temperature.temperature) != temp_before
+    assert float(agent.weighting.temperature) != temp_before
     assert agent.num_updates == 3
     assert logs["policy_lr"] < cfg.policy_lr  # annealing toward policy_lr_final
 
@@ -170,19 +170,19 @@ def test_replay_buffer_sampling_keeps_transitions_together():
     assert len(set(zip(t.tolist(), e.tolist()))) > 10  # samples spread over the stored transitions
 
 
-def test_update_passes_repel_margin_and_rejects_a_bad_one(monkeypatch):
+def test_update_passes_repel_ratio_and_rejects_a_bad_one(monkeypatch):
     import simpo_bio.control.agent as agent_mod
 
     seen = []
     real = agent_mod.flow_matching_loss
     monkeypatch.setattr(agent_mod, "flow_matching_loss", lambda *a, **kw: seen.append(kw) or real(*a, **kw))
     cfg = AgentConfig(scheme="linear_neg", scheme_params={"eta": 1.0}, group_size=4, num_steps=2, hidden=16,
-                      depth=1, repel_margin=2.5)  # fmt: skip
+                      depth=1, repel_ratio=2.5)  # fmt: skip
     SiMPOAgent(3, 2, cfg).update(_batch(8, 3, 2))
-    assert seen and seen[0]["repel_margin"] == 2.5
-    assert AgentConfig().repel_margin == 4.0  # on by default
-    with pytest.raises(ValueError, match="repel_margin"):
-        SiMPOAgent(3, 2, AgentConfig(group_size=2, num_steps=1, hidden=8, depth=1, repel_margin=-1.0))
+    assert seen and seen[0]["repel_margin"] == 2.5  # flow_matching_loss keeps its own name
+    assert AgentConfig().repel_ratio == 4.0  # on by default
+    with pytest.raises(ValueError, match="repel_ratio"):
+        SiMPOAgent(3, 2, AgentConfig(group_size=2, num_steps=1, hidden=8, depth=1, repel_ratio=-1.0))
 
 
 def test_diverged_critic_raises_a_clear_error():

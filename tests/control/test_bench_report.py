@@ -135,7 +135,7 @@ def test_evalckpt_reevaluates_a_finished_run(bench, tmp_path):
 
     agent = AgentConfig(group_size=4, num_steps=3, hidden=32, depth=2, eval_candidates=4)
     tr = TrainConfig(total_env_steps=400, learning_starts=200, batch_size=32, eval_every=0, eval_episodes=2,
-                     checkpoint_every=0, seed=3, output_dir=str(tmp_path / "run"), wandb=False, progress=False)  # fmt: skip
+                     checkpoint_every=0, seed=3, out_dir=str(tmp_path / "run"), wandb=False, progress=False)  # fmt: skip
     res = train(EnvConfig(id="InvertedPendulum-v4", num_envs=2), agent, tr)
     out = bench.cmd_evalckpt(bench.argparse.Namespace(runs=[str(tmp_path / "run")], candidates=[1, 4], episodes=2))
     row = out[str(tmp_path / "run")]

@@ -28,7 +28,7 @@ def test_short_inverted_pendulum_run_improves(tmp_path):
         EnvConfig(id="InvertedPendulum-v4", num_envs=2),
         AgentConfig(**TINY_AGENT),
         TrainConfig(total_env_steps=3000, learning_starts=500, batch_size=64, eval_every=500, eval_episodes=3,
-                    checkpoint_every=0, seed=1, output_dir=str(tmp_path), wandb=False, progress=False),
+                    checkpoint_every=0, seed=1, out_dir=str(tmp_path), wandb=False, progress=False),
     )  # fmt: skip
     evals = result["evals"]
     assert [e[0] for e in evals] == [500, 1000, 1500, 2000, 2500, 3000]
@@ -44,7 +44,7 @@ def test_resume_continues_step_count(tmp_path):
         "agent": TINY_AGENT,
         "train": {"total_env_steps": 800, "learning_starts": 400, "batch_size": 32, "eval_every": 400,
                   "eval_episodes": 1, "checkpoint_every": 0, "save_buffer": True, "seed": 0,
-                  "output_dir": str(tmp_path / "run"), "wandb": False, "progress": False},
+                  "out_dir": str(tmp_path / "run"), "wandb": False, "progress": False},
     }  # fmt: skip
     path = tmp_path / "cfg.yaml"
     path.write_text(yaml.safe_dump(cfg))

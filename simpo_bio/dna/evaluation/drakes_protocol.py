@@ -1,37 +1,9 @@
-"""The DRAKES setting (Wang et al. 2024, "Fine-tuning discrete diffusion models via reward optimization..."): its
-pretrained model, its Gosai data archive and its evaluation protocol.
+"""The DRAKES evaluation protocol: the paper's metrics of a set of designs and its table.
 
-**Pretrained model.** DRAKES' ``outputs_gosai/pretrained.ckpt`` is a Lightning checkpoint of its ``Diffusion``
-module (``drakes_dna/diffusion_gosai_update.py``; MDLM, absorbing state, log-linear noise, ``subs``, no time
-conditioning, the dilated CNN of ``drakes_dna/models/dnaconv.py``). Its ``hyper_parameters`` hold an OmegaConf
-``DictConfig`` that torch's safe loader refuses; :func:`load_drakes_pretrained` reads the file with the restricted
-unpickler of :mod:`simpo_bio.dna.grelu_oracle` (no ``omegaconf`` needed, nothing outside an allow-list imported),
-checks the config and maps the 129 ``backbone.*`` tensors onto :class:`~simpo_bio.dna.backbones.DilatedCNN`
-(:func:`~simpo_bio.dna.backbones.load_drakes_state_dict`). Weights: *raw* by default, as DRAKES samples,
-fine-tunes and scores likelihoods with them (its EMA copy is swapped in only during validation); ``weights="ema"``
-(spec ``pretrained.ckpt?weights=ema``) takes ``ema.shadow_params``.
-
-**Sampler.** :data:`DRAKES_SAMPLER`: 128 steps on the grid ``1 -> 1e-5``, then the argmax noise-removal step
-(``MaskedDiffusion.sample(grid_end=1e-5, noise_removal=True)``); :class:`DrakesSampling` switches fine-tuning to it.
-
-**Data.** :func:`fetch_drakes` unpacks ``DRAKES_data.zip`` (``--path`` or ``--url``), checks the files of
-:data:`DRAKES_FILES` and records their sha256 in ``drakes_assets.json`` (verified on every later call).
-
-**Evaluation protocol** (DRAKES ``drakes_dna/eval.ipynb`` and ``oracle.py``), :class:`DrakesProtocol`: 640 samples
-(10 x 64), 128 steps; Pred-Activity = median HepG2 output of the *evaluation* oracle; ATAC-Acc = share with column 1
-of the ATAC classifier > 0.5; 3-mer = Pearson correlation of 3-mer counts with the sequences of ``gosai_all.csv``
-above its 99.9th HepG2 percentile; JASPAR = Spearman correlation of per-motif hit counts (JASPAR 2022 CORE,
-p < 1e-3 under a uniform background, both strands) with the same set, over motifs hit in both; App-Log-Lik = median
-over samples of the pretrained model's 128-step likelihood (:func:`drakes_log_likelihood`). ``docs/gpu.md`` compares
-it with the DHS protocol of :mod:`simpo_bio.dna.metrics`.
-
-Imports: :mod:`simpo_bio.diffusion.masked`, :mod:`simpo_bio.dna.alphabet`, :mod:`simpo_bio.dna.backbones`,
-:mod:`simpo_bio.dna.checkpoints`, :mod:`simpo_bio.dna.data`, :mod:`simpo_bio.dna.dhs` (sha256),
-:mod:`simpo_bio.dna.grelu_oracle` (restricted reader), :mod:`simpo_bio.dna.metrics`, :mod:`simpo_bio.fileio`.
+Moved out of the former ``drakes`` module by concern (data / models / evaluation).
 """
 
 from __future__ import annotations
-
 import json
 import os
 import shutil
@@ -42,13 +14,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
 import lightning.pytorch as pl
 import numpy as np
 import pandas as pd
 import torch
 from torch import Tensor
-
 from simpo_bio.diffusion.masked import MaskedDiffusion
 from simpo_bio.dna.alphabet import MASK_INDEX, decode, encode
 from simpo_bio.dna.backbones import DilatedCNN, drakes_config, load_drakes_state_dict
@@ -59,190 +29,15 @@ from simpo_bio.dna.grelu_oracle import peek_checkpoint, read_checkpoint_restrict
 from simpo_bio.dna.metrics import MotifScanner, kmer_frequencies, pearson
 from simpo_bio.fileio import atomic_write
 
-__all__ = ["DRAKES_FILES", "DRAKES_SAMPLER", "TASKS", "fetch_drakes", "drakes_paths", "is_drakes_checkpoint",
-           "is_drakes_layout", "load_drakes_pretrained", "drakes_model_from_checkpoint", "drakes_sample",
-           "drakes_log_likelihood", "top_hepg2_reference", "jaspar2022_scanner", "DrakesProtocol", "drakes_table",
-           "DrakesSampling", "DrakesEvaluation", "PAPER_RESULTS"]
+__all__ = ['TASKS', 'PAPER_RESULTS', 'drakes_log_likelihood', 'top_hepg2_reference', 'jaspar2022_scanner', 'DrakesProtocol', 'drakes_table', 'build_protocol', 'DrakesEvaluation']
 
-#: Files the protocol needs, relative to the archive's ``mdlm/`` folder.
-DRAKES_FILES = {
-    "gosai_csv": "gosai_data/processed_data/gosai_all.csv",
-    "pretrained": "outputs_gosai/pretrained.ckpt",
-    "oracle_ft": "outputs_gosai/lightning_logs/reward_oracle_ft.ckpt",
-    "oracle_eval": "outputs_gosai/lightning_logs/reward_oracle_eval.ckpt",
-    "atac": "gosai_data/binary_atac_cell_lines.ckpt",
-}
+
 TASKS = ("hepg2", "k562", "sknsh")
-DRAKES_SAMPLER = {"num_steps": 128, "grid_end": 1e-5, "noise_removal": True}
+
+
 #: Reported in the DRAKES paper: Pred-Activity / ATAC-Acc / 3-mer / JASPAR / App-Log-Lik.
 PAPER_RESULTS = {"Pretrained": (0.17, 0.015, -0.061, 0.249, -261.0), "DRAKES": (5.61, 0.925, 0.887, 0.911, -264.0),
                  "DRAKES w/o KL": (6.44, 0.825, 0.307, 0.557, -281.0)}
-RECORD = "drakes_assets.json"
-
-
-# ------------------------------------------------------------------------------------------------ assets
-def _mdlm_root(root: Path) -> Path | None:
-    for cand in (root, root / "mdlm", root / "data_and_model" / "mdlm", *root.glob("*/data_and_model/mdlm")):
-        if (cand / DRAKES_FILES["pretrained"]).exists() or (cand / DRAKES_FILES["gosai_csv"]).exists():
-            return cand
-    return None
-
-
-def drakes_paths(root: str | os.PathLike) -> dict[str, Path]:
-    """Paths of :data:`DRAKES_FILES` under an unpacked archive (``root`` = the ``mdlm`` folder or any parent).
-
-    Raises:
-        FileNotFoundError: no ``mdlm`` folder with the DRAKES files under ``root``.
-    """
-    found = _mdlm_root(Path(root))
-    if found is None:
-        raise FileNotFoundError(f"no DRAKES data under {root} (expected mdlm/{DRAKES_FILES['pretrained']}); "
-                                "run `simpo-bio data fetch drakes --path DRAKES_data.zip`")
-    return {k: found / v for k, v in DRAKES_FILES.items()}
-
-
-def fetch_drakes(path: str | os.PathLike | None = None, url: str | None = None,
-                 dest: str | os.PathLike | None = None, force: bool = False) -> Path:
-    """Unpack ``DRAKES_data.zip`` into ``dest`` (default ``<cache>/drakes``), check and record its files.
-
-    Args:
-        path: the archive, or an already unpacked folder. url: download the archive first (a direct link; for
-            the Dropbox link of the DRAKES README use ``dl=1``). force: unpack again.
-
-    Returns:
-        the ``mdlm`` folder. ``dest/drakes_assets.json`` holds the sha256 and size of every file of
-        :data:`DRAKES_FILES`; a later call compares the files with it.
-
-    Raises:
-        FileNotFoundError: missing archive or expected files. ValueError: neither or both of ``path``/``url``, or
-        an archive member that would land outside ``dest``. ChecksumError: a file changed since it was recorded.
-    """
-    from simpo_bio.dna.dhs import ChecksumError
-
-    dest = Path(dest) if dest is not None else default_cache_dir() / "drakes"
-    dest.mkdir(parents=True, exist_ok=True)
-    if path is not None and url is not None or (path is None and url is None and _mdlm_root(dest) is None):
-        raise ValueError("give the archive with --path DRAKES_data.zip or --url URL (exactly one)")
-    if url is not None and (force or _mdlm_root(dest) is None):
-        path = dest / "DRAKES_data.zip"
-        with urllib.request.urlopen(url) as resp, atomic_write(path, "wb") as fh:  # noqa: S310 (user's URL)
-            shutil.copyfileobj(resp, fh, 1 << 20)
-    if path is not None and Path(path).is_dir():
-        dest = Path(path)
-    elif path is not None and (force or _mdlm_root(dest) is None):
-        if not Path(path).exists():
-            raise FileNotFoundError(f"DRAKES archive {path} does not exist")
-        with zipfile.ZipFile(path) as zf:
-            for member in zf.namelist():
-                target = (dest / member).resolve()
-                if not target.is_relative_to(dest.resolve()):
-                    raise ValueError(f"{path}: member {member!r} would be written outside {dest}")
-            zf.extractall(dest)
-    paths = drakes_paths(dest)
-    missing = [str(p) for p in paths.values() if not p.exists()]
-    if missing:
-        raise FileNotFoundError(f"the DRAKES archive lacks {missing}")
-    record_path = dest / RECORD
-    record = json.loads(record_path.read_text()) if record_path.exists() and not force else {}
-    for key, p in paths.items():
-        digest, size = sha256_file(p), p.stat().st_size
-        old = record.get(key)
-        if old and old["sha256"] != digest:
-            raise ChecksumError(p, old["sha256"], digest)
-        record[key] = {"path": str(p.relative_to(dest)), "sha256": digest, "size": size}
-    with atomic_write(record_path) as fh:
-        json.dump(record, fh, indent=1)
-    return paths["pretrained"].parents[1]
-
-
-# ------------------------------------------------------------------------------------ pretrained model
-def is_drakes_layout(ckpt: Any) -> bool:
-    """A DRAKES ``Diffusion`` checkpoint dict: ``hyper_parameters["config"]`` and ``backbone.*`` weights."""
-    if not isinstance(ckpt, Mapping):
-        return False
-    hp, state = ckpt.get("hyper_parameters"), ckpt.get("state_dict")
-    return (isinstance(hp, Mapping) and "config" in hp and isinstance(state, Mapping)
-            and any(str(k).startswith("backbone.") for k in state))
-
-
-def is_drakes_checkpoint(path: str | os.PathLike) -> bool:
-    """True for a DRAKES pretrained-model file (structure read without unpickling any object)."""
-    return is_drakes_layout(peek_checkpoint(path))
-
-
-def drakes_model_from_checkpoint(ckpt: Mapping[str, Any], path: str | os.PathLike,
-                                 weights: str = "raw") -> tuple[MaskedDiffusion, dict[str, Any]]:
-    """The :class:`MaskedDiffusion` of a loaded DRAKES checkpoint dict (``path`` names it in errors).
-
-    Args:
-        weights: ``"raw"`` (DRAKES' sampling / fine-tuning weights) or ``"ema"`` (``ema.shadow_params``).
-
-    Returns:
-        ``(model in eval mode, info)``; info: ``layout="drakes"``, ``weights``, ``seq_len``, ``num_steps``.
-
-    Raises:
-        CheckpointArchitectureError: a config other than the CNN / absorbing-state / subs / log-linear model, no EMA
-            when asked for, or tensors that do not fit (names keys and shapes).
-        ValueError: ``weights`` not ``raw`` / ``ema``.
-    """
-    if weights not in ("raw", "ema"):
-        raise ValueError(f"weights must be 'raw' or 'ema', got {weights!r}")
-    cfg = to_plain(ckpt["hyper_parameters"]["config"])
-    model_cfg = cfg.get("model") or {}
-    want = {"backbone": "cnn", "diffusion": "absorbing_state", "parameterization": "subs", "noise.type": "loglinear",
-            "model.clean_data": False, "model.cls_free_guidance": False}
-    got = {k: cfg.get(k) for k in ("backbone", "diffusion", "parameterization")}
-    got["noise.type"] = (cfg.get("noise") or {}).get("type", "loglinear")
-    for key in ("clean_data", "cls_free_guidance"):
-        got[f"model.{key}"] = bool(model_cfg.get(key, False))
-    bad = {k: v for k, v in got.items() if v != want[k]}
-    if bad:
-        raise CheckpointArchitectureError(f"wrong architecture: DRAKES checkpoint {path} has {bad}; only the CNN "
-                                          "absorbing-state subs model with log-linear noise is supported", path)
-    if weights == "ema" and not isinstance(ckpt.get("ema"), Mapping):
-        raise CheckpointArchitectureError(f"checkpoint {path} has no 'ema' entry; load it with weights=raw", path)
-    backbone = {**drakes_config(), "hidden_dim": int(model_cfg.get("hidden_dim", 128)),
-                "num_stacks": int(model_cfg.get("num_cnn_stacks", 4)), "dropout": float(model_cfg.get("dropout", 0.0)),
-                "time_conditioning": bool(cfg.get("time_conditioning", False))}
-    model = MaskedDiffusion(DilatedCNN(**backbone), mask_index=MASK_INDEX, eps=1e-3)  # LogLinearNoise() eps
-    try:
-        load_drakes_state_dict(model.backbone, ckpt, use_ema=weights == "ema")
-    except ValueError as err:
-        raise CheckpointArchitectureError(f"wrong architecture: {path}: {err}", path) from err
-    info = {"layout": "drakes", "weights": weights, "seq_len": int(model_cfg.get("length", 200)),
-            "num_steps": int((cfg.get("sampling") or {}).get("steps", 128))}
-    return model.eval(), info
-
-
-def load_drakes_pretrained(path: str | os.PathLike, weights: str = "raw",
-                           map_location: str | torch.device = "cpu") -> MaskedDiffusion:
-    """Load DRAKES ``pretrained.ckpt`` as it is (restricted unpickler; no ``omegaconf`` needed).
-
-    Raises:
-        CheckpointNotFoundError / CheckpointCorruptError / CheckpointArchitectureError: see
-        :func:`drakes_model_from_checkpoint`.
-    """
-    model, _ = drakes_model_from_checkpoint(read_checkpoint_restricted(path), path, weights)
-    return model.to(map_location).eval()
-
-
-# --------------------------------------------------------------------------------------------- sampling
-def drakes_sample(policy: MaskedDiffusion, num_samples: int = 640, seq_len: int = 200, *, batch_size: int = 64,
-                  num_steps: int = 128, generator: torch.Generator | None = None,
-                  device: torch.device | str | None = None) -> Tensor:
-    """``num_samples`` sequences ``[N, seq_len]`` in batches of ``batch_size`` with :data:`DRAKES_SAMPLER`."""
-    out = [policy.sample(min(batch_size, num_samples - s), seq_len, num_steps=num_steps, generator=generator,
-                         device=device, grid_end=DRAKES_SAMPLER["grid_end"], noise_removal=True)
-           for s in range(0, num_samples, batch_size)]
-    return torch.cat(out).cpu()
-
-
-class DrakesSampling(pl.Callback):
-    """Makes :class:`~simpo_bio.dna.finetune.SiMPOFineTuning` sample with :data:`DRAKES_SAMPLER` (grid end, noise
-    removal; the step count stays the module's ``num_steps``)."""
-
-    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        pl_module._extra_sample_kwargs.update(grid_end=DRAKES_SAMPLER["grid_end"], noise_removal=True)
 
 
 # ------------------------------------------------------------------------------------------- protocol
