@@ -1,0 +1,151 @@
+"""Returns of the RSM agents (SDAC, DPMD) vs SiMPO ``linear_neg`` and SB3 SAC / TD3 on the same harness.
+
+    MUJOCO_GL=disable .venv/bin/python bench/control_rsm.py run [--envs HalfCheetah-v4] [--seeds 0 1 2]
+        [--algos sdac dpmd linear_neg sac td3] [--out runs/control_rsm]
+    .venv/bin/python bench/control_rsm.py report [--out runs/control_rsm] [--png 'bench/results/control_rsm_{env}.png']
+
+The grid (budget, seeds, hyper-parameters) is :data:`GRID`; it was fixed in ``bench/results/control-rsm.md`` before
+anything was run. Every run is one process step after another (one torch thread), results are saved per run
+(``<out>/<env>/<algo>/seed<k>.json``) so a killed benchmark continues where it stopped; ``report`` prints the table
+(mean +- std over seeds, per-seed returns, env steps/s, updates/s) and draws one learning-curve figure per env.
+
+Imports: numpy, torch, :mod:`simpo_bio.control`, ``bench/control.py`` (SB3 runner on the harness schedule).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+os.environ.setdefault("MUJOCO_GL", "disable")
+os.environ.setdefault("WANDB_MODE", "offline")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from simpo_bio.control.agent import AgentConfig  # noqa: E402
+from simpo_bio.control.train import EnvConfig, TrainConfig, train  # noqa: E402
+
+#: The fixed grid (see bench/results/control-rsm.md). Networks 3 x 256 Mish everywhere (SB3 too, via bench/control.py).
+GRID = {
+    "train": dict(total_env_steps=1500, learning_starts=1000, updates_per_step=1, batch_size=256,
+                  buffer_size=1_000_000, eval_every=500, eval_episodes=2, checkpoint_every=0, save_buffer=False,
+                  wandb=False, progress=False, threads=1),
+    "env": dict(num_envs=1),
+    "agents": {
+        "sdac": dict(algorithm="sdac", scheme="exp", group_size=32, num_steps=20, noise_schedule="cosine",
+                     temperature=0.05, auto_temperature=False, exploration_noise=0.1, collect_candidates=1,
+                     eval_candidates=10, policy_lr_final=3e-4),
+        "dpmd": dict(algorithm="dpmd", scheme="exp", group_size=8, num_steps=20, noise_schedule="cosine",
+                     temperature=1.0, auto_temperature=True, target_kl=1.0, exploration_noise=0.1,
+                     collect_candidates=1, eval_candidates=10, policy_lr_final=3e-4),
+        "linear_neg": dict(algorithm="simpo", scheme="linear_neg", scheme_params={"eta": 1.0}, group_size=8,
+                           num_steps=20, target_kl=1.0, exploration_noise=0.1, collect_candidates=1,
+                           eval_candidates=10),
+    },
+    "common": dict(hidden=256, depth=3, activation="mish"),
+}
+ALGOS = ("sdac", "dpmd", "linear_neg", "sac", "td3")
+NAMES = {"sdac": "SDAC (ours)", "dpmd": "DPMD (ours)", "linear_neg": "SiMPO linear_neg", "sac": "SB3 SAC",
+         "td3": "SB3 TD3"}  # fmt: skip
+
+
+def run_one(env_id: str, algo: str, seed: int, out: Path) -> dict:
+    """One (env, algorithm, seed) run of :data:`GRID`; saved to ``out/<env>/<algo>/seed<seed>.json``."""
+    path = out / env_id / algo / f"seed{seed}.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    torch.set_num_threads(1)
+    env = EnvConfig(id=env_id, **GRID["env"])
+    tr = TrainConfig(seed=seed, out_dir=str(path.parent / f"seed{seed}"), **GRID["train"])
+    if algo in ("sac", "td3"):
+        from control import run_sb3  # bench/control.py: SB3 with 3 x 256 Mish on the harness's envs and schedule
+
+        res = run_sb3(algo, env, tr, seed)
+    else:
+        agent = AgentConfig(**GRID["common"], **GRID["agents"][algo])
+        r = train(env, agent, tr)
+        res = {"return": r["evals"][-1][1], "env_steps_per_s": r["env_steps_per_s"],
+               "updates_per_s": r["updates_per_s"], "evals": r["evals"], "timings": r["timings"]}  # fmt: skip
+    res.update(env=env_id, algo=algo, seed=seed, grid=GRID)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(res, indent=1))
+    return res
+
+
+def cmd_run(args: argparse.Namespace) -> None:
+    for env_id in args.envs:
+        for seed in args.seeds:  # seed-major: an interrupted benchmark has every algorithm at the first seeds
+            for algo in args.algos:
+                r = run_one(env_id, algo, seed, Path(args.out))
+                print(f"{env_id} {algo} seed {seed}: return {r['return']:.1f}, {r['env_steps_per_s']:.1f} env steps/s, "
+                      f"{r['updates_per_s']:.1f} updates/s", flush=True)  # fmt: skip
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    out = Path(args.out)
+    for env_dir in sorted(p for p in out.iterdir() if p.is_dir()):
+        runs = {a: [json.loads(f.read_text()) for f in sorted((env_dir / a).glob("seed*.json"))] for a in ALGOS}
+        runs = {a: r for a, r in runs.items() if r}
+        steps = GRID["train"]["total_env_steps"]
+        print(f"\n### {env_dir.name}, {steps} env steps\n")
+        print("| algorithm | seeds | return mean ± std | per seed | env steps/s | updates/s |")
+        print("|---|---|---|---|---|---|")
+        for a, rs in runs.items():
+            rets = [r["return"] for r in rs]
+            per = ", ".join(f"{r['seed']}: {r['return']:.0f}" for r in rs)
+            print(f"| {NAMES[a]} | {len(rs)} | {np.mean(rets):.0f} ± {np.std(rets):.0f} | {per} | "
+                  f"{np.mean([r['env_steps_per_s'] for r in rs]):.1f} | {np.mean([r['updates_per_s'] for r in rs]):.1f} |")
+        if args.png:
+            plot(env_dir.name, runs, Path(args.png.format(env=env_dir.name)))
+
+
+def plot(env_id: str, runs: dict[str, list[dict]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for i, (algo, rs) in enumerate(runs.items()):
+        curves = [np.asarray([(s, m) for s, m, _ in r["evals"]]) for r in rs]
+        for c in curves:
+            ax.plot(c[:, 0], c[:, 1], color=f"C{i}", alpha=0.3, lw=1)
+        n = min(len(c) for c in curves)
+        ax.plot(curves[0][:n, 0], np.mean([c[:n, 1] for c in curves], axis=0), color=f"C{i}", lw=2, marker="o",
+                label=f"{NAMES[algo]} (n={len(curves)})")
+    ax.axvline(GRID["train"]["learning_starts"], color="grey", ls=":", lw=1, label="end of random actions")
+    ax.set_xlabel("env steps")
+    ax.set_ylabel("evaluation return (sum of rewards, mean of 2 episodes)")
+    ax.set_title(f"{env_id}: RSM vs SiMPO vs SB3 (thin = seeds, thick = mean)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    print(f"\nwrote {path}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run")
+    r.add_argument("--envs", nargs="+", default=["HalfCheetah-v4"])
+    r.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    r.add_argument("--algos", nargs="+", default=list(ALGOS), choices=ALGOS)
+    r.add_argument("--out", default="runs/control_rsm")
+    q = sub.add_parser("report")
+    q.add_argument("--out", default="runs/control_rsm")
+    q.add_argument("--png", default="bench/results/control_rsm_{env}.png")
+    args = p.parse_args(argv)
+    {"run": cmd_run, "report": cmd_report}[args.cmd](args)
+
+
+if __name__ == "__main__":
+    main()
