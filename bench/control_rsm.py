@@ -18,7 +18,6 @@ import argparse
 import json
 import os
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 os.environ.setdefault("MUJOCO_GL", "disable")
@@ -34,20 +33,60 @@ from simpo_bio.control.train import EnvConfig, TrainConfig, train  # noqa: E402
 
 #: The fixed grid (see bench/results/control-rsm.md). Networks 3 x 256 Mish everywhere (SB3 too, via bench/control.py).
 GRID = {
-    "train": dict(total_env_steps=1500, learning_starts=1000, updates_per_step=1, batch_size=256,
-                  buffer_size=1_000_000, eval_every=500, eval_episodes=2, checkpoint_every=0, save_buffer=False,
-                  wandb=False, progress=False, threads=1),
+    "train": dict(
+        total_env_steps=1500,
+        learning_starts=1000,
+        updates_per_step=1,
+        batch_size=256,
+        buffer_size=1_000_000,
+        eval_every=500,
+        eval_episodes=2,
+        checkpoint_every=0,
+        save_buffer=False,
+        wandb=False,
+        progress=False,
+        threads=1,
+    ),
     "env": dict(num_envs=1),
     "agents": {
-        "sdac": dict(algorithm="sdac", scheme="exp", group_size=32, num_steps=20, noise_schedule="cosine",
-                     temperature=0.05, auto_temperature=False, exploration_noise=0.1, collect_candidates=1,
-                     eval_candidates=10, policy_lr_final=3e-4),
-        "dpmd": dict(algorithm="dpmd", scheme="exp", group_size=8, num_steps=20, noise_schedule="cosine",
-                     temperature=1.0, auto_temperature=True, target_kl=1.0, exploration_noise=0.1,
-                     collect_candidates=1, eval_candidates=10, policy_lr_final=3e-4),
-        "linear_neg": dict(algorithm="simpo", scheme="linear_neg", scheme_params={"eta": 1.0}, group_size=8,
-                           num_steps=20, target_kl=1.0, exploration_noise=0.1, collect_candidates=1,
-                           eval_candidates=10),
+        "sdac": dict(
+            algorithm="sdac",
+            scheme="exp",
+            group_size=32,
+            num_steps=20,
+            noise_schedule="cosine",
+            temperature=0.05,
+            auto_temperature=False,
+            exploration_noise=0.1,
+            collect_candidates=1,
+            eval_candidates=10,
+            policy_lr_final=3e-4,
+        ),
+        "dpmd": dict(
+            algorithm="dpmd",
+            scheme="exp",
+            group_size=8,
+            num_steps=20,
+            noise_schedule="cosine",
+            temperature=1.0,
+            auto_temperature=True,
+            target_kl=1.0,
+            exploration_noise=0.1,
+            collect_candidates=1,
+            eval_candidates=10,
+            policy_lr_final=3e-4,
+        ),
+        "linear_neg": dict(
+            algorithm="simpo",
+            scheme="linear_neg",
+            scheme_params={"eta": 1.0},
+            group_size=8,
+            num_steps=20,
+            target_kl=1.0,
+            exploration_noise=0.1,
+            collect_candidates=1,
+            eval_candidates=10,
+        ),
     },
     "common": dict(hidden=256, depth=3, activation="mish"),
 }
@@ -65,7 +104,9 @@ def run_one(env_id: str, algo: str, seed: int, out: Path) -> dict:
     env = EnvConfig(id=env_id, **GRID["env"])
     tr = TrainConfig(seed=seed, out_dir=str(path.parent / f"seed{seed}"), **GRID["train"])
     if algo in ("sac", "td3"):
-        from control import run_sb3  # bench/control.py: SB3 with 3 x 256 Mish on the harness's envs and schedule
+        from control import (
+            run_sb3,  # bench/control.py: SB3 with 3 x 256 Mish on the harness's envs and schedule
+        )
 
         res = run_sb3(algo, env, tr, seed)
     else:
@@ -91,7 +132,9 @@ def cmd_run(args: argparse.Namespace) -> None:
 def cmd_report(args: argparse.Namespace) -> None:
     out = Path(args.out)
     for env_dir in sorted(p for p in out.iterdir() if p.is_dir()):
-        runs = {a: [json.loads(f.read_text()) for f in sorted((env_dir / a).glob("seed*.json"))] for a in ALGOS}
+        runs = {
+            a: [json.loads(f.read_text()) for f in sorted((env_dir / a).glob("seed*.json"))] for a in ALGOS
+        }
         runs = {a: r for a, r in runs.items() if r}
         steps = GRID["train"]["total_env_steps"]
         print(f"\n### {env_dir.name}, {steps} env steps\n")
@@ -100,8 +143,10 @@ def cmd_report(args: argparse.Namespace) -> None:
         for a, rs in runs.items():
             rets = [r["return"] for r in rs]
             per = ", ".join(f"{r['seed']}: {r['return']:.0f}" for r in rs)
-            print(f"| {NAMES[a]} | {len(rs)} | {np.mean(rets):.0f} ± {np.std(rets):.0f} | {per} | "
-                  f"{np.mean([r['env_steps_per_s'] for r in rs]):.1f} | {np.mean([r['updates_per_s'] for r in rs]):.1f} |")
+            print(
+                f"| {NAMES[a]} | {len(rs)} | {np.mean(rets):.0f} ± {np.std(rets):.0f} | {per} | "
+                f"{np.mean([r['env_steps_per_s'] for r in rs]):.1f} | {np.mean([r['updates_per_s'] for r in rs]):.1f} |"
+            )
         if args.png:
             plot(env_dir.name, runs, Path(args.png.format(env=env_dir.name)))
 
@@ -118,8 +163,14 @@ def plot(env_id: str, runs: dict[str, list[dict]], path: Path) -> None:
         for c in curves:
             ax.plot(c[:, 0], c[:, 1], color=f"C{i}", alpha=0.3, lw=1)
         n = min(len(c) for c in curves)
-        ax.plot(curves[0][:n, 0], np.mean([c[:n, 1] for c in curves], axis=0), color=f"C{i}", lw=2, marker="o",
-                label=f"{NAMES[algo]} (n={len(curves)})")
+        ax.plot(
+            curves[0][:n, 0],
+            np.mean([c[:n, 1] for c in curves], axis=0),
+            color=f"C{i}",
+            lw=2,
+            marker="o",
+            label=f"{NAMES[algo]} (n={len(curves)})",
+        )
     ax.axvline(GRID["train"]["learning_starts"], color="grey", ls=":", lw=1, label="end of random actions")
     ax.set_xlabel("env steps")
     ax.set_ylabel("evaluation return (sum of rewards, mean of 2 episodes)")

@@ -6,11 +6,13 @@ stable-baselines3). Layout:
 * :mod:`simpo_bio.control.envs` -- env construction, DMC speed-reward reshaping (formulas documented there);
 * :mod:`simpo_bio.control.agent` -- :class:`SiMPOAgent` (double Q critic, batched particle sampling, group
   weights by scheme name, reweighted flow matching, automatic temperature);
+* :mod:`simpo_bio.control.rsm` -- :class:`SDACAgent` and :class:`DPMDAgent` (Reweighted Score Matching, Ma et al.
+  ICML 2025) on the same harness, selected by ``agent.algorithm`` (:func:`make_agent`);
 * :mod:`simpo_bio.control.train` -- the training loop and ``simpo-bio control`` (:func:`cli_main`).
 
 Names are imported lazily so that ``import simpo_bio.control`` does not pull MuJoCo in until it is used.
 
-Imports: nothing at import time (``importlib`` only); the names above resolve to the three modules on first use.
+Imports: nothing at import time (``importlib`` only); the names above resolve to the modules on first use.
 """
 
 from __future__ import annotations
@@ -20,6 +22,9 @@ import importlib
 _EXPORTS = {
     "AgentConfig": "agent",
     "SiMPOAgent": "agent",
+    "make_agent": "agent",
+    "SDACAgent": "rsm",
+    "DPMDAgent": "rsm",
     "DoubleQCritic": "agent",
     "critic_target": "agent",
     "make_env": "envs",

@@ -56,14 +56,21 @@ from simpo_bio.weighting import WeightingStep, get_scheme
 
 @dataclass
 class AgentConfig:
-    """Hyper-parameters of :class:`SiMPOAgent` (defaults = the paper's MuJoCo table, Appendix F.1).
+    """Hyper-parameters of the control agents (defaults = SiMPO's paper MuJoCo table, Appendix F.1).
 
     Attributes:
+        algorithm: ``simpo`` (:class:`SiMPOAgent`, flow-matching policy), ``sdac`` or ``dpmd`` (the RSM agents of
+            :mod:`simpo_bio.control.rsm`, DDPM noise-prediction policies; they need ``scheme: exp``). Fields marked
+            *SiMPO only* are ignored by the RSM agents.
         scheme: weighting scheme by name (registry of :mod:`simpo_bio.weighting`), e.g. ``linear_neg``.
         scheme_params: extra parameters of the scheme, e.g. ``{"eta": 1.0}`` or ``{"p": 3}``.
-        group_size: ``N``, actions drawn per state to form a group (Stage I).
-        num_steps: Euler steps of the policy's flow ODE (the paper's "diffusion steps", 20).
-        time_schedule: spacing of the ODE time grid, ``"cosine"`` (paper) or ``"uniform"``.
+        group_size: ``N``, the group whose weights sum to 1: actions drawn per state (SiMPO Stage I, DPMD's
+            candidates from the current policy) or, for SDAC, the ``K`` reverse samples per noised replay action.
+        num_steps: sampler steps: Euler steps of SiMPO's flow ODE, or the ``T`` levels of the RSM agents' DDPM
+            forward process (both papers: 20).
+        time_schedule: *SiMPO only*: spacing of the ODE time grid, ``"cosine"`` (paper) or ``"uniform"``.
+        noise_schedule: *RSM only*: the forward process's ``abar_k`` (:func:`simpo_bio.control.rsm.noise_schedule`,
+            ``cosine`` or ``linear``; both variance preserving).
         hidden, depth, activation: width, number of hidden layers and activation of policy and critic MLPs.
         gamma: discount. polyak: soft target-update rate of the critic (per update).
         critic_lr, policy_lr, policy_lr_final: Adam learning rates; the policy's is annealed linearly.
@@ -76,29 +83,31 @@ class AgentConfig:
             default: the advantage is then ``Q - mean_group Q`` in Q units and the temperature (in Q units too) is the global
             lambda of Appendix G. Standardising every group rescales a spread of 0.01 (critic noise between
             near-identical particles) to unit variance; on InvertedPendulum that kept the policy at ~100 return
-            while raw Q reached 1000 (bench/RESULTS.md, Control).
+            while raw Q reached 1000 (bench/results/control.md, Control).
         exploration_noise: std of Gaussian noise added to collected actions (``[-1, 1]`` action units).
-        particle_noise: std of Gaussian noise added to the N particles of Stage I before they are scored and fitted
+        particle_noise: *SiMPO only*: std of Gaussian noise added to the N particles of Stage I before they are scored and fitted
             (``[-1, 1]`` action units; 0 = the plain form). The group then comes from the policy smoothed by this
             noise, so each update can move the policy by about this much beyond its own support; without it a
             policy that has concentrated improves only within its (small) spread.
         collect_candidates, eval_candidates: best-of-K by Q at collection / evaluation.
         policy_delay: update the policy every ``policy_delay`` critic updates.
         grad_clip: max global grad norm for policy and critic (``None``: no clipping).
-        repel_ratio: cap of a negative-weight particle's squared flow-matching error, as a multiple of the action
+        repel_ratio: *SiMPO only*: cap of a negative-weight particle's squared flow-matching error, as a multiple of the action
             dimension (unitless: squared velocity error per action dimension; passed as ``repel_margin`` to
             :func:`simpo_bio.diffusion.flow.flow_matching_loss`; ``None``: the unbounded loss; not the DNA module's
             ``repel_margin``, which is in nats per base). Without it a
             signed scheme's policy loss can run to -inf (HalfCheetah, ``linear_neg`` eta 1, seed 1: policy loss
-            -4e9 after 3k updates, then NaN Q values; bench/RESULTS.md, Control). No effect on schemes whose
+            -4e9 after 3k updates, then NaN Q values; bench/results/control.md, Control). No effect on schemes whose
             weights are never negative.
     """
 
+    algorithm: str = "simpo"
     scheme: str = "linear_neg"
     scheme_params: dict[str, float] = field(default_factory=dict)
     group_size: int = 32
     num_steps: int = 20
     time_schedule: str = "cosine"
+    noise_schedule: str = "cosine"
     hidden: int = 256
     depth: int = 3
     activation: str = "mish"
@@ -131,6 +140,13 @@ class AgentConfig:
         """
         from simpo_bio.diffusion.flow import TIME_SCHEDULES
 
+        if self.algorithm not in ALGORITHMS:
+            raise ValueError(f"agent.algorithm must be one of {list(ALGORITHMS)}, got {self.algorithm!r}")
+        if self.algorithm != "simpo" and self.scheme != "exp":
+            raise ValueError(f"agent.scheme must be 'exp' for agent.algorithm {self.algorithm!r} (RSM's targets are "
+                             f"exp(Q / temperature)), got {self.scheme!r}")
+        if self.noise_schedule not in ("cosine", "linear"):
+            raise ValueError(f"agent.noise_schedule must be 'cosine' or 'linear', got {self.noise_schedule!r}")
         try:
             get_scheme(self.scheme, **(self.scheme_params or {}))
         except (TypeError, ValueError) as err:
@@ -166,6 +182,24 @@ class AgentConfig:
             value = getattr(self, name)
             if value is not None and not (math.isfinite(value) and value > 0):
                 raise ValueError(f"agent.{name} must be > 0 or null, got {value!r}")
+
+
+#: ``agent.algorithm`` -> (module, class) of the agent it builds (:func:`make_agent`).
+ALGORITHMS = {"simpo": ("simpo_bio.control.agent", "SiMPOAgent"), "sdac": ("simpo_bio.control.rsm", "SDACAgent"),
+              "dpmd": ("simpo_bio.control.rsm", "DPMDAgent")}  # fmt: skip
+
+
+def make_agent(state_dim: int, action_dim: int, config: AgentConfig, total_updates: int = 1) -> nn.Module:
+    """The agent ``config.algorithm`` names (:data:`ALGORITHMS`), built for ``S = state_dim``, ``A = action_dim``.
+
+    Raises:
+        ValueError: an invalid config (:meth:`AgentConfig.validate`).
+    """
+    import importlib
+
+    config.validate()
+    module, name = ALGORITHMS[config.algorithm]
+    return getattr(importlib.import_module(module), name)(state_dim, action_dim, config, total_updates=total_updates)
 
 
 def mlp(
@@ -289,7 +323,7 @@ class SiMPOAgent(nn.Module):
         The sampler's core is :func:`simpo_bio.diffusion.flow.integrate_flow` (random draws and input checks stay
         outside it, in :func:`~simpo_bio.diffusion.flow.sample_actions`).
 
-        Measured in bench/control.py (``speed --compile``): see bench/RESULTS.md before turning it on.
+        Measured in bench/control.py (``speed --compile``): see bench/results/control.md before turning it on.
         """
         self._integrate = torch.compile(integrate_flow, **kwargs)
         for name in ("policy", "critic", "critic_target"):

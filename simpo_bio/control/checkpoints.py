@@ -107,6 +107,8 @@ class CheckpointLayoutError(CheckpointError):
 #: layout 1). 2: the weighting temperature and its Adam moments live in ``weighting.*`` of the model's state_dict
 #: (:class:`simpo_bio.weighting.WeightingStep`; layout 1 had ``temperature.*`` plus a ``temperature_opt`` entry), the
 #: config keys ``output_dir``, ``torch_threads``, ``repel_margin`` became ``out_dir``, ``threads``, ``repel_ratio``.
+#: The RSM agents (``agent.algorithm: sdac | dpmd``) write the same layout (their config fields have defaults, so
+#: a layout-2 SiMPO checkpoint without them resumes as ``algorithm: simpo``).
 CHECKPOINT_LAYOUT = 2
 
 

@@ -2,7 +2,8 @@
 
 Off-policy loop (CleanRL-style, one readable function :func:`train`):
 
-* ``train.learning_starts`` env steps of uniform random actions, then actions from :meth:`SiMPOAgent.act`
+* ``train.learning_starts`` env steps of uniform random actions, then actions from the agent's ``act`` (``agent.algorithm``: :class:`SiMPOAgent`, or
+  :class:`~simpo_bio.control.rsm.SDACAgent` / :class:`~simpo_bio.control.rsm.DPMDAgent`, built by :func:`make_agent`)
   (exploration documented in :mod:`simpo_bio.control.agent`);
 * ``env.num_envs`` Gymnasium envs stepped together (default 5, as in the paper); after every vector step,
   ``train.updates_per_step`` gradient updates on batches of ``train.batch_size`` from a replay buffer
@@ -48,7 +49,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from simpo_bio.control.agent import AgentConfig, SiMPOAgent
+from simpo_bio.control.agent import AgentConfig, SiMPOAgent, make_agent
 from simpo_bio.control.checkpoints import (
     CHECKPOINT_LAYOUT,
     RENAMED_AGENT_KEYS,
@@ -191,7 +192,7 @@ def evaluate(
 
 
 def train(env: EnvConfig, agent: AgentConfig, train: TrainConfig) -> dict[str, Any]:  # noqa: C901
-    """Run SiMPO on ``env`` for ``train.total_env_steps`` env steps; returns the evaluation history.
+    """Run the agent ``agent.algorithm`` names (SiMPO, SDAC or DPMD) on ``env`` for ``train.total_env_steps`` env steps; returns the evaluation history.
 
     Returns:
         ``{"evals": [(env_steps, mean, std), ...], "env_steps": int, "updates": int, "out_dir": str,
@@ -240,7 +241,7 @@ def train(env: EnvConfig, agent: AgentConfig, train: TrainConfig) -> dict[str, A
     vector_steps = math.ceil(train.total_env_steps / n)
     total_updates = max(1, (vector_steps - train.learning_starts // n) * train.updates_per_step)
     device = train.device
-    simpo = SiMPOAgent(state_dim, action_dim, agent, total_updates=total_updates).to(device)
+    simpo = make_agent(state_dim, action_dim, agent, total_updates=total_updates).to(device)
     if train.compile:
         simpo.compile()
     buffer = ReplayBuffer(
@@ -310,7 +311,7 @@ def train(env: EnvConfig, agent: AgentConfig, train: TrainConfig) -> dict[str, A
         obs = np.asarray(ckpt["obs"])
     # else (async envs, older checkpoints): a resumed run restarts its episodes with a fresh but seeded reset
     bar = tqdm(total=train.total_env_steps, initial=env_steps, disable=not train.progress, unit="step",
-               desc=f"SiMPO[{agent.scheme}] {env.id}", dynamic_ncols=True)  # fmt: skip
+               desc=f"{agent.algorithm.upper()}[{agent.scheme}] {env.id}", dynamic_ncols=True)  # fmt: skip
     t_start = time.perf_counter()
     steps_start, updates_start = (0, 0) if whole_run else (env_steps, simpo.num_updates)
     next_eval = (env_steps // train.eval_every + 1) * train.eval_every if train.eval_every > 0 else None
@@ -388,7 +389,7 @@ def build_parser():
     """The jsonargparse parser of ``simpo-bio control`` (``--config`` YAML + ``--env.*``, ``--agent.*``, ``--train.*``)."""
     from jsonargparse import ActionConfigFile, ArgumentParser
 
-    parser = ArgumentParser(prog="simpo-bio control", description="SiMPO actor-critic on MuJoCo / DMC",
+    parser = ArgumentParser(prog="simpo-bio control", description="SiMPO / SDAC / DPMD actor-critic on MuJoCo / DMC (--agent.algorithm)",
                             exit_on_error=False)
     parser.add_argument("--config", action=ActionConfigFile, help="YAML config (configs/control/*.yaml)")
     parser.add_class_arguments(EnvConfig, "env")

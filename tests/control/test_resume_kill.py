@@ -57,12 +57,13 @@ def outcome(out: Path):
     return ckpt, rows
 
 
-def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path):
-    cli_main(tiny_args(tmp_path / "whole"))
+@pytest.mark.parametrize("agent", [{}, {"agent.algorithm": "sdac", "agent.scheme": "exp"}], ids=["simpo", "sdac"])
+def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path, agent):
+    cli_main(tiny_args(tmp_path / "whole", **agent))
     whole, whole_rows = outcome(tmp_path / "whole")
 
     killed = tmp_path / "killed"
-    code = f"from simpo_bio.control.train import cli_main; cli_main({tiny_args(killed)!r})"
+    code = f"from simpo_bio.control.train import cli_main; cli_main({tiny_args(killed, **agent)!r})"
     env = dict(os.environ, MUJOCO_GL="disable", WANDB_MODE="offline", PYTHONWARNINGS="ignore")
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE)  # fmt: skip
@@ -77,7 +78,7 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path):
     stopped_at = torch.load(killed / "checkpoint.pt", weights_only=False)["env_steps"]
     assert stopped_at < 440, "the run ended before it was killed: make it longer"
 
-    result = cli_main(tiny_args(killed))  # the same command again: resume is "auto" by default
+    result = cli_main(tiny_args(killed, **agent))  # the same command again: resume is "auto" by default
     resumed, resumed_rows = outcome(killed)
     assert result["env_steps"] == 440 and resumed["env_steps"] == 440
     assert resumed["evals"] == whole["evals"]

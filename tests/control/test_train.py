@@ -89,7 +89,7 @@ def test_resume_continues_step_count(tmp_path):
 def test_every_shipped_config_parses_and_builds_an_agent():
     from pathlib import Path
 
-    from simpo_bio.control.agent import SiMPOAgent
+    from simpo_bio.control.agent import make_agent
     from simpo_bio.control.envs import DMC_TASKS, GYM_TASKS
     from simpo_bio.control.train import build_parser
 
@@ -99,8 +99,10 @@ def test_every_shipped_config_parses_and_builds_an_agent():
     for path in configs:
         init = parser.instantiate(parser.parse_args(["--config", str(path)]))
         assert init.env.id in DMC_TASKS or init.env.id.split("-")[0] in GYM_TASKS, path
-        SiMPOAgent(5, 2, init.agent)  # validates the scheme name and its parameters
-        if "paper" in path.parts:
+        make_agent(5, 2, init.agent)  # validates the scheme name and its parameters
+        if "paper" in path.parts and init.agent.algorithm != "simpo":  # RSM: tests/control/test_rsm.py
+            assert (init.train.total_env_steps, init.agent.num_steps) == (1_000_000, 20), path
+        elif "paper" in path.parts:
             a, t = init.agent, init.train
             assert (t.total_env_steps, a.num_steps, a.time_schedule, a.hidden, a.depth, a.activation) == (
                 1_000_000,
