@@ -245,6 +245,21 @@ class DoubleQCritic(nn.Module):
         q1, q2 = self(state, action)
         return torch.minimum(q1, q2)
 
+    def min_q_grouped(self, state: Tensor, action: Tensor) -> Tensor:
+        """``min(Q_1, Q_2)`` of ``K`` actions per state: ``state [B, S]``, ``action [B, K, A]`` -> ``[B, K]``.
+
+        The same numbers as ``min_q(state.unsqueeze(1).expand(-1, K, -1), action)`` up to float rounding, with the
+        first layer split by input: its state part ``W_s s + b`` is computed once per state, not once per action
+        (for Humanoid, ``S = 376``, that part is most of the layer's cost).
+        """
+        qs = []
+        for net in (self.q1, self.q2):
+            first = net[0]
+            w_s, w_a = first.weight.split([state.shape[-1], action.shape[-1]], dim=1)
+            h = action @ w_a.t() + torch.addmm(first.bias, state, w_s.t()).unsqueeze(1)
+            qs.append(net[1:](h).squeeze(-1))
+        return torch.minimum(qs[0], qs[1])
+
 
 def critic_target(reward: Tensor, done: Tensor, next_q1: Tensor, next_q2: Tensor, gamma: float) -> Tensor:
     """Clipped double-Q TD target ``y = r + gamma (1 - done) min(Q'_1, Q'_2)``, shapes ``[B]``.

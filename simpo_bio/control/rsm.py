@@ -317,6 +317,15 @@ class RSMAgent(nn.Module):
     def policy_loss(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, float]]:  # pragma: no cover
         raise NotImplementedError
 
+    def candidate_q(self, state: Tensor, cand: Tensor) -> Tensor:
+        """``min(Q_1, Q_2)`` of ``K`` candidates per state, ``[B, S], [B, K, A] -> [B, K]``, in one critic call
+        (:meth:`~simpo_bio.control.agent.DoubleQCritic.min_q_grouped`: the state part of the first layer once per
+        state); a critic without that method is called on the expanded states."""
+        grouped = getattr(self.critic, "min_q_grouped", None)
+        if grouped is not None:
+            return grouped(state, cand)
+        return self.critic.min_q(state.unsqueeze(1).expand(-1, cand.shape[1], -1), cand)
+
     def _check_q(self, q: Tensor, what: str) -> None:
         if not torch.isfinite(q).all():
             raise FloatingPointError(f"{self.algorithm.upper()} update {self.num_updates}: the critic returned "
@@ -408,7 +417,7 @@ class SDACAgent(RSMAgent):
             a_k, _, t, ab = self.noised(action)
             cand, eps = reverse_samples(a_k, ab, k)  # [B, K, A] each
             t1 = time.perf_counter()
-            q = self.critic.min_q(state.unsqueeze(1).expand(-1, k, -1), cand)  # [B, K]
+            q = self.candidate_q(state, cand)  # [B, K], one critic call
             self._check_q(q, "reverse samples")
         w, logs = self._weights(q)
         target = torch.einsum("bk,bka->ba", w, eps)
@@ -439,7 +448,7 @@ class DPMDAgent(RSMAgent):
         with torch.no_grad():
             cand = self.sample(state, n)  # [B, N, A]
             t1 = time.perf_counter()
-            q = self.critic.min_q(states, cand)
+            q = self.candidate_q(state, cand)
             self._check_q(q, "policy's candidates")
         w, logs = self._weights(q)
         t2 = time.perf_counter()

@@ -170,10 +170,20 @@ def test_sdac_update_makes_one_critic_call_on_all_reverse_samples(monkeypatch):
     cfg = AgentConfig(algorithm="sdac", scheme="exp", group_size=5, num_steps=3, hidden=8, depth=1)
     agent = make_agent(3, 2, cfg)
     calls = []
-    real = agent.critic.min_q
-    monkeypatch.setattr(agent.critic, "min_q", lambda s, a: calls.append(tuple(a.shape)) or real(s, a))
+    real = agent.critic.min_q_grouped
+    monkeypatch.setattr(agent.critic, "min_q_grouped", lambda s, a: calls.append(tuple(a.shape)) or real(s, a))
     agent.policy_loss(_batch(7, 3, 2))
     assert calls == [(7, 5, 2)]
+
+
+def test_grouped_critic_equals_the_expanded_call():
+    from simpo_bio.control.agent import DoubleQCritic
+
+    torch.manual_seed(0)
+    critic = DoubleQCritic(9, 3, hidden=16, depth=2)
+    state, action = torch.randn(5, 9), torch.randn(5, 7, 3)
+    expanded = critic.min_q(state.unsqueeze(1).expand(-1, 7, -1), action)
+    torch.testing.assert_close(critic.min_q_grouped(state, action), expanded, atol=1e-5, rtol=1e-5)
 
 
 def test_ddpm_sampler_factored_layer_equals_the_plain_network():
