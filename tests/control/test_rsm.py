@@ -171,7 +171,9 @@ def test_sdac_update_makes_one_critic_call_on_all_reverse_samples(monkeypatch):
     agent = make_agent(3, 2, cfg)
     calls = []
     real = agent.critic.min_q_grouped
-    monkeypatch.setattr(agent.critic, "min_q_grouped", lambda s, a: calls.append(tuple(a.shape)) or real(s, a))
+    monkeypatch.setattr(
+        agent.critic, "min_q_grouped", lambda s, a: calls.append(tuple(a.shape)) or real(s, a)
+    )
     agent.policy_loss(_batch(7, 3, 2))
     assert calls == [(7, 5, 2)]
 
