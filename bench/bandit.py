@@ -1,6 +1,6 @@
 """Reproduce the paper's bandit claims (SiMPO Sec. 5.1) and sweep eta for linear_neg.
 
-    OMP_NUM_THREADS=1 .venv/bin/python bench/bandit.py [--seeds 10] [--out runs/bench_bandit] [--img docs/img]
+    OMP_NUM_THREADS=1 .venv/bin/python bench/bandit.py [--seeds 10] [--out-dir runs/bench_bandit] [--img docs/img]
 
 1. ``two_optima`` (policy starts on the local optimum): fraction of seeds whose final policy has > 50% of its
    mass in the global optimum's basin, per scheme (linear, square, exp, linear_neg).
@@ -11,7 +11,7 @@
 
 All hyper-parameters are those of ``configs/bandit/paper.yaml`` (= :class:`simpo_bio.bandit.BanditConfig`
 defaults), fixed before any comparison was run. Prints the numbers and markdown tables for bench/results/bandit.md;
-writes the CSVs under ``--out`` and the plots under ``--img`` (``bandit_*.png``).
+writes the CSVs under ``--out-dir`` and the plots under ``--img`` (``bandit_*.png``).
 
 Imports: numpy, torch, PIL / matplotlib (plots) and :mod:`simpo_bio.bandit`.
 """
@@ -115,14 +115,14 @@ def _plot_eta(summary, path: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, default=10)
-    parser.add_argument("--out", default="runs/bench_bandit")
+    parser.add_argument("--out-dir", dest="out", default="runs/bench_bandit")
     parser.add_argument("--img", default="docs/images")
     parser.add_argument("--stages", default="two_optima,landscape,eta",
                         help="comma list of: two_optima (claim 1), landscape (claim 2), eta (sweep)")
     parser.add_argument("--temperature-from", default="unsigned", choices=("unsigned", "own"),
                         help="how signed schemes tune their temperature (see BanditConfig.temperature_from)")
     parser.add_argument("--suffix", default="", help="appended to the output names, e.g. _own")
-    parser.add_argument("--reuse", action="store_true", help="re-plot / re-tabulate from existing CSVs in --out")
+    parser.add_argument("--reuse", action="store_true", help="re-plot / re-tabulate from existing CSVs in --out-dir")
     args = parser.parse_args()
     global REUSE
     REUSE = args.reuse

@@ -475,7 +475,7 @@ def _plot_curves(env_id: str, by_algo: dict[str, dict[int, dict]], path: Path) -
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", default="runs/bench_control", help="where run folders go")
+    p.add_argument("--out-dir", dest="out", default="runs/bench_control", help="where run folders go")
     p.add_argument("--json", default=None, help="also write the results here")
     p.add_argument("--threads", type=int, default=1)
     sub = p.add_subparsers(dest="cmd", required=True)

@@ -1,8 +1,8 @@
 """Returns of the RSM agents (SDAC, DPMD) vs SiMPO ``linear_neg`` and SB3 SAC / TD3 on the same harness.
 
     MUJOCO_GL=disable .venv/bin/python bench/control_rsm.py run [--envs HalfCheetah-v4] [--seeds 0 1 2]
-        [--algos sdac dpmd linear_neg sac td3] [--out runs/control_rsm]
-    .venv/bin/python bench/control_rsm.py report [--out runs/control_rsm] [--png 'bench/results/control_rsm_{env}.png']
+        [--algos sdac dpmd linear_neg sac td3] [--out-dir runs/control_rsm]
+    .venv/bin/python bench/control_rsm.py report [--out-dir runs/control_rsm] [--png 'bench/results/control_rsm_{env}.png']
 
 The grid (budget, seeds, hyper-parameters) is :data:`GRID`; it was fixed in ``bench/results/control-rsm.md`` before
 anything was run. Every run is one process step after another (one torch thread), results are saved per run
@@ -190,9 +190,9 @@ def main(argv: list[str] | None = None) -> None:
     r.add_argument("--envs", nargs="+", default=["HalfCheetah-v4"])
     r.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     r.add_argument("--algos", nargs="+", default=list(ALGOS), choices=ALGOS)
-    r.add_argument("--out", default="runs/control_rsm")
+    r.add_argument("--out-dir", dest="out", default="runs/control_rsm")
     q = sub.add_parser("report")
-    q.add_argument("--out", default="runs/control_rsm")
+    q.add_argument("--out-dir", dest="out", default="runs/control_rsm")
     q.add_argument("--png", default="bench/results/control_rsm_{env}.png")
     args = p.parse_args(argv)
     {"run": cmd_run, "report": cmd_report}[args.cmd](args)
