@@ -31,7 +31,7 @@ os.environ.setdefault("WANDB_MODE", "offline")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from simpo_bio.control.agent import AgentConfig, SiMPOAgent  # noqa: E402
+from simpo_bio.control.agent import AgentConfig, SiMPOAgent, make_agent  # noqa: E402
 from simpo_bio.control.envs import make_env, make_vector_env  # noqa: E402
 from simpo_bio.control.train import EnvConfig, TrainConfig, build_parser, train  # noqa: E402
 
@@ -284,7 +284,7 @@ def cmd_landscape(args: argparse.Namespace) -> dict:
 
 
 def cmd_evalckpt(args: argparse.Namespace) -> dict:
-    """Re-evaluate finished SiMPO runs' checkpoints with other action-selection settings (best-of-K by Q).
+    """Re-evaluate finished runs' checkpoints (any agent.algorithm) with other action-selection settings (best-of-K by Q).
 
     Same episodes (seeds ``train.seed + 10,000``) as the runs' own evaluations; only ``eval_candidates`` changes.
     """
@@ -301,7 +301,7 @@ def cmd_evalckpt(args: argparse.Namespace) -> dict:
         probe = make_env(env_cfg.id)
         s_dim, a_dim = probe.observation_space.shape[0], probe.action_space.shape[0]
         probe.close()
-        agent = SiMPOAgent(s_dim, a_dim, agent_cfg)
+        agent = make_agent(s_dim, a_dim, agent_cfg)  # SiMPO, SDAC or DPMD (agent.algorithm)
         agent.load_training_state(ckpt["agent"])
         row = {}
         for k in args.candidates:
