@@ -5,16 +5,18 @@ the ``simpo-bio`` dispatcher (:mod:`simpo_bio.cli`) and by the DNA commands (:mo
 missing models and run the demo fit); it sits apart from both so that no domain module imports the dispatcher.
 
 With ``--ckpt_path``, LightningCLI rebuilds the model from the class path and hyper-parameters recorded in the
-checkpoint. :func:`upgrade_recorded_hparams` maps what earlier releases recorded onto today's names (a class that
-moved to another module: :data:`MOVED_CLASSES`; a renamed argument: the class's own ``RENAMED_HPARAMS``), so
-shipped checkpoints and old runs still test and resume.
+checkpoint (a checkpoint of an earlier layout fails with one line saying what changed).
+
+One run root: ``--trainer.default_root_dir`` decides where everything of a fit goes. A logger without a
+``save_dir``, a checkpoint callback without a ``dirpath`` (``<root>/checkpoints``) and a callback with an
+``out_dir`` of ``null`` are pointed at it before anything is built (:func:`apply_run_root`).
 
 Checkpoints are read with torch's safe loader only (``weights_only=True``): the recorded hyper-parameters through
-:func:`simpo_bio.dna.checkpoints.load_checkpoint`, the trainer's restore with ``weights_only=True``. A file that
+:func:`simpo_bio.dna.models.checkpoints.load_checkpoint`, the trainer's restore with ``weights_only=True``. A file that
 holds Python objects is refused with one line (exit status 2).
 
-Imports: Lightning, and nothing of ``simpo_bio`` at import time (the recorded class, by name, when upgrading; the
-checkpoint loader when a ``--ckpt_path`` is given).
+Imports: Lightning, :mod:`simpo_bio.fileio`, :mod:`simpo_bio.runlock` (the checkpoint loader when a ``--ckpt_path``
+is given).
 """
 
 from __future__ import annotations
@@ -26,7 +28,6 @@ import pickle
 import re
 import sys
 import warnings
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -35,40 +36,6 @@ from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 
 from simpo_bio.fileio import DiskFullError, atomic_path
 from simpo_bio.runlock import run_lock
-
-#: Class paths recorded by earlier releases -> where the class lives now.
-MOVED_CLASSES: dict[str, str] = {
-    "simpo_bio.dna.oracle.CellTypeClassifier": "simpo_bio.dna.oracle_training.CellTypeClassifier",
-}
-
-
-def renamed_hparams(class_path: str) -> dict[str, str]:
-    """``{earlier name: today's name}`` of the class's arguments: its ``RENAMED_HPARAMS`` attribute, if any."""
-    module, _, name = class_path.rpartition(".")
-    try:
-        cls = getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError, ValueError):
-        return {}
-    return dict(getattr(cls, "RENAMED_HPARAMS", {}))
-
-
-def upgrade_recorded_hparams(hparams: Mapping[str, Any]) -> dict[str, Any]:
-    """A checkpoint's ``hyper_parameters`` with earlier class paths and argument names mapped to today's.
-
-    The class path goes through :data:`MOVED_CLASSES`, the argument names through :func:`renamed_hparams`; a key
-    recorded under both its old and its new name keeps the new one. Hyper-parameters without a ``_class_path``
-    are returned unchanged (as a new dict).
-    """
-    out = dict(hparams)
-    if "_class_path" not in out:
-        return out
-    cls = MOVED_CLASSES.get(out["_class_path"], out["_class_path"])
-    out["_class_path"] = cls
-    for old, new in renamed_hparams(cls).items():
-        if old in out:
-            value = out.pop(old)
-            out.setdefault(new, value)
-    return out
 
 
 class AtomicSaveConfigCallback(SaveConfigCallback):
@@ -97,23 +64,30 @@ _RUN_LOCKS = contextlib.ExitStack()
 
 
 class SimpoLightningCLI(LightningCLI):
-    """:class:`LightningCLI` that reads the recorded hyper-parameters through :func:`upgrade_recorded_hparams`."""
+    """:class:`LightningCLI` with one run root, one writer per run folder, one-line errors and the safe loader."""
 
     def _parse_ckpt_path(self) -> None:
-        # Lightning's own method (2.4-2.6) with one change: the recorded hyper-parameters are upgraded first.
+        # Lightning's own method (2.4-2.6) with one change: the checkpoint is read with torch's safe loader.
         if not self.config.get("subcommand"):
             return
         ckpt_path = self.config[self.config.subcommand].get("ckpt_path")
         if not (ckpt_path and Path(ckpt_path).is_file()):
             return
-        from simpo_bio.dna.checkpoints import load_checkpoint
+        from simpo_bio.dna.models.checkpoints import load_checkpoint
 
         ckpt = load_checkpoint(ckpt_path, map_location="cpu")  # the safe loader: Python objects are refused
-        hparams = upgrade_recorded_hparams(ckpt.get("hyper_parameters", {}))
+        hparams = dict(ckpt.get("hyper_parameters", {}))
         hparams.pop("_instantiator", None)
         if not hparams:
             return
         if "_class_path" in hparams:
+            module, _, name = str(hparams["_class_path"]).rpartition(".")
+            try:
+                getattr(importlib.import_module(module), name)
+            except (ImportError, AttributeError, ValueError):
+                raise ValueError(f"{ckpt_path}: written by an earlier layout of simpo-bio (its class "
+                                 f"{hparams['_class_path']} no longer exists; since 0.2 the DNA modules live in "
+                                 "simpo_bio.dna.<data|models|oracles|finetune|evaluation|design>): refit it") from None
             hparams = {"class_path": hparams.pop("_class_path"), "dict_kwargs": hparams}
         try:
             self.config = self.parser.parse_object({self.config.subcommand: {"model": hparams}}, self.config)
@@ -121,12 +95,16 @@ class SimpoLightningCLI(LightningCLI):
             sys.stderr.write("Parsing of ckpt_path hyperparameters failed!\n")
             raise
 
-
     def init_parser(self, **kwargs):
         # a bad config key or value: one line naming the option and the config file it is in, not a usage dump
         parser = super().init_parser(**kwargs)
         parser.error = _one_line_error
         return parser
+
+    def before_instantiate_classes(self) -> None:
+        sub = self.config.get("subcommand")
+        if sub:
+            apply_run_root(self.config[sub])
 
     def instantiate_classes(self) -> None:
         # one writer per run folder, taken before any model, oracle or data loads (simpo_bio/runlock.py)
@@ -170,6 +148,16 @@ def parse_error_line(message: str, argv: list[str]) -> str:
     name = option.group(1).split(".")[-1] if option else None
     files = [str(f) for f in _config_files(argv) if name and re.search(
         rf"^\s*{re.escape(name)}\s*:", f.read_text(errors="replace"), re.MULTILINE)]
+    if not files and "parsing config" in str(message).lower():  # invalid YAML: name the file that is
+        import yaml
+
+        for f in _config_files(argv):
+            try:
+                yaml.safe_load(f.read_text(errors="replace"))
+            except yaml.YAMLError as err:
+                mark = getattr(err, "problem_mark", None)
+                where_in = f" at line {mark.line + 1}" if mark is not None else ""
+                return f"config {f}: not valid YAML{where_in} ({getattr(err, 'problem', None) or 'syntax error'})"
     text = core + (f" (under {where.group(1)})" if where and where.group(1) not in core else "")
     text += f" in {', '.join(files)}" if files else ""
     return text + "; `simpo-bio fit --print_config` lists every option"
@@ -179,6 +167,29 @@ def _one_line_error(message: str, *_: object) -> None:
     command = _ARGV[0] if _ARGV else "fit"
     print(f"simpo-bio {command}: error: {parse_error_line(message, _ARGV)}", file=sys.stderr)
     raise SystemExit(2)
+
+
+def apply_run_root(config) -> Path:
+    """Point every logger's unset ``save_dir`` (null or ``.``), and every callback's ``dirpath`` / ``out_dir`` that is null, at
+    the run root ``trainer.default_root_dir`` (default ``.``; checkpoints in ``<root>/checkpoints``), in place.
+
+    A folder set explicitly is kept. Returns the root."""
+    trainer = config.get("trainer") or {}
+    root = Path(trainer.get("default_root_dir") or ".")
+
+    def init_args(key: str) -> list:
+        entries = trainer.get(key)
+        entries = entries if isinstance(entries, list) else []
+        return [e.get("init_args") for e in entries if hasattr(e, "get") and hasattr(e.get("init_args"), "get")]
+
+    for args in init_args("logger"):
+        if args.get("save_dir") in (None, "", "."):  # WandbLogger's own default is "."
+            args["save_dir"] = str(root)
+    for args in init_args("callbacks"):
+        for name, folder in (("dirpath", root / "checkpoints"), ("out_dir", root)):
+            if name in args and args.get(name) is None:
+                args[name] = str(folder)
+    return root
 
 
 def run_folders(config) -> list[Path]:
@@ -192,8 +203,59 @@ def run_folders(config) -> list[Path]:
     return folders
 
 
-def lightning_cli(args: list[str] | None = None) -> None:
-    """Run LightningCLI in subclass mode on ``args`` (defaults to ``sys.argv[1:]``).
+class _ParseOnlyCLI(SimpoLightningCLI):
+    """Parses and validates a fit's configuration without building anything (:func:`check_fit_args`)."""
+
+    def _set_seed(self) -> None:  # nothing runs: no global seed either
+        pass
+
+    def before_instantiate_classes(self) -> None:
+        model = self.config["fit"].get("model") or {}
+        init = model.get("init_args") if hasattr(model, "get") else None
+        build = getattr(_import_class(str(model.get("class_path", ""))), "validate_config", None) if init else None
+        if build is not None:
+            build(init.as_dict() if hasattr(init, "as_dict") else dict(init))
+        raise _ParsedOK
+
+    def instantiate_classes(self) -> None:  # never reached (before_instantiate_classes stops it)
+        raise _ParsedOK
+
+
+class _ParsedOK(Exception):
+    pass
+
+
+def _import_class(path: str):
+    module, _, name = path.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError):
+        return None
+
+
+def check_fit_args(args: list[str], command: str = "fit") -> None:
+    """Parse ``simpo-bio fit`` arguments and validate the model's configuration, building nothing (no model, oracle
+    or data is loaded; a second or so): ``simpo-bio demo`` checks its runs' settings before any work.
+
+    Raises:
+        SystemExit: status 2 with one line, for an unknown option or file (the parser) or a bad value (the model
+            class's ``validate_config``, e.g. :meth:`simpo_bio.dna.finetune.SiMPOFineTuning.validate_config`).
+    """
+    _ARGV[:] = [command, *args[1:]]
+    warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
+    try:
+        _ParseOnlyCLI(pl.LightningModule, pl.LightningDataModule, subclass_mode_model=True, subclass_mode_data=True,
+                      save_config_callback=None, args=list(args), run=True)
+    except _ParsedOK:
+        return
+    except (ValueError, TypeError) as err:
+        print(f"simpo-bio {command}: error: {' '.join(str(err).split())}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def lightning_cli(args: list[str] | None = None) -> SimpoLightningCLI:
+    """Run LightningCLI in subclass mode on ``args`` (defaults to ``sys.argv[1:]``); returns it (``.model``,
+    ``.trainer``: what ``simpo-bio demo`` passes on to the export).
 
     Raises:
         SystemExit: status 2 with one line ``simpo-bio <command>: error: <Type>: <message>`` on a
@@ -205,7 +267,7 @@ def lightning_cli(args: list[str] | None = None) -> None:
     # the `simpo-bio` dispatcher always passes its argv on: Lightning's warning about that is noise here
     warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
     try:
-        SimpoLightningCLI(
+        return SimpoLightningCLI(
             pl.LightningModule,
             pl.LightningDataModule,
             subclass_mode_model=True,

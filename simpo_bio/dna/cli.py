@@ -8,7 +8,7 @@ the wrong length, an oracle that returns NaN (caught by type: :data:`_USER_ERROR
 - ``simpo-bio sample --ckpt RUN.ckpt --num-samples 1000 --out designs.fasta``: sample a fine-tuned (or
   pretrained) model, score with the fine-tuning and the evaluation oracle, write FASTA + a CSV table.
 - ``simpo-bio evaluate --fasta designs.fasta`` (any user FASTA) or ``--ckpt RUN.ckpt``: the DRAKES-style metrics
-  of :mod:`simpo_bio.dna.metrics` as a table (printed; ``--out`` writes CSV / markdown).
+  of :mod:`simpo_bio.dna.evaluation.metrics` as a table (printed; ``--out`` writes CSV / markdown).
 - ``simpo-bio export --run runs/demo --top-k 50 --out top50.fasta``: the top-k designs of a run to FASTA.
 - ``simpo-bio demo``: the main job end to end (what ``make demo`` runs).
 - ``simpo-bio data fetch dhs`` / ``simpo-bio data info [dhs|FILE]``: fetch, verify and inspect the data.
@@ -30,20 +30,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from simpo_bio.dna import designs, dhs, drakes
-from simpo_bio.dna.alphabet import SequenceValidationError
-from simpo_bio.dna.checkpoints import FORCE_RESUME_ENV, CheckpointError, load_checkpoint
-from simpo_bio.dna.data import FastaFormatError, columns_numpy, read_fasta, resolve_cache_dir
-from simpo_bio.dna.datamodules import load_sequences
-from simpo_bio.dna.demo_config import (
-    DEFAULT_ORACLE,
-    DEFAULT_PRETRAINED,
-    DEMO_CONFIGS,
-    demo_args,
-    model_paths,
-    run_seeds,
-)
-from simpo_bio.dna.designs import (
+from simpo_bio.dna.data import dhs, drakes_assets
+from simpo_bio.dna.data.alphabet import SequenceValidationError
+from simpo_bio.dna.data.datamodules import load_sequences
+from simpo_bio.dna.data.inputs import InputError, check_out, check_sizes
+from simpo_bio.dna.data.tables import FastaFormatError, columns_numpy, read_fasta, resolve_cache_dir
+from simpo_bio.dna.design import designs
+from simpo_bio.dna.design.designs import (
     DEFAULT_EVAL_ORACLE,
     build_evaluator,
     design_table,
@@ -53,17 +46,19 @@ from simpo_bio.dna.designs import (
     write_table,
     write_text,
 )
-from simpo_bio.dna.export import export_designs, export_parser, export_report, read_design_table
-from simpo_bio.dna.grelu_oracle import MissingExtraError
-from simpo_bio.dna.inputs import InputError, check_model_config, check_out, check_sizes
-from simpo_bio.dna.metrics import MotifScanner, metrics_table
-from simpo_bio.dna.oracle import NonFiniteRewardError, load_oracle, oracle_scores
-from simpo_bio.dna.policies import load_policy
-from simpo_bio.dna.pretrain import load_pretrained
-from simpo_bio.dna.selection import check_selection, composition_matched
-from simpo_bio.dna.synthesis import SynthesisConstraints
+from simpo_bio.dna.design.export import export_designs, export_parser, export_report, read_design_table
+from simpo_bio.dna.design.selection import SelectionConfig, composition_matched
+from simpo_bio.dna.design.synthesis import SynthesisConstraints
+from simpo_bio.dna.evaluation import drakes_protocol
+from simpo_bio.dna.evaluation.metrics import MotifScanner, metrics_table
+from simpo_bio.dna.models import drakes as drakes_model
+from simpo_bio.dna.models.checkpoints import FORCE_RESUME_ENV, CheckpointError, load_checkpoint
+from simpo_bio.dna.models.policies import load_policy
+from simpo_bio.dna.models.pretrain import load_pretrained
+from simpo_bio.dna.oracles.grelu import MissingExtraError
+from simpo_bio.dna.oracles.oracle import NonFiniteRewardError, load_oracle, oracle_scores
 from simpo_bio.fileio import DiskFullError
-from simpo_bio.lightning_cli import lightning_cli
+from simpo_bio.lightning_cli import check_fit_args, lightning_cli
 from simpo_bio.runlock import RunLockedError, run_lock
 
 
@@ -129,7 +124,7 @@ def sample_main(argv: list[str] | None = None) -> None:
         if a.select_from and a.no_score:
             raise CommandError("--select-from needs the fine-tuning oracle's scores (drop --no-score)")
         try:
-            check_selection(a.num_samples, a.select_from, a.select_weight, a.select_target, a.select_motif_ratio)
+            SelectionConfig(a.select_from, a.select_weight, a.select_target, a.select_motif_ratio).validate(a.num_samples)
         except ValueError as e:
             raise CommandError(str(e).replace("select_", "--select-").replace("num_samples", "--num-samples")) from None
         if len(a.ckpt) > 1 and not a.select_from:
@@ -239,10 +234,10 @@ def evaluate_main(argv: list[str] | None = None) -> None:
 
 
 def _evaluate_drakes(a: argparse.Namespace) -> None:
-    """``evaluate --protocol drakes``: :class:`simpo_bio.dna.drakes.DrakesProtocol` (on the GPU when there is one)."""
+    """``evaluate --protocol drakes``: :class:`simpo_bio.dna.evaluation.drakes_protocol.DrakesProtocol` (on the GPU when there is one)."""
     device = "cuda" if torch.cuda.is_available() else "cpu"
     with _user_errors("evaluate"):
-        paths = drakes.drakes_paths(a.drakes_dir) if a.drakes_dir else {}
+        paths = drakes_assets.drakes_paths(a.drakes_dir) if a.drakes_dir else {}
         eval_oracle = paths["oracle_eval"] if paths and a.eval_oracle == DEFAULT_EVAL_ORACLE else a.eval_oracle
         pretrained = paths["pretrained"] if paths and a.pretrained == DEFAULT_PRETRAINED else a.pretrained
         atac = a.atac_oracle or (f"{paths['atac']}?task=1" if paths else None)
@@ -254,15 +249,15 @@ def _evaluate_drakes(a: argparse.Namespace) -> None:
             _, x, _ = read_fasta(a.fasta, length=200)
             name = a.name or Path(a.fasta).name
         else:
-            policy, info = ((load_pretrained(a.ckpt), {"seq_len": 200}) if drakes.is_drakes_checkpoint(a.ckpt)
+            policy, info = ((load_pretrained(a.ckpt), {"seq_len": 200}) if drakes_model.is_drakes_checkpoint(a.ckpt)
                             else load_policy(a.ckpt))
-            x = drakes.drakes_sample(policy.to(device), a.num_samples, info["seq_len"], num_steps=a.num_steps or 128,
+            x = drakes_model.drakes_sample(policy.to(device), a.num_samples, info["seq_len"], num_steps=a.num_steps or 128,
                                      generator=torch.Generator(device=device).manual_seed(a.seed), device=device)
             name = a.name or Path(a.ckpt).name
-        protocol = drakes.build_protocol(eval_oracle, gosai, atac_oracle=atac, pretrained=reference,
+        protocol = drakes_protocol.build_protocol(eval_oracle, gosai, atac_oracle=atac, pretrained=reference,
                                          jaspar=not a.no_jaspar, max_motifs=a.max_motifs, device=device)
         row, per_seq = protocol.evaluate(x)
-        table = drakes.drakes_table({name: row})
+        table = drakes_protocol.drakes_table({name: row})
         if a.out:
             if a.out.endswith(".md"):
                 write_text(table + "\n", a.out)
@@ -276,7 +271,7 @@ def _evaluate_drakes(a: argparse.Namespace) -> None:
 # ------------------------------------------------------------------------------------------------------ export
 def export_main(argv: list[str] | None = None) -> None:
     """``simpo-bio export``: the top-k designs of a run (its ``designs.csv``) to FASTA, checked (and with
-    ``--repair`` repaired) against the synthesis constraints of :mod:`simpo_bio.dna.synthesis`."""
+    ``--repair`` repaired) against the synthesis constraints of :mod:`simpo_bio.dna.design.synthesis`."""
     d = SynthesisConstraints()
     a = export_parser(DEFAULT_ORACLE, DEFAULT_EVAL_ORACLE).parse_args(argv)
     with _user_errors("export"):
@@ -304,6 +299,9 @@ def export_main(argv: list[str] | None = None) -> None:
 
 
 # -------------------------------------------------------------------------------------------------------- demo
+DEMO_CONFIGS = ("configs/dna/simpo_base.yaml", "configs/dna/simpo_square_neg.yaml", "configs/dna/demo.yaml")
+DEFAULT_PRETRAINED = "checkpoints/dna/pretrained_dhs.ckpt"
+DEFAULT_ORACLE = "checkpoints/dna/oracle_ft.ckpt"
 #: model file -> (config that trains it, file that config writes). The repository ships the model files; these
 #: configs are the slow path for a clone without them (minutes to ~20 min each on 2 CPU cores).
 TRAINING_RECIPES = {
@@ -337,35 +335,84 @@ def ensure_checkpoints(pretrained: str = DEFAULT_PRETRAINED, oracle: str = DEFAU
         shutil.copyfile(produced, path)
 
 
+#: The demo's final designs: 256 kept of 4,096 samples pooled from its runs by composition-matched selection
+#: (chosen without the evaluation oracle: bench/results/dna-selection.md). ``--num-samples`` keeps the ratio.
+DEMO_NUM_SAMPLES = 256
+DEMO_SELECTION = SelectionConfig(candidates=4096, weight=1.0, target=0.85, motif_ratio=0.3)
+#: Sampling seed of the demo's designs.
+DEMO_DESIGN_SEED = 12345
+
+
+def fit_args(configs: list[str], run_dir: Path, *, seed: int | None, iterations: int | None,
+             overrides: list[str]) -> list[str]:
+    """The LightningCLI arguments of one demo fit: the configs, ``run_dir`` as the run root (checkpoints, logs and
+    wandb go under it), the iteration budget and the seed (``None``: the configs'; it sets the global seed and the
+    module's generator), then the user's overrides.
+
+    Raises:
+        InputError: a config file that does not exist."""
+    args = ["fit"]
+    for c in configs:
+        if not Path(c).exists():
+            raise InputError(f"config {c} not found (run the demo from the repository root)")
+        args += ["--config", c]
+    args.append(f"--trainer.default_root_dir={run_dir}")
+    if iterations is not None:
+        args.append(f"--trainer.max_epochs={iterations}")
+    if seed is not None:
+        args += [f"--seed_everything={seed}", f"--model.init_args.seed={seed}"]
+    return args + list(overrides)
+
+
+def fit_run(args: list[str], resume: list[str]):
+    """One fit through LightningCLI (:func:`fit_args`); returns the fitted module."""
+    cli = lightning_cli(args + resume)
+    if "wandb" in sys.modules:  # each run its own offline wandb run (else the next logger reuses this one)
+        sys.modules["wandb"].finish()
+    return cli.model
+
+
 def demo_main(argv: list[str] | None = None) -> None:
-    """``simpo-bio demo`` (``make demo``): fetch data, load models, fine-tune with square_neg, evaluate, export."""
+    """``simpo-bio demo`` (``make demo``): fit runs -> pool candidates -> select -> evaluate -> write."""
     p = argparse.ArgumentParser(prog="simpo-bio demo", description="SiMPO fine-tuning of the DHS masked diffusion "
                                 "model toward HepG2 activity, end to end (fetch, fine-tune, evaluate, export).")
-    p.add_argument("--out", default="runs/demo", help="output directory")
+    p.add_argument("--out-dir", "--out", dest="out", default="runs/demo",
+                   help="the demo's run root (the other runs in <out-dir>/run_seed<S>/)")
     p.add_argument("--config", action="append", default=None,
                    help=f"LightningCLI config(s) (default: {' + '.join(DEMO_CONFIGS)})")
     p.add_argument("--iterations", type=int, default=None, help="policy iterations per run (default: the config's)")
-    p.add_argument("--num-samples", type=int, default=None, help="designs to evaluate (default: the config's)")
+    p.add_argument("--num-samples", type=int, default=None,
+                   help=f"designs to keep and evaluate (default {DEMO_NUM_SAMPLES}, of "
+                   f"{DEMO_SELECTION.candidates} pooled candidates; the ratio is kept)")
     p.add_argument("--runs", type=int, default=2, help="independent fine-tuning runs (seeds --seed, --seed + 1, ...) "
                    "whose samples are pooled for the selection of the designs (default 2; docs/method.md)")
-    p.add_argument("--seed", type=int, default=None, help="seed of the first run (default: the config's)")
+    p.add_argument("--seed", type=int, default=None, help="seed of the first run (default 0)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
     p.add_argument("--fresh", action="store_true", help="start over even if the output directory holds a run")
     p.add_argument("--force-resume", action="store_true",
-                   help="resume the run in --out even if it was made with another config (normally refused)")
-    p.add_argument("overrides", nargs="*", help="extra LightningCLI arguments, e.g. --model.init_args.lr=1e-3")
-    a, extra = p.parse_known_args(argv)
+                   help="resume the run in --out-dir even if it was made with another config (normally refused)")
+    p.epilog = ("Any other argument goes to each run's LightningCLI fit, in order, e.g. "
+                "--model.init_args.update.lr=1e-3 (`simpo-bio fit --print_config` lists them).")
+    a, overrides = p.parse_known_args(argv)
     t_start = time.perf_counter()
     out = Path(a.out)
-    with _user_errors("demo"):  # options and configs before any data or model is loaded
+    with _user_errors("demo"):  # options before any data or model is loaded
         check_sizes(a, "iterations", "num_samples", "runs", "threads")
-        seeding = [o for o in [*a.overrides, *extra]
-                   if o.lstrip("-").startswith(("seed_everything", "model.init_args.seed"))]
+        seeding = [o for o in overrides if o.lstrip("-").startswith(("seed_everything", "model.init_args.seed"))]
         if seeding:
             raise CommandError(f"{seeding[0]}: set the seed with --seed (the demo's runs take --seed, --seed + 1, ...)")
-        check_model_config(list(a.config or DEMO_CONFIGS), [*a.overrides, *extra])
+        num_samples = a.num_samples or DEMO_NUM_SAMPLES
+        selection = DEMO_SELECTION.scaled(num_samples, DEMO_NUM_SAMPLES)
+        selection.validate(num_samples)
+        configs = list(a.config or DEMO_CONFIGS)
+        first = 0 if a.seed is None else a.seed
+        seeds = [first + k for k in range(a.runs)]
+        # the other runs are fitted first; the run in --out-dir pools their samples with its own
+        fits = [(out / f"run_seed{s}", s) for s in seeds[1:]] + [(out, a.seed if a.runs == 1 else seeds[0])]
+        args = [fit_args(configs, d, seed=s, iterations=a.iterations, overrides=overrides) for d, s in fits]
+    check_fit_args(args[-1], "demo")  # the parser and the model's config checks, before any data or model is loaded
     _set_threads(a.threads)
-    with _user_errors("demo"), run_lock(out, what="demo", name=".simpo-demo.lock"):  # one demo per --out
+    with _user_errors("demo"), run_lock(out, what="demo", name=".simpo-demo.lock"):  # one demo per --out-dir
         print("[simpo-bio] 1/4 data: ENCODE DHS sequences (fetched once into the cache, checksum-verified)",
               flush=True)
         real = designs.real_sets()  # looked up at call time: the tests substitute small sets
@@ -373,32 +420,29 @@ def demo_main(argv: list[str] | None = None) -> None:
               "reference sequences", flush=True)
         print("[simpo-bio] 2/4 models: pretrained masked diffusion model + fine-tuning / evaluation oracles",
               flush=True)
-        configs = list(a.config or DEMO_CONFIGS)
-        seeds = run_seeds(configs, a.seed, a.runs)
-        others = [(out / f"run_seed{s}", s) for s in seeds[1:]]  # fitted first; the run in --out pools their samples
-        fits = [(d, demo_args(configs, d, a, seed=s, export=False)) for d, s in others]
-        fits.append((out, demo_args(configs, out, a, seed=a.seed if a.runs == 1 else seeds[0],
-                                    pool_with=[d / "checkpoints" / "last.ckpt" for d, _ in others])))
-        ensure_checkpoints(**model_paths(configs))
+        ensure_checkpoints()
         if a.force_resume:
             os.environ[FORCE_RESUME_ENV] = "1"
         resumes = [_resume_args(d / "checkpoints" / "last.ckpt", a.fresh) for d, _ in fits]  # all read up front
-        for i, ((run_dir, args), s, (resume, note)) in enumerate(zip(fits, [*seeds[1:], seeds[0]], resumes,
-                                                                      strict=True)):
-            print(f"[simpo-bio] 3/4 fine-tuning with SiMPO (scheme square_neg): run {i + 1} of {a.runs}, seed {s}, "
+        modules = []
+        for i, ((run_dir, seed), (resume, note)) in enumerate(zip(fits, resumes, strict=True)):
+            shown = seed if seed is not None else 0
+            print(f"[simpo-bio] 3/4 fine-tuning with SiMPO (scheme square_neg): run {i + 1} of {a.runs}, seed {shown}, "
                   f"in {run_dir}{note}", flush=True)
-            if i == len(fits) - 1:
-                print("[simpo-bio] 4/4 evaluation and export happen at the end of this fit (ExportDesigns)", flush=True)
-            lightning_cli(args + resume + list(a.overrides) + list(extra))
-            if "wandb" in sys.modules:  # each run its own offline wandb run (else the next logger reuses this one)
-                sys.modules["wandb"].finish()
+            modules.append(fit_run(args[i], resume))
+        print("[simpo-bio] 4/4 pooling, selection, evaluation and export", flush=True)
+        pool = [designs.PooledRun.from_module(m, str(d / "checkpoints" / "last.ckpt"), d.name)
+                for m, (d, _) in zip(modules[:-1], fits[:-1], strict=True)]
+        designs.export_run(modules[-1], out, num_samples=num_samples, selection=selection, pool=pool,
+                           eval_oracle=DEFAULT_EVAL_ORACLE, seed=DEMO_DESIGN_SEED)
         md = (out / "metrics.md")
         if not md.exists():
-            raise CommandError(f"the fit finished without writing {md}")
+            raise CommandError(f"the export finished without writing {md}")
         print("\n" + md.read_text())
+    others = [d for d, _ in fits[:-1]]
     print(f"[simpo-bio] demo finished in {(time.perf_counter() - t_start) / 60:.1f} min; outputs in {out}/: "
           "designs.fasta, designs.csv, metrics.csv, history.csv, reward_curve.png, reward_distribution.png"
-          + (f"; the other runs' checkpoints and logs in {', '.join(str(d) for d, _ in others)}" if others else ""))
+          + (f"; the other runs' checkpoints and logs in {', '.join(str(d) for d in others)}" if others else ""))
 
 
 def _resume_args(last: Path, fresh: bool) -> tuple[list[str], str]:
@@ -459,10 +503,10 @@ def data_main(argv: list[str] | None = None) -> None:
 def _run_data(args: argparse.Namespace) -> None:
     cache = resolve_cache_dir(args.cache_dir)
     if args.cmd == "fetch" and args.dataset == "drakes":
-        root = drakes.fetch_drakes(args.path, args.url, dest=cache / "drakes", force=args.force)
+        root = drakes_assets.fetch_drakes(args.path, args.url, dest=cache / "drakes", force=args.force)
         folder = Path(args.path) if args.path and Path(args.path).is_dir() else cache / "drakes"
-        print(f"DRAKES assets under {root}; sha256 of each recorded in {folder / drakes.RECORD}:")
-        for key, p in drakes.drakes_paths(root).items():
+        print(f"DRAKES assets under {root}; sha256 of each recorded in {folder / drakes_assets.RECORD}:")
+        for key, p in drakes_assets.drakes_paths(root).items():
             print(f"  {key:<11} {p}")
         return
     if args.cmd == "fetch":

@@ -12,9 +12,9 @@ import pytest
 import torch
 from fake_data import dhs_table
 
-from simpo_bio.dna import dhs
-from simpo_bio.dna.datamodules import CellTypeDataModule
-from simpo_bio.dna.oracle_training import CellTypeClassifier
+from simpo_bio.dna.data import dhs
+from simpo_bio.dna.data.datamodules import CellTypeDataModule
+from simpo_bio.dna.oracles.training import CellTypeClassifier
 
 
 @pytest.fixture

@@ -20,7 +20,8 @@ import torch  # noqa: E402
 import yaml  # noqa: E402
 from tiny_models import SEQ_LEN, tiny_checkpoints, tiny_real_sets  # noqa: E402
 
-from simpo_bio.dna import cli, designs  # noqa: E402
+from simpo_bio.dna import cli  # noqa: E402
+from simpo_bio.dna.design import designs  # noqa: E402
 
 
 def tiny_config(out: Path) -> Path:
@@ -29,7 +30,7 @@ def tiny_config(out: Path) -> Path:
         "model": {"init_args": {"pretrained": str(ckpts["pretrained"]), "oracle": str(ckpts["oracle"]),
                                 "group_size": 8, "num_groups": 1, "seq_len": SEQ_LEN, "num_steps": 4,
                                 "update_epochs": 1, "minibatch_size": 8}},
-        "trainer": {"callbacks": [{"class_path": "simpo_bio.dna.designs.ExportDesigns",
+        "trainer": {"callbacks": [{"class_path": "simpo_bio.dna.design.designs.ExportDesigns",
                                    "init_args": {"eval_oracle": str(ckpts["eval_oracle"]), "num_steps": 4,
                                                  "jaspar": False, "evaluate_pretrained": False}}],
                     "enable_progress_bar": False},

@@ -3,7 +3,7 @@
 import numpy as np
 import pandas as pd
 
-from simpo_bio.dna import dhs
+from simpo_bio.dna.data import dhs
 
 RNG = np.random.default_rng(0)
 

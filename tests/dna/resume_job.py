@@ -17,10 +17,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import lightning.pytorch as pl  # noqa: E402
 import torch  # noqa: E402
-from tiny_models import SEQ_LEN, tiny_oracle_ckpt, tiny_pretrained_ckpt  # noqa: E402
+from tiny_models import (  # noqa: E402
+    SEQ_LEN,
+    finetuning,  # noqa: E402
+    tiny_oracle_ckpt,
+    tiny_pretrained_ckpt,
+)
 
-from simpo_bio.dna.checkpoints import ResumableCheckpoint  # noqa: E402
-from simpo_bio.dna.finetune import PolicyIterationDataModule, SiMPOFineTuning  # noqa: E402
+from simpo_bio.dna.finetune.module import PolicyIterationDataModule  # noqa: E402
+from simpo_bio.dna.models.checkpoints import ResumableCheckpoint  # noqa: E402
 
 
 def run(out: Path, iterations: int, scheme: str = "square_neg", lr: float = 3e-3) -> dict:
@@ -30,7 +35,7 @@ def run(out: Path, iterations: int, scheme: str = "square_neg", lr: float = 3e-3
     pretrained = tiny_pretrained_ckpt(out / "models" / "pretrained.ckpt")
     oracle = tiny_oracle_ckpt(out / "models" / "oracle.ckpt", seed=1)
     pl.seed_everything(0, verbose=False)
-    module = SiMPOFineTuning(pretrained=str(pretrained), oracle=str(oracle), scheme=scheme, group_size=8,
+    module = finetuning(pretrained=str(pretrained), oracle=str(oracle), scheme=scheme, group_size=8,
                              num_groups=2, seq_len=SEQ_LEN, num_steps=4, update_epochs=2, minibatch_size=8, lr=lr,
                              auto_temperature=True, seed=1)  # fmt: skip
     trainer = pl.Trainer(max_epochs=iterations, accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,

@@ -4,7 +4,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from simpo_bio.dna.alphabet import (
+from simpo_bio.dna.data.alphabet import (
     ALPHABET,
     MASK_INDEX,
     VOCAB_SIZE,

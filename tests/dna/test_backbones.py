@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from simpo_bio.dna.backbones import DilatedCNN, drakes_config, load_drakes_state_dict
+from simpo_bio.dna.models.backbones import DilatedCNN, drakes_config, load_drakes_state_dict
 
 torch.set_num_threads(1)
 DRAKES_DILATIONS = (1, 1, 4, 16, 64)

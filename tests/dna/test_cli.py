@@ -3,23 +3,20 @@ LightningCLI helper's reading of checkpoints written by earlier releases (simpo_
 
 from __future__ import annotations
 
-import argparse
 import importlib
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
-import yaml
 from lightning.pytorch.cli import LightningCLI
 from tiny_models import SEQ_LEN, tiny_checkpoints, tiny_real_sets, tiny_run
 
 from simpo_bio.cli import main as cli_main
 from simpo_bio.dna import cli as dna_cli
-from simpo_bio.dna import demo_config, designs, dhs
-from simpo_bio.dna.data import read_fasta
-from simpo_bio.dna.oracle_training import CellTypeClassifier
-from simpo_bio.lightning_cli import upgrade_recorded_hparams
+from simpo_bio.dna.data import dhs
+from simpo_bio.dna.data.tables import read_fasta
+from simpo_bio.dna.design import designs
 
 
 @pytest.fixture(scope="module")
@@ -182,37 +179,6 @@ def test_nan_rewards_stop_a_command_with_one_line(ckpts, tmp_path, monkeypatch, 
     assert "non-finite reward (nan) for sequence 0" in err and "Traceback" not in err
 
 
-def test_demo_run_config_keeps_the_configs_export_settings_and_the_command_line_wins(tmp_path, monkeypatch):
-    monkeypatch.chdir(Path(__file__).resolve().parents[2])  # the demo runs from the repository root
-    args = demo_config.demo_args(demo_config.DEMO_CONFIGS, tmp_path, argparse.Namespace(num_samples=16, iterations=3))
-    run_cfg = yaml.safe_load(Path(args[-1]).read_text())
-    export = run_cfg["trainer"]["callbacks"][-1]
-    assert export["class_path"] == "simpo_bio.dna.designs.ExportDesigns"
-    assert export["init_args"]["num_samples"] == 16 and export["init_args"]["seed"] == 12345  # demo.yaml: 256
-    assert export["init_args"]["out_dir"] == str(tmp_path) and run_cfg["trainer"]["max_epochs"] == 3
-    default = demo_config.demo_args(demo_config.DEMO_CONFIGS, tmp_path, argparse.Namespace(num_samples=None, iterations=None))
-    assert yaml.safe_load(Path(default[-1]).read_text())["trainer"]["callbacks"][-1]["init_args"]["num_samples"] == 256
-
-
-def test_demo_runs_each_seed_into_its_own_folder_and_pools_them_in_the_last(tmp_path, monkeypatch):
-    monkeypatch.chdir(Path(__file__).resolve().parents[2])
-    ns = argparse.Namespace(num_samples=16, iterations=3)
-    assert demo_config.run_seeds(demo_config.DEMO_CONFIGS, None, 2) == [0, 1]  # simpo_base.yaml: seed_everything 0
-    assert demo_config.run_seeds(demo_config.DEMO_CONFIGS, 5, 3) == [5, 6, 7]
-    member = yaml.safe_load(Path(demo_config.demo_args(demo_config.DEMO_CONFIGS, tmp_path / "run_seed6", ns,
-                                                       seed=6, export=False)[-1]).read_text())
-    assert member["seed_everything"] == 6 and member["model"]["init_args"]["seed"] == 6
-    assert [c["class_path"].rpartition(".")[2] for c in member["trainer"]["callbacks"]] == ["ResumableCheckpoint"]
-    assert member["trainer"]["callbacks"][0]["init_args"]["dirpath"] == str(tmp_path / "run_seed6" / "checkpoints")
-    last = tmp_path / "run_seed6" / "checkpoints" / "last.ckpt"
-    main = yaml.safe_load(Path(demo_config.demo_args(demo_config.DEMO_CONFIGS, tmp_path, ns, seed=5,
-                                                     pool_with=[last])[-1]).read_text())
-    export = main["trainer"]["callbacks"][-1]["init_args"]
-    assert export["pool_with"] == [str(last)] and export["select_from"] == 256 and main["seed_everything"] == 5
-    alone = yaml.safe_load(Path(demo_config.demo_args(demo_config.DEMO_CONFIGS, tmp_path, ns)[-1]).read_text())
-    assert "seed_everything" not in alone and alone["trainer"]["callbacks"][-1]["init_args"].get("pool_with") is None
-
-
 def _user_fasta(tmp_path):
     fasta = tmp_path / "user.fa"
     fasta.write_text("".join(f">u{i} my design\n{'ACGTTGCAAC' * 2}\n".replace("AC", "ac", i % 2) for i in range(4)))
@@ -220,26 +186,27 @@ def _user_fasta(tmp_path):
 
 
 # ------------------------------------------------------------------------------------- LightningCLI --ckpt_path
-def test_recorded_hparams_of_earlier_releases_are_upgraded():
-    old = {"_class_path": "simpo_bio.dna.finetune.SiMPOFineTuning", "num_sampling_steps": 16,
-           "normalize_advantages": False, "scheme": "square_neg", "_instantiator": "x"}
-    new = upgrade_recorded_hparams(old)
-    assert new["num_steps"] == 16 and new["normalize_advantage"] is False and new["scheme"] == "square_neg"
-    assert "num_sampling_steps" not in new and "normalize_advantages" not in new and old["num_sampling_steps"] == 16
-    both = upgrade_recorded_hparams({**old, "num_steps": 8})
-    assert both["num_steps"] == 8  # today's name wins
-    moved = upgrade_recorded_hparams({"_class_path": "simpo_bio.dna.oracle.CellTypeClassifier", "channels": 8})
-    assert moved == {"_class_path": "simpo_bio.dna.oracle_training.CellTypeClassifier", "channels": 8}
-    assert upgrade_recorded_hparams({"eps": 1e-3}) == {"eps": 1e-3}
+@pytest.mark.parametrize("name", ["oracle_ft", "oracle_eval", "pretrained_dhs"])
+def test_shipped_checkpoints_name_a_class_that_exists(name):
+    path = Path(__file__).resolve().parents[2] / "checkpoints" / "dna" / f"{name}.ckpt"
+    hp = torch.load(path, map_location="cpu", weights_only=True)["hyper_parameters"]
+    module, _, cls = hp["_class_path"].rpartition(".")
+    assert isinstance(getattr(importlib.import_module(module), cls), type)
     assert hasattr(LightningCLI, "_parse_ckpt_path")  # the hook SimpoLightningCLI overrides still exists
 
 
-@pytest.mark.parametrize("name", ["oracle_ft", "oracle_eval"])
-def test_shipped_oracle_checkpoints_name_a_class_that_exists(name):
-    path = Path(__file__).resolve().parents[2] / "checkpoints" / "dna" / f"{name}.ckpt"
-    hp = upgrade_recorded_hparams(torch.load(path, map_location="cpu", weights_only=True)["hyper_parameters"])
-    module, _, cls = hp["_class_path"].rpartition(".")
-    assert getattr(importlib.import_module(module), cls) is CellTypeClassifier
+def test_a_checkpoint_of_an_earlier_layout_is_one_line(tmp_path, capsys):
+    path = Path(__file__).resolve().parents[2] / "checkpoints" / "dna" / "oracle_ft.ckpt"
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    ckpt["hyper_parameters"]["_class_path"] = "simpo_bio.dna.oracle.CellTypeClassifier"  # where 0.1 kept it
+    old = tmp_path / "old.ckpt"
+    torch.save(ckpt, old)
+    with pytest.raises(SystemExit) as e:
+        cli_main(["test", "--config", str(Path(__file__).resolve().parents[2] / "configs/dna/oracle.yaml"),
+                  f"--ckpt_path={old}"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "earlier layout" in err[0] and "simpo_bio.dna.oracle.CellTypeClassifier" in err[0]
 
 
 def test_export_flags_and_filters_synthesis_constraints(run_dir, tmp_path, capsys):

@@ -1,4 +1,4 @@
-"""Tests of the generic loaders (simpo_bio.dna.data): FASTA reading, tables, splits. Every file is built here."""
+"""Tests of the generic loaders (simpo_bio.dna.data.tables): FASTA reading, tables, splits. Every file is built here."""
 
 import gzip
 
@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 from fake_data import RNG, random_seqs
 
-from simpo_bio.dna import data
-from simpo_bio.dna.alphabet import SequenceValidationError
+from simpo_bio.dna.data import tables as data
+from simpo_bio.dna.data.alphabet import SequenceValidationError
 
 
 def test_bad_sequence_in_table_names_record(tmp_path):

@@ -1,9 +1,10 @@
-"""Tests of the LightningDataModules (simpo_bio.dna.datamodules) on the small fake DHS set of conftest.py."""
+"""Tests of the LightningDataModules (simpo_bio.dna.data.datamodules) on the small fake DHS set of conftest.py."""
 
 import torch
 from fake_data import random_seqs
 
-from simpo_bio.dna import data, datamodules, dhs
+from simpo_bio.dna.data import datamodules, dhs
+from simpo_bio.dna.data import tables as data
 
 
 def test_datamodules(fake_dhs):

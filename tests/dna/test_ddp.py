@@ -3,7 +3,7 @@
 The two processes are launched the way ``torchrun`` / ``srun`` launch them (``RANK``, ``LOCAL_RANK``,
 ``WORLD_SIZE``, ``MASTER_ADDR``, ``MASTER_PORT`` in the environment; Lightning's ``strategy="ddp"`` joins them).
 
-Checks (``simpo_bio.dna.finetune`` docstring, ``docs/gpu.md``): the two ranks draw different sequences; the policy
+Checks (``simpo_bio.dna.finetune.module`` docstring, ``docs/gpu.md``): the two ranks draw different sequences; the policy
 parameters are identical on both ranks after every step; and one DDP step equals one single-process step on the
 concatenation of both ranks' groups. "Equal" needs the same per-sequence ELBO noise in both runs (the ELBO's
 antithetic times and masks depend on the batch), so the policy here uses a deterministic per-sequence ELBO; the
@@ -25,8 +25,8 @@ import torch
 from tiny_models import tiny_checkpoints
 
 from simpo_bio.diffusion.masked import MaskedDiffusion
-from simpo_bio.dna.finetune import PolicyIterationDataModule, SiMPOFineTuning
-from simpo_bio.dna.pretrain import load_pretrained
+from simpo_bio.dna.finetune.module import PolicyIterationDataModule, SiMPOFineTuning
+from simpo_bio.dna.models.pretrain import load_pretrained
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not torch.distributed.is_available() or sys.platform == "win32",

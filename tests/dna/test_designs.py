@@ -1,4 +1,4 @@
-"""Tests of designs out (simpo_bio.dna.designs): the export at the end of a fit, FASTA / tables / plots."""
+"""Tests of designs out (simpo_bio.dna.design.designs): the export at the end of a fit, FASTA / tables / plots."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import pytest
 import torch
 from tiny_models import SEQ_LEN, tiny_checkpoints, tiny_real_sets, tiny_run
 
-from simpo_bio.dna import designs
-from simpo_bio.dna.data import read_fasta
+from simpo_bio.dna.data.tables import read_fasta
+from simpo_bio.dna.design import designs
 from simpo_bio.fileio import _default_mode, atomic_write
 
 

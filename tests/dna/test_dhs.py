@@ -1,4 +1,4 @@
-"""Tests of the embedded DHS data set (simpo_bio.dna.dhs): download, checksums, tokenised cache."""
+"""Tests of the embedded DHS data set (simpo_bio.dna.data.dhs): download, checksums, tokenised cache."""
 
 import hashlib
 
@@ -7,8 +7,9 @@ import pytest
 import torch
 from fake_data import dhs_table
 
-from simpo_bio.dna import data, dhs
-from simpo_bio.dna.alphabet import decode
+from simpo_bio.dna.data import dhs
+from simpo_bio.dna.data import tables as data
+from simpo_bio.dna.data.alphabet import decode
 
 
 def test_fetch_downloads_verifies_and_caches(fake_dhs):

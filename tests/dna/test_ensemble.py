@@ -1,10 +1,10 @@
-"""The conservative ensemble reward (simpo_bio/dna/ensemble.py)."""
+"""The conservative ensemble reward (simpo_bio/dna/oracles/ensemble.py)."""
 
 import pytest
 import torch
 
-from simpo_bio.dna.ensemble import EnsembleOracle
-from simpo_bio.dna.oracle import RewardOracle
+from simpo_bio.dna.oracles.ensemble import EnsembleOracle
+from simpo_bio.dna.oracles.oracle import RewardOracle
 
 
 class _Fixed(RewardOracle):
@@ -41,13 +41,11 @@ def test_bad_ensembles(members, k, match):
 
 
 def test_finetuning_accepts_a_list_of_oracle_paths(tmp_path):
-    from tiny_models import tiny_oracle_ckpt, tiny_pretrained_ckpt
-
-    from simpo_bio.dna.finetune import SiMPOFineTuning
+    from tiny_models import finetuning, tiny_oracle_ckpt, tiny_pretrained_ckpt
 
     pre = tiny_pretrained_ckpt(tmp_path / "pre.ckpt")
     paths = [str(tiny_oracle_ckpt(tmp_path / f"o{i}.ckpt", seed=i)) for i in range(3)]
-    m = SiMPOFineTuning(pretrained=str(pre), oracle=paths, ensemble_std_coef=0.5, seq_len=20, group_size=4,
+    m = finetuning(pretrained=str(pre), oracle=paths, ensemble_std_coef=0.5, seq_len=20, group_size=4,
                         num_groups=1, num_steps=2)
     assert isinstance(m.oracle, EnsembleOracle) and len(m.oracle.members) == 3
     assert m.hparams.oracle == paths

@@ -1,4 +1,4 @@
-"""Tests of SiMPO fine-tuning (simpo_bio.dna.finetune) on a tiny model and a transparent oracle."""
+"""Tests of SiMPO fine-tuning (simpo_bio.dna.finetune.module) on a tiny model and a transparent oracle."""
 
 from __future__ import annotations
 
@@ -6,12 +6,14 @@ import lightning.pytorch as pl
 import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
-from tiny_models import tiny_pretrained_ckpt
+from tiny_models import finetuning, tiny_pretrained_ckpt
 
 from simpo_bio.diffusion.masked import MaskedDiffusion
-from simpo_bio.dna.backbones import DilatedCNN
-from simpo_bio.dna.finetune import PolicyIterationDataModule, SiMPOFineTuning, load_policy
-from simpo_bio.dna.oracle import NonFiniteRewardError
+from simpo_bio.dna.finetune.module import PolicyIterationDataModule, SiMPOFineTuning
+from simpo_bio.dna.models.backbones import DilatedCNN
+from simpo_bio.dna.models.checkpoints import CheckpointFormatError
+from simpo_bio.dna.models.policies import load_policy
+from simpo_bio.dna.oracles.oracle import NonFiniteRewardError
 
 L = 16
 
@@ -39,7 +41,7 @@ def make_module(**kw) -> SiMPOFineTuning:
     args = dict(pretrained=tiny_policy(), oracle=GCOracle(), scheme="square_neg", group_size=8, num_groups=2,
                 seq_len=L, num_steps=4, update_epochs=1, lr=3e-3, log_reference_elbo=True, seed=1)
     args.update(kw)
-    return SiMPOFineTuning(**args)
+    return finetuning(**args)
 
 
 def trainer(tmp_path, epochs, callbacks=(), **kw) -> pl.Trainer:
@@ -115,42 +117,38 @@ def test_nan_reward_gives_clear_error(tmp_path):
 
 
 def test_bad_configuration_is_rejected():
-    with pytest.raises(ValueError, match="group_size"):
+    with pytest.raises(ValueError, match="sampling.group_size must be >= 2"):
         make_module(group_size=1)
     with pytest.raises((KeyError, ValueError), match="nosuch"):
         make_module(scheme="nosuch")
-    with pytest.raises(ValueError, match="elbo_estimator must be one of"):
+    with pytest.raises(ValueError, match="update.elbo_estimator must be one of"):
         make_module(elbo_estimator="nosuch")
-    with pytest.raises(ValueError, match="elbo_draws must be >= 1"):
+    with pytest.raises(ValueError, match="update.elbo_draws must be an integer >= 1"):
         make_module(elbo_draws=0)
-    with pytest.raises(ValueError, match="lr_warmup must be >= 0"):
-        make_module(lr_warmup=-1)
-    with pytest.raises(ValueError, match="kmer_penalty must be finite and >= 0"):
-        make_module(kmer_penalty=-0.1)
+    with pytest.raises(ValueError, match="weighting.temperature must be a finite number > 0"):
+        make_module(temperature=0.0)
+    with pytest.raises(ValueError, match="update.grad_clip must be > 0 or null"):
+        make_module(grad_clip=0.0)
+    with pytest.raises(ValueError, match=r"sampling: unknown field\(s\) \['group'\]"):
+        SiMPOFineTuning(pretrained=tiny_policy(), oracle=GCOracle(), sampling={"group": 4})
 
 
-def test_kmer_penalty_uses_a_fixed_reference_spectrum_and_logs_the_batch_shift(tmp_path):
-    m = make_module(kmer_penalty=0.3, log_reference_elbo=False)
-    ref = m.kmer_reference_freq()
-    assert ref.shape == (64,) and float(ref.sum()) == pytest.approx(1.0) and (ref > 0).all()
-    state = m.generator.get_state()
-    trainer(tmp_path, 2).fit(m, PolicyIterationDataModule())
-    assert torch.equal(m.kmer_reference_freq(), ref)  # computed once, from its own stream
-    assert all(h["kmer_kl"] >= 0 for h in m.history)
-    again = make_module(kmer_penalty=0.3, log_reference_elbo=False)
-    assert torch.equal(again.kmer_reference_freq(), ref) and torch.equal(again.generator.get_state(), state)
+def test_code_defaults_are_the_shipped_defaults():
+    """configs/dna/simpo_base.yaml sets no model option: what it ships is the code's defaults."""
+    import yaml
+
+    from simpo_bio.dna.finetune import RewardConfig, UpdateConfig, WeightingConfig
+
+    root = Path(__file__).resolve().parents[2]
+    base = yaml.safe_load((root / "configs/dna/simpo_base.yaml").read_text())["model"]["init_args"]
+    assert set(base) == {"pretrained", "oracle"}
+    assert UpdateConfig().kl_coef == 1.0 and UpdateConfig().repel_margin == 1.386
+    assert RewardConfig().kl_penalty == 0.1 and RewardConfig().constraints["gc_window"] == [0.4, 0.6]
+    assert WeightingConfig().scheme == "square_neg" and WeightingConfig().scheme_params == {"eta": 1.0}
 
 
-def test_lr_warmup_is_linear_in_the_iteration(tmp_path):
-    m = make_module(lr=1e-2, lr_warmup=4, log_reference_elbo=False)
-    seen = []
 
-    class Spy(pl.Callback):
-        def on_train_batch_end(self, trainer, pl_module, *args):
-            seen.append(trainer.optimizers[0].param_groups[0]["lr"])
 
-    trainer(tmp_path, 6, callbacks=[Spy()]).fit(m, PolicyIterationDataModule())
-    assert seen == pytest.approx([2.5e-3, 5e-3, 7.5e-3, 1e-2, 1e-2, 1e-2])
 
 
 @pytest.mark.parametrize("estimator,draws,shared", [("time", 1, False), ("time", 2, False), ("count", 1, False),
@@ -174,11 +172,9 @@ class _Crash(pl.Callback):
             raise RuntimeError("job killed")  # a crash between iterations
 
 
-@pytest.mark.parametrize("scheme,auto,kl_target", [("square_neg", True, None), ("square_neg", False, 0.5)])
-def test_resume_from_last_checkpoint_continues_same_iteration_exactly(tmp_path, scheme, auto, kl_target):
-    kw = dict(scheme=scheme, auto_temperature=auto, update_epochs=2, minibatch_size=8)
-    if kl_target is not None:  # the adaptive KL controller's beta is part of the state
-        kw.update(kl_penalty=0.1, kl_target=kl_target)
+@pytest.mark.parametrize("scheme,auto,kl_penalty", [("square_neg", True, 0.0), ("square_neg", False, 0.1)])
+def test_resume_from_last_checkpoint_continues_same_iteration_exactly(tmp_path, scheme, auto, kl_penalty):
+    kw = dict(scheme=scheme, auto_temperature=auto, update_epochs=2, minibatch_size=8, kl_penalty=kl_penalty)
     # uninterrupted: 4 iterations
     full = make_module(**kw)
     trainer(tmp_path / "full", 4).fit(full, PolicyIterationDataModule())
@@ -197,40 +193,10 @@ def test_resume_from_last_checkpoint_continues_same_iteration_exactly(tmp_path, 
     assert resumed.history[2]["reward_queries"] == full.history[2]["reward_queries"]
     assert torch.equal(flat_params(resumed), flat_params(full))
     assert resumed.history[-1]["reward_mean"] == full.history[-1]["reward_mean"]
-    assert resumed.temperature_ctl.temperature == full.temperature_ctl.temperature
-    assert float(resumed.kl_beta) == float(full.kl_beta)
-    assert [h["kl_penalty"] for h in resumed.history] == [h["kl_penalty"] for h in full.history]
+    assert resumed.weighting.temperature == full.weighting.temperature  # the Stage-I step's Adam state too
+    assert [h["temperature"] for h in resumed.history] == [h["temperature"] for h in full.history]
 
 
-def test_adaptive_kl_controller_steps_toward_its_target(tmp_path):
-    from simpo_bio.dna.leash import adapt_kl_penalty
-
-    assert adapt_kl_penalty(0.1, 30.0, 20.0) == pytest.approx(0.1 * (1 + 0.5 * 0.2))  # above: +10% at most
-    assert adapt_kl_penalty(0.1, 21.0, 20.0) == pytest.approx(0.1 * (1 + 0.5 * 0.05))
-    assert adapt_kl_penalty(0.1, 0.0, 20.0) == pytest.approx(0.1 * (1 - 0.5 * 0.2))  # below: -10% at most
-    assert adapt_kl_penalty(0.1, 20.0, 20.0) == pytest.approx(0.1)
-    for args, match in (((0.0, 1.0, 1.0), "kl_penalty > 0"), ((0.1, 1.0, 0.0), "kl_target > 0"),
-                        ((0.1, float("nan"), 1.0), "not finite")):
-        with pytest.raises(ValueError, match=match):
-            adapt_kl_penalty(*args)
-    # in the module: the logged beta follows the controller, starting at kl_penalty, the target ramping over
-    # max_epochs; an unreachable target (1e6 nats) makes beta fall every iteration
-    m = make_module(kl_penalty=0.2, kl_target=1e6, log_reference_elbo=False)
-    trainer(tmp_path, 3).fit(m, PolicyIterationDataModule())
-    betas = [h["kl_penalty"] for h in m.history]
-    assert betas == pytest.approx([0.2, 0.18, 0.162]) and float(m.kl_beta) == pytest.approx(0.1458)
-    with pytest.raises(ValueError, match="kl_target needs"):
-        make_module(kl_penalty=0.0, kl_target=5.0)
-    # a checkpoint written before the controller existed (no kl_beta in its state dict) still resumes
-    ck = tmp_path / "ck"
-    trainer(tmp_path / "a", 1, [ModelCheckpoint(dirpath=ck, save_last=True)]).fit(make_module(),
-                                                                                PolicyIterationDataModule())
-    old = torch.load(ck / "last.ckpt", map_location="cpu", weights_only=False)
-    del old["state_dict"]["kl_beta"]
-    torch.save(old, tmp_path / "old.ckpt")
-    again = make_module()
-    trainer(tmp_path / "b", 2).fit(again, PolicyIterationDataModule(), ckpt_path=str(tmp_path / "old.ckpt"))
-    assert [h["iteration"] for h in again.history] == [0, 1]
 
 
 def test_a_module_passed_twice_is_not_frozen_or_shared():
@@ -249,7 +215,7 @@ def _policy_checkpoint(tmp_path, **kw):
     return m, tmp_path / "ck" / "last.ckpt"
 
 
-def test_load_policy_round_trip_and_checkpoints_of_earlier_releases(tmp_path):
+def test_load_policy_round_trip_and_checkpoints_of_earlier_layouts(tmp_path):
     m, path = _policy_checkpoint(tmp_path, num_steps=6, normalize_advantage=False)
     policy, info = load_policy(path)
     assert info["kind"] == "finetuned" and info["scheme"] == "square_neg" and info["num_steps"] == 6
@@ -260,15 +226,14 @@ def test_load_policy_round_trip_and_checkpoints_of_earlier_releases(tmp_path):
     g = torch.Generator().manual_seed(1)
     expected = m.policy.eval().elbo_loss(x, generator=g)
     torch.testing.assert_close(policy.elbo_loss(x, generator=torch.Generator().manual_seed(1)), expected)
-    # a checkpoint of 0.1.0: the sampler steps recorded as num_sampling_steps
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    # a checkpoint of 0.1 (flat hyper-parameters): one line saying what changed, naming the file
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
     hp = ckpt["hyper_parameters"]
-    hp["num_sampling_steps"], hp["normalize_advantages"] = hp.pop("num_steps"), hp.pop("normalize_advantage")
+    ckpt["hyper_parameters"] = {"pretrained": hp.get("pretrained"), "num_steps": 6, "scheme": "square_neg"}
     old = tmp_path / "old.ckpt"
     torch.save(ckpt, old)
-    old_policy, old_info = load_policy(old)
-    assert old_info == info
-    assert all(torch.equal(a, b) for a, b in zip(old_policy.state_dict().values(), policy.state_dict().values()))
+    with pytest.raises(CheckpointFormatError, match=r"old.ckpt: a fine-tuning checkpoint of simpo-bio 0.1.*refit"):
+        load_policy(old)
 
 
 def test_load_policy_reads_a_pretrained_model_too(tmp_path):
@@ -280,31 +245,3 @@ def test_load_policy_reads_a_pretrained_model_too(tmp_path):
 
 
 
-def test_kl_cap_raises_beta_only_above_the_cap_and_never_goes_below_kl_penalty(tmp_path):
-    from simpo_bio.dna.leash import check_kl_control, kl_control_step
-
-    step = lambda beta, kl: kl_control_step(beta, kl, base=0.1, cap=20.0)  # noqa: E731
-    assert step(0.1, 60.0) == pytest.approx(0.125)  # far above: +25% per iteration at most
-    assert step(0.1, 22.0) == pytest.approx(0.1 * (1 + 0.5 * 0.1))
-    assert step(0.1, 5.0) == pytest.approx(0.1)  # below the cap at the base: unchanged (one-sided)
-    assert step(0.4, 5.0) == pytest.approx(0.3)  # relaxes toward the base by 25% at most ...
-    assert step(0.105, 5.0) == pytest.approx(0.1)  # ... and never below it
-    assert kl_control_step(0.3, 1e3, base=0.1) == 0.3  # no target, no cap: fixed
-    assert kl_control_step(0.1, 0.0, base=0.1, target=20.0, progress=0.5) == pytest.approx(0.09)  # the schedule
-    for args, match in (((0.0, None, 5.0), "kl_max needs"), ((0.1, None, -1.0), "kl_max needs"),
-                        ((0.1, 5.0, 5.0), "not both"), ((float("nan"), None, None), "finite and >= 0")):
-        with pytest.raises(ValueError, match=match):
-            check_kl_control(*args)
-    # in the module: each iteration's beta is the controller's step from the previous one and its logged KL;
-    # a cap far above any KL leaves it at kl_penalty
-    m = make_module(kl_penalty=0.2, kl_max=0.05, log_reference_elbo=False, lr=3e-2)
-    trainer(tmp_path / "low", 5).fit(m, PolicyIterationDataModule())
-    betas, kls = [h["kl_penalty"] for h in m.history], [h["kl_ref"] for h in m.history]
-    assert betas[0] == 0.2 and max(kls) > 0.05 and max(betas) > 0.2
-    assert betas[1:] + [float(m.kl_beta)] == pytest.approx([step_ for step_ in (
-        kl_control_step(b, k, base=0.2, cap=0.05) for b, k in zip(betas, kls, strict=True))])
-    m = make_module(kl_penalty=0.2, kl_max=1e6, log_reference_elbo=False, lr=3e-2)
-    trainer(tmp_path / "high", 3).fit(m, PolicyIterationDataModule())
-    assert [h["kl_penalty"] for h in m.history] == [0.2, 0.2, 0.2]
-    with pytest.raises(ValueError, match="not both"):
-        make_module(kl_penalty=0.1, kl_target=5.0, kl_max=5.0)

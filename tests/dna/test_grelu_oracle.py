@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from simpo_bio.dna.grelu_oracle import is_grelu_checkpoint, split_spec
-from simpo_bio.dna.oracle import RegressionOracle, load_oracle
+from simpo_bio.dna.oracles.grelu import is_grelu_checkpoint, split_spec
+from simpo_bio.dna.oracles.oracle import RegressionOracle, load_oracle
 
 TASKS = ["hepg2", "k562", "sknsh"]
 

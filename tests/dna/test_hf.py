@@ -1,4 +1,4 @@
-"""Hugging Face export / import of the DNA generators (simpo_bio/dna/hf.py): tiny random models, offline, seconds."""
+"""Hugging Face export / import of the DNA generators (simpo_bio/dna/models/hf.py): tiny random models, offline, seconds."""
 
 from __future__ import annotations
 
@@ -16,11 +16,12 @@ pytest.importorskip("transformers")
 
 from tiny_models import tiny_pretrained_ckpt  # noqa: E402
 
-from simpo_bio.dna import hf, hf_export  # noqa: E402
-from simpo_bio.dna.backbones import DilatedCNN  # noqa: E402
-from simpo_bio.dna.checkpoints import CheckpointArchitectureError, CheckpointNotFoundError  # noqa: E402
-from simpo_bio.dna.finetune import load_policy  # noqa: E402
-from simpo_bio.dna.hf_modeling import modeling_simpo_dna as remote  # noqa: E402
+from simpo_bio.dna.design import hf_export
+from simpo_bio.dna.finetune.module import load_policy  # noqa: E402
+from simpo_bio.dna.models import hf  # noqa: E402
+from simpo_bio.dna.models.backbones import DilatedCNN  # noqa: E402
+from simpo_bio.dna.models.checkpoints import CheckpointArchitectureError, CheckpointNotFoundError  # noqa: E402
+from simpo_bio.dna.models.hf_modeling import modeling_simpo_dna as remote  # noqa: E402
 
 TINY_TRANSFORMER = {"architecture": "transformer", "vocab_size": 5, "hidden_size": 16, "num_layers": 2,
                     "num_heads": 2, "intermediate_size": 32, "max_len": 32}
@@ -100,11 +101,11 @@ def test_directory_loads_through_load_policy_and_samples_the_same(exported):
 
 
 def test_fine_tuning_starts_from_an_exported_directory(exported):
-    from simpo_bio.dna.finetune import SiMPOFineTuning
+    from tiny_models import finetuning
 
     ckpt, out = exported
     kw = {"oracle": lambda x: x.float().mean(-1), "seq_len": 20, "group_size": 4, "num_steps": 4}
-    a, b = SiMPOFineTuning(pretrained=str(out), **kw), SiMPOFineTuning(pretrained=str(ckpt), **kw)
+    a, b = finetuning(pretrained=str(out), **kw), finetuning(pretrained=str(ckpt), **kw)
     assert a.hparams.pretrained == str(out)
     for name, (p, q) in {n: (p, b.policy.state_dict()[n]) for n, p in a.policy.state_dict().items()}.items():
         assert torch.equal(p, q), name
@@ -113,7 +114,7 @@ def test_fine_tuning_starts_from_an_exported_directory(exported):
 
 def test_transformer_model_round_trips(tmp_path):
     from simpo_bio.diffusion.masked import MaskedDiffusion
-    from simpo_bio.dna.pretrain import MaskedDiffusionLM, export_state
+    from simpo_bio.dna.models.pretrain import MaskedDiffusionLM, export_state
 
     torch.manual_seed(0)
     transformer = {k: v for k, v in TINY_TRANSFORMER.items() if k not in ("architecture", "vocab_size")}
@@ -131,10 +132,10 @@ def test_transformer_model_round_trips(tmp_path):
 
 
 def test_finetuned_checkpoint_exports_with_the_run_metrics(tmp_path):
-    from simpo_bio.dna.finetune import SiMPOFineTuning
+    from tiny_models import finetuning
 
     pre = tiny_pretrained_ckpt(tmp_path / "pretrained.ckpt")
-    module = SiMPOFineTuning(pretrained=str(pre), oracle=lambda x: x.float().mean(-1), scheme="linear_neg",
+    module = finetuning(pretrained=str(pre), oracle=lambda x: x.float().mean(-1), scheme="linear_neg",
                              scheme_params={"eta": 1.0}, group_size=2, num_groups=1, seq_len=20)
     with torch.no_grad():
         for p in module.policy.parameters():
@@ -209,8 +210,8 @@ def test_cli_exports_and_samples_and_evaluates_a_directory(tmp_path, monkeypatch
     from tiny_models import SEQ_LEN, tiny_checkpoints, tiny_real_sets
 
     from simpo_bio.cli import main as cli_main
-    from simpo_bio.dna import designs
-    from simpo_bio.dna.data import read_fasta
+    from simpo_bio.dna.data.tables import read_fasta
+    from simpo_bio.dna.design import designs
 
     monkeypatch.setattr(designs, "real_sets", lambda *a, **k: tiny_real_sets())
     monkeypatch.setenv("SIMPO_BIO_CACHE", str(tmp_path / "cache"))

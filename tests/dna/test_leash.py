@@ -1,4 +1,4 @@
-"""The leash to the reference (simpo_bio/dna/leash.py, the trajectory log-probabilities of the sampler) and its
+"""The leash to the reference (simpo_bio/dna/finetune/leash.py, the trajectory log-probabilities of the sampler) and its
 use in SiMPO fine-tuning: KL estimates, bounded repulsion, the KL-regularised reward, constraints."""
 
 import copy
@@ -8,9 +8,14 @@ import pytest
 import torch
 
 from simpo_bio.diffusion.masked import MaskedDiffusion
-from simpo_bio.dna.backbones import DilatedCNN
-from simpo_bio.dna.leash import bounded_elbo, build_constraints, elbo_log_ratio, kl_regularized_reward
-from simpo_bio.dna.naturalness import NaturalnessConstraints
+from simpo_bio.dna.data.composition import NaturalnessConstraints
+from simpo_bio.dna.finetune.leash import (
+    bounded_elbo,
+    build_constraints,
+    elbo_log_ratio,
+    kl_regularized_reward,
+)
+from simpo_bio.dna.models.backbones import DilatedCNN
 
 
 def _model(seed: int) -> MaskedDiffusion:
@@ -114,15 +119,14 @@ def test_build_constraints_from_mapping_and_reference():
 
 def test_finetuning_logs_kl_and_feasibility_and_leash_reduces_drift(tmp_path):
     import lightning.pytorch as pl
-
-    from simpo_bio.dna.finetune import SiMPOFineTuning
+    from tiny_models import finetuning
 
     def oracle(tokens):  # rewards A/T content: the hack the constraints and the leash must hold back
         return (tokens == 0).float().mean(1) * 10 + (tokens == 3).float().mean(1) * 10
 
     kls = {}
     for beta in (0.0, 3.0):
-        m = SiMPOFineTuning(pretrained=_model(0), oracle=oracle, group_size=8, num_groups=2, seq_len=16,
+        m = finetuning(pretrained=_model(0), oracle=oracle, group_size=8, num_groups=2, seq_len=16,
                             num_steps=4, lr=1e-2, kl_penalty=beta, repel_margin=math.log(4),
                             constraints={"gc_window": [0.25, 0.75], "max_homopolymer": 6, "max_dust": None}, seed=0)
         pl.Trainer(max_epochs=8, logger=False, enable_checkpointing=False, enable_progress_bar=False,
@@ -133,13 +137,13 @@ def test_finetuning_logs_kl_and_feasibility_and_leash_reduces_drift(tmp_path):
         kls[beta] = sum(r["kl_ref"] for r in h[-3:]) / 3
     assert kls[3.0] < kls[0.0]
     with pytest.raises(ValueError, match="kl_estimator"):
-        SiMPOFineTuning(pretrained=_model(0), oracle=oracle, seq_len=16, kl_estimator="nope")
+        finetuning(pretrained=_model(0), oracle=oracle, seq_len=16, kl_estimator="nope")
     with pytest.raises(ValueError, match="kl_penalty"):
-        SiMPOFineTuning(pretrained=_model(0), oracle=oracle, seq_len=16, kl_penalty=-1)
+        finetuning(pretrained=_model(0), oracle=oracle, seq_len=16, kl_penalty=-1)
 
 
 def test_anchor_kl_count_and_time_forms_estimate_the_same_path_kl():
-    from simpo_bio.dna.leash import anchor_kl
+    from simpo_bio.dna.finetune.leash import anchor_kl
 
     torch.manual_seed(0)
     ref = MaskedDiffusion(DilatedCNN(hidden_dim=16, num_stacks=1, dilations=(1, 2), kernel_size=3)).eval()
@@ -159,22 +163,3 @@ def test_anchor_kl_count_and_time_forms_estimate_the_same_path_kl():
     assert count.mean(0).std() < time_form.mean(0).std()
 
 
-def test_kmer_set_penalty_scores_the_sequences_that_pull_the_spectrum_away():
-    from simpo_bio.dna.leash import kmer_set_penalty
-    from simpo_bio.dna.naturalness import kmer_counts
-
-    g = torch.Generator().manual_seed(0)
-    natural = torch.randint(0, 4, (12, 60), generator=g)
-    q = kmer_counts(natural).sum(0) + 1.0
-    q = q / q.sum()
-    at_rich = natural.clone()
-    at_rich[6:, :] = torch.randint(0, 2, (6, 60), generator=g) * 3  # A/T only: over-uses AAA, AAT, ..., TTT
-    p = kmer_set_penalty(at_rich, q)
-    assert p.shape == (12,)
-    assert p[6:].min() > p[:6].max()  # the A/T sequences pull the batch away, the others pull it back
-    # a batch with the reference spectrum itself: every penalty is about 0 (only the pseudocount differs)
-    assert kmer_set_penalty(natural, q).abs().max() < 1.0
-    with pytest.raises(ValueError, match="64 positive frequencies"):
-        kmer_set_penalty(natural, q[:10])
-    with pytest.raises(ValueError, match="pseudocount"):
-        kmer_set_penalty(natural, q, pseudocount=0.0)

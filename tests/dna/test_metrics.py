@@ -1,4 +1,4 @@
-"""Tests of the DRAKES-style metrics (simpo_bio.dna.metrics)."""
+"""Tests of the DRAKES-style metrics (simpo_bio.dna.evaluation.metrics)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from simpo_bio.dna import metrics as M
-from simpo_bio.dna.alphabet import decode
-from simpo_bio.dna.oracle import NonFiniteRewardError
+from simpo_bio.dna.data.alphabet import decode
+from simpo_bio.dna.evaluation import metrics as M
+from simpo_bio.dna.oracles.oracle import NonFiniteRewardError
 
 
 def _rand_tokens(n, length=60, seed=0):
@@ -145,7 +145,7 @@ def test_evaluator_rejects_nan_reward():
 
 def test_app_log_lik_is_a_stable_per_sequence_estimate():
     from simpo_bio.diffusion.masked import MaskedDiffusion
-    from simpo_bio.dna.backbones import DilatedCNN
+    from simpo_bio.dna.models.backbones import DilatedCNN
 
     torch.manual_seed(0)
     model = MaskedDiffusion(DilatedCNN(hidden_dim=8, num_stacks=1, dilations=(1, 2), kernel_size=3))
@@ -164,7 +164,7 @@ def test_app_log_lik_is_a_stable_per_sequence_estimate():
 def test_diversity_is_exact_for_small_sets_and_a_fixed_seed_estimate_above_the_cap():
     from itertools import combinations
 
-    from simpo_bio.dna.metrics import diversity_pairs, metrics_table, pairwise_hamming_mean
+    from simpo_bio.dna.evaluation.metrics import diversity_pairs, metrics_table, pairwise_hamming_mean
 
     g = torch.Generator().manual_seed(0)
     x = torch.randint(0, 4, (40, 30), generator=g)

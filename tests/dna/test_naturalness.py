@@ -1,10 +1,10 @@
-"""Naturalness metrics and synthesis flags on hand-made sequences (simpo_bio/dna/naturalness.py)."""
+"""Naturalness metrics and synthesis flags on hand-made sequences (simpo_bio/dna/data/composition.py)."""
 
 import numpy as np
 import pytest
 import torch
 
-from simpo_bio.dna.naturalness import (
+from simpo_bio.dna.data.composition import (
     dust_score,
     gc_fraction,
     longest_homopolymer,
@@ -55,7 +55,7 @@ def test_bad_shapes_raise():
 
 
 def test_windowed_gc_matches_a_direct_count():
-    from simpo_bio.dna.naturalness import windowed_gc
+    from simpo_bio.dna.data.composition import windowed_gc
 
     seq = "GGGGGCCCCC" + "ATATATATAT" * 3
     w = windowed_gc(_tok(seq), 10)
@@ -67,7 +67,7 @@ def test_windowed_gc_matches_a_direct_count():
 
 
 def test_kmer_chi2_zero_for_background_match_and_large_for_homopolymer():
-    from simpo_bio.dna.naturalness import kmer_chi2
+    from simpo_bio.dna.data.composition import kmer_chi2
 
     x = _tok("ACGT" * 50, "A" * 200)
     uniform = torch.full((64,), 1 / 64)
@@ -80,7 +80,7 @@ def test_kmer_chi2_zero_for_background_match_and_large_for_homopolymer():
 
 
 def test_constraints_violation_and_from_reference():
-    from simpo_bio.dna.naturalness import NaturalnessConstraints
+    from simpo_bio.dna.data.composition import NaturalnessConstraints
 
     rng = np.random.default_rng(1)
     real = torch.tensor(rng.integers(0, 4, size=(300, 200)))
@@ -98,7 +98,7 @@ def test_constraints_violation_and_from_reference():
 
 
 def test_feasibility_ranked_puts_infeasible_last():
-    from simpo_bio.dna.naturalness import feasibility_ranked
+    from simpo_bio.dna.data.composition import feasibility_ranked
 
     r = torch.tensor([[5.0, 1.0, 3.0, 2.0], [4.0, 3.0, 2.0, 1.0]])
     v = torch.tensor([[2.0, 0.0, 0.0, 0.5], [1.0, 1.0, 3.0, 2.0]])

@@ -1,18 +1,18 @@
-"""Tests of the oracle interface, loading, scoring and the finite-reward check (simpo_bio.dna.oracle), on the tiny
+"""Tests of the oracle interface, loading, scoring and the finite-reward check (simpo_bio.dna.oracles.oracle), on the tiny
 classifier of conftest.py (``trained_oracle``: a few steps on a small labelled table)."""
 
 import pytest
 import torch
 
-from simpo_bio.dna.alphabet import SequenceValidationError, decode
-from simpo_bio.dna.checkpoints import (
+from simpo_bio.dna.data.alphabet import SequenceValidationError, decode
+from simpo_bio.dna.models.checkpoints import (
     CheckpointArchitectureError,
     CheckpointCorruptError,
     CheckpointError,
     CheckpointNotFoundError,
     load_checkpoint,
 )
-from simpo_bio.dna.oracle import (
+from simpo_bio.dna.oracles.oracle import (
     CellTypeOracle,
     NonFiniteRewardError,
     RegressionOracle,

@@ -1,8 +1,8 @@
-"""Tests of the oracle's training (simpo_bio.dna.oracle_training): the test report and the k-mer baseline."""
+"""Tests of the oracle's training (simpo_bio.dna.oracles.training): the test report and the k-mer baseline."""
 
 import torch
 
-from simpo_bio.dna.oracle_training import kmer_count_matrix
+from simpo_bio.dna.oracles.training import kmer_count_matrix
 
 
 def test_test_report_prints_auroc_and_baseline(trained_oracle, capsys):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from simpo_bio.dna import designs, plots
+from simpo_bio.dna.design import designs, plots
 
 
 def _capture(monkeypatch):

@@ -10,14 +10,14 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from simpo_bio.dna.baselines import MarkovChain, markov_bits_per_base
-from simpo_bio.dna.checkpoints import (
+from simpo_bio.dna.models.baselines import MarkovChain, markov_bits_per_base
+from simpo_bio.dna.models.checkpoints import (
     KIND_KEY,
     CheckpointArchitectureError,
     CheckpointCorruptError,
     CheckpointNotFoundError,
 )
-from simpo_bio.dna.pretrain import ExportPretrained, MaskedDiffusionLM, export_state, load_pretrained
+from simpo_bio.dna.models.pretrain import ExportPretrained, MaskedDiffusionLM, export_state, load_pretrained
 
 torch.set_num_threads(1)
 TINY = {"hidden_dim": 8, "num_stacks": 1, "dilations": [1, 2], "kernel_size": 3, "block_order": "interleaved"}

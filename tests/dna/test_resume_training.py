@@ -13,10 +13,10 @@ import pandas as pd
 import pytest
 import torch
 
-from simpo_bio.dna.checkpoints import ResumableCheckpoint
-from simpo_bio.dna.datamodules import CellTypeDataModule, EpochSeededSampler, SequenceDataModule
-from simpo_bio.dna.oracle_training import CellTypeClassifier
-from simpo_bio.dna.pretrain import MaskedDiffusionLM
+from simpo_bio.dna.data.datamodules import CellTypeDataModule, EpochSeededSampler, SequenceDataModule
+from simpo_bio.dna.models.checkpoints import ResumableCheckpoint
+from simpo_bio.dna.models.pretrain import MaskedDiffusionLM
+from simpo_bio.dna.oracles.training import CellTypeClassifier
 
 L = 16
 

@@ -16,8 +16,8 @@ from tiny_models import SEQ_LEN, tiny_checkpoints
 
 from simpo_bio.cli import main as cli_main
 from simpo_bio.dna import cli as dna_cli
-from simpo_bio.dna import grelu_oracle
-from simpo_bio.dna.checkpoints import CheckpointError, UnsafeCheckpointError, load_checkpoint
+from simpo_bio.dna.models.checkpoints import CheckpointError, UnsafeCheckpointError, load_checkpoint
+from simpo_bio.dna.oracles import grelu as grelu_oracle
 from simpo_bio.safe_pickle import file_sha256
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -116,7 +116,9 @@ def test_demo_resume_check_refuses_a_planted_last_ckpt(tmp_path, marker, capsys)
 
 
 def test_pooled_runs_refuse_a_crafted_checkpoint(tmp_path, marker):
-    from simpo_bio.dna.designs import pooled_policies  # what ExportDesigns(pool_with=...) loads them with
+    from simpo_bio.dna.design.designs import (
+        pooled_policies,  # what ExportDesigns(pool_with=...) loads them with
+    )
 
     evil = crafted_lightning(tmp_path / "run_seed1" / "checkpoints" / "last.ckpt", marker)
     with pytest.raises(UnsafeCheckpointError, match="refused"):
@@ -139,7 +141,7 @@ def test_fit_refuses_a_planted_last_ckpt(ckpts, tmp_path, marker, monkeypatch, c
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
     crafted_lightning(tmp_path / "ck" / "last.ckpt", marker)
-    callbacks = f"[{{class_path: simpo_bio.dna.checkpoints.ResumableCheckpoint, init_args: {{dirpath: {tmp_path / 'ck'}}}}}]"
+    callbacks = f"[{{class_path: simpo_bio.dna.models.checkpoints.ResumableCheckpoint, init_args: {{dirpath: {tmp_path / 'ck'}}}}}]"
     line = _fails_with_one_line(["fit", "--config", BASE, "--model.init_args.pretrained", str(ckpts["pretrained"]),
                                  "--model.init_args.oracle", str(ckpts["oracle"]), "--model.init_args.seq_len",
                                  str(SEQ_LEN), "--trainer.logger", "false", "--trainer.accelerator", "cpu",
@@ -202,7 +204,7 @@ def test_control_numpy_state_and_legacy_buffer_load_safely(tmp_path, marker):
 
 # ------------------------------------------------------------------------------------------------------ gReLU
 def test_grelu_oracle_is_refused_without_opt_in(ckpts, tmp_path, marker, capsys):
-    from simpo_bio.dna.oracle import load_oracle
+    from simpo_bio.dna.oracles.oracle import load_oracle
 
     evil = crafted_grelu(tmp_path / "reward_oracle_ft.ckpt", marker)
     assert grelu_oracle.is_grelu_checkpoint(evil)  # the layout check reads it without running anything
@@ -246,8 +248,8 @@ def test_opt_in_lets_a_grelu_file_through_to_the_grelu_loader(opt_in, tmp_path, 
 
 # --------------------------------------------------------------------------------------- what still loads
 def test_shipped_checkpoints_load_through_the_safe_loader():
-    from simpo_bio.dna.oracle import load_oracle
-    from simpo_bio.dna.policies import load_policy
+    from simpo_bio.dna.models.policies import load_policy
+    from simpo_bio.dna.oracles.oracle import load_oracle
 
     shipped = sorted((ROOT / "checkpoints" / "dna").glob("*.ckpt"))
     assert len(shipped) >= 3
@@ -261,7 +263,7 @@ def test_shipped_checkpoints_load_through_the_safe_loader():
 def test_a_fresh_lightning_last_ckpt_loads_through_the_safe_loader(tmp_path):
     import resume_job
 
-    from simpo_bio.dna.policies import load_policy
+    from simpo_bio.dna.models.policies import load_policy
 
     resume_job.run(tmp_path, 1)  # a 1-iteration SiMPO fit with ResumableCheckpoint (RNG states, run identity)
     last = tmp_path / "checkpoints" / "last.ckpt"
@@ -276,7 +278,7 @@ def test_the_one_full_unpickle_is_the_grelu_loader():
     if out.returncode > 1:
         pytest.skip(f"git grep unavailable: {out.stderr.strip()}")
     hits = out.stdout.strip().splitlines()
-    assert len(hits) == 1 and hits[0].startswith("simpo_bio/dna/grelu_oracle.py:"), hits
+    assert len(hits) == 1 and hits[0].startswith("simpo_bio/dna/oracles/grelu.py:"), hits
     assert "load_from_checkpoint" in hits[0]
 
 

@@ -1,4 +1,4 @@
-"""Composition-matched selection of the final designs (simpo_bio.dna.selection) and its use at export."""
+"""Composition-matched selection of the final designs (simpo_bio.dna.design.selection) and its use at export."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import pytest
 import torch
 from tiny_models import SEQ_LEN, tiny_checkpoints, tiny_real_sets, tiny_run
 
-from simpo_bio.dna import designs
-from simpo_bio.dna.designs import ExportDesigns
-from simpo_bio.dna.selection import composition_matched, reference_spectra, select_by_composition
+from simpo_bio.dna.design import designs
+from simpo_bio.dna.design.designs import ExportDesigns
+from simpo_bio.dna.design.selection import composition_matched, reference_spectra, select_by_composition
 
 
 def _nkl(c, q):
@@ -88,7 +88,7 @@ def test_bad_inputs_are_named(kwargs, match):
 
 
 def test_reference_spectra_and_composition_matched_on_a_tiny_model(tmp_path):
-    from simpo_bio.dna.pretrain import load_pretrained
+    from simpo_bio.dna.models.pretrain import load_pretrained
 
     ref = load_pretrained(tiny_checkpoints(tmp_path)["pretrained"])
     a = reference_spectra(ref, SEQ_LEN, num_samples=16, num_steps=4, seed=3)
@@ -117,10 +117,10 @@ def test_reference_spectra_and_composition_matched_on_a_tiny_model(tmp_path):
 
 
 def test_a_selection_target_raises_the_weight_until_the_kept_set_reaches_it(tmp_path):
-    from simpo_bio.dna.metrics import pearson
-    from simpo_bio.dna.naturalness import kmer_counts
-    from simpo_bio.dna.pretrain import load_pretrained
-    from simpo_bio.dna.selection import LADDER
+    from simpo_bio.dna.data.composition import kmer_counts
+    from simpo_bio.dna.design.selection import LADDER
+    from simpo_bio.dna.evaluation.metrics import pearson
+    from simpo_bio.dna.models.pretrain import load_pretrained
 
     ref = load_pretrained(tiny_checkpoints(tmp_path)["pretrained"])
     spectra = reference_spectra(ref, SEQ_LEN, num_samples=16, num_steps=4)
@@ -167,8 +167,8 @@ def test_export_keeps_num_samples_of_the_candidates(selected_run):
     assert metrics["model"].tolist()[-1] == "fine-tuned (square_neg; 12 of 40 selected, weight 0.5, motif x0.3)"
     assert len(pd.read_csv(selected_run / "pretrained_designs.csv")) == 12
     # each kept design carries its own fine-tuning-oracle reward (selection reorders designs and rewards together)
-    from simpo_bio.dna.alphabet import encode
-    from simpo_bio.dna.oracle import load_oracle, oracle_scores
+    from simpo_bio.dna.data.alphabet import encode
+    from simpo_bio.dna.oracles.oracle import load_oracle, oracle_scores
 
     toks = torch.cat([torch.as_tensor(encode(s)).reshape(1, -1) for s in table["sequence"]]).long()
     rescored = oracle_scores(load_oracle(ckpts["oracle"]), toks)
@@ -176,8 +176,10 @@ def test_export_keeps_num_samples_of_the_candidates(selected_run):
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    ({"num_samples": 64, "select_from": 32}, r"select_from \(32\) must be 0 \(off\) or >= num_samples \(64\)"),
-    ({"select_weight": -0.1}, "select_weight must be >= 0"),
+    ({"num_samples": 64, "selection": {"candidates": 32}},
+     r"selection.candidates \(32\) must be 0 \(off\) or >= the designs kept \(64\)"),
+    ({"selection": {"weight": -0.1}}, "selection.weight must be >= 0"),
+    ({"selection": {"candidates": 640, "weights": 1.0}}, "ExportDesigns: .*weights"),
 ])
 def test_export_callback_rejects_bad_selection_settings(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -185,12 +187,12 @@ def test_export_callback_rejects_bad_selection_settings(kwargs, match):
 
 
 def test_demo_num_samples_keeps_the_candidates_per_design():
-    from simpo_bio.dna.demo_config import export_with_samples as _export_with_samples
+    from simpo_bio.dna.design.selection import SelectionConfig
 
-    export = {"num_samples": 256, "select_from": 1024, "seed": 1}
-    assert _export_with_samples(export, 64) == {"num_samples": 64, "select_from": 256, "seed": 1}
-    assert _export_with_samples(export, None) == export
-    assert _export_with_samples({"num_samples": 256}, 64) == {"num_samples": 64}
+    sel = SelectionConfig(candidates=1024, weight=1.0)
+    assert sel.scaled(64, 256) == SelectionConfig(candidates=256, weight=1.0)
+    assert sel.scaled(256, 256) == sel
+    assert SelectionConfig().scaled(64, 256) == SelectionConfig()  # off stays off
 
 
 class _FirstBaseScanner:
@@ -201,8 +203,8 @@ class _FirstBaseScanner:
 
 
 def test_motif_ratio_weighs_the_motif_term_against_the_3mer_term(tmp_path):
-    from simpo_bio.dna.pretrain import load_pretrained
-    from simpo_bio.dna.selection import check_selection
+    from simpo_bio.dna.design.selection import SelectionConfig
+    from simpo_bio.dna.models.pretrain import load_pretrained
 
     ref = load_pretrained(tiny_checkpoints(tmp_path)["pretrained"])
     g = torch.Generator().manual_seed(4)
@@ -219,10 +221,10 @@ def test_motif_ratio_weighs_the_motif_term_against_the_3mer_term(tmp_path):
     for bad in (-1.0, float("inf")):
         with pytest.raises(ValueError, match="motif ratio must be finite and >= 0"):
             composition_matched(cand, r, 8, ref, weight=1.0, motif_ratio=bad, **kw)
-        with pytest.raises(ValueError, match="select_motif_ratio must be finite and >= 0"):
-            check_selection(8, 40, 1.0, None, bad)
-        with pytest.raises(ValueError, match="ExportDesigns: select_motif_ratio"):
-            ExportDesigns(eval_oracle=None, select_motif_ratio=bad)
+        with pytest.raises(ValueError, match="selection.motif_ratio must be finite and >= 0"):
+            SelectionConfig(40, 1.0, None, bad).validate(8)
+        with pytest.raises(ValueError, match="ExportDesigns: selection.motif_ratio"):
+            ExportDesigns(eval_oracle=None, selection={"motif_ratio": bad})
 
 
 def test_export_with_a_selection_target_names_it_and_prints_the_weight_used(tmp_path, monkeypatch, capsys):
@@ -243,7 +245,7 @@ def test_export_with_a_selection_target_names_it_and_prints_the_weight_used(tmp_
 
 
 def test_a_missed_target_is_a_warning_and_a_met_one_is_not():
-    from simpo_bio.dna.selection import Selection
+    from simpo_bio.dna.design.selection import Selection
 
     idx = torch.arange(3)
     assert "below the target 0.85" in Selection(idx, 4.0, 0.6).shortfall(0.85)
@@ -256,8 +258,8 @@ def test_pooled_export_draws_an_equal_share_from_each_run_and_names_the_run_of_e
                                                                                           capsys):
     """A run's export with ``pool_with``: 20 + 20 candidates from two runs; every kept design is a sample of the
     run its ``model`` column names (re-drawn here from that run's checkpoint with the export's generator)."""
-    from simpo_bio.dna.designs import sample_with_progress
-    from simpo_bio.dna.policies import load_policy
+    from simpo_bio.dna.design.designs import sample_with_progress
+    from simpo_bio.dna.models.policies import load_policy
 
     monkeypatch.setattr(designs, "real_sets", lambda *a, **k: tiny_real_sets())
     ckpts = tiny_checkpoints(tmp_path / "ckpt")
@@ -293,17 +295,15 @@ def test_pooled_export_draws_an_equal_share_from_each_run_and_names_the_run_of_e
 
 
 def test_pooling_refuses_what_it_cannot_pool(tmp_path):
-    from simpo_bio.dna.checkpoints import CheckpointNotFoundError
-    from simpo_bio.dna.designs import pooled_policies
+    from simpo_bio.dna.design.designs import pooled_policies
+    from simpo_bio.dna.models.checkpoints import CheckpointNotFoundError
 
     ckpts = tiny_checkpoints(tmp_path)
-    with pytest.raises(ValueError, match=r"pool_with \(1 runs\) needs select_from > 0"):
-        pooled_policies([ckpts["pretrained"]], 0, SEQ_LEN)
     with pytest.raises(ValueError, match="ExportDesigns: pool_with"):
         ExportDesigns(eval_oracle=None, pool_with=[str(ckpts["pretrained"])])
     with pytest.raises(CheckpointNotFoundError, match="missing.ckpt does not exist"):
-        pooled_policies([tmp_path / "missing.ckpt"], 40, SEQ_LEN)
+        pooled_policies([tmp_path / "missing.ckpt"], SEQ_LEN)
     # a pretrained checkpoint records no length: load_policy reads it as the DHS model's 200 bp
     with pytest.raises(ValueError, match=f"pretrained.ckpt generates 200 bp, this run {SEQ_LEN} bp"):
-        pooled_policies([ckpts["pretrained"]], 40, SEQ_LEN)
-    assert len(pooled_policies([ckpts["pretrained"]], 40, 200)) == 1
+        pooled_policies([ckpts["pretrained"]], SEQ_LEN)
+    assert len(pooled_policies([ckpts["pretrained"]], 200)) == 1

@@ -1,4 +1,4 @@
-"""Synthesis constraints on DnaChisel, their repair and the export (simpo_bio/dna/synthesis.py, `simpo-bio export`)."""
+"""Synthesis constraints on DnaChisel, their repair and the export (simpo_bio/dna/design/synthesis.py, `simpo-bio export`)."""
 
 from pathlib import Path
 
@@ -10,10 +10,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from simpo_bio.cli import main as cli_main
-from simpo_bio.dna.alphabet import encode
-from simpo_bio.dna.data import read_fasta
-from simpo_bio.dna.naturalness import gc_fraction, longest_homopolymer, windowed_gc
-from simpo_bio.dna.synthesis import (
+from simpo_bio.dna.data.alphabet import encode
+from simpo_bio.dna.data.composition import gc_fraction, longest_homopolymer, windowed_gc
+from simpo_bio.dna.data.tables import read_fasta
+from simpo_bio.dna.design.synthesis import (
     SynthesisConstraints,
     check_designs,
     constraint_summary,
@@ -138,7 +138,7 @@ def test_repair_designs_keeps_a_repair_only_within_the_margin():
     originals = {s for s in designs}
 
     def score(x):  # the originals score 0, any changed design -1: a repair costs 1 log-odds
-        from simpo_bio.dna.alphabet import decode
+        from simpo_bio.dna.data.alphabet import decode
         return torch.tensor([0.0 if s in originals else -1.0 for s in decode(x)])
 
     kept, report = repair_designs(table, score=score, margin=0.5)
@@ -231,7 +231,7 @@ def test_export_damaged_tables_are_one_line(tmp_path, capsys):
 
 
 def test_composition_figure_legends_sit_outside_the_axes(monkeypatch, tmp_path):
-    import simpo_bio.dna.plots as plots
+    import simpo_bio.dna.design.plots as plots
 
     seen = {}
 

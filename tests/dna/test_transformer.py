@@ -1,4 +1,4 @@
-"""Transformer denoiser (simpo_bio/dna/transformer.py): shapes, the ``subs`` invariants, training, fine-tuning."""
+"""Transformer denoiser (simpo_bio/dna/models/transformer.py): shapes, the ``subs`` invariants, training, fine-tuning."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import torch
 pytest.importorskip("transformers")
 
 from simpo_bio.diffusion.masked import MaskedDiffusion  # noqa: E402
-from simpo_bio.dna.backbones import DilatedCNN  # noqa: E402
-from simpo_bio.dna.transformer import TransformerDenoiser, backbone_config, build_backbone  # noqa: E402
+from simpo_bio.dna.models.backbones import DilatedCNN  # noqa: E402
+from simpo_bio.dna.models.transformer import TransformerDenoiser, backbone_config, build_backbone  # noqa: E402
 
 TINY = {"hidden_size": 16, "num_layers": 2, "num_heads": 2, "intermediate_size": 32, "max_len": 32}
 
@@ -99,7 +99,7 @@ def test_short_training_run_lowers_the_elbo():
 
 
 def test_pretraining_module_with_a_transformer(tmp_path):
-    from simpo_bio.dna.pretrain import MaskedDiffusionLM, export_state, load_pretrained
+    from simpo_bio.dna.models.pretrain import MaskedDiffusionLM, export_state, load_pretrained
 
     lm = MaskedDiffusionLM(architecture="transformer", transformer=TINY, lr=3e-3, warmup_steps=1,
                            num_eval_samples=0, schedule_horizon="steps")
@@ -125,9 +125,11 @@ def test_pretraining_module_with_a_transformer(tmp_path):
 
 
 def test_fine_tuning_a_transformer_policy(tmp_path):
-    from simpo_bio.dna.finetune import SiMPOFineTuning, load_policy
+    from tiny_models import finetuning
 
-    module = SiMPOFineTuning(pretrained=tiny_model(), oracle=lambda x: (x == 2).float().mean(-1), group_size=4,
+    from simpo_bio.dna.models.policies import load_policy
+
+    module = finetuning(pretrained=tiny_model(), oracle=lambda x: (x == 2).float().mean(-1), group_size=4,
                              num_groups=1, seq_len=12, update_epochs=1)
     trainer = pl.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_progress_bar=False,
                          enable_model_summary=False, default_root_dir=tmp_path,

@@ -7,13 +7,13 @@ from pathlib import Path
 import lightning.pytorch as pl
 import torch
 
-from simpo_bio.dna.checkpoints import record_model_kind
+from simpo_bio.dna.models.checkpoints import record_model_kind
 
 SEQ_LEN = 20
 
 
 def tiny_pretrained_ckpt(path: Path, seed: int = 0) -> Path:
-    from simpo_bio.dna.pretrain import MaskedDiffusionLM, export_state
+    from simpo_bio.dna.models.pretrain import MaskedDiffusionLM, export_state
 
     torch.manual_seed(seed)
     m = MaskedDiffusionLM(hidden_dim=8, num_stacks=1, dilations=[1, 2], kernel_size=3, num_eval_samples=0)
@@ -24,7 +24,7 @@ def tiny_pretrained_ckpt(path: Path, seed: int = 0) -> Path:
 
 
 def tiny_oracle_ckpt(path: Path, seed: int = 0) -> Path:
-    from simpo_bio.dna.oracle_training import CellTypeClassifier
+    from simpo_bio.dna.oracles.training import CellTypeClassifier
 
     torch.manual_seed(seed)
     m = CellTypeClassifier(channels=8, first_kernel=5, kernel=3, num_blocks=1, pool=2, seq_len=SEQ_LEN)
@@ -53,19 +53,22 @@ def tiny_run(root: Path, ckpts: dict[str, Path], iterations: int = 2, num_sample
              scheme: str = "square_neg", **export_kwargs) -> Path:
     """Fit SiMPO for a few iterations on the tiny checkpoints; outputs (FASTA, tables, plots) under ``root``.
 
-    The caller must make :func:`simpo_bio.dna.designs.real_sets` return :func:`tiny_real_sets` (monkeypatch).
+    The caller must make :func:`simpo_bio.dna.design.designs.real_sets` return :func:`tiny_real_sets` (monkeypatch).
     """
     from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger
 
-    from simpo_bio.dna.designs import ExportDesigns
-    from simpo_bio.dna.finetune import PolicyIterationDataModule, SiMPOFineTuning
+    from simpo_bio.dna.design.designs import ExportDesigns
+    from simpo_bio.dna.finetune.module import PolicyIterationDataModule
 
-    module = SiMPOFineTuning(pretrained=str(ckpts["pretrained"]), oracle=str(ckpts["oracle"]), scheme=scheme,
+    module = finetuning(pretrained=str(ckpts["pretrained"]), oracle=str(ckpts["oracle"]), scheme=scheme,
                              group_size=8, num_groups=1, seq_len=SEQ_LEN, num_steps=4, update_epochs=1,
                              lr=1e-3)
+    names = {"select_from": "candidates", "select_weight": "weight", "select_target": "target",
+             "select_motif_ratio": "motif_ratio"}
+    selection = {names[k]: export_kwargs.pop(k) for k in list(export_kwargs) if k in names}
     export = ExportDesigns(num_samples=num_samples, eval_oracle=str(ckpts["eval_oracle"]), out_dir=str(root),
-                           jaspar=False, **export_kwargs)
+                           jaspar=False, selection=selection or None, **export_kwargs)
     trainer = pl.Trainer(max_epochs=iterations, accelerator="cpu", devices=1, default_root_dir=root,
                          logger=CSVLogger(root, name="logs"), enable_progress_bar=False,
                          enable_model_summary=False,
@@ -73,3 +76,33 @@ def tiny_run(root: Path, ckpts: dict[str, Path], iterations: int = 2, num_sample
                                     export])
     trainer.fit(module, PolicyIterationDataModule())
     return root
+
+
+#: The leash settings the unit tests were written against (the module's own defaults are the shipped ones:
+#: simpo_bio/dna/finetune/config.py); a test that wants the shipped leash passes them explicitly.
+UNLEASHED = {"kl_coef": 0.0, "kl_penalty": 0.0, "constraints": None, "repel_margin": None, "minibatch_size": None}
+
+
+def finetuning(**kw):
+    """``SiMPOFineTuning`` from flat keyword arguments, each put into its config group by name (tests only),
+    with :data:`UNLEASHED` under the given values."""
+    from dataclasses import fields
+
+    from simpo_bio.dna.finetune import (
+        RewardConfig,
+        SamplingConfig,
+        SiMPOFineTuning,
+        UpdateConfig,
+        WeightingConfig,
+    )
+
+    groups = {"sampling": SamplingConfig, "reward": RewardConfig, "weighting": WeightingConfig, "update": UpdateConfig}
+    kw = {**UNLEASHED, **kw}
+    args: dict = {name: {} for name in groups}
+    for key, value in kw.items():
+        owner = [g for g, cls in groups.items() if key in {f.name for f in fields(cls)}]
+        if owner:
+            args[owner[0]][key] = value
+        else:
+            args[key] = value
+    return SiMPOFineTuning(**{k: (groups[k](**v) if k in groups else v) for k, v in args.items()})

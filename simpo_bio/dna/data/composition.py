@@ -2,7 +2,7 @@
 
 A fine-tuned generator can raise an oracle's score by leaving natural DNA (near-0% or near-100% GC, homopolymer
 runs, repeats): these per-sequence measures make that visible next to Pred-Activity. The synthesis constraints of
-an order live in :mod:`simpo_bio.dna.synthesis`.
+an order live in :mod:`simpo_bio.dna.design.synthesis`.
 
 - :func:`gc_fraction` ``[B]``: share of G or C.
 - :func:`longest_homopolymer` ``[B]``: longest run of one base, bp.
@@ -14,21 +14,24 @@ an order live in :mod:`simpo_bio.dna.synthesis`.
   share with a homopolymer longer than a limit, median DUST score).
 - :func:`kmer_chi2` ``[B]``: Pearson chi-square distance of a sequence's 3-mer counts from a background.
 - :class:`NaturalnessConstraints` / :func:`feasibility_ranked`: the constraint option of fine-tuning
-  (:class:`simpo_bio.dna.finetune.SiMPOFineTuning`, ``constraints``): a design outside the natural range ranks
+  (:class:`simpo_bio.dna.finetune.module.SiMPOFineTuning`, ``constraints``): a design outside the natural range ranks
   below every design inside it.
 - :func:`windowed_gc` ``[B, L - w + 1]``: GC fraction of every ``w``-bp window (the vendor check of
-  :mod:`simpo_bio.dna.synthesis`, which builds the synthesis constraints on DnaChisel).
+  :mod:`simpo_bio.dna.design.synthesis`, which builds the synthesis constraints on DnaChisel).
 
-Token ids are those of :mod:`simpo_bio.dna.alphabet` (``A=0, C=1, G=2, T=3``). Imports: torch, numpy and
-:mod:`simpo_bio.dna.alphabet` only.
+Token ids are those of :mod:`simpo_bio.dna.data.alphabet` (``A=0, C=1, G=2, T=3``). Imports: torch, numpy and
+:mod:`simpo_bio.dna.data.alphabet` only.
 """
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+
+from simpo_bio.dna.data.alphabet import ALPHABET
 
 __all__ = [
     "gc_fraction",
@@ -137,7 +140,7 @@ def naturalness_summary(per_sequence: dict[str, np.ndarray] | object, *, gc_wind
 
 def windowed_gc(tokens: torch.Tensor, window: int = 50) -> torch.Tensor:
     """GC fraction of every ``window``-bp window, ``[B, L - window + 1]`` (the vendor check of
-    :class:`simpo_bio.dna.synthesis.SynthesisConstraints`, as a tensor op).
+    :class:`simpo_bio.dna.design.synthesis.SynthesisConstraints`, as a tensor op).
 
     Raises:
         ValueError: ``window < 1`` or longer than the sequences.
@@ -164,11 +167,52 @@ def kmer_counts(tokens: torch.Tensor, k: int = 3) -> torch.Tensor:
     return torch.nn.functional.one_hot(codes, 4**k).to(torch.float32).sum(1)
 
 
+def kmer_frequencies(tokens: torch.Tensor, k: int = 3) -> torch.Tensor:
+    """Normalised k-mer frequencies of a set of sequences.
+
+    Args:
+        tokens: ``[B, L]`` ids in ``0..3``.
+        k: k-mer length.
+
+    Returns:
+        float64 ``[4**k]`` summing to 1, k-mers in lexicographic order of ``ACGT`` (see :func:`kmer_names`).
+    """
+    tokens = torch.as_tensor(tokens).long()
+    if tokens.shape[1] < k:
+        raise ValueError(f"sequences of length {tokens.shape[1]} have no {k}-mers")
+    code = torch.zeros(tokens.shape[0], tokens.shape[1] - k + 1, dtype=torch.long)
+    for j in range(k):
+        code = code * 4 + tokens[:, j : tokens.shape[1] - k + 1 + j]
+    counts = torch.bincount(code.reshape(-1), minlength=4**k).double()
+    return counts / counts.sum().clamp_min(1)
+
+
+def kmer_names(k: int = 3) -> list[str]:
+    """All k-mers over ``ACGT`` in the order used by :func:`kmer_frequencies`."""
+    return ["".join(p) for p in itertools.product(ALPHABET, repeat=k)]
+
+
+def pearson(a: torch.Tensor | np.ndarray, b: torch.Tensor | np.ndarray) -> float:
+    """Pearson correlation of two vectors; ``nan`` when either is constant."""
+    a = np.asarray(a, dtype=np.float64).ravel()
+    b = np.asarray(b, dtype=np.float64).ravel()
+    if a.shape != b.shape:
+        raise ValueError(f"shapes differ: {a.shape} vs {b.shape}")
+    a, b = a - a.mean(), b - b.mean()
+    den = np.sqrt((a * a).sum() * (b * b).sum())
+    return float((a * b).sum() / den) if den > 0 else float("nan")
+
+
+def kmer_correlation(tokens: torch.Tensor, reference: torch.Tensor, k: int = 3) -> float:
+    """Pearson correlation of k-mer frequencies of ``tokens`` ``[B, L]`` and ``reference`` ``[R, L']``."""
+    return pearson(kmer_frequencies(tokens, k), kmer_frequencies(reference, k))
+
+
 def kmer_chi2(tokens: torch.Tensor, background: torch.Tensor, k: int = 3) -> torch.Tensor:
     """Pearson chi-square distance of every sequence's k-mer counts from a background: ``[B, L]`` -> ``[B]``.
 
     ``sum_t (c_t - n q_t)^2 / (n q_t)`` with ``c_t`` the count of k-mer ``t`` (lexicographic ``ACGT`` order, as
-    :func:`simpo_bio.dna.metrics.kmer_frequencies`), ``n = L - k + 1`` and ``q`` the background frequencies
+    :func:`simpo_bio.dna.evaluation.metrics.kmer_frequencies`), ``n = L - k + 1`` and ``q`` the background frequencies
     (``[4**k]``, summing to 1, all > 0). Low-complexity and composition-shifted sequences score high.
 
     Raises:

@@ -6,15 +6,15 @@
   DRAKES-style fine-tuning / evaluation oracle pair).
 
 Both read their ``source`` through :func:`load_sequences`: ``"dhs"`` (the embedded default of
-:mod:`simpo_bio.dna.dhs`), a DHS wheel / TSV, a CSV/TSV table or a FASTA file (:mod:`simpo_bio.dna.data`). The
+:mod:`simpo_bio.dna.data.dhs`), a DHS wheel / TSV, a CSV/TSV table or a FASTA file (:mod:`simpo_bio.dna.data.tables`). The
 splits are copied into memory once (int8), so batches are plain tensor slices.
 
 The training order of epoch ``e`` is a permutation seeded by ``(seed, e)`` (:class:`EpochSeededSampler`; Lightning
 sets the epoch), so a fit resumed from a mid-epoch checkpoint of
-:class:`~simpo_bio.dna.checkpoints.ResumableCheckpoint` skips exactly the batches already trained on
+:class:`~simpo_bio.dna.models.checkpoints.ResumableCheckpoint` skips exactly the batches already trained on
 (:meth:`_DNADataModuleBase.resume_train_at`) and sees the same batches as an uninterrupted fit.
 
-Imports: Lightning, :mod:`simpo_bio.dna.data`, :mod:`simpo_bio.dna.dhs`.
+Imports: Lightning, :mod:`simpo_bio.dna.data.tables`, :mod:`simpo_bio.dna.data.dhs`.
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from simpo_bio.dna.data import (
+from simpo_bio.dna.data.dhs import DHS_TSV_FILENAME, load_dhs
+from simpo_bio.dna.data.tables import (
     FASTA_SUFFIXES,
     SPLITS,
     columns_numpy,
@@ -35,7 +36,6 @@ from simpo_bio.dna.data import (
     load_sequence_table,
     train_half_indices,
 )
-from simpo_bio.dna.dhs import DHS_TSV_FILENAME, load_dhs
 
 
 def load_sequences(source: str | os.PathLike = "dhs", *, cache_dir: str | os.PathLike | None = None, **kwargs):
@@ -138,7 +138,7 @@ class _DNADataModuleBase(pl.LightningDataModule):
 
     def resume_train_at(self, epoch: int, batches: int) -> None:
         """Start the next train loader's epoch ``epoch`` after its first ``batches`` batches (a mid-epoch resume;
-        called by :class:`~simpo_bio.dna.checkpoints.ResumableCheckpoint`)."""
+        called by :class:`~simpo_bio.dna.models.checkpoints.ResumableCheckpoint`)."""
         self._resume_train = (int(epoch), int(batches))
 
     def load(self):

@@ -3,18 +3,18 @@
 47,872 sites, 200 bp around the summit (hg38; GM12878, hESC, K562, HepG2, 11,968 each), shipped as a table inside
 the MIT-licensed PyPI wheel ``dnadiffusion==0.0.0.dev0``. :func:`fetch_dhs` downloads that wheel with
 ``pip download --no-deps`` (the wheel pins ``torch==2.0.0``, so it is never installed), verifies the wheel's and
-the table's sha256 and extracts the table into the cache (:func:`simpo_bio.dna.data.default_cache_dir`).
+the table's sha256 and extracts the table into the cache (:func:`simpo_bio.dna.data.tables.default_cache_dir`).
 :func:`load_dhs` then builds, once, a tokenised copy with the ``datasets`` library (Arrow files, memory-mapped on
 every later load). The facts (checksums, split sizes, cache layout) are listed in ``data/README.md``.
 
 Splits follow the file's own ``data_label`` column (a chromosome hold-out): ``train`` = ``training``
 (39,254 rows), ``validation`` (4,053 rows, all on chr2) and ``test`` (4,565 rows, all on chr1). Note that the
-file puts chr2 in *validation* and chr1 in *test*. Columns: those of :mod:`simpo_bio.dna.data` plus ``label``
+file puts chr2 in *validation* and chr1 in *test*. Columns: those of :mod:`simpo_bio.dna.data.tables` plus ``label``
 (:class:`datasets.ClassLabel`, ids 0..3 in the order of :data:`CELL_TYPES`; :data:`HEPG2_INDEX` = 3), ``chrom``,
 ``total_signal``, ``numsamples``.
 
-Imports: :mod:`simpo_bio.dna.alphabet`, :mod:`simpo_bio.dna.data`, :mod:`simpo_bio.fileio` (``datasets`` inside
-:func:`load_dhs`, like :mod:`simpo_bio.dna.data`).
+Imports: :mod:`simpo_bio.dna.data.alphabet`, :mod:`simpo_bio.dna.data.tables`, :mod:`simpo_bio.fileio` (``datasets`` inside
+:func:`load_dhs`, like :mod:`simpo_bio.dna.data.tables`).
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from simpo_bio.dna.alphabet import tokenize
-from simpo_bio.dna.data import resolve_cache_dir, split_names, to_dataset_dict
+from simpo_bio.dna.data.alphabet import tokenize
+from simpo_bio.dna.data.tables import resolve_cache_dir, split_names, to_dataset_dict
 from simpo_bio.fileio import atomic_write
 
 DHS_REQUIREMENT = "dnadiffusion==0.0.0.dev0"
@@ -135,7 +135,7 @@ def fetch_dhs(
 
     Args:
         source: ``None`` (download), a wheel path or a TSV path.
-        cache_dir: cache root; default :func:`simpo_bio.dna.data.default_cache_dir`.
+        cache_dir: cache root; default :func:`simpo_bio.dna.data.tables.default_cache_dir`.
         force: re-download / re-extract even when a verified table is cached.
 
     Returns:
@@ -231,7 +231,7 @@ def load_dhs(
 
     Args:
         source: ``None`` (download on first use), or a pre-downloaded wheel / TSV (see :func:`fetch_dhs`).
-        cache_dir: cache root; default :func:`simpo_bio.dna.data.default_cache_dir`.
+        cache_dir: cache root; default :func:`simpo_bio.dna.data.tables.default_cache_dir`.
         rebuild: rebuild the tokenised copy even if present.
 
     Returns:

@@ -4,29 +4,16 @@ Moved out of the former ``drakes`` module by concern (data / models / evaluation
 """
 
 from __future__ import annotations
+
 import json
 import os
 import shutil
-import time
 import urllib.request
 import zipfile
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-import lightning.pytorch as pl
-import numpy as np
-import pandas as pd
-import torch
-from torch import Tensor
-from simpo_bio.diffusion.masked import MaskedDiffusion
-from simpo_bio.dna.alphabet import MASK_INDEX, decode, encode
-from simpo_bio.dna.backbones import DilatedCNN, drakes_config, load_drakes_state_dict
-from simpo_bio.dna.checkpoints import CheckpointArchitectureError
-from simpo_bio.dna.data import default_cache_dir
-from simpo_bio.dna.dhs import sha256_file
-from simpo_bio.dna.grelu_oracle import peek_checkpoint, read_checkpoint_restricted, to_plain
-from simpo_bio.dna.metrics import MotifScanner, kmer_frequencies, pearson
+
+from simpo_bio.dna.data.dhs import sha256_file
+from simpo_bio.dna.data.tables import default_cache_dir
 from simpo_bio.fileio import atomic_write
 
 __all__ = ['DRAKES_FILES', 'RECORD', 'drakes_paths', 'fetch_drakes']
@@ -82,7 +69,7 @@ def fetch_drakes(path: str | os.PathLike | None = None, url: str | None = None,
         FileNotFoundError: missing archive or expected files. ValueError: neither or both of ``path``/``url``, or
         an archive member that would land outside ``dest``. ChecksumError: a file changed since it was recorded.
     """
-    from simpo_bio.dna.dhs import ChecksumError
+    from simpo_bio.dna.data.dhs import ChecksumError
 
     dest = Path(dest) if dest is not None else default_cache_dir() / "drakes"
     dest.mkdir(parents=True, exist_ok=True)

@@ -1,16 +1,16 @@
 """Sequences in: FASTA and CSV/TSV files -> validated token ids and ``datasets.DatasetDict`` splits.
 
-The first stop of a sequence after :mod:`simpo_bio.dna.alphabet`. :func:`read_fasta` is the one FASTA reader of the
+The first stop of a sequence after :mod:`simpo_bio.dna.data.alphabet`. :func:`read_fasta` is the one FASTA reader of the
 project (the ``evaluate`` command, :func:`load_fasta` and the tests all use it): it names the file, the record and
 the 0-based position of a bad character. :func:`load_sequence_table` and :func:`load_fasta` turn a user's file into
-train / validation / test splits; :mod:`simpo_bio.dna.dhs` builds the embedded default data set with the same
+train / validation / test splits; :mod:`simpo_bio.dna.data.dhs` builds the embedded default data set with the same
 helpers (:func:`to_dataset_dict`). The data facts (cache layout, splits, file formats) are in ``data/README.md``.
 
 Data set columns (every loader): ``name`` (record id), ``sequence`` (str, uppercase), ``tokens`` (int8, length
-``L``; ids of :mod:`simpo_bio.dna.alphabet`). Tables with numeric target columns (the Gosai ``gosai_all.csv``
+``L``; ids of :mod:`simpo_bio.dna.data.alphabet`). Tables with numeric target columns (the Gosai ``gosai_all.csv``
 layout: ``seq, hepg2, k562, sknsh``) keep each target as a float32 column and add ``targets`` (float32 ``[K]``).
 
-Imports: :mod:`simpo_bio.dna.alphabet` only (``datasets`` inside the functions that build data sets: it is slow to
+Imports: :mod:`simpo_bio.dna.data.alphabet` only (``datasets`` inside the functions that build data sets: it is slow to
 import, and the oracle and the commands import this package for much less).
 """
 
@@ -27,7 +27,7 @@ import pandas as pd
 import torch
 from Bio.SeqIO.FastaIO import SimpleFastaParser
 
-from simpo_bio.dna.alphabet import SequenceValidationError, decode, encode, tokenize
+from simpo_bio.dna.data.alphabet import SequenceValidationError, decode, encode, tokenize
 
 SPLITS: tuple[str, ...] = ("train", "validation", "test")
 #: Split names found in files (lowercase) -> the split they mean.
@@ -71,7 +71,7 @@ def _parse_value(v: str):
 def read_fasta(path: str | os.PathLike, length: int | None = None) -> tuple[list[str], torch.Tensor, pd.DataFrame]:
     """Read and validate a FASTA file of DNA sequences (plain or ``.gz``).
 
-    Headers may carry ``key=value`` fields after the id (what :func:`simpo_bio.dna.designs.write_fasta` writes)::
+    Headers may carry ``key=value`` fields after the id (what :func:`simpo_bio.dna.design.designs.write_fasta` writes)::
 
         >square_neg-000017 reward=4.812 eval_reward=4.105 model=runs/demo/last.ckpt scheme=square_neg
 

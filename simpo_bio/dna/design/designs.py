@@ -2,20 +2,20 @@
 
 What a finished fit hands the user. :func:`export_run` samples designs from the fine-tuned policy and from the
 frozen pretrained reference, scores them with the fine-tuning oracle, evaluates them with the *evaluation* oracle
-(:class:`~simpo_bio.dna.metrics.Evaluator` on the real DHS reference sets of :func:`real_sets`) and writes
+(:class:`~simpo_bio.dna.evaluation.metrics.Evaluator` on the real DHS reference sets of :func:`real_sets`) and writes
 ``designs.fasta``, ``designs.csv``, ``metrics.csv``, ``metrics.md``, ``history.csv`` and two plots into the run
 directory; :class:`ExportDesigns` calls it at the end of ``fit``. The ``sample``, ``evaluate`` and ``export``
 commands (:mod:`simpo_bio.dna.cli`) reuse the pieces.
 
 Every write is atomic (:mod:`simpo_bio.fileio`): a crash mid-write leaves the old file or the new one, never half
 a file. FASTA headers carry the design's id and ``key=value`` fields, which
-:func:`simpo_bio.dna.data.read_fasta` parses back::
+:func:`simpo_bio.dna.data.tables.read_fasta` parses back::
 
     >square_neg-000017 reward=4.812 eval_reward=4.105 model=runs/demo/last.ckpt scheme=square_neg
 
-Imports: Lightning, :mod:`simpo_bio.dna.alphabet`, :mod:`simpo_bio.dna.dhs`, :mod:`simpo_bio.dna.finetune`,
-:mod:`simpo_bio.dna.metrics`, :mod:`simpo_bio.dna.oracle`, :mod:`simpo_bio.dna.plots` (the figures, re-exported
-here), :mod:`simpo_bio.dna.policies`, :mod:`simpo_bio.dna.selection`, :mod:`simpo_bio.fileio`.
+Imports: Lightning, :mod:`simpo_bio.dna.data.alphabet`, :mod:`simpo_bio.dna.data.dhs`, :mod:`simpo_bio.dna.finetune.module`,
+:mod:`simpo_bio.dna.evaluation.metrics`, :mod:`simpo_bio.dna.oracles.oracle`, :mod:`simpo_bio.dna.design.plots` (the figures, re-exported
+here), :mod:`simpo_bio.dna.models.policies`, :mod:`simpo_bio.dna.design.selection`, :mod:`simpo_bio.fileio`.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,13 +36,10 @@ from Bio.Seq import Seq
 from Bio.SeqRecord import SeqRecord
 from tqdm.auto import tqdm
 
-from simpo_bio.dna.alphabet import decode
-from simpo_bio.dna.dhs import HEPG2_INDEX, load_dhs
-from simpo_bio.dna.finetune import SiMPOFineTuning
-from simpo_bio.dna.metrics import Evaluator, MotifScanner, metrics_table
-from simpo_bio.dna.naturalness import windowed_gc
-from simpo_bio.dna.oracle import load_oracle
-from simpo_bio.dna.plots import (  # noqa: F401  (re-exported: designs.plot_* is the public place)
+from simpo_bio.dna.data.alphabet import decode
+from simpo_bio.dna.data.composition import windowed_gc
+from simpo_bio.dna.data.dhs import HEPG2_INDEX, load_dhs
+from simpo_bio.dna.design.plots import (  # noqa: F401  (re-exported: designs.plot_* is the public place)
     REWARD_UNITS,
     _oracle_name,
     atomic_save_figure,
@@ -49,9 +47,12 @@ from simpo_bio.dna.plots import (  # noqa: F401  (re-exported: designs.plot_* is
     plot_reward_curve,
     plot_reward_distributions,
 )
-from simpo_bio.dna.policies import load_policy
-from simpo_bio.dna.selection import check_selection, composition_matched
-from simpo_bio.dna.synthesis import SynthesisConstraints, flags_column
+from simpo_bio.dna.design.selection import SelectionConfig, composition_matched
+from simpo_bio.dna.design.synthesis import SynthesisConstraints, flags_column
+from simpo_bio.dna.evaluation.metrics import Evaluator, MotifScanner, metrics_table
+from simpo_bio.dna.finetune.module import SiMPOFineTuning
+from simpo_bio.dna.models.policies import load_policy
+from simpo_bio.dna.oracles.oracle import load_oracle
 from simpo_bio.fileio import atomic_paths, atomic_write
 
 DEFAULT_EVAL_ORACLE = "checkpoints/dna/oracle_eval.ckpt"
@@ -194,8 +195,8 @@ def design_table(tokens: torch.Tensor, ids: Sequence[str], per_seq: pd.DataFrame
     """Per-design table: ``id, sequence, [reward], <per-sequence metrics>, flags, <constant columns>``.
 
     ``flags`` lists the synthesis-constraint breaches of each design with their positions
-    (:func:`simpo_bio.dna.synthesis.flags_column` with ``constraints``, default
-    :class:`~simpo_bio.dna.synthesis.SynthesisConstraints`: every 50-bp window at GC 0.25-0.65, homopolymer
+    (:func:`simpo_bio.dna.design.synthesis.flags_column` with ``constraints``, default
+    :class:`~simpo_bio.dna.design.synthesis.SynthesisConstraints`: every 50-bp window at GC 0.25-0.65, homopolymer
     <= 10 bp, no BsaI / BsmBI site on either strand), ``;``-separated, ``none`` when the design is ready to order.
     """
     df = pd.DataFrame({"id": list(ids), "sequence": decode(tokens)})
@@ -262,20 +263,20 @@ def sample_runs(runs: Sequence[tuple[torch.nn.Module, str]], num_samples: int, s
     return x, np.repeat([str(name) for _, name in runs], sizes)
 
 
-def export_run(module: SiMPOFineTuning, out_dir: str | os.PathLike, *, num_samples: int = 640, eval_oracle=DEFAULT_EVAL_ORACLE,
-               num_steps: int | None = None, seed: int = 12345, evaluate_pretrained: bool = True,
-               jaspar: bool = True, evaluator: Evaluator | None = None, batch_size: int = 64,
-               model_name: str | None = None, select_from: int = 0, select_weight: float = 0.0,
-               select_target: float | None = None, select_motif_ratio: float = 0.3,
-               pool_with: Sequence[str | os.PathLike] = ()) -> dict[str, Any]:
+def export_run(module: SiMPOFineTuning, out_dir: str | os.PathLike, *, num_samples: int = 640,
+               selection: SelectionConfig | None = None, pool: Sequence[PooledRun] = (),
+               eval_oracle=DEFAULT_EVAL_ORACLE, num_steps: int | None = None, seed: int = 12345,
+               evaluate_pretrained: bool = True, jaspar: bool = True, evaluator: Evaluator | None = None,
+               batch_size: int = 64, model_name: str | None = None) -> dict[str, Any]:
     """Everything a finished fit hands the user, written atomically into ``out_dir``.
 
-    Samples ``num_samples`` designs from ``module.policy`` (and, with ``evaluate_pretrained``, as many from the
-    frozen reference; with ``select_from > 0`` the policy's designs are the ``num_samples`` of ``select_from``
-    candidates kept by :func:`simpo_bio.dna.selection.composition_matched` with ``select_weight``,
-    ``select_target`` and ``select_motif_ratio``, at ``select_from`` more fine-tuning-oracle calls; with
-    ``pool_with``, the fine-tuning checkpoints of other finished runs, the candidates are pooled: an equal share of
-    ``select_from`` from each run, this one's drawn first with the same generator as without), scores them
+    The pipeline after fitting, as one call: pool candidates -> select -> evaluate -> write. Samples
+    ``num_samples`` designs from ``module.policy`` (and, with ``evaluate_pretrained``, as many from the frozen
+    reference; with ``selection.candidates > 0`` the policy's designs are the ``num_samples`` of that many
+    candidates kept by :func:`simpo_bio.dna.design.selection.composition_matched`, at as many more
+    fine-tuning-oracle calls; with ``pool``, other finished runs (:class:`PooledRun`, e.g. from
+    :func:`pooled_policies`), the candidates are pooled: an equal share from each run, this one's drawn first
+    with the same generator as without), scores them
     with the fine-tuning oracle and evaluates them with the evaluation oracle, then writes ``designs.fasta``,
     ``designs.csv``, ``pretrained_designs.csv``, ``metrics.csv``, ``metrics.md``, ``history.csv``,
     ``reward_curve.png``, ``reward_distribution.png`` and ``composition.png`` (GC histograms of the designs against
@@ -285,28 +286,35 @@ def export_run(module: SiMPOFineTuning, out_dir: str | os.PathLike, *, num_sampl
         ``{"metrics": {name: row}, "table": markdown, "out_dir": Path}``.
 
     Raises:
-        ValueError: bad selection settings (:func:`simpo_bio.dna.selection.check_selection`), ``pool_with``
-            without ``select_from``, or a pooled run that generates another length.
-        CheckpointError: a ``pool_with`` file that is missing, truncated or not a generator
-            (:func:`simpo_bio.dna.policies.load_policy`).
+        ValueError: bad selection settings (:meth:`SelectionConfig.validate`), a ``pool`` without a selection,
+            or a pooled run that generates another length.
     """
-    check_selection(num_samples, select_from, select_weight, select_target, select_motif_ratio)
-    pooled = pooled_policies(pool_with, select_from, module.hparams.seq_len, module.device)
+    selection = selection or SelectionConfig()
+    selection.validate(num_samples)
+    select_from, select_weight = selection.candidates, selection.weight
+    select_target, select_motif_ratio = selection.target, selection.motif_ratio
+    pooled = list(pool)
+    if pooled and not select_from:
+        raise ValueError(f"pool_with ({len(pooled)} runs) needs selection.candidates > 0: the pooled samples are "
+                         "selected from")
+    for run in pooled:
+        if run.seq_len != module.seq_len:
+            raise ValueError(f"pool_with: {run.name} generates {run.seq_len} bp, this run {module.seq_len} bp")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    steps = num_steps or module.hparams.num_steps
+    steps = num_steps or module.num_steps
     scheme = module.scheme.name
     model_name = model_name or str(out / "checkpoints" / "last.ckpt")
     history = pd.DataFrame(module.history)
     if len(history):
         write_table(history, out / "history.csv")
-        hp = module.hparams
         curves = {scheme if not pooled else f"{scheme}, this run": history}
-        for _, path, logged in pooled:  # the pooled runs' own curves (their checkpoints keep their logs)
-            if logged:
-                curves[f"{scheme}, {Path(path).parent.parent.name}"] = pd.DataFrame(logged)
+        for run in pooled:  # the pooled runs' own curves (their checkpoints keep their logs)
+            if run.history:
+                curves[f"{scheme}, {run.label}"] = pd.DataFrame(run.history)
         plot_reward_curve(curves, out / "reward_curve.png", band=("reward_q25", "reward_q75"),
-                          oracle=hp.get("oracle", module.oracle), designs_per_iteration=hp.group_size * hp.num_groups)
+                          oracle=module.hparams.get("oracle", module.oracle),
+                          designs_per_iteration=module.sampling.group_size * module.sampling.num_groups)
 
     if evaluator is None and eval_oracle is not None:
         evaluator = build_evaluator(eval_oracle, module.reference, jaspar=jaspar)
@@ -323,11 +331,11 @@ def export_run(module: SiMPOFineTuning, out_dir: str | os.PathLike, *, num_sampl
     for name, (policy, sch, mname, stem) in sets.items():
         t0 = time.perf_counter()
         screen = select_from if sch != "none" else 0
-        runs = [(policy, mname)] + ([(pol, path) for pol, path, _ in pooled] if screen else [])
-        x, source = sample_runs(runs, screen or num_samples, module.hparams.seq_len, num_steps=steps,
+        runs = [(policy, mname)] + ([(run.policy, run.name) for run in pooled] if screen else [])
+        x, source = sample_runs(runs, screen or num_samples, module.seq_len, num_steps=steps,
                                 batch_size=batch_size, seed=seed, device=module.device, desc=f"sampling {name}")
         r = module.reward(x).cpu()
-        if screen:  # composition-matched selection of the final designs (simpo_bio/dna/selection.py)
+        if screen:  # composition-matched selection of the final designs (simpo_bio/dna/design/selection.py)
             feasible = module.constraints.violation(x) == 0 if module.constraints is not None else None
             scanner = getattr(evaluator, "motif_scanner", None)
             if scanner is None and select_weight > 0 and jaspar:
@@ -364,7 +372,7 @@ def export_run(module: SiMPOFineTuning, out_dir: str | os.PathLike, *, num_sampl
             real = real_sets()["hepg2_test"]
         except Exception:  # no DHS data (e.g. a user oracle on other data): designs only
             pass
-        if real is not None and len(real) and real.shape[1] == module.hparams.seq_len:
+        if real is not None and len(real) and real.shape[1] == module.seq_len:
             # real HepG2 enhancers of the held-out test split: what "active" looks like to the eval oracle
             sel = real[torch.randperm(len(real), generator=torch.Generator().manual_seed(seed))[:num_samples]]
             row, per_seq = evaluator.evaluate(sel)
@@ -396,83 +404,100 @@ def _window_gc_range(tokens: torch.Tensor) -> tuple[np.ndarray, np.ndarray] | No
     return g.min(1).values.numpy(), g.max(1).values.numpy()
 
 
-def pooled_policies(pool_with: Sequence[str | os.PathLike], select_from: int, seq_len: int,
-                    device=None) -> list[tuple[torch.nn.Module, str, list[dict]]]:
-    """The generators of other finished runs whose samples :func:`export_run` pools with a run's own.
+@dataclass
+class PooledRun:
+    """Another finished run whose samples :func:`export_run` pools with a run's own before the selection.
 
-    Returns:
-        ``[(policy, path, history), ...]`` in the order given: policies in eval mode on ``device``, and each run's
-        per-iteration training log (``[]`` when the checkpoint has none).
+    Attributes:
+        policy: its generator (eval mode, on the export's device).
+        name: how its designs are labelled in the table's ``model`` column (its checkpoint path).
+        seq_len: the length it generates, bp.
+        history: its per-iteration training log (``[]`` when none), for the reward-curve figure.
+        label: the name of its curve in the figure (its run folder).
+    """
+
+    policy: torch.nn.Module
+    name: str
+    seq_len: int
+    history: list[dict] = field(default_factory=list)
+    label: str = ""
+
+    @classmethod
+    def from_module(cls, module: SiMPOFineTuning, name: str, label: str = "") -> PooledRun:
+        """A run fitted in this process (``simpo-bio demo``): its policy and log, no file read."""
+        return cls(module.policy, str(name), module.seq_len, list(module.history), label or str(name))
+
+
+def pooled_policies(pool_with: Sequence[str | os.PathLike], seq_len: int | None = None,
+                    device=None) -> list[PooledRun]:
+    """The fine-tuning checkpoints of other finished runs, as :class:`PooledRun` (``ExportDesigns(pool_with=...)``).
 
     Raises:
-        ValueError: ``pool_with`` without ``select_from`` (pooling serves the selection), or a run whose policy
-            generates another length than ``seq_len`` (names the file).
-        CheckpointError: a missing, truncated or foreign file (:func:`simpo_bio.dna.policies.load_policy`).
+        ValueError: a run whose policy generates another length than ``seq_len`` (names the file).
+        CheckpointError: a missing, truncated or foreign file (:func:`simpo_bio.dna.models.policies.load_policy`).
     """
-    if pool_with and not select_from:
-        raise ValueError(f"pool_with ({len(pool_with)} runs) needs select_from > 0: the pooled samples are selected "
-                         "from")
     out = []
     for path in pool_with:
         policy, info = load_policy(path)
-        if info["seq_len"] != seq_len:
+        if seq_len is not None and info["seq_len"] != seq_len:
             raise ValueError(f"pool_with: {path} generates {info['seq_len']} bp, this run {seq_len} bp")
-        out.append((policy.to(device), str(path), info.get("history", [])))
+        out.append(PooledRun(policy.to(device), str(path), int(info["seq_len"]), info.get("history", []),
+                             Path(path).parent.parent.name))
     return out
 
 
 # ------------------------------------------------------------------------------------------- export callback
 class ExportDesigns(pl.Callback):
-    """At the end of a fit: sample designs, evaluate them, write FASTA + table + plots into the run directory.
+    """At the end of a fit: :func:`export_run` into the run root (designs, tables, metrics, plots; all atomic).
 
-    Writes ``designs.fasta``, ``designs.csv`` (per-sequence metrics), ``metrics.csv`` (one row), ``history.csv``
-    (per-iteration training log), ``reward_curve.png`` and ``reward_distribution.png`` (real HepG2 vs
-    pretrained vs fine-tuned), all atomically, into ``out_dir`` (default: the trainer's log dir).
+    Writes ``designs.fasta``, ``designs.csv`` (per-sequence metrics), ``metrics.csv`` / ``metrics.md``,
+    ``history.csv`` (per-iteration training log), ``reward_curve.png``, ``reward_distribution.png`` and
+    ``composition.png`` into ``out_dir``.
 
     Args:
         num_samples: designs to sample and evaluate (DRAKES: 640).
+        selection: :class:`~simpo_bio.dna.design.selection.SelectionConfig` (or a mapping of its fields) of the
+            composition-matched selection; ``None`` = off.
+        pool_with: fine-tuning checkpoints of other finished runs (e.g. other seeds) whose samples are pooled with
+            this run's before the selection, an equal share from each.
         eval_oracle: path of the *evaluation* oracle (never the fine-tuning one); ``None`` skips evaluation and
             writes the fine-tuning rewards only.
-        out_dir: output directory; ``None`` = ``trainer.log_dir``.
+        out_dir: output directory; ``None`` = the run root (``trainer.default_root_dir``).
         num_steps: sampler steps for the designs (``None`` = the module's).
         seed: sampling seed of the designs.
         evaluate_pretrained: also sample the pretrained reference and evaluate it (for the comparison table).
         jaspar: compute the JASPAR motif correlation (first use builds a PSSM cache, ~30 s).
-        select_from: 0, or sample this many candidates (``>= num_samples``; as many more fine-tuning-oracle calls)
-            and keep ``num_samples`` by composition-matched selection (:mod:`simpo_bio.dna.selection`).
-        select_weight: its weight on the 3-mer and JASPAR motif spectra, reward per nat (0 = top by reward).
-        select_target: ``None``, or a 3-mer correlation with the pretrained model's spectrum the kept set must
-            reach: the weight then starts at ``select_weight`` and doubles until it does (up to 8x).
-        select_motif_ratio: the JASPAR motif term's weight as a multiple of the 3-mer term's.
-        pool_with: fine-tuning checkpoints of other finished runs (e.g. other seeds) whose samples are pooled with
-            this run's before the selection, an equal share from each (``simpo-bio demo --runs``).
+
+    Raises:
+        ValueError: bad selection settings, or ``pool_with`` without a selection (one line, at construction).
     """
 
-    def __init__(self, num_samples: int = 640, eval_oracle: str | None = DEFAULT_EVAL_ORACLE,
+    def __init__(self, num_samples: int = 640, selection: SelectionConfig | None = None,
+                 pool_with: list[str] | None = None, eval_oracle: str | None = DEFAULT_EVAL_ORACLE,
                  out_dir: str | None = None, num_steps: int | None = None, seed: int = 12345,
-                 evaluate_pretrained: bool = True, jaspar: bool = True, select_from: int = 0,
-                 select_weight: float = 0.0, select_target: float | None = None,
-                 select_motif_ratio: float = 0.3, pool_with: list[str] | None = None) -> None:
+                 evaluate_pretrained: bool = True, jaspar: bool = True) -> None:
         super().__init__()
         try:
-            check_selection(num_samples, select_from, select_weight, select_target, select_motif_ratio)
-            if pool_with and not select_from:
-                raise ValueError(f"pool_with ({len(pool_with)} runs) needs select_from > 0")
-        except ValueError as e:
+            if isinstance(selection, dict):
+                selection = SelectionConfig(**selection)
+            self.selection = selection or SelectionConfig()
+            self.selection.validate(num_samples)
+            if pool_with and not self.selection.candidates:
+                raise ValueError(f"pool_with ({len(pool_with)} runs) needs selection.candidates > 0")
+        except (TypeError, ValueError) as e:
             raise ValueError(f"ExportDesigns: {e}") from None
-        self.select = {"select_from": int(select_from), "select_weight": float(select_weight),
-                       "select_target": select_target, "select_motif_ratio": float(select_motif_ratio),
-                       "pool_with": [str(p) for p in pool_with or ()]}
+        self.pool_with = [str(p) for p in pool_with or ()]
         self.num_samples, self.eval_oracle, self.out_dir, self.num_steps = num_samples, eval_oracle, out_dir, num_steps
         self.seed, self.evaluate_pretrained, self.jaspar = seed, evaluate_pretrained, jaspar
         self.result: dict[str, Any] | None = None
-        self.evaluator_factory: Callable | None = None  # tests / the demo may inject a ready Evaluator
+        self.evaluator_factory: Callable | None = None  # tests may inject a ready Evaluator
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: SiMPOFineTuning) -> None:
         if trainer.global_rank != 0 or trainer.interrupted:
             return
-        out = Path(self.out_dir or trainer.log_dir or trainer.default_root_dir)
-        self.result = export_run(pl_module, out, num_samples=self.num_samples, eval_oracle=self.eval_oracle,
-                                 num_steps=self.num_steps, seed=self.seed,
-                                 evaluate_pretrained=self.evaluate_pretrained, jaspar=self.jaspar, **self.select,
+        out = Path(self.out_dir or trainer.default_root_dir)
+        pool = pooled_policies(self.pool_with, pl_module.seq_len, pl_module.device)
+        self.result = export_run(pl_module, out, num_samples=self.num_samples, selection=self.selection, pool=pool,
+                                 eval_oracle=self.eval_oracle, num_steps=self.num_steps, seed=self.seed,
+                                 evaluate_pretrained=self.evaluate_pretrained, jaspar=self.jaspar,
                                  evaluator=self.evaluator_factory() if self.evaluator_factory else None)

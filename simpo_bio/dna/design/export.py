@@ -2,11 +2,11 @@
 
 This is ``simpo-bio export`` without the argument parsing: :func:`read_design_table` reads a run's
 ``designs.csv`` (or any table with a ``sequence`` column), :func:`export_designs` flags every design
-(:mod:`simpo_bio.dna.synthesis`), filters or repairs and re-scores them, ranks, and writes the FASTA and its table
-together (:func:`simpo_bio.dna.designs.write_designs`), plus ``<out>.repair.csv`` when repairing;
+(:mod:`simpo_bio.dna.design.synthesis`), filters or repairs and re-scores them, ranks, and writes the FASTA and its table
+together (:func:`simpo_bio.dna.design.designs.write_designs`), plus ``<out>.repair.csv`` when repairing;
 :func:`export_report` is what the command prints.
 
-Imports: pandas, :mod:`simpo_bio.dna.designs`, :mod:`simpo_bio.dna.oracle`, :mod:`simpo_bio.dna.synthesis`.
+Imports: pandas, :mod:`simpo_bio.dna.design.designs`, :mod:`simpo_bio.dna.oracles.oracle`, :mod:`simpo_bio.dna.design.synthesis`.
 """
 
 from __future__ import annotations
@@ -18,9 +18,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from simpo_bio.dna.designs import write_designs, write_table
-from simpo_bio.dna.oracle import load_oracle, oracle_scores
-from simpo_bio.dna.synthesis import SynthesisConstraints, constraint_summary, flags_column, repair_designs
+from simpo_bio.dna.design.designs import write_designs, write_table
+from simpo_bio.dna.design.synthesis import (
+    SynthesisConstraints,
+    constraint_summary,
+    flags_column,
+    repair_designs,
+)
+from simpo_bio.dna.oracles.oracle import load_oracle, oracle_scores
 
 __all__ = ["export_parser", "ExportError", "ExportResult", "read_design_table", "export_designs", "export_report"]
 
@@ -120,7 +125,7 @@ def export_designs(table: pd.DataFrame, out: str | os.PathLike, constraints: Syn
         constraints: the synthesis constraints.
         top_k: designs to export; ``by``: the column they are ranked by (descending).
         keep_clean_only: drop flagged designs before ranking (``--filter``).
-        repair: repair flagged designs (:func:`simpo_bio.dna.synthesis.repair_designs`), re-score them with
+        repair: repair flagged designs (:func:`simpo_bio.dna.design.synthesis.repair_designs`), re-score them with
             ``oracle`` (the fine-tuning oracle, required) and ``eval_oracle`` (``None`` skips it), keep a repair only
             if it lost less than ``margin`` log-odds; only designs that pass are exported.
         seed: the repair solver's seed. ``source``: how errors name the table.
@@ -128,7 +133,7 @@ def export_designs(table: pd.DataFrame, out: str | os.PathLike, constraints: Syn
     Raises:
         ExportError: bad settings, no column ``by``, a design the constraints cannot check (named), or no design
             left to export.
-        CheckpointError: an oracle that does not load (:func:`simpo_bio.dna.oracle.load_oracle`).
+        CheckpointError: an oracle that does not load (:func:`simpo_bio.dna.oracles.oracle.load_oracle`).
     """
     if top_k < 1:
         raise ExportError(f"--top-k must be >= 1, got {top_k}")

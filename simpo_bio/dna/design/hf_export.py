@@ -1,9 +1,9 @@
 """``simpo-bio export-hf``: a fine-tuned or pretrained checkpoint as a Hugging Face directory.
 
 ``simpo-bio export-hf --ckpt RUN_OR_PRETRAINED.ckpt --out DIR`` (:func:`export_hf`) reads the checkpoint through
-:func:`simpo_bio.dna.finetune.load_policy` (SiMPO fine-tuning checkpoints and pretrained models alike) and writes
+:func:`simpo_bio.dna.finetune.module.load_policy` (SiMPO fine-tuning checkpoints and pretrained models alike) and writes
 ``config.json``, ``model.safetensors``, the self-contained modelling code for ``trust_remote_code`` and a model
-card ``README.md`` (:func:`model_card`); the format is described in :mod:`simpo_bio.dna.hf`, which also loads such
+card ``README.md`` (:func:`model_card`); the format is described in :mod:`simpo_bio.dna.models.hf`, which also loads such
 a directory back. The model: MDLM masked diffusion (Sahoo et al. 2024).
 """
 
@@ -19,10 +19,10 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from simpo_bio.dna.checkpoints import CheckpointError, load_checkpoint
-from simpo_bio.dna.hf import AUTO_MAP, CODE_DIR, CODE_FILES, SimpoDNAConfig, SimpoDNAForMaskedLM
-from simpo_bio.dna.policies import load_policy
-from simpo_bio.dna.transformer import backbone_config
+from simpo_bio.dna.models.checkpoints import CheckpointError, load_checkpoint
+from simpo_bio.dna.models.hf import AUTO_MAP, CODE_DIR, CODE_FILES, SimpoDNAConfig, SimpoDNAForMaskedLM
+from simpo_bio.dna.models.policies import load_policy
+from simpo_bio.dna.models.transformer import backbone_config
 from simpo_bio.fileio import DiskFullError, disk_full_error
 
 __all__ = ["export_hf", "model_card", "export_hf_main", "DHS_SHA256"]
@@ -80,8 +80,8 @@ def _metadata(ckpt_path: Path, raw: dict[str, Any], info: dict[str, Any], policy
 def _read_raw(ckpt_path: Path) -> dict[str, Any]:
     """The checkpoint dict for the card: the safe loader, or for DRAKES' ``pretrained.ckpt`` (which holds an
     OmegaConf config) its restricted reader; neither unpickles Python objects."""
-    from simpo_bio.dna.drakes import is_drakes_checkpoint
-    from simpo_bio.dna.grelu_oracle import read_checkpoint_restricted
+    from simpo_bio.dna.models.drakes import is_drakes_checkpoint
+    from simpo_bio.dna.oracles.grelu import read_checkpoint_restricted
 
     if is_drakes_checkpoint(ckpt_path):
         return dict(read_checkpoint_restricted(ckpt_path))

@@ -1,7 +1,7 @@
 """The run's figures: reward during fine-tuning, reward of the designs, GC composition against real enhancers.
 
 Every figure says what it shows without the code (title, axis units, a legend entry per drawn element) and is
-written atomically as PNG (:func:`atomic_save_figure`). :func:`simpo_bio.dna.designs.export_run` draws all three.
+written atomically as PNG (:func:`atomic_save_figure`). :func:`simpo_bio.dna.design.designs.export_run` draws all three.
 
 Imports: numpy, pandas, :mod:`simpo_bio.fileio` (matplotlib inside the functions, after choosing its
 non-interactive backend).

@@ -2,7 +2,7 @@
 
 A fine-tuned policy reaches high activity partly by having every design over-use the same few motif families: each
 design stays inside the natural per-sequence range (GC, homopolymers, DUST), but the *set* drifts (its 3-mer and
-motif spectra; ``bench/RESULTS.md``, "Natural designs"). Screening a larger sample with the fine-tuning oracle and
+motif spectra; ``bench/results/dna-selection.md``, "Natural designs"). Screening a larger sample with the fine-tuning oracle and
 keeping the top ``k`` makes that worse. :func:`select_by_composition` instead picks ``k`` of ``M`` candidates
 greedily, maximising
 
@@ -17,25 +17,26 @@ At every step the candidate with the largest exact gain is added. ``lambda = 0``
 With a naturalness ``target`` (:func:`composition_matched`), the weight is not fixed: a ladder of weights is tried
 in order and the first whose kept set's 3-mer spectrum correlates at least ``target`` with the reference is used.
 A run whose policy stayed near the pretrained model then keeps its most active designs; one that drifted gets the
-stronger pull it needs (``bench/RESULTS.md``, "Natural designs, fourth pass").
+stronger pull it needs (``bench/results/dna-selection.md``, "Natural designs, fourth pass").
 
 It uses the fine-tuning oracle (``M`` calls, counted by the caller) and the pretrained model only: never the
 evaluation oracle or the real reference sets of the metrics. Each selected design is a sample of the policy;
-selection changes which ones are kept, not the designs (per-design checks: :mod:`simpo_bio.dna.naturalness`).
+selection changes which ones are kept, not the designs (per-design checks: :mod:`simpo_bio.dna.data.composition`).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
-from simpo_bio.dna.naturalness import kmer_counts
+from simpo_bio.dna.data.composition import kmer_counts
 
-__all__ = ["LADDER", "Selection", "SpectrumTerm", "check_selection", "composition_matched", "count_kl",
+__all__ = ["LADDER", "Selection", "SpectrumTerm", "SelectionConfig", "composition_matched", "count_kl",
            "reference_spectra", "select_by_composition", "spectrum_counts"]
 
 #: Multiples of the starting weight tried in order by a selection with a naturalness target.
@@ -53,7 +54,7 @@ class Selection(NamedTuple):
 
     def shortfall(self, target: float | None) -> str:
         """A warning line when ``target`` was set and not reached, else ``""``. A pool that no weight brings to
-        the target comes from a policy that drifted too far (``bench/RESULTS.md``, fourth pass, held-out seeds)."""
+        the target comes from a policy that drifted too far (``bench/results/dna-selection.md``, fourth pass, held-out seeds)."""
         if target is None or not self.kmer3_corr < target:
             return ""
         return (f"\n[simpo-bio] warning: the kept set's 3-mer correlation with the pretrained model's "
@@ -80,7 +81,7 @@ def select_by_composition(reward: Tensor, k: int, terms: Sequence[SpectrumTerm] 
         reward: ``[M]`` fine-tuning-oracle rewards of the candidates.
         k: designs to keep, ``1 <= k <= M``.
         terms: ``(counts [M, D], reference [D], weight)`` per spectrum: non-negative per-candidate counts (e.g.
-            :func:`simpo_bio.dna.naturalness.kmer_counts`, :meth:`simpo_bio.dna.metrics.MotifScanner.count`),
+            :func:`simpo_bio.dna.data.composition.kmer_counts`, :meth:`simpo_bio.dna.evaluation.metrics.MotifScanner.count`),
             a reference spectrum with positive entries (normalised here) and ``weight >= 0`` in reward units per nat.
             Empty = top-``k`` by reward.
         feasible: ``[M]`` bool; infeasible candidates are taken only once every feasible one is (the constraint
@@ -142,7 +143,7 @@ def select_by_composition(reward: Tensor, k: int, terms: Sequence[SpectrumTerm] 
 
 def spectrum_counts(tokens: Tensor, motif_scanner=None) -> dict[str, Tensor]:
     """Per-sequence counts the selection matches: ``{"kmer3": [B, 64], "motif": [B, M]}`` (``motif`` only with a
-    :class:`~simpo_bio.dna.metrics.MotifScanner`)."""
+    :class:`~simpo_bio.dna.evaluation.metrics.MotifScanner`)."""
     out = {"kmer3": kmer_counts(tokens, 3)}
     if motif_scanner is not None:
         out["motif"] = motif_scanner.count(tokens)
@@ -168,23 +169,44 @@ def reference_spectra(model, seq_len: int, *, motif_scanner=None, num_samples: i
     return out
 
 
-def check_selection(num_samples: int, select_from: int, select_weight: float, select_target: float | None,
-                    select_motif_ratio: float = 0.3) -> None:
-    """Validate the selection settings of an export (``select_from = 0``: off).
+@dataclass
+class SelectionConfig:
+    """Composition-matched selection of a run's final designs (:func:`composition_matched`; ``docs/method.md``).
 
-    Raises:
-        ValueError: ``0 < select_from < num_samples``; ``select_weight < 0``; ``select_target`` outside ``(0, 1]``
-            or with ``select_weight == 0``; ``select_motif_ratio`` negative or not finite.
+    ``candidates = 0`` is off (the designs are plain samples). Otherwise ``candidates`` samples are drawn (as many
+    fine-tuning-oracle calls) and the requested number kept.
     """
-    if not (select_motif_ratio >= 0 and math.isfinite(select_motif_ratio)):
-        raise ValueError(f"select_motif_ratio must be finite and >= 0, got {select_motif_ratio}")
-    if select_from and select_from < num_samples:
-        raise ValueError(f"select_from ({select_from}) must be 0 (off) or >= num_samples ({num_samples})")
-    if not select_weight >= 0:
-        raise ValueError(f"select_weight must be >= 0 (reward per nat), got {select_weight}")
-    if select_target is not None and not (0 < select_target <= 1 and select_weight > 0):
-        raise ValueError(f"select_target must be a correlation in (0, 1] with select_weight > 0, got "
-                         f"{select_target} (select_weight {select_weight})")
+
+    candidates: int = 0  # samples to choose from (>= the designs kept), fine-tuning-oracle calls; 0 = off
+    weight: float = 0.0  # reward per nat of the kept set's 3-mer spectrum KL to the pretrained model's; 0 = top-k
+    target: float | None = None  # a 3-mer correlation the kept set must reach: the weight doubles (x1..8) until it does
+    motif_ratio: float = 0.3  # the JASPAR motif term's weight as a multiple of the 3-mer term's
+
+    def validate(self, num_samples: int) -> None:
+        """Check the settings for keeping ``num_samples`` designs.
+
+        Raises:
+            ValueError: one line naming the field: ``0 < candidates < num_samples``; ``weight < 0``; ``target``
+                outside ``(0, 1]`` or with ``weight == 0``; ``motif_ratio`` negative or not finite.
+        """
+        if not (self.motif_ratio >= 0 and math.isfinite(self.motif_ratio)):
+            raise ValueError(f"selection.motif_ratio must be finite and >= 0, got {self.motif_ratio}")
+        if self.candidates and self.candidates < num_samples:
+            raise ValueError(f"selection.candidates ({self.candidates}) must be 0 (off) or >= the designs kept "
+                             f"({num_samples})")
+        if not self.weight >= 0:
+            raise ValueError(f"selection.weight must be >= 0 (reward per nat), got {self.weight}")
+        if self.target is not None and not (0 < self.target <= 1 and self.weight > 0):
+            raise ValueError(f"selection.target must be a correlation in (0, 1] with selection.weight > 0, got "
+                             f"{self.target} (weight {self.weight})")
+
+    def scaled(self, num_samples: int, default_samples: int) -> SelectionConfig:
+        """The same selection for ``num_samples`` designs instead of ``default_samples``: as many candidates per kept
+        design (``simpo-bio demo --num-samples``)."""
+        if not self.candidates:
+            return self
+        ratio = self.candidates / default_samples
+        return replace(self, candidates=max(num_samples, round(num_samples * ratio)))
 
 
 def composition_matched(candidates: Tensor, reward: Tensor, k: int, reference_model, *, weight: float,
@@ -199,7 +221,7 @@ def composition_matched(candidates: Tensor, reward: Tensor, k: int, reference_mo
     Args:
         weight: reward per nat on the 3-mer spectrum; ``0`` is top-``k`` by reward (nothing is sampled).
         motif_ratio: the motif spectrum's weight as a multiple of ``weight``. Its 879 JASPAR motifs (about 46
-            hits per 200-bp sequence) outweigh the 64 3-mers at equal weight (``bench/RESULTS.md``, fourth pass).
+            hits per 200-bp sequence) outweigh the 64 3-mers at equal weight (``bench/results/dna-selection.md``, fourth pass).
         target: ``None`` (one selection at ``weight``), or a Pearson correlation in ``(0, 1]``: the weights
             ``weight * LADDER`` are tried in order and the first whose kept set's 3-mer spectrum correlates at
             least ``target`` with the reference is used; if none does, the one that came closest.
@@ -208,7 +230,7 @@ def composition_matched(candidates: Tensor, reward: Tensor, k: int, reference_mo
         ValueError: as :func:`select_by_composition`; ``weight < 0``; ``target`` outside ``(0, 1]`` or with
             ``weight == 0``.
     """
-    from simpo_bio.dna.metrics import pearson
+    from simpo_bio.dna.evaluation.metrics import pearson
 
     if not weight >= 0:
         raise ValueError(f"the selection weight must be >= 0 (reward per nat), got {weight}")

@@ -22,11 +22,11 @@ flag                   what it means (default)                                  
 changing as few bases as it can and never the adapters; :func:`repair_designs` repairs a design table and
 re-scores the repaired designs with the oracles (``simpo-bio export --repair``).
 
-The fast tensor checks the fine-tuning loop needs (:func:`simpo_bio.dna.naturalness.gc_fraction`,
-:func:`~simpo_bio.dna.naturalness.longest_homopolymer`, :func:`~simpo_bio.dna.naturalness.windowed_gc`) stay in
-:mod:`simpo_bio.dna.naturalness`; ``tests/dna/test_synthesis.py`` checks that they agree with these.
+The fast tensor checks the fine-tuning loop needs (:func:`simpo_bio.dna.data.composition.gc_fraction`,
+:func:`~simpo_bio.dna.data.composition.longest_homopolymer`, :func:`~simpo_bio.dna.data.composition.windowed_gc`) stay in
+:mod:`simpo_bio.dna.data.composition`; ``tests/dna/test_synthesis.py`` checks that they agree with these.
 
-Imports: numpy, pandas, torch, dnachisel, Biopython, :mod:`simpo_bio.dna.alphabet`.
+Imports: numpy, pandas, torch, dnachisel, Biopython, :mod:`simpo_bio.dna.data.alphabet`.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from simpo_bio.dna.alphabet import decode, encode
+from simpo_bio.dna.data.alphabet import decode, encode
 
 __all__ = ["SynthesisConstraints", "Violation", "check_designs", "flags_column", "repair_design", "repair_designs",
            "RepairResult", "constraint_summary"]

@@ -4,29 +4,25 @@ Moved out of the former ``drakes`` module by concern (data / models / evaluation
 """
 
 from __future__ import annotations
-import json
+
 import os
-import shutil
 import time
-import urllib.request
-import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
 import lightning.pytorch as pl
 import numpy as np
 import pandas as pd
 import torch
 from torch import Tensor
+
 from simpo_bio.diffusion.masked import MaskedDiffusion
-from simpo_bio.dna.alphabet import MASK_INDEX, decode, encode
-from simpo_bio.dna.backbones import DilatedCNN, drakes_config, load_drakes_state_dict
-from simpo_bio.dna.checkpoints import CheckpointArchitectureError
-from simpo_bio.dna.data import default_cache_dir
-from simpo_bio.dna.dhs import sha256_file
-from simpo_bio.dna.grelu_oracle import peek_checkpoint, read_checkpoint_restricted, to_plain
-from simpo_bio.dna.metrics import MotifScanner, kmer_frequencies, pearson
+from simpo_bio.dna.data.alphabet import decode, encode
+from simpo_bio.dna.data.tables import default_cache_dir
+from simpo_bio.dna.evaluation.metrics import MotifScanner, kmer_frequencies, pearson
+from simpo_bio.dna.models.drakes import drakes_sample
 from simpo_bio.fileio import atomic_write
 
 __all__ = ['TASKS', 'PAPER_RESULTS', 'drakes_log_likelihood', 'top_hepg2_reference', 'jaspar2022_scanner', 'DrakesProtocol', 'drakes_table', 'build_protocol', 'DrakesEvaluation']
@@ -183,7 +179,7 @@ def build_protocol(eval_oracle: Any, gosai_csv: str | os.PathLike, *, atac_oracl
                    device: str | torch.device = "cpu") -> DrakesProtocol:
     """A :class:`DrakesProtocol` from oracle objects or specs (``load_oracle`` paths, loaded on ``device``) and the
     Gosai table."""
-    from simpo_bio.dna.oracle import load_oracle
+    from simpo_bio.dna.oracles.oracle import load_oracle
 
     def oracle(o):
         return load_oracle(str(o), device=device) if isinstance(o, str | os.PathLike) else o

@@ -23,14 +23,13 @@ Metrics (one row of :func:`summarize` per set of designs):
 - **Novelty**: per design, the Hamming distance to the closest training sequence; reported as its mean, and the
   fraction of exact copies of a training sequence.
 
-Imports: :mod:`simpo_bio.dna.alphabet`, :mod:`simpo_bio.dna.data` (the cache folder of the JASPAR motifs) and
-:mod:`simpo_bio.dna.oracle` (scoring), :mod:`simpo_bio.fileio`.
+Imports: :mod:`simpo_bio.dna.data.alphabet`, :mod:`simpo_bio.dna.data.tables` (the cache folder of the JASPAR motifs) and
+:mod:`simpo_bio.dna.oracles.oracle` (scoring), :mod:`simpo_bio.fileio`.
 """
 
 from __future__ import annotations
 
 import hashlib
-import itertools
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -42,10 +41,16 @@ import torch
 from Bio.motifs.jaspar import calculate_pseudocounts
 from pyjaspar import jaspardb
 
-from simpo_bio.dna.alphabet import ALPHABET
-from simpo_bio.dna.data import default_cache_dir
-from simpo_bio.dna.naturalness import kmer_counts, naturalness_per_sequence, naturalness_summary
-from simpo_bio.dna.oracle import oracle_predicts_target, oracle_scores
+from simpo_bio.dna.data.alphabet import ALPHABET
+from simpo_bio.dna.data.composition import (  # the k-mer and correlation helpers live low: loading imports no evaluation
+    kmer_counts,
+    kmer_frequencies,
+    naturalness_per_sequence,
+    naturalness_summary,
+    pearson,
+)
+from simpo_bio.dna.data.tables import default_cache_dir
+from simpo_bio.dna.oracles.oracle import oracle_predicts_target, oracle_scores
 from simpo_bio.fileio import atomic_write
 
 
@@ -62,51 +67,10 @@ def one_hot(tokens: torch.Tensor, num_classes: int = 4) -> torch.Tensor:
     return torch.nn.functional.one_hot(tokens, num_classes).float().transpose(1, 2)
 
 
-def kmer_frequencies(tokens: torch.Tensor, k: int = 3) -> torch.Tensor:
-    """Normalised k-mer frequencies of a set of sequences.
-
-    Args:
-        tokens: ``[B, L]`` ids in ``0..3``.
-        k: k-mer length.
-
-    Returns:
-        float64 ``[4**k]`` summing to 1, k-mers in lexicographic order of ``ACGT`` (see :func:`kmer_names`).
-    """
-    tokens = torch.as_tensor(tokens).long()
-    if tokens.shape[1] < k:
-        raise ValueError(f"sequences of length {tokens.shape[1]} have no {k}-mers")
-    code = torch.zeros(tokens.shape[0], tokens.shape[1] - k + 1, dtype=torch.long)
-    for j in range(k):
-        code = code * 4 + tokens[:, j : tokens.shape[1] - k + 1 + j]
-    counts = torch.bincount(code.reshape(-1), minlength=4**k).double()
-    return counts / counts.sum().clamp_min(1)
-
-
 def kmer_counts_per_sequence(tokens: torch.Tensor, k: int = 3) -> torch.Tensor:
     """Per-sequence k-mer counts ``[B, 4**k]`` (same order as :func:`kmer_names`;
-    :func:`simpo_bio.dna.naturalness.kmer_counts`)."""
+    :func:`simpo_bio.dna.data.composition.kmer_counts`)."""
     return kmer_counts(torch.as_tensor(tokens).long(), k)
-
-
-def kmer_names(k: int = 3) -> list[str]:
-    """All k-mers over ``ACGT`` in the order used by :func:`kmer_frequencies`."""
-    return ["".join(p) for p in itertools.product(ALPHABET, repeat=k)]
-
-
-def pearson(a: torch.Tensor | np.ndarray, b: torch.Tensor | np.ndarray) -> float:
-    """Pearson correlation of two vectors; ``nan`` when either is constant."""
-    a = np.asarray(a, dtype=np.float64).ravel()
-    b = np.asarray(b, dtype=np.float64).ravel()
-    if a.shape != b.shape:
-        raise ValueError(f"shapes differ: {a.shape} vs {b.shape}")
-    a, b = a - a.mean(), b - b.mean()
-    den = np.sqrt((a * a).sum() * (b * b).sum())
-    return float((a * b).sum() / den) if den > 0 else float("nan")
-
-
-def kmer_correlation(tokens: torch.Tensor, reference: torch.Tensor, k: int = 3) -> float:
-    """Pearson correlation of k-mer frequencies of ``tokens`` ``[B, L]`` and ``reference`` ``[R, L']``."""
-    return pearson(kmer_frequencies(tokens, k), kmer_frequencies(reference, k))
 
 
 #: Above this many designs, :func:`pairwise_hamming_mean` averages a fixed-seed random sample of pairs instead of
@@ -355,7 +319,7 @@ class Evaluator:
 
     def per_sequence(self, tokens: torch.Tensor, progress: Callable | None = None) -> pd.DataFrame:
         """Per-design table: ``eval_reward``, ``eval_is_hepg2``, ``log_lik``, ``min_train_hamming``, and the
-        naturalness columns ``gc``, ``longest_homopolymer``, ``dust`` (:mod:`simpo_bio.dna.naturalness`)."""
+        naturalness columns ``gc``, ``longest_homopolymer``, ``dust`` (:mod:`simpo_bio.dna.data.composition`)."""
         tokens = torch.as_tensor(tokens).long()
         df = pd.DataFrame(index=pd.RangeIndex(tokens.shape[0]))
         df["eval_reward"] = oracle_scores(self.eval_oracle, tokens, what="the evaluation oracle").numpy()

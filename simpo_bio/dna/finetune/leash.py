@@ -3,7 +3,7 @@
 SiMPO's regulariser ``D_f(pi || pi_old)`` (paper Eq. 4) keeps one iteration near the policy it sampled from, but
 the drift from the pretrained reference accumulates over iterations; an oracle trained on natural sequences then
 rewards sequences no enhancer looks like (near-0% GC, homopolymers). This module holds the pieces
-:class:`simpo_bio.dna.finetune.SiMPOFineTuning` uses against that (``docs/method.md``, "Leash to the reference"):
+:class:`simpo_bio.dna.finetune.module.SiMPOFineTuning` uses against that (``docs/method.md``, "Leash to the reference"):
 
 - :func:`elbo_log_ratio`: ``log pi(x) - log pi_ref(x)`` per sequence from the two models' ELBOs with shared noise
   (the ``elbo`` estimator of the KL-regularised reward). The default ``trajectory`` estimator needs no function
@@ -11,13 +11,12 @@ rewards sequences no enhancer looks like (near-0% GC, homopolymers). This module
   sampled trajectory.
 - :func:`kl_regularized_reward`: RLHF's KL-in-reward, ``r - beta * log_ratio`` (Ziegler et al. 2019; the
   optimum of ``E[r] - beta KL(pi || pi_ref)`` is ``pi_ref exp(r / beta) / Z``).
-- :func:`adapt_kl_penalty`: the adaptive KL controller (Ziegler et al. 2019): ``beta`` follows a KL target.
 - :func:`anchor_kl`: the KL anchor in the loss, ``KL(p_theta(.|z_t) || p_ref(.|z_t))`` on noised samples.
 - :func:`bounded_elbo`: the cap on negative-weight ELBO terms (bounded repulsion; the paper's Case II).
-- :func:`build_constraints`: :class:`simpo_bio.dna.naturalness.NaturalnessConstraints` from a config mapping
+- :func:`build_constraints`: :class:`simpo_bio.dna.data.composition.NaturalnessConstraints` from a config mapping
   (the 3-mer limit from the embedded real sequences).
 
-Imports: torch, :mod:`simpo_bio.dna.naturalness` and :mod:`simpo_bio.dna.dhs` (lazily, for the real sequences).
+Imports: torch, :mod:`simpo_bio.dna.data.composition`, :mod:`simpo_bio.dna.finetune.config` and :mod:`simpo_bio.dna.data.dhs` (lazily, for the real sequences).
 """
 
 from __future__ import annotations
@@ -30,13 +29,10 @@ import torch
 from torch import Tensor
 
 from simpo_bio.diffusion.masked import random_subset_mask
-from simpo_bio.dna.naturalness import NaturalnessConstraints, kmer_counts
+from simpo_bio.dna.data.composition import NaturalnessConstraints
+from simpo_bio.dna.finetune.config import KL_ESTIMATORS
 
-__all__ = ["KL_ESTIMATORS", "adapt_kl_penalty", "check_kl_control", "kl_control_step", "anchor_kl",
-           "elbo_log_ratio", "kl_regularized_reward", "kmer_set_penalty", "bounded_elbo", "build_constraints"]
-
-#: How ``log pi(x) - log pi_ref(x)`` is estimated: the sampling trajectory's exact log-ratio, or ELBO differences.
-KL_ESTIMATORS = ("trajectory", "elbo")
+__all__ = ["KL_ESTIMATORS", "anchor_kl", "elbo_log_ratio", "kl_regularized_reward", "bounded_elbo", "build_constraints"]
 
 
 @torch.no_grad()
@@ -85,92 +81,6 @@ def kl_regularized_reward(reward: Tensor, log_ratio: Tensor, beta: float) -> Ten
     return reward - beta * log_ratio if beta > 0 else reward
 
 
-def adapt_kl_penalty(beta: float, kl: float, target: float, *, rate: float = 0.5, clip: float = 0.2) -> float:
-    """One step of the adaptive KL controller: ``beta * (1 + rate * clip(kl / target - 1, -clip, clip))``.
-
-    The proportional controller of Ziegler et al. 2019 ("Fine-Tuning Language Models from Human Preferences",
-    section 2.2): ``beta`` of the KL-regularised reward rises while the measured ``KL(pi || pi_ref)`` is above
-    ``target`` and falls while it is below, by at most ``rate * clip`` (10%) per iteration, so one noisy estimate
-    moves it little. Units: ``beta`` reward per nat; ``kl`` and ``target`` nats per sequence.
-
-    Raises:
-        ValueError: ``beta <= 0`` or ``target <= 0`` (a multiplicative controller needs both positive), a
-            non-finite ``kl``.
-    """
-    if not (beta > 0 and target > 0):
-        raise ValueError(f"the adaptive KL controller needs kl_penalty > 0 and kl_target > 0, got {beta}, {target}")
-    if not math.isfinite(kl):
-        raise ValueError(f"the KL estimate is not finite: {kl}")
-    return float(beta * (1.0 + rate * min(max(kl / target - 1.0, -clip), clip)))
-
-
-def check_kl_control(kl_penalty: float, kl_target: float | None, kl_max: float | None) -> None:
-    """Validate the KL controller's settings of ``SiMPOFineTuning`` (see :func:`kl_control_step`).
-
-    Raises:
-        ValueError: ``kl_penalty`` negative or not finite; ``kl_target`` or ``kl_max`` not finite and > 0, either
-            without a starting ``kl_penalty > 0``, or both set.
-    """
-    if not (kl_penalty >= 0 and math.isfinite(kl_penalty)):
-        raise ValueError(f"kl_penalty must be finite and >= 0, got {kl_penalty}")
-    for name, v in (("kl_target", kl_target), ("kl_max", kl_max)):
-        if v is not None and not (v > 0 and kl_penalty > 0 and math.isfinite(v)):
-            raise ValueError(f"{name} needs {name} > 0 and a starting kl_penalty > 0, got {v}, {kl_penalty}")
-    if kl_target is not None and kl_max is not None:
-        raise ValueError("set kl_target (a drift schedule) or kl_max (a drift cap), not both")
-
-
-def kl_control_step(beta: float, kl: float, *, base: float, target: float | None = None, cap: float | None = None,
-                    progress: float = 1.0) -> float:
-    """The next iteration's ``beta`` (reward per nat) of the KL-regularised reward, given this iteration's ``kl``.
-
-    - ``target`` (nats per sequence, a drift *schedule*): :func:`adapt_kl_penalty` toward ``target * progress``
-      (``progress`` = the share of the run done, in ``(0, 1]``): ``beta`` may fall below ``base``.
-    - ``cap`` (nats per sequence, a drift *ceiling*): one-sided. ``beta`` rises by up to 25% per iteration while
-      ``kl > cap`` and relaxes at the same rate toward ``base`` while below, never under ``base``; a run that stays
-      under the cap trains exactly as with the fixed ``beta = base``.
-    - neither: ``beta`` unchanged.
-
-    Raises:
-        ValueError: as :func:`adapt_kl_penalty`.
-    """
-    if target is not None:
-        return adapt_kl_penalty(beta, kl, target * min(1.0, progress))
-    if cap is not None:
-        return max(base, adapt_kl_penalty(beta, kl, cap, rate=0.5, clip=0.5))
-    return beta
-
-
-def kmer_set_penalty(tokens: Tensor, reference_freq: Tensor, *, k: int = 3, pseudocount: float = 1.0) -> Tensor:
-    """How much each sequence pulls the batch's k-mer spectrum away from a reference spectrum, ``[B]`` nats.
-
-    ``p_i = sum_t c_{i,t} log(f_t / q_t)``: ``c_{i,t}`` the count of k-mer ``t`` in sequence ``i``, ``f`` the
-    k-mer frequencies of the whole batch (``pseudocount`` added to every count), ``q`` the reference frequencies.
-    ``p_i`` is the change of ``N KL(f || q)`` (``N`` the batch's k-mer count) when sequence ``i`` is added, to first
-    order: a sequence rich in the k-mers the batch already over-uses scores high, one that restores the spectrum
-    scores low. Used as a set-level leash in the reward, ``r - kmer_penalty * p`` (``SiMPOFineTuning``): the
-    per-sequence leash cannot see a shift that every design makes a little (the 3-mer drift of ``bench/RESULTS.md``).
-
-    Args:
-        tokens: ``[B, L]`` long tokens.
-        reference_freq: ``[4**k]`` positive frequencies (e.g. of the pretrained model's samples).
-        k: k-mer length.
-        pseudocount: added to every batch count.
-
-    Raises:
-        ValueError: ``reference_freq`` of the wrong size or with a non-positive entry; ``pseudocount <= 0``.
-    """
-    q = torch.as_tensor(reference_freq, dtype=torch.float32, device=tokens.device).reshape(-1)
-    if q.numel() != 4**k or bool((q <= 0).any()):
-        raise ValueError(f"reference_freq must hold {4**k} positive frequencies, got {q.numel()} values")
-    if not pseudocount > 0:
-        raise ValueError(f"pseudocount must be > 0, got {pseudocount}")
-    counts = kmer_counts(tokens, k)  # [B, 4**k]
-    batch = counts.sum(0) + pseudocount
-    log_ratio = torch.log(batch / batch.sum()) - torch.log(q / q.sum())
-    return counts @ log_ratio
-
-
 def bounded_elbo(elbo: Tensor, weight: Tensor, repel_margin: float | None, seq_len: int) -> Tensor:
     """Cap the ELBO terms of negative-weight sequences: ``min(ELBO_i, repel_margin * L)`` where ``w_i < 0``.
 
@@ -202,9 +112,9 @@ def build_constraints(spec: Mapping[str, Any] | NaturalnessConstraints | None, *
                       reference: Tensor | None = None) -> NaturalnessConstraints | None:
     """Constraints from a config mapping (``null`` = none).
 
-    Keys: those of :class:`~simpo_bio.dna.naturalness.NaturalnessConstraints` plus ``kmer_quantile``: the 3-mer
+    Keys: those of :class:`~simpo_bio.dna.data.composition.NaturalnessConstraints` plus ``kmer_quantile``: the 3-mer
     limit is that quantile of the real sequences' chi-square distances, from ``reference`` (``[R, L]`` tokens) or,
-    when not given, the training split of the embedded DHS data (:func:`simpo_bio.dna.dhs.load_dhs`).
+    when not given, the training split of the embedded DHS data (:func:`simpo_bio.dna.data.dhs.load_dhs`).
 
     Raises:
         ValueError: unknown keys or invalid values (named).
@@ -222,7 +132,7 @@ def build_constraints(spec: Mapping[str, Any] | NaturalnessConstraints | None, *
     if reference is None:
         import numpy as np
 
-        from simpo_bio.dna.dhs import load_dhs
+        from simpo_bio.dna.data.dhs import load_dhs
 
         train = load_dhs()["train"].with_format("numpy", columns=["tokens"])[:]["tokens"]
         reference = torch.from_numpy(np.asarray(train, dtype=np.int64))

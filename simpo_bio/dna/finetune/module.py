@@ -7,18 +7,20 @@ paper references, are in ``docs/method.md``):
 1. **sample** ``num_groups x group_size`` sequences from the current policy with no grad (``pi_old`` = the policy
    at sampling time, paper Sec. 3.1; the batched ancestral sampler of
    :class:`~simpo_bio.diffusion.masked.MaskedDiffusion`);
-2. **reward** them with the frozen fine-tuning oracle (:mod:`simpo_bio.dna.oracle`, checked finite; a list of
-   oracles is a conservative ensemble, :mod:`simpo_bio.dna.ensemble`), minus ``kl_penalty`` times the log-ratio
-   to the reference (the leash, :mod:`simpo_bio.dna.leash`), designs outside the natural range ranked last
-   (``constraints``, :mod:`simpo_bio.dna.naturalness`), then group-relative advantages
-   (:func:`simpo_bio.weighting.group_advantages`, paper Example 3.4);
-3. **weights** by scheme name (``exp``, ``linear``, ``square``, ``power``, ``linear_neg``, ``square_neg``,
-   ``wd1``; :func:`simpo_bio.weighting.compute_weights`, paper Eq. 9-11 and Appendix E) at a fixed temperature or
-   one tuned by the dual of paper Appendix G, Eq. 30 (:class:`simpo_bio.weighting.TemperatureController`);
-4. **update**: ``update_epochs`` passes of gradient steps on ``sum_i w_i * ELBO_loss(x_i)`` (weights detached;
-   paper Eq. 7 with the negative ELBO of section 5.3; negative weights repel, paper section 3.4, capped at
-   ``repel_margin`` nats per base), plus an optional anchor ``kl_coef * KL(policy || reference)`` on the denoising
-   distributions, with gradient-norm clipping.
+2. **reward** them with the frozen fine-tuning oracle (:mod:`simpo_bio.dna.oracles.oracle`, checked finite; a list of
+   oracles is a conservative ensemble, :mod:`simpo_bio.dna.oracles.ensemble`), minus ``reward.kl_penalty`` times the
+   log-ratio to the reference (the leash, :mod:`simpo_bio.dna.finetune.leash`), designs outside the natural range
+   ranked last (``reward.constraints``, :mod:`simpo_bio.dna.data.composition`);
+3. **weights**: group-relative advantages, then weights by scheme name (``exp``, ``linear``, ``square``, ``power``,
+   ``linear_neg``, ``square_neg``, ``wd1``) at a fixed temperature or one tuned by the dual of paper Appendix G,
+   Eq. 30 -- the shared Stage-I step :class:`simpo_bio.weighting.WeightingStep` (paper Eq. 9-11, Example 3.4);
+4. **update**: ``update.update_epochs`` passes of gradient steps on ``sum_i w_i * ELBO_loss(x_i)`` (weights
+   detached; paper Eq. 7 with the negative ELBO of section 5.3; negative weights repel, paper section 3.4, capped
+   at ``update.repel_margin`` nats per base), plus the anchor ``update.kl_coef * KL(policy || reference)`` on the
+   denoising distributions, with gradient-norm clipping.
+
+The arguments are four typed groups (:mod:`simpo_bio.dna.finetune.config`): ``sampling``, ``reward``,
+``weighting``, ``update``; each default is the shipped default.
 
 Everything random (sampling, ELBO noise, minibatch order) draws from one generator owned by the module; its state
 is saved in every checkpoint, so a fit killed after iteration ``k`` and resumed from ``last.ckpt`` continues with
@@ -42,19 +44,19 @@ Run it with LightningCLI (``configs/dna/simpo_base.yaml`` plus one scheme file):
     simpo-bio fit --config configs/dna/simpo_base.yaml --config configs/dna/simpo_square_neg.yaml
 
 :func:`load_policy` is the one way back from a checkpoint (fine-tuned or pretrained) to a sampler; every command
-uses it. Designs and exports at the end of a fit: :mod:`simpo_bio.dna.designs`.
+uses it. Designs and exports at the end of a fit: :mod:`simpo_bio.dna.design.designs`.
 
-Imports: Lightning, :mod:`simpo_bio.weighting`, :mod:`simpo_bio.dna.checkpoints`, :mod:`simpo_bio.dna.oracle`,
-:mod:`simpo_bio.dna.pretrain`, :mod:`simpo_bio.dna.leash`, :mod:`simpo_bio.dna.naturalness`,
-:mod:`simpo_bio.dna.ensemble` (and, lazily, :mod:`simpo_bio.dna.hf` / :mod:`simpo_bio.dna.drakes` for those files).
+Imports: Lightning, :mod:`simpo_bio.weighting`, :mod:`simpo_bio.dna.data`, :mod:`simpo_bio.dna.models`,
+:mod:`simpo_bio.dna.oracles`, :mod:`simpo_bio.dna.finetune.config`, :mod:`simpo_bio.dna.finetune.leash`.
 """
 
 from __future__ import annotations
 
 import copy
 import hashlib
-import math
+import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -62,30 +64,23 @@ import lightning.pytorch as pl
 import torch
 from torch import Tensor, nn
 
-from simpo_bio.dna.checkpoints import guard_resume, record_model_kind
-from simpo_bio.dna.ensemble import EnsembleOracle
-from simpo_bio.dna.leash import (
-    KL_ESTIMATORS,
+from simpo_bio.dna.data.composition import feasibility_ranked
+from simpo_bio.dna.finetune.config import RewardConfig, SamplingConfig, UpdateConfig, WeightingConfig
+from simpo_bio.dna.finetune.leash import (
     anchor_kl,
     bounded_elbo,
     build_constraints,
-    check_kl_control,
     elbo_log_ratio,
-    kl_control_step,
     kl_regularized_reward,
-    kmer_set_penalty,
 )
-from simpo_bio.dna.naturalness import feasibility_ranked, kmer_counts
-from simpo_bio.dna.oracle import check_rewards, load_oracle
-from simpo_bio.dna.policies import MODEL_KIND, RENAMED_HPARAMS, load_policy
-from simpo_bio.dna.pretrain import load_pretrained
-from simpo_bio.dna.selection import count_kl, reference_spectra
-from simpo_bio.weighting import TemperatureController, compute_weights, get_scheme, group_advantages
+from simpo_bio.dna.models.checkpoints import CheckpointFormatError, guard_resume, record_model_kind
+from simpo_bio.dna.models.policies import MODEL_KIND, load_policy
+from simpo_bio.dna.models.pretrain import load_pretrained
+from simpo_bio.dna.oracles.ensemble import EnsembleOracle
+from simpo_bio.dna.oracles.oracle import check_rewards, load_oracle
+from simpo_bio.weighting import WeightingStep
 
-#: How the policy's ELBO in the weighted loss is estimated (``SiMPOFineTuning(elbo_estimator=...)``).
-ELBO_ESTIMATORS = ("count", "time")
-
-__all__ = ["SiMPOFineTuning", "PolicyIterationDataModule", "load_policy"]
+__all__ = ["SiMPOFineTuning", "PolicyIterationDataModule"]
 
 
 # ---------------------------------------------------------------------------------------------- step counter
@@ -119,11 +114,26 @@ def _load_policy_from(spec) -> nn.Module:  # a module, a checkpoint, or an expor
 
 
 def _load_oracle_from(spec, std_coef: float = 1.0):
-    if isinstance(spec, list | tuple):  # an ensemble: conservative reward mean - k std (simpo_bio/dna/ensemble.py)
+    if isinstance(spec, list | tuple):  # an ensemble: conservative reward mean - k std (simpo_bio/dna/oracles/ensemble.py)
         return EnsembleOracle([_load_oracle_from(s) for s in spec], std_coef=std_coef)
     if callable(spec) and not isinstance(spec, str | Path):
         return spec
     return load_oracle(str(spec))
+
+
+def _group(cls: type, value: Any, name: str):
+    """A config group from a dataclass, a mapping (a checkpoint's hparams) or None (the defaults)."""
+    if value is None:
+        return cls()
+    if isinstance(value, cls):
+        return copy.deepcopy(value)
+    if isinstance(value, dict):
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(value) - known)
+        if unknown:
+            raise ValueError(f"{name}: unknown field(s) {unknown}; the fields are {sorted(known)}")
+        return cls(**value)
+    raise TypeError(f"{name} must be a {cls.__name__} or a mapping, got {type(value).__name__}")
 
 
 # ------------------------------------------------------------------------------------------------ the module
@@ -131,142 +141,65 @@ class SiMPOFineTuning(pl.LightningModule):
     """SiMPO fine-tuning of a masked diffusion policy (paper sections 3-4 and 5.3; ``docs/method.md`` 5-8).
 
     Args:
-        pretrained: path of the pretrained model checkpoint (:func:`simpo_bio.dna.pretrain.load_pretrained`); from
-            Python a :class:`~simpo_bio.diffusion.masked.MaskedDiffusion` module is accepted too. The policy starts
-            as a copy of it and the frozen reference stays equal to it.
-        oracle: path of the frozen fine-tuning oracle (:func:`simpo_bio.dna.oracle.load_oracle`), a list of paths
-            (an ensemble with the conservative reward ``mean - ensemble_std_coef * std``,
-            :class:`simpo_bio.dna.ensemble.EnsembleOracle`) or, from Python, any callable
+        pretrained: path of the pretrained model checkpoint (:func:`simpo_bio.dna.models.pretrain.load_pretrained`)
+            or an export-hf directory; from Python a :class:`~simpo_bio.diffusion.masked.MaskedDiffusion` module is
+            accepted too. The policy starts as a copy of it and the frozen reference stays equal to it.
+        oracle: path of the frozen fine-tuning oracle (:func:`simpo_bio.dna.oracles.oracle.load_oracle`), a list of
+            paths (an ensemble with the conservative reward ``mean - reward.ensemble_std_coef * std``,
+            :class:`simpo_bio.dna.oracles.ensemble.EnsembleOracle`) or, from Python, any callable
             ``tokens [B, L] long -> rewards [B]``. It is never saved in the checkpoint.
-        scheme: weighting scheme name (:func:`simpo_bio.weighting.available_schemes`).
-        scheme_params: extra parameters of the scheme, e.g. ``{"eta": 1.0}`` for ``linear_neg`` / ``square_neg``,
-            ``{"p": 3}`` for ``power``.
-        group_size: ``G``, sequences per group (advantages and weights are normalised within a group).
-        num_groups: groups sampled per iteration (reward queries per iteration = ``G * num_groups``).
-        seq_len: length ``L`` of the generated sequences (bp).
-        num_steps: steps of the ancestral sampler.
-        temperature: fixed temperature (advantage units); initial value when ``auto_temperature``.
-        auto_temperature: tune the temperature so ``KL(w || uniform) = target_kl`` (paper Appendix G).
-        target_kl: target of the temperature dual, nats (must be ``< log G``).
-        temperature_lr: Adam learning rate of ``log temperature``.
-        normalize_advantage: standardise rewards within each group (``(r - mean) / std``).
-        leave_one_out: centre each reward on the mean of the other group members.
-        update_epochs: passes over the sampled sequences per iteration.
-        minibatch_size: sequences per gradient step (``None`` = all ``G * num_groups``).
-        lr, weight_decay, betas: AdamW settings of the policy.
-        kmer_penalty: the set-level leash, reward units per nat: ``r - kmer_penalty * p`` with ``p`` how much the
-            sequence pulls the batch's 3-mer spectrum away from the reference model's
-            (:func:`simpo_bio.dna.leash.kmer_set_penalty`; the reference spectrum from 512 of its samples); 0 = off.
-        lr_warmup: iterations of linear learning-rate warmup (``lr * (k + 1) / lr_warmup`` at iteration ``k``);
-            0 = none. AdamW's first steps move every parameter by about ``lr`` whatever the signal.
-        grad_clip: max gradient norm (``0`` disables clipping).
-        kl_coef: coefficient of the KL anchor to the reference in the loss, per nat of path KL (0 = off; the
-            shipped configs use 1.0: :func:`simpo_bio.dna.leash.anchor_kl`).
-        kl_penalty: ``beta`` of the KL-regularised reward ``r - beta (log pi(x) - log pi_ref(x))``, reward units
-            (HepG2 log-odds, nats) per nat of KL to the frozen reference; 0 = off (:mod:`simpo_bio.dna.leash`).
-        kl_estimator: how ``log pi(x) - log pi_ref(x)`` is estimated: ``trajectory`` (exact log-ratio of the
-            sampling trajectory; the reference runs beside the policy in the sampler) or ``elbo`` (ELBO
-            differences with shared noise, 2 draws). Its mean is logged every iteration as ``kl_ref``.
-        kl_target: nats per sequence at the last iteration, or ``None``: ``kl_penalty`` is then only the start of
-            a ``beta`` that the adaptive controller moves every iteration toward a target rising linearly to this
-            KL over ``max_epochs`` (:func:`simpo_bio.dna.leash.kl_control_step`; logged as ``kl_penalty``).
-        kl_max: a drift ceiling, nats per sequence, or ``None``: ``beta`` rises above ``kl_penalty`` while the
-            iteration's KL estimate exceeds it and relaxes back while below (one-sided; not with ``kl_target``).
-        repel_margin: cap of a negative-weight sequence's ELBO term, nats per base (bounded repulsion,
-            :func:`simpo_bio.dna.leash.bounded_elbo`); ``None`` = no cap.
-        constraints: the natural range designs must stay in (``gc_window``, ``max_homopolymer``, ``max_dust``,
-            ``kmer_quantile``; :func:`simpo_bio.dna.leash.build_constraints`): a sampled design outside it ranks
-            below every design inside it (:func:`simpo_bio.dna.naturalness.feasibility_ranked`); ``None`` = off.
-        ensemble_std_coef: ``k`` of the conservative ensemble reward (used when ``oracle`` is a list).
-        elbo_estimator: the policy's ELBO in the weighted loss: ``count`` (masked-subset size ``k ~ U{1..L}``
-            with weight ``L / k``, :meth:`~simpo_bio.diffusion.masked.MaskedDiffusion.elbo_loss_by_count`) or
-            ``time`` (``t ~ U[eps, 1]`` with weight ``1 / t``, the pretraining loss). With one independent draw the
-            two are about equally noisy; ``count`` allows stratified draws and shared masks (``docs/method.md``
-            section 8, ``bench/elbo_gradient.py``).
-        elbo_draws: Monte-Carlo draws per sequence in the loss (cost grows linearly).
-        elbo_shared_noise: the same masked subsets for every sequence of a minibatch (common random numbers:
-            the noise of the zero-sum weighted ELBO cancels; ``count`` only, ignored by ``time``).
+        sampling: :class:`~simpo_bio.dna.finetune.config.SamplingConfig` (group size, groups, length, steps).
+        reward: :class:`~simpo_bio.dna.finetune.config.RewardConfig` (the leash and the natural range).
+        weighting: :class:`~simpo_bio.dna.finetune.config.WeightingConfig` (scheme, temperature, advantages).
+        update: :class:`~simpo_bio.dna.finetune.config.UpdateConfig` (optimiser, ELBO estimator, epochs, anchor).
         log_reference_elbo: log ``elbo_ref`` of the samples under the reference (one extra ELBO pass).
         seed: seed of the module's generator (sampling, ELBO noise, minibatch order).
 
+    Each group is given as its dataclass or as a mapping of its fields (LightningCLI and checkpoints).
+
     Raises:
-        ValueError: unknown scheme or invalid sizes (at construction).
+        ValueError: unknown scheme, an unknown field of a group, or an invalid value (one line naming
+            ``<group>.<field>``; at construction).
         NonFiniteRewardError: the oracle returned NaN or infinity (during training; a ValueError too).
     """
-
-    #: Read by :mod:`simpo_bio.lightning_cli` and :func:`load_policy` for checkpoints of earlier releases.
-    RENAMED_HPARAMS = RENAMED_HPARAMS
 
     def __init__(
         self,
         pretrained: str = "checkpoints/dna/pretrained_dhs.ckpt",
         oracle: str | list[str] = "checkpoints/dna/oracle_ft.ckpt",
-        scheme: str = "square_neg",
-        scheme_params: dict[str, float] | None = None,
-        group_size: int = 32,
-        num_groups: int = 2,
-        seq_len: int = 200,
-        num_steps: int = 32,
-        temperature: float = 1.0,
-        auto_temperature: bool = False,
-        target_kl: float = 1.5,
-        temperature_lr: float = 3e-2,
-        normalize_advantage: bool = True,
-        leave_one_out: bool = False,
-        update_epochs: int = 2,
-        minibatch_size: int | None = None,
-        lr: float = 1e-3,
-        weight_decay: float = 0.0,
-        betas: tuple[float, float] = (0.9, 0.999),
-        grad_clip: float = 1.0,
-        kl_coef: float = 0.0,
+        sampling: SamplingConfig = SamplingConfig(),  # noqa: B008  (copied: the default is never mutated)
+        reward: RewardConfig = RewardConfig(),  # noqa: B008
+        weighting: WeightingConfig = WeightingConfig(),  # noqa: B008
+        update: UpdateConfig = UpdateConfig(),  # noqa: B008
         log_reference_elbo: bool = True,
         seed: int = 0,
-        kl_penalty: float = 0.0,
-        kl_estimator: str = "trajectory",
-        repel_margin: float | None = None,
-        constraints: dict[str, Any] | None = None,
-        ensemble_std_coef: float = 1.0,
-        elbo_estimator: str = "count",
-        elbo_draws: int = 4,
-        elbo_shared_noise: bool = True,
-        lr_warmup: int = 0,
-        kmer_penalty: float = 0.0,
-        kl_target: float | None = None,
-        kl_max: float | None = None,
     ) -> None:
         super().__init__()
-        # modules passed from Python are not hyperparameters (only paths are recorded)
-        def _is_path(v) -> bool:
+        self.sampling = _group(SamplingConfig, sampling, "sampling")
+        self.reward_config = _group(RewardConfig, reward, "reward")
+        self.weighting_config = _group(WeightingConfig, weighting, "weighting")
+        self.update_config = _group(UpdateConfig, update, "update")
+        for group in (self.sampling, self.reward_config, self.weighting_config, self.update_config):
+            group.validate()
+
+        def _is_path(v) -> bool:  # modules passed from Python are not hyperparameters (only paths are recorded)
             return isinstance(v, str | Path) or (isinstance(v, list | tuple) and all(isinstance(e, str | Path) for e in v))
 
-        self.save_hyperparameters(ignore=[k for k, v in (("pretrained", pretrained), ("oracle", oracle))
-                                          if not _is_path(v)])
-        for name, v in (("group_size", group_size), ("num_groups", num_groups), ("seq_len", seq_len),
-                        ("num_steps", num_steps), ("update_epochs", update_epochs)):
-            if int(v) < 1:
-                raise ValueError(f"{name} must be >= 1, got {v}")
-        if group_size < 2:
-            raise ValueError("group_size must be >= 2 (advantages are relative within a group)")
-        if not (temperature > 0 and math.isfinite(temperature)):
-            raise ValueError(f"temperature must be > 0, got {temperature}")
-        if kl_coef < 0:
-            raise ValueError(f"kl_coef must be >= 0, got {kl_coef}")
-        if kl_estimator not in KL_ESTIMATORS:
-            raise ValueError(f"kl_estimator must be one of {KL_ESTIMATORS}, got {kl_estimator!r}")
-        if elbo_estimator not in ELBO_ESTIMATORS:
-            raise ValueError(f"elbo_estimator must be one of {ELBO_ESTIMATORS}, got {elbo_estimator!r}")
-        if not (kmer_penalty >= 0 and math.isfinite(kmer_penalty)):
-            raise ValueError(f"kmer_penalty must be finite and >= 0, got {kmer_penalty}")
-        check_kl_control(kl_penalty, kl_target, kl_max)
-        if int(lr_warmup) < 0:
-            raise ValueError(f"lr_warmup must be >= 0 iterations, got {lr_warmup}")
-        if int(elbo_draws) < 1:
-            raise ValueError(f"elbo_draws must be >= 1, got {elbo_draws}")
-        if repel_margin is not None and not repel_margin > 0:
-            raise ValueError(f"repel_margin must be > 0 nats per base (or null), got {repel_margin}")
-        self.constraints = build_constraints(constraints)
-        self.scheme = get_scheme(scheme, **(scheme_params or {}))
+        hp: dict[str, Any] = {}
+        for name, v in (("pretrained", pretrained), ("oracle", oracle)):
+            if _is_path(v):
+                hp[name] = [str(e) for e in v] if isinstance(v, list | tuple) else str(v)
+        hp.update(sampling=asdict(self.sampling), reward=asdict(self.reward_config),
+                  weighting=asdict(self.weighting_config), update=asdict(self.update_config),
+                  log_reference_elbo=bool(log_reference_elbo), seed=int(seed))
+        self.save_hyperparameters(hp)
+        self.constraints = build_constraints(self.reward_config.constraints)
+        w = self.weighting_config
+        self.weighting = WeightingStep(w.scheme, w.scheme_params, temperature=w.temperature,
+                                       auto_temperature=w.auto_temperature, target_kl=w.target_kl,
+                                       temperature_lr=w.temperature_lr, normalize_advantage=w.normalize_advantage,
+                                       leave_one_out=w.leave_one_out)
+        self.scheme = self.weighting.scheme
         self.automatic_optimization = False
 
         reference = _load_policy_from(pretrained)
@@ -277,17 +210,42 @@ class SiMPOFineTuning(pl.LightningModule):
         # frozen reference and oracle live outside the state dict (not saved; rebuilt from their paths)
         reference.requires_grad_(False).eval()
         object.__setattr__(self, "reference", reference)
-        object.__setattr__(self, "oracle", _load_oracle_from(oracle, ensemble_std_coef))
-        self.temperature_ctl = TemperatureController(self.scheme, temperature=temperature, target_kl=target_kl)
-        self.temperature_ctl.requires_grad_(auto_temperature)
+        object.__setattr__(self, "oracle", _load_oracle_from(oracle, self.reward_config.ensemble_std_coef))
 
         self.generator = torch.Generator().manual_seed(seed)
         self.register_buffer("reward_queries", torch.zeros((), dtype=torch.long))
-        self.register_buffer("kl_beta", torch.tensor(float(kl_penalty), dtype=torch.float64))  # kl_target moves it
         self.history: list[dict[str, float]] = []
         self._extra_sample_kwargs: dict[str, Any] = {}
 
+    @staticmethod
+    def validate_config(init_args: dict[str, Any]) -> None:
+        """Check a configuration (the ``model.init_args`` mapping of a config) without loading anything.
+
+        Raises:
+            ValueError: one line naming ``<group>.<field>``, an unknown field or an unknown scheme."""
+        groups = {"sampling": SamplingConfig, "reward": RewardConfig, "weighting": WeightingConfig,
+                  "update": UpdateConfig}
+        built = {}
+        for name, cls in groups.items():
+            value = init_args.get(name)
+            built[name] = _group(cls, vars(value) if hasattr(value, "__dict__") and not isinstance(value, dict)
+                                 else value, name)
+            built[name].validate()
+        w = built["weighting"]
+        WeightingStep(w.scheme, w.scheme_params, temperature=w.temperature, target_kl=w.target_kl,
+                      temperature_lr=w.temperature_lr)
+
     # ---------------------------------------------------------------------------------------- plumbing
+    @property
+    def seq_len(self) -> int:
+        """Length of the generated sequences, bp (``sampling.seq_len``)."""
+        return self.sampling.seq_len
+
+    @property
+    def num_steps(self) -> int:
+        """Steps of the ancestral sampler (``sampling.num_steps``)."""
+        return self.sampling.num_steps
+
     def _move_frozen(self) -> None:
         self.reference.to(self.device)
         if isinstance(self.oracle, nn.Module):
@@ -311,11 +269,8 @@ class SiMPOFineTuning(pl.LightningModule):
         self._move_frozen()
 
     def configure_optimizers(self):
-        hp = self.hparams
-        opt = torch.optim.AdamW(self.policy.parameters(), lr=hp.lr, weight_decay=hp.weight_decay,
-                                betas=tuple(hp.betas))
-        temp_opt = torch.optim.Adam(self.temperature_ctl.parameters(), lr=hp.temperature_lr)
-        return [opt, temp_opt]
+        u = self.update_config
+        return torch.optim.AdamW(self.policy.parameters(), lr=u.lr, weight_decay=u.weight_decay, betas=tuple(u.betas))
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         record_model_kind(checkpoint, MODEL_KIND)
@@ -328,8 +283,18 @@ class SiMPOFineTuning(pl.LightningModule):
         checkpoint["simpo_history"] = list(self.history)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        hp = checkpoint.get("hyper_parameters") or {}
+        if "sampling" not in hp:  # flat hyper-parameters: a checkpoint of 0.1 (before the typed groups)
+            err = CheckpointFormatError(
+                "this fine-tuning checkpoint was written before the typed configuration (its hyper-parameters are "
+                "flat, not the groups sampling / reward / weighting / update): refit it with this version "
+                "(fit --ckpt_path null, or demo --fresh)", None)
+            trainer = getattr(self, "_trainer", None)
+            if trainer is not None and getattr(getattr(trainer.state, "fn", None), "value", None) == "fit":
+                print(f"simpo-bio: error: {err}", file=sys.stderr)  # a resume: one line, exit 2
+                raise SystemExit(2)
+            raise err
         guard_resume(self, checkpoint)  # a checkpoint of another model / config: one line, exit 2
-        checkpoint["state_dict"].setdefault("kl_beta", self.kl_beta.clone())  # checkpoints from before kl_target
         state = checkpoint.get("simpo_generator_state")
         if state is not None:
             dev = torch.device(checkpoint.get("simpo_generator_device", "cpu"))
@@ -355,14 +320,14 @@ class SiMPOFineTuning(pl.LightningModule):
         """
         was_training = self.policy.training
         self.policy.eval()
-        kwargs = dict(num_steps=num_steps or self.hparams.num_steps,
+        kwargs = dict(num_steps=num_steps or self.num_steps,
                       generator=self.generator if generator is None else generator, device=self.device)
         if batch_size is not None:
             kwargs["batch_size"] = batch_size
         kwargs.update(self._extra_sample_kwargs)
         if reference is not None:
             kwargs.update(reference=reference, return_log_probs=True)
-        x = self.policy.sample(num_samples, self.hparams.seq_len, **kwargs)
+        x = self.policy.sample(num_samples, self.seq_len, **kwargs)
         self.policy.train(was_training)
         return x
 
@@ -372,41 +337,79 @@ class SiMPOFineTuning(pl.LightningModule):
         r = self.oracle(tokens)
         return check_rewards(torch.as_tensor(r).reshape(-1).to(self.device), "the fine-tuning oracle")
 
-    def kmer_reference_freq(self) -> Tensor:
-        """3-mer frequencies ``[64]`` of 512 samples of the frozen reference (own seeded stream; computed once)."""
-        if getattr(self, "_kmer_ref", None) is None:
-            hp = self.hparams
-            self._kmer_ref = reference_spectra(self.reference, hp.seq_len, num_steps=hp.num_steps, seed=hp.seed + 7919,
-                                               device=self.device)["kmer3"].float().to(self.device)
-        return self._kmer_ref
-
     def policy_nelbo(self, x: Tensor) -> Tensor:
-        """Negative ELBO ``[B]`` (nats) of the policy in the weighted loss, by ``elbo_estimator`` (differentiable)."""
-        hp = self.hparams
-        if hp.elbo_estimator == "time":
-            draws = [self.policy.elbo_loss(x, generator=self.generator) for _ in range(hp.elbo_draws)]
+        """Negative ELBO ``[B]`` (nats) of the policy in the weighted loss, by ``update.elbo_estimator``
+        (differentiable)."""
+        u = self.update_config
+        if u.elbo_estimator == "time":
+            draws = [self.policy.elbo_loss(x, generator=self.generator) for _ in range(u.elbo_draws)]
             return torch.stack(draws).mean(0)
-        return self.policy.elbo_loss_by_count(x, num_draws=hp.elbo_draws, shared_noise=hp.elbo_shared_noise,
+        return self.policy.elbo_loss_by_count(x, num_draws=u.elbo_draws, shared_noise=u.elbo_shared_noise,
                                               generator=self.generator)
 
     def anchor_kl(self, x: Tensor) -> Tensor:
-        """Per-sample KL anchor ``[B]`` of the loss (:func:`simpo_bio.dna.leash.anchor_kl`; ``kl_coef``)."""
+        """Per-sample KL anchor ``[B]`` of the loss (:func:`simpo_bio.dna.finetune.leash.anchor_kl`; ``update.kl_coef``)."""
         return anchor_kl(self.policy, self.reference, x, generator=self.generator)
 
-    # ------------------------------------------------------------------------------------- training step
+    # ------------------------------------------------------------------------------------- one iteration
+    def sample_iteration(self) -> tuple[Tensor, Tensor]:
+        """Stage 0: ``(tokens [n, L], log_ratio [n])`` from ``pi_old``, ``n = group_size * num_groups``;
+        ``log_ratio`` estimates ``log pi(x) - log pi_ref(x)`` in nats (``reward.kl_estimator``)."""
+        n = self.sampling.group_size * self.sampling.num_groups
+        if self.reward_config.kl_estimator == "trajectory":
+            x, log_p, log_q = self.generate(n, reference=self.reference)
+            return x, log_p - log_q
+        x = self.generate(n)
+        return x, elbo_log_ratio(self.policy, self.reference, x, generator=self.generator)
+
+    def shaped_reward(self, x: Tensor, reward: Tensor, log_ratio: Tensor) -> tuple[Tensor, Tensor]:
+        """Stage 1: ``(shaped [num_groups, G], feasible [n] bool)``: the leash (``reward.kl_penalty``) and the
+        natural range (designs outside rank below every design inside)."""
+        s = self.sampling
+        shaped = kl_regularized_reward(reward, log_ratio, float(self.reward_config.kl_penalty))
+        shaped = shaped.view(s.num_groups, s.group_size)
+        feasible = torch.ones(x.shape[0], dtype=torch.bool, device=self.device)
+        if self.constraints is not None:
+            violation = self.constraints.violation(x)
+            feasible = violation == 0
+            shaped = feasibility_ranked(shaped, violation.view_as(shaped))
+        return shaped, feasible
+
+    def policy_update(self, x: Tensor, weight: Tensor) -> Tensor:
+        """Stage 3: ``update_epochs`` passes of the weighted-ELBO loss (paper Eq. 7) plus the anchor; returns the
+        mean loss (0-d). ``weight`` ``[n]``, detached, each group summing to 1."""
+        opt = self.optimizers()
+        u, s = self.update_config, self.sampling
+        n = x.shape[0]
+        mb = u.minibatch_size or n
+        losses = []
+        self.policy.train()
+        for _ in range(u.update_epochs):
+            perm = torch.randperm(n, generator=self.generator, device=self.generator.device).to(self.device)
+            for start in range(0, n, mb):
+                idx = perm[start : start + mb]
+                elbo = self.policy_nelbo(x[idx])  # [b], nats
+                elbo = bounded_elbo(elbo, weight[idx], u.repel_margin, s.seq_len)
+                # groups are averaged: the full-batch loss is mean_groups sum_i w_i ELBO_i
+                loss = (weight[idx] * elbo).sum() / s.num_groups
+                if u.kl_coef > 0:
+                    loss = loss + u.kl_coef * self.anchor_kl(x[idx]).sum() / n
+                opt.zero_grad()
+                self.manual_backward(loss)
+                if u.grad_clip is not None:
+                    self.clip_gradients(opt, gradient_clip_val=u.grad_clip, gradient_clip_algorithm="norm")
+                opt.step()
+                losses.append(loss.detach())
+        return torch.stack(losses).mean()
+
     def training_step(self, batch, batch_idx: int) -> Tensor:
-        hp = self.hparams
-        opt, temp_opt = self.optimizers()
-        n = hp.group_size * hp.num_groups
+        """One policy iteration: sample -> reward -> shape -> weights -> weighted loss -> step (module docstring)."""
+        s = self.sampling
+        n = s.group_size * s.num_groups
         timings = {}
 
         t0 = time.perf_counter()
-        if hp.kl_estimator == "trajectory":
-            x, log_p, log_q = self.generate(n, reference=self.reference)
-            log_ratio = log_p - log_q
-        else:
-            x = self.generate(n)
-            log_ratio = elbo_log_ratio(self.policy, self.reference, x, generator=self.generator)
+        x, log_ratio = self.sample_iteration()
         timings["time_sample_s"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
@@ -417,52 +420,10 @@ class SiMPOFineTuning(pl.LightningModule):
         self.reward_queries += n
 
         t0 = time.perf_counter()
-        beta = float(self.kl_beta)
-        shaped = kl_regularized_reward(reward, log_ratio, beta)
-        kl_ref = log_ratio.mean().item()  # nats per sequence: the KL controller's input and the train/kl_ref log
-        self.kl_beta.fill_(kl_control_step(beta, kl_ref, base=hp.kl_penalty, target=hp.get("kl_target"), cap=hp.get(
-            "kl_max"), progress=(self.current_epoch + 1) / max(1, self.trainer.max_epochs or 1)))
-        if hp.kmer_penalty > 0:  # the set-level leash: the batch's 3-mer spectrum vs the reference model's
-            shaped = shaped - hp.kmer_penalty * kmer_set_penalty(x, self.kmer_reference_freq())
-        shaped = shaped.view(hp.num_groups, hp.group_size)
-        feasible = torch.ones(n, dtype=torch.bool, device=self.device)
-        if self.constraints is not None:
-            violation = self.constraints.violation(x)
-            feasible = violation == 0
-            shaped = feasibility_ranked(shaped, violation.view_as(shaped))
-        groups = shaped
-        advantage = group_advantages(groups, normalize=hp.normalize_advantage, leave_one_out=hp.leave_one_out)
-        temperature = self.temperature_ctl.temperature.to(self.device)
-        wout = compute_weights(advantage, self.scheme, temperature)
-        weight = wout.weight.detach().reshape(-1)  # [n]; each group sums to 1
-        if hp.auto_temperature:
-            temp_opt.zero_grad()
-            self.temperature_ctl.loss(wout.weight).backward()
-            temp_opt.step()
-
-        # linear warmup over the first lr_warmup iterations (a function of the iteration: resumes exactly)
-        scale = min(1.0, (self.current_epoch + 1) / hp.lr_warmup) if hp.lr_warmup else 1.0
-        for group in opt.param_groups:
-            group["lr"] = hp.lr * scale
-        mb = hp.minibatch_size or n
-        losses = []
-        self.policy.train()
-        for _ in range(hp.update_epochs):
-            perm = torch.randperm(n, generator=self.generator, device=self.generator.device).to(self.device)
-            for s in range(0, n, mb):
-                idx = perm[s : s + mb]
-                elbo = self.policy_nelbo(x[idx])  # [b], nats
-                elbo = bounded_elbo(elbo, weight[idx], hp.repel_margin, hp.seq_len)
-                # groups are averaged: the full-batch loss is mean_groups sum_i w_i ELBO_i
-                loss = (weight[idx] * elbo).sum() / hp.num_groups
-                if hp.kl_coef > 0:
-                    loss = loss + hp.kl_coef * self.anchor_kl(x[idx]).sum() / n
-                opt.zero_grad()
-                self.manual_backward(loss)
-                if hp.grad_clip > 0:
-                    self.clip_gradients(opt, gradient_clip_val=hp.grad_clip, gradient_clip_algorithm="norm")
-                opt.step()
-                losses.append(loss.detach())
+        shaped, feasible = self.shaped_reward(x, reward, log_ratio)
+        stage1 = self.weighting(shaped)  # advantages -> weights -> temperature step (simpo_bio.weighting)
+        wout = stage1.weights
+        loss = self.policy_update(x, wout.weight.detach().reshape(-1))
         timings["time_update_s"] = time.perf_counter() - t0
 
         stats = {
@@ -477,19 +438,16 @@ class SiMPOFineTuning(pl.LightningModule):
             "ess": wout.ess.float().mean().item(),
             "negative_mass": wout.negative_mass.float().mean().item(),
             "active": wout.active.float().mean().item(),
-            "temperature": float(temperature),
-            "kl_to_uniform": self.temperature_ctl.kl(wout.weight).item(),
-            "loss": torch.stack(losses).mean().item(),
-            "kl_ref": kl_ref,
-            "kl_penalty": beta,
+            "temperature": stage1.temperature,
+            "kl_to_uniform": stage1.weight_kl,
+            "loss": loss.item(),
+            "kl_ref": log_ratio.mean().item(),  # nats per sequence
+            "kl_penalty": float(self.reward_config.kl_penalty),
             "feasible": feasible.float().mean().item(),
             "gc": ((x == 1) | (x == 2)).float().mean().item(),
             **timings,
         }
-        if hp.kmer_penalty > 0:  # KL(batch 3-mer spectrum || reference spectrum), nats
-            f = kmer_counts(x).sum(0) + 1.0
-            stats["kmer_kl"] = float(count_kl(f, self.kmer_reference_freq()) / f.sum())
-        if hp.log_reference_elbo:
+        if self.hparams.log_reference_elbo:
             with torch.no_grad():
                 stats["elbo_ref"] = -self.reference.elbo_loss(x, generator=self.generator).mean().item()
         self.history.append(stats)
@@ -497,4 +455,4 @@ class SiMPOFineTuning(pl.LightningModule):
                       prog_bar=False, batch_size=n)
         self.log_dict({"reward": stats["reward_mean"], "ess": stats["ess"]}, prog_bar=True, on_step=True,
                       on_epoch=False, logger=False, batch_size=n)
-        return torch.stack(losses).mean()
+        return loss

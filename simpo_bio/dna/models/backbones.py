@@ -254,7 +254,7 @@ def load_drakes_state_dict(
         details = ", ".join(f"{k}: checkpoint {a} vs module {b}" for k, a, b in bad[:5])
         raise ValueError(
             f"load_drakes_state_dict: wrong architecture, {len(bad)} shape mismatches ({details}); build the "
-            "module with simpo_bio.dna.backbones.drakes_config()"
+            "module with simpo_bio.dna.models.backbones.drakes_config()"
         )
     module.load_state_dict(mapped, strict=strict)
     ema = checkpoint.get("ema") if use_ema else None

@@ -45,8 +45,8 @@ KIND_KEY = "simpo_bio_model"
 class CheckpointError(RuntimeError):
     """Base class of the checkpoint errors below; ``.path`` is the file."""
 
-    def __init__(self, message: str, path: str | os.PathLike):
-        self.path = Path(path)
+    def __init__(self, message: str, path: str | os.PathLike | None):
+        self.path = Path(path) if path is not None else None
         super().__init__(message)
 
 
@@ -60,6 +60,11 @@ class CheckpointCorruptError(CheckpointError):
 
 class CheckpointArchitectureError(CheckpointError):
     """The checkpoint was written by another model or another architecture (keys or tensor shapes differ)."""
+
+
+class CheckpointFormatError(CheckpointError):
+    """A checkpoint of this project written by an earlier version whose layout has changed (the message says what
+    changed and how to refit)."""
 
 
 class UnsafeCheckpointError(CheckpointError):
@@ -86,7 +91,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     Every checkpoint a user names goes through here (``--ckpt``, ``--ckpt_path``, ``pretrained``, oracles, the
     demo's ``last.ckpt``, pooled runs); the shipped checkpoints and every file simpo-bio writes load this way. A
     file that needs a full unpickle is refused with one line (:class:`UnsafeCheckpointError`). The one exception
-    is a gReLU oracle (:func:`simpo_bio.dna.grelu_oracle.load_grelu_net`, gReLU's own loader): it is unpickled
+    is a gReLU oracle (:func:`simpo_bio.dna.oracles.grelu.load_grelu_net`, gReLU's own loader): it is unpickled
     in full only when the user opts in for it, with ``SIMPO_BIO_TRUST_PICKLE=1`` or by listing its sha256 in
     ``SIMPO_BIO_TRUSTED_SHA256`` (comma-separated hex digests; :func:`require_trusted_pickle`).
 
@@ -231,10 +236,6 @@ def _plain(value):
     return json.loads(json.dumps(value, sort_keys=True, default=str))
 
 
-def _renamed(cls: type) -> dict[str, str]:
-    return dict(getattr(cls, "RENAMED_HPARAMS", {}) or {})
-
-
 def run_identity(trainer, pl_module) -> dict[str, Any]:
     """What decides a fit's results: model class and hyper-parameters, data module and its arguments (minus
     :data:`RESUME_FREE_DATA_HPARAMS`), the global seed and the trainer's optimisation settings. The budget
@@ -267,9 +268,6 @@ def _recorded_identity(checkpoint: Mapping, pl_module) -> dict[str, Any]:
     if isinstance(checkpoint.get("simpo_run"), Mapping):
         return dict(checkpoint["simpo_run"])
     hp = {k: v for k, v in dict(checkpoint.get("hyper_parameters") or {}).items() if k not in _CLI_HPARAMS}
-    for old, new in _renamed(type(pl_module)).items():
-        if old in hp:
-            hp.setdefault(new, hp.pop(old))
     data = {k: v for k, v in dict(checkpoint.get("datamodule_hyper_parameters") or {}).items()
             if k not in RESUME_FREE_DATA_HPARAMS and k not in _CLI_HPARAMS}  # fmt: skip
     kind = checkpoint.get(KIND_KEY) or str((checkpoint.get("hyper_parameters") or {}).get("_class_path", "?"))

@@ -4,30 +4,20 @@ Moved out of the former ``drakes`` module by concern (data / models / evaluation
 """
 
 from __future__ import annotations
-import json
+
 import os
-import shutil
-import time
-import urllib.request
-import zipfile
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
+
 import lightning.pytorch as pl
-import numpy as np
-import pandas as pd
 import torch
 from torch import Tensor
+
 from simpo_bio.diffusion.masked import MaskedDiffusion
-from simpo_bio.dna.alphabet import MASK_INDEX, decode, encode
-from simpo_bio.dna.backbones import DilatedCNN, drakes_config, load_drakes_state_dict
-from simpo_bio.dna.checkpoints import CheckpointArchitectureError
-from simpo_bio.dna.data import default_cache_dir
-from simpo_bio.dna.dhs import sha256_file
-from simpo_bio.dna.grelu_oracle import peek_checkpoint, read_checkpoint_restricted, to_plain
-from simpo_bio.dna.metrics import MotifScanner, kmer_frequencies, pearson
-from simpo_bio.fileio import atomic_write
+from simpo_bio.dna.data.alphabet import MASK_INDEX
+from simpo_bio.dna.models.backbones import DilatedCNN, drakes_config, load_drakes_state_dict
+from simpo_bio.dna.models.checkpoints import CheckpointArchitectureError
+from simpo_bio.dna.models.formats import peek_checkpoint, read_checkpoint_restricted, to_plain
 
 __all__ = ['is_drakes_layout', 'is_drakes_checkpoint', 'drakes_model_from_checkpoint', 'load_drakes_pretrained', 'drakes_sample', 'DrakesSampling', 'DRAKES_SAMPLER']
 
@@ -118,7 +108,7 @@ def drakes_sample(policy: MaskedDiffusion, num_samples: int = 640, seq_len: int 
 
 
 class DrakesSampling(pl.Callback):
-    """Makes :class:`~simpo_bio.dna.finetune.SiMPOFineTuning` sample with :data:`DRAKES_SAMPLER` (grid end, noise
+    """Makes :class:`~simpo_bio.dna.finetune.module.SiMPOFineTuning` sample with :data:`DRAKES_SAMPLER` (grid end, noise
     removal; the step count stays the module's ``num_steps``)."""
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

@@ -1,25 +1,25 @@
 """Hugging Face format of the DNA generators: the Auto-class registration and loading an exported directory.
 
-``simpo-bio export-hf --ckpt RUN_OR_PRETRAINED.ckpt --out DIR`` (:func:`simpo_bio.dna.hf_export.export_hf`) writes
+``simpo-bio export-hf --ckpt RUN_OR_PRETRAINED.ckpt --out DIR`` (:func:`simpo_bio.dna.design.hf_export.export_hf`) writes
 
-* ``config.json`` (:class:`~simpo_bio.dna.hf_modeling.configuration_simpo_dna.SimpoDNAConfig`: the backbone
+* ``config.json`` (:class:`~simpo_bio.dna.models.hf_modeling.configuration_simpo_dna.SimpoDNAConfig`: the backbone
   config, ``mask_index``, ``eps``, ``seq_len``, ``num_steps``, provenance under ``simpo_bio``; ``auto_map`` points
   at the two code files below),
 * ``model.safetensors`` (float32; keys ``backbone.*`` exactly as in
   :class:`~simpo_bio.diffusion.masked.MaskedDiffusion`),
-* ``configuration_simpo_dna.py`` and ``modeling_simpo_dna.py``, copied from :mod:`simpo_bio.dna.hf_modeling`
+* ``configuration_simpo_dna.py`` and ``modeling_simpo_dna.py``, copied from :mod:`simpo_bio.dna.models.hf_modeling`
   (they import only ``torch`` and ``transformers``), for ``trust_remote_code`` where simpo-bio is not installed,
-* ``README.md``, a model card (:func:`simpo_bio.dna.hf_export.model_card`): the model, its data and checksum, the fine-tuning scheme and
+* ``README.md``, a model card (:func:`simpo_bio.dna.design.hf_export.model_card`): the model, its data and checksum, the fine-tuning scheme and
   oracle, the run's ``metrics.md`` when one lies in the checkpoint's run directory, and how to sample.
 
 The other way, :func:`load_hf_policy` rebuilds the :class:`~simpo_bio.diffusion.masked.MaskedDiffusion` from a
-directory (what :func:`simpo_bio.dna.finetune.load_policy` does for a directory, so ``simpo-bio sample --ckpt DIR``
+directory (what :func:`simpo_bio.dna.finetune.module.load_policy` does for a directory, so ``simpo-bio sample --ckpt DIR``
 and ``evaluate --ckpt DIR`` accept one).
 
 Importing this module registers the classes with ``AutoConfig`` / ``AutoModelForMaskedLM`` (:func:`register`), so
 ``AutoModelForMaskedLM.from_pretrained(DIR)`` works locally without remote code. ``transformers`` comes with the
 ``[hf]`` extra. The model: MDLM masked diffusion (Sahoo et al. 2024); inputs ``input_ids [B, L]`` and ``sigma [B]``
-(or ``t [B]``), output ``logits [B, L, 5]`` (``simpo_bio/dna/hf_modeling/modeling_simpo_dna.py``).
+(or ``t [B]``), output ``logits [B, L, 5]`` (``simpo_bio/dna/models/hf_modeling/modeling_simpo_dna.py``).
 """
 
 from __future__ import annotations
@@ -30,14 +30,14 @@ from pathlib import Path
 
 import torch
 
-from simpo_bio.dna.checkpoints import (
+from simpo_bio.dna.models.checkpoints import (
     CheckpointArchitectureError,
     CheckpointCorruptError,
     CheckpointNotFoundError,
     load_state_dict_checked,
 )
-from simpo_bio.dna.hf_modeling.configuration_simpo_dna import SimpoDNAConfig
-from simpo_bio.dna.hf_modeling.modeling_simpo_dna import SimpoDNAForMaskedLM
+from simpo_bio.dna.models.hf_modeling.configuration_simpo_dna import SimpoDNAConfig
+from simpo_bio.dna.models.hf_modeling.modeling_simpo_dna import SimpoDNAForMaskedLM
 
 __all__ = ["register", "load_hf_policy", "SimpoDNAConfig", "SimpoDNAForMaskedLM", "CODE_FILES",
            "AUTO_MAP", "MODEL_TYPE"]
@@ -69,7 +69,7 @@ def load_hf_policy(path: str | os.PathLike, map_location: str | torch.device = "
 
     Returns:
         ``(MaskedDiffusion in eval mode, info)`` with the ``info`` keys of
-        :func:`simpo_bio.dna.finetune.load_policy` (``kind``, ``scheme``, ``seq_len``, ``num_steps``, ``oracle``,
+        :func:`simpo_bio.dna.finetune.module.load_policy` (``kind``, ``scheme``, ``seq_len``, ``num_steps``, ``oracle``,
         ``pretrained``) read from ``config.json``.
 
     Raises:
@@ -79,7 +79,7 @@ def load_hf_policy(path: str | os.PathLike, map_location: str | torch.device = "
     """
     from safetensors.torch import load_file
 
-    from simpo_bio.dna.pretrain import build_masked_diffusion
+    from simpo_bio.dna.models.pretrain import build_masked_diffusion
 
     root = Path(path)
     for name in ("config.json", "model.safetensors"):

@@ -3,7 +3,7 @@
 ``simpo-bio fit --config configs/dna/pretrain.yaml`` trains :class:`MaskedDiffusionLM` on the embedded DHS data;
 ``simpo-bio test --config configs/dna/pretrain.yaml --ckpt_path checkpoints/dna/pretrained_dhs.ckpt`` prints the
 quality gate on the test split: the model's ELBO in bits/base next to order-0..5 Markov chains fitted on the train
-split (:mod:`simpo_bio.dna.baselines`), and the Pearson correlation of 3-mer frequencies of model samples with the
+split (:mod:`simpo_bio.dna.models.baselines`), and the Pearson correlation of 3-mer frequencies of model samples with the
 split.
 
 Training minimises the mean per-sequence negative ELBO (:meth:`MaskedDiffusion.elbo_loss`, ``docs/method.md``
@@ -13,12 +13,12 @@ checkpoint the project ships; :func:`load_pretrained` reads either that file or 
 returns a :class:`MaskedDiffusion` with the EMA weights; it also reads DRAKES' ``pretrained.ckpt`` as it is (raw
 weights by default, :mod:`simpo_bio.dna.drakes`). :func:`build_masked_diffusion` is the one place a
 denoiser and its diffusion are built from a backbone configuration (here and in
-:func:`simpo_bio.dna.finetune.load_policy`).
+:func:`simpo_bio.dna.finetune.module.load_policy`).
 
-Imports: :mod:`simpo_bio.diffusion.masked`, Lightning, :mod:`simpo_bio.dna.alphabet`,
-:mod:`simpo_bio.dna.backbones`, :mod:`simpo_bio.dna.baselines`, :mod:`simpo_bio.dna.checkpoints`,
-:mod:`simpo_bio.dna.drakes` (DRAKES checkpoints), :mod:`simpo_bio.dna.grelu_oracle` (``path?options`` specs),
-:mod:`simpo_bio.dna.metrics` (the 3-mer correlation of the gate).
+Imports: :mod:`simpo_bio.diffusion.masked`, Lightning, :mod:`simpo_bio.dna.data.alphabet`,
+:mod:`simpo_bio.dna.models.backbones`, :mod:`simpo_bio.dna.models.baselines`, :mod:`simpo_bio.dna.models.checkpoints`,
+:mod:`simpo_bio.dna.drakes` (DRAKES checkpoints), :mod:`simpo_bio.dna.oracles.grelu` (``path?options`` specs),
+:mod:`simpo_bio.dna.evaluation.metrics` (the 3-mer correlation of the gate).
 """
 
 from __future__ import annotations
@@ -37,10 +37,11 @@ from lightning.pytorch.callbacks import Timer
 from torch import Tensor
 
 from simpo_bio.diffusion.masked import MaskedDiffusion
-from simpo_bio.dna.alphabet import MASK_INDEX, VOCAB_SIZE
-from simpo_bio.dna.backbones import DilatedCNN
-from simpo_bio.dna.baselines import markov_bits_per_base
-from simpo_bio.dna.checkpoints import (
+from simpo_bio.dna.data.alphabet import MASK_INDEX, VOCAB_SIZE
+from simpo_bio.dna.data.composition import kmer_correlation
+from simpo_bio.dna.models.backbones import DilatedCNN
+from simpo_bio.dna.models.baselines import markov_bits_per_base
+from simpo_bio.dna.models.checkpoints import (
     CheckpointArchitectureError,
     check_model_kind,
     guard_resume,
@@ -50,14 +51,13 @@ from simpo_bio.dna.checkpoints import (
     save_checkpoint_atomic,
     strip_prefix,
 )
-from simpo_bio.dna.drakes import (
+from simpo_bio.dna.models.drakes import (
     drakes_model_from_checkpoint,
     is_drakes_checkpoint,
     is_drakes_layout,
     load_drakes_pretrained,
 )
-from simpo_bio.dna.grelu_oracle import split_spec
-from simpo_bio.dna.metrics import kmer_correlation
+from simpo_bio.dna.models.formats import split_spec
 
 __all__ = ["MaskedDiffusionLM", "ExportPretrained", "load_pretrained", "build_masked_diffusion", "BACKBONE_ARGS"]
 
@@ -73,11 +73,11 @@ def build_masked_diffusion(backbone: Mapping[str, Any], *, mask_index: int = MAS
 
     ``backbone`` is what :meth:`DilatedCNN.config` returns, or a subset of it (lists become tuples, ``None``
     values are left to the defaults), or a config with ``architecture: "transformer"``
-    (:func:`simpo_bio.dna.transformer.build_backbone`, needs the ``[hf]`` extra); the weights are random until a
+    (:func:`simpo_bio.dna.models.transformer.build_backbone`, needs the ``[hf]`` extra); the weights are random until a
     state dict is loaded.
     """
     if backbone.get("architecture", "dilated_cnn") != "dilated_cnn":
-        from simpo_bio.dna.transformer import build_backbone
+        from simpo_bio.dna.models.transformer import build_backbone
 
         return MaskedDiffusion(build_backbone(backbone), mask_index=mask_index, eps=eps)
     cfg = {k: (tuple(v) if isinstance(v, list) else v) for k, v in backbone.items()
@@ -99,7 +99,7 @@ class MaskedDiffusionLM(pl.LightningModule):
 
     Args:
         hidden_dim, num_stacks, dilations, kernel_size, block_order, time_conditioning, dropout: the
-            :class:`~simpo_bio.dna.backbones.DilatedCNN` (DRAKES: 128, 4, [1, 1, 4, 16, 64], 9, grouped, False, 0).
+            :class:`~simpo_bio.dna.models.backbones.DilatedCNN` (DRAKES: 128, 4, [1, 1, 4, 16, 64], 9, grouped, False, 0).
         eps: schedule offset of :class:`~simpo_bio.diffusion.masked.MaskedDiffusion`.
         lr: peak AdamW learning rate; ``weight_decay``, ``betas`` as in AdamW.
         warmup_steps: linear warm-up length (optimizer steps).
@@ -115,7 +115,7 @@ class MaskedDiffusionLM(pl.LightningModule):
         eval_sampling_steps: sampler steps for those samples.
         markov_orders: orders of the Markov baselines printed at test / validate.
         architecture: ``"dilated_cnn"`` (the arguments above) or ``"transformer"``
-            (:class:`~simpo_bio.dna.transformer.TransformerDenoiser`; ``configs/dna/pretrain_transformer.yaml``).
+            (:class:`~simpo_bio.dna.models.transformer.TransformerDenoiser`; ``configs/dna/pretrain_transformer.yaml``).
         transformer: the transformer's arguments (``hidden_size``, ``num_layers``, ``num_heads``,
             ``intermediate_size``, ``max_len``) when ``architecture="transformer"``; ``dropout`` applies to it too.
 
@@ -366,7 +366,7 @@ def load_pretrained(path: str | os.PathLike, map_location: str | torch.device = 
 
     Reads the shipped EMA-only export (:class:`ExportPretrained`), a full training checkpoint (``last.ckpt``) or
     DRAKES' ``pretrained.ckpt`` (detected by its layout; raw weights, ``path?weights=ema`` for its EMA copy;
-    :func:`simpo_bio.dna.drakes.load_drakes_pretrained`).
+    :func:`simpo_bio.dna.models.drakes.load_drakes_pretrained`).
 
     Args:
         path: checkpoint file, for a DRAKES file optionally with ``?weights=raw|ema``.
@@ -408,7 +408,7 @@ def pretrained_from_checkpoint(ckpt: Mapping[str, Any], path: str | os.PathLike)
     if missing:
         raise CheckpointArchitectureError(
             f"wrong architecture: checkpoint {path} lacks the backbone hyper-parameters {missing}; "
-            "it was not written by simpo_bio.dna.pretrain.MaskedDiffusionLM",
+            "it was not written by simpo_bio.dna.models.pretrain.MaskedDiffusionLM",
             path,
         )
     backbone = {"vocab_size": VOCAB_SIZE, **{k: hp[k] for k in BACKBONE_ARGS}}

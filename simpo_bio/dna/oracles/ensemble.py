@@ -5,7 +5,7 @@ there, so penalising their spread steers fine-tuning away from out-of-distributi
 bound; the pessimism of offline model-based optimisation, e.g. Trabucco et al. 2021). The evaluation oracle must
 stay independent of every member (trained on the other half of the data).
 
-Imports: torch and :mod:`simpo_bio.dna.oracle`.
+Imports: torch and :mod:`simpo_bio.dna.oracles.oracle`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 import torch
 
-from simpo_bio.dna.oracle import RewardOracle
+from simpo_bio.dna.oracles.oracle import RewardOracle
 
 __all__ = ["EnsembleOracle"]
 
@@ -24,7 +24,7 @@ class EnsembleOracle(RewardOracle):
     """``reward = mean_m r_m(x) - std_coef * std_m r_m(x)`` over ``M >= 2`` member oracles.
 
     Args:
-        members: frozen oracles with the same ``seq_len`` (e.g. :func:`simpo_bio.dna.oracle.load_oracle` of
+        members: frozen oracles with the same ``seq_len`` (e.g. :func:`simpo_bio.dna.oracles.oracle.load_oracle` of
             checkpoints trained by ``configs/dna/oracle.yaml`` with other seeds).
         std_coef: ``k >= 0``; the population standard deviation over members (``unbiased=False``) is used.
 

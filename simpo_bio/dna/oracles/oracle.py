@@ -5,19 +5,19 @@ grad, batched, on the oracle's device; always in eval mode, even inside a module
 Fine-tuning (paper section 5.3) queries the *fine-tuning* oracle; the metrics use an independent *evaluation*
 oracle, as DRAKES does.
 
-The oracle of the embedded DHS task (:mod:`simpo_bio.dna.dhs`) is :class:`CellTypeOracle`: a compact CNN
-classifier of the four DHS cell types (:data:`~simpo_bio.dna.dhs.CELL_TYPES`) whose reward is the HepG2 log-odds
+The oracle of the embedded DHS task (:mod:`simpo_bio.dna.data.dhs`) is :class:`CellTypeOracle`: a compact CNN
+classifier of the four DHS cell types (:data:`~simpo_bio.dna.data.dhs.CELL_TYPES`) whose reward is the HepG2 log-odds
 
     r(x) = logit_HepG2(x) - logsumexp_{c != HepG2} logit_c(x)        (nats; > 0 means P(HepG2) > 1/2)
 
-:mod:`simpo_bio.dna.oracle_training` trains it. :func:`load_oracle` turns a checkpoint into a frozen
-:class:`CellTypeOracle`, and a gReLU checkpoint (the DRAKES oracles, :mod:`simpo_bio.dna.grelu_oracle`) into a
+:mod:`simpo_bio.dna.oracles.training` trains it. :func:`load_oracle` turns a checkpoint into a frozen
+:class:`CellTypeOracle`, and a gReLU checkpoint (the DRAKES oracles, :mod:`simpo_bio.dna.oracles.grelu`) into a
 :class:`RegressionOracle`; missing, truncated and wrong-architecture checkpoints raise the errors of
-:mod:`simpo_bio.dna.checkpoints`. Every reward that leaves an oracle on its way to fine-tuning or to the metrics
+:mod:`simpo_bio.dna.models.checkpoints`. Every reward that leaves an oracle on its way to fine-tuning or to the metrics
 passes :func:`check_rewards`, which raises :class:`NonFiniteRewardError` on NaN or infinity.
 
-Imports: :mod:`simpo_bio.dna.alphabet`, :mod:`simpo_bio.dna.checkpoints`, :mod:`simpo_bio.dna.dhs` (constants),
-:mod:`simpo_bio.dna.grelu_oracle` (gReLU checkpoints).
+Imports: :mod:`simpo_bio.dna.data.alphabet`, :mod:`simpo_bio.dna.models.checkpoints`, :mod:`simpo_bio.dna.data.dhs` (constants),
+:mod:`simpo_bio.dna.oracles.grelu` (gReLU checkpoints).
 """
 
 from __future__ import annotations
@@ -29,18 +29,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from simpo_bio.dna.alphabet import MASK_INDEX, encode
-from simpo_bio.dna.checkpoints import (
+from simpo_bio.dna.data.alphabet import MASK_INDEX, encode
+from simpo_bio.dna.data.dhs import CELL_TYPES, DHS_SEQ_LEN, HEPG2_INDEX
+from simpo_bio.dna.models.checkpoints import (
     CheckpointArchitectureError,
     check_model_kind,
     load_checkpoint,
     load_state_dict_checked,
     strip_prefix,
 )
-from simpo_bio.dna.dhs import CELL_TYPES, DHS_SEQ_LEN, HEPG2_INDEX
-from simpo_bio.dna.grelu_oracle import is_grelu_checkpoint, load_grelu_net, split_spec
+from simpo_bio.dna.oracles.grelu import is_grelu_checkpoint, load_grelu_net, split_spec
 
-#: Model kind recorded in the checkpoints of :class:`simpo_bio.dna.oracle_training.CellTypeClassifier`.
+#: Model kind recorded in the checkpoints of :class:`simpo_bio.dna.oracles.training.CellTypeClassifier`.
 CLASSIFIER_KIND = "CellTypeClassifier"
 
 
@@ -52,7 +52,7 @@ class RewardOracle(nn.Module):
 
     Subclasses implement :meth:`reward` on a LongTensor batch already on the oracle's device. ``__call__``
     (``forward``) accepts token ids ``[B, L]`` (any integer dtype, any device) or a list of strings (validated and
-    tokenised with :func:`~simpo_bio.dna.alphabet.encode`), runs under ``torch.no_grad()`` in chunks of
+    tokenised with :func:`~simpo_bio.dna.data.alphabet.encode`), runs under ``torch.no_grad()`` in chunks of
     ``batch_size``, and returns float32 rewards ``[B]`` on the device of the input tensor (the oracle's device for
     strings). Parameters never require grad, and :meth:`train` keeps the module in eval mode, so dropout and
     batch-norm statistics never change the rewards.
@@ -271,14 +271,14 @@ _NET_ARGS = ("num_classes", "channels", "first_kernel", "kernel", "num_blocks", 
 def load_oracle(
     path: str | os.PathLike, device: str | torch.device = "cpu", batch_size: int = 1024
 ) -> RewardOracle:
-    """Load a :class:`~simpo_bio.dna.oracle_training.CellTypeClassifier` checkpoint as a frozen :class:`CellTypeOracle`,
+    """Load a :class:`~simpo_bio.dna.oracles.training.CellTypeClassifier` checkpoint as a frozen :class:`CellTypeOracle`,
     or a gReLU ``LightningModel`` checkpoint (detected by its layout) as a frozen :class:`RegressionOracle`.
 
     Args:
         path: checkpoint written by ``simpo-bio fit --config configs/dna/oracle.yaml`` (or a shipped one,
             ``checkpoints/dna/oracle_ft.ckpt`` / ``oracle_eval.ckpt``), or a gReLU checkpoint with optional
             ``?task=NAME|INDEX&transform=identity|specificity&seq_len=200`` (default task index 0 = HepG2 of the
-            DRAKES oracles; :func:`simpo_bio.dna.grelu_oracle.load_grelu_net`, unpickled in full, so refused unless
+            DRAKES oracles; :func:`simpo_bio.dna.oracles.grelu.load_grelu_net`, unpickled in full, so refused unless
             trusted: ``SIMPO_BIO_TRUST_PICKLE=1`` or its sha256 in ``SIMPO_BIO_TRUSTED_SHA256``).
         device: where the oracle lives.
         batch_size: chunk size of a call.

@@ -1,14 +1,14 @@
 """Training the cell-type oracle: the classifier's LightningModule and the k-mer baseline it must beat.
 
 ``simpo-bio fit --config configs/dna/oracle.yaml`` trains :class:`CellTypeClassifier` (the network of
-:class:`~simpo_bio.dna.oracle.CellTypeCNN`) on one of two disjoint halves of the DHS train split
-(:class:`~simpo_bio.dna.datamodules.CellTypeDataModule`); ``configs/dna/oracle_eval.yaml`` trains the evaluation
+:class:`~simpo_bio.dna.oracles.oracle.CellTypeCNN`) on one of two disjoint halves of the DHS train split
+(:class:`~simpo_bio.dna.data.datamodules.CellTypeDataModule`); ``configs/dna/oracle_eval.yaml`` trains the evaluation
 oracle on the other half. ``simpo-bio test`` prints the HepG2-vs-rest AUROC on the test split next to a 6-mer-count
 logistic regression fitted on the same rows (:func:`kmer_logistic_baseline`). The checkpoints it writes are read by
-:func:`simpo_bio.dna.oracle.load_oracle`.
+:func:`simpo_bio.dna.oracles.oracle.load_oracle`.
 
-Imports: Lightning, :mod:`simpo_bio.dna.checkpoints`, :mod:`simpo_bio.dna.dhs` (constants),
-:mod:`simpo_bio.dna.oracle` (scikit-learn and scipy inside the baseline: slow to import, needed only at test time).
+Imports: Lightning, :mod:`simpo_bio.dna.models.checkpoints`, :mod:`simpo_bio.dna.data.dhs` (constants),
+:mod:`simpo_bio.dna.oracles.oracle` (scikit-learn and scipy inside the baseline: slow to import, needed only at test time).
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from simpo_bio.dna.checkpoints import guard_resume, record_model_kind
-from simpo_bio.dna.dhs import CELL_TYPES, DHS_SEQ_LEN, HEPG2_INDEX
-from simpo_bio.dna.oracle import CellTypeCNN, CellTypeOracle, log_odds
+from simpo_bio.dna.data.dhs import CELL_TYPES, DHS_SEQ_LEN, HEPG2_INDEX
+from simpo_bio.dna.models.checkpoints import guard_resume, record_model_kind
+from simpo_bio.dna.oracles.oracle import CellTypeCNN, CellTypeOracle, log_odds
 
 
 # ---------------------------------------------------------------------------------------------------------------

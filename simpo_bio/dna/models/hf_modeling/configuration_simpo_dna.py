@@ -2,14 +2,14 @@
 
 Self-contained (imports only ``transformers``): ``simpo-bio export-hf`` copies this file into the exported
 directory for ``trust_remote_code`` loading; simpo-bio registers the same class locally
-(``simpo_bio/dna/hf.py``).
+(``simpo_bio/dna/models/hf.py``).
 """
 
 from __future__ import annotations
 
 from transformers import PretrainedConfig
 
-#: Defaults of ``simpo_bio/dna/backbones.py`` ``DilatedCNN`` (the shipped pretrained model's architecture aside).
+#: Defaults of ``simpo_bio/dna/models/backbones.py`` ``DilatedCNN`` (the shipped pretrained model's architecture aside).
 DEFAULT_BACKBONE = {
     "architecture": "dilated_cnn",
     "vocab_size": 5,

@@ -3,14 +3,14 @@
 The model is an MDLM masked diffusion model (Sahoo et al. 2024): absorbing mask state, log-linear schedule
 ``m(t) = (1 - eps) t``, ``subs`` parameterisation. :class:`SimpoDNAForMaskedLM` wraps its denoiser, either
 
-* :class:`DilatedCNN`, a copy of ``simpo_bio/dna/backbones.py`` ``DilatedCNN`` with the same parameter names
+* :class:`DilatedCNN`, a copy of ``simpo_bio/dna/models/backbones.py`` ``DilatedCNN`` with the same parameter names
   (``tests/dna/test_hf.py`` checks that both give the same logits), or
 * :class:`TransformerDenoiser`, a bidirectional BERT encoder (``transformers.BertModel``, no pretrained weights,
-  no time input), the transformer backbone of simpo-bio (``simpo_bio/dna/transformer.py`` re-exports it).
+  no time input), the transformer backbone of simpo-bio (``simpo_bio/dna/models/transformer.py`` re-exports it).
 
 The state dict is ``backbone.*`` exactly as in ``simpo_bio/diffusion/masked.py`` ``MaskedDiffusion``, so weights
 move between the two one tensor to one tensor. This file imports only ``torch`` and ``transformers``:
-``simpo-bio export-hf`` (``simpo_bio/dna/hf.py``) copies it into the exported directory for ``trust_remote_code``.
+``simpo-bio export-hf`` (``simpo_bio/dna/models/hf.py``) copies it into the exported directory for ``trust_remote_code``.
 
 Inputs: ``input_ids [B, L]`` (``A=0, C=1, G=2, T=3, [MASK]=4``) and the noise level ``sigma [B]`` or the time
 ``t [B]`` in ``[0, 1]`` (``sigma = -log(1 - (1 - eps) t)``); both backbones of the shipped models ignore the noise
@@ -59,7 +59,7 @@ class _Dense(nn.Module):
 
 
 class DilatedCNN(nn.Module):
-    """Dilated residual CNN denoiser (copy of ``simpo_bio/dna/backbones.py``; same arguments and names).
+    """Dilated residual CNN denoiser (copy of ``simpo_bio/dna/models/backbones.py``; same arguments and names).
 
     ``forward(tokens [B, L] or [B, L, V] one-hot, sigma [B]) -> logits [B, L, V]``.
     """
