@@ -173,7 +173,7 @@ def plot(env_id: str, runs: dict[str, list[dict]], path: Path) -> None:
         )
     ax.axvline(GRID["train"]["learning_starts"], color="grey", ls=":", lw=1, label="end of random actions")
     ax.set_xlabel("env steps")
-    ax.set_ylabel("evaluation return (sum of rewards, mean of 2 episodes)")
+    ax.set_ylabel("eval return (mean of 2 episodes)")
     ax.set_title(f"{env_id}: RSM vs SiMPO vs SB3 (thin = seeds, thick = mean)")
     ax.legend(fontsize=8)
     fig.tight_layout()
