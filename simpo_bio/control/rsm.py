@@ -7,15 +7,15 @@ variance-preserving (VP) forward process of ``T = num_steps`` levels (DDPM, Ho e
 
 RSM trains it by *reweighted* denoising score matching: the plain DSM loss ``E ||eps_theta(a_k, k, s) - eps||^2``
 fits the score of the distribution its clean samples come from; multiplying each term by a weight ``g`` fits the
-score of a *reweighted* distribution, the target policy, without ever sampling from that target (paper Sec. 3,
-Theorem 3.1: the minimiser of the reweighted loss is the target's noisy score). Two choices of weight:
+score of a *reweighted* distribution, the target policy, without ever sampling from that target (the paper's
+central result: the minimiser of the reweighted loss is the target's noisy score). Two choices of weight:
 
-* **DPMD** (policy mirror descent, paper Sec. 4.1): target ``pi_new ∝ pi_old exp(Q / lambda)``. Clean candidates
+* **DPMD** (policy mirror descent): target ``pi_new ∝ pi_old exp(Q / lambda)``. Clean candidates
   ``a^j ~ pi_old(. | s)`` (``N = group_size`` per state, the current policy's DDPM sampler), weights
   ``w_j = softmax_j(Q(s, a^j) / lambda)`` (the ``exp`` scheme of :mod:`simpo_bio.weighting` on the group), loss
   ``sum_s sum_j w_sj || eps_theta(a_k^sj, k, s) - eps^sj ||^2 / B`` with ``a_k^sj = sqrt(abar_k) a^j +
   sqrt(1 - abar_k) eps^sj``, ``k ~ U{1..T}``.
-* **SDAC** (soft / max-entropy policy, paper Sec. 4.2): target ``pi* ∝ exp(Q / lambda)``. The weight is the
+* **SDAC** (soft / max-entropy policy): target ``pi* ∝ exp(Q / lambda)``. The weight is the
   target density itself, which is available only through ``Q``; the trick is *reverse sampling*: for a noised
   action ``a_k`` (replay actions noised by the forward process), clean candidates are drawn from the posterior of
   the forward kernel under a flat prior on the action box,
@@ -37,7 +37,8 @@ policy samples by ``min(Q_1, Q_2)`` plus Gaussian noise of std ``exploration_noi
 ``eval_candidates`` (paper: action selection by the highest Q among sampled candidates). ``lambda`` is the
 ``temperature`` of :class:`simpo_bio.weighting.WeightingStep` (Q units; fixed, or tuned by its KL dual with
 ``auto_temperature``). Choices the paper leaves open are listed in ``docs/method.md`` ("RSM: DPMD and SDAC as
-implemented").
+implemented"). The equations are written out in full rather than cited by number: the paper's equation and section
+numbers could not be checked against its text when this was written (only a summary of it was at hand).
 
 Imports: torch, :mod:`simpo_bio.control.agent`, :mod:`simpo_bio.diffusion.flow` (the MLP and its time embedding),
 :mod:`simpo_bio.weighting`.
@@ -397,7 +398,7 @@ class RSMAgent(nn.Module):
 
 
 class SDACAgent(RSMAgent):
-    """Soft Diffusion Actor-Critic (paper Sec. 4.2, Algorithm 2): RSM toward ``exp(Q / lambda)`` by reverse sampling.
+    """Soft Diffusion Actor-Critic: RSM toward ``exp(Q / lambda)`` by reverse sampling.
 
     Policy step on a batch (module docstring): ``a = batch["action"] [B, A]`` (replay actions), ``k ~ U{1..T}``,
     ``a_k = sqrt(abar_k) a + sqrt(1 - abar_k) eps``; ``K = group_size`` reverse samples ``a_0^j`` with their noises
@@ -430,7 +431,7 @@ class SDACAgent(RSMAgent):
 
 
 class DPMDAgent(RSMAgent):
-    """Diffusion Policy Mirror Descent (paper Sec. 4.1, Algorithm 1): RSM toward ``pi_old exp(Q / lambda)``.
+    """Diffusion Policy Mirror Descent: RSM toward ``pi_old exp(Q / lambda)``.
 
     Policy step on a batch: ``N = group_size`` candidates ``a^j ~ pi_old(. | s)`` per state (:func:`ddpm_sample`,
     no gradient, ``[B, N, A]``), ``Q_j = min(Q_1, Q_2)(s, a^j)`` in one critic call, ``w = softmax_j(Q_j / lambda)``
