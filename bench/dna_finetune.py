@@ -3,7 +3,7 @@
 For each seed: the pretrained model (no fine-tuning), best-of-N sampling from the pretrained model with the same
 number of fine-tuning-oracle calls as one fine-tuning run, and SiMPO fine-tuning with every scheme. Designs are
 evaluated with the *evaluation* oracle (never the fine-tuning one) and the DRAKES-style metrics of
-:mod:`simpo_bio.dna.metrics`. All hyper-parameters are fixed up front (below / in configs/dna/simpo_base.yaml);
+:mod:`simpo_bio.dna.evaluation.metrics`. All hyper-parameters are fixed up front (below / in configs/dna/simpo_base.yaml);
 nothing is tuned on the evaluation oracle.
 
 Gates (printed, PASS / FAIL):
@@ -62,10 +62,17 @@ def main(argv=None) -> int:
     torch.set_num_threads(a.threads)
     import lightning.pytorch as pl
 
-    from simpo_bio.dna import designs
-    from simpo_bio.dna.finetune import PolicyIterationDataModule, SiMPOFineTuning
-    from simpo_bio.dna.oracle import load_oracle, oracle_scores
-    from simpo_bio.dna.pretrain import load_pretrained
+    from simpo_bio.dna.design import designs
+    from simpo_bio.dna.finetune import (
+        PolicyIterationDataModule,
+        RewardConfig,
+        SamplingConfig,
+        SiMPOFineTuning,
+        UpdateConfig,
+        WeightingConfig,
+    )
+    from simpo_bio.dna.models.pretrain import load_pretrained
+    from simpo_bio.dna.oracles.oracle import load_oracle, oracle_scores
 
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -114,11 +121,15 @@ def main(argv=None) -> int:
 
         for scheme in a.schemes:
             torch.manual_seed(seed)
-            module = SiMPOFineTuning(pretrained=copy.deepcopy(reference), oracle=oracle, scheme=scheme,
-                                     scheme_params=SCHEME_PARAMS.get(scheme), group_size=a.group_size,
-                                     num_groups=a.num_groups, seq_len=seq_len, num_steps=a.num_steps,
-                                     update_epochs=a.update_epochs, lr=a.lr, temperature=a.temperature,
-                                     log_reference_elbo=False, seed=seed)
+            module = SiMPOFineTuning(
+                pretrained=copy.deepcopy(reference), oracle=oracle, log_reference_elbo=False, seed=seed,
+                sampling=SamplingConfig(group_size=a.group_size, num_groups=a.num_groups, seq_len=seq_len,
+                                        num_steps=a.num_steps),
+                reward=RewardConfig(kl_penalty=0.0, constraints=None),  # this bench: the schemes without a leash
+                weighting=WeightingConfig(scheme=scheme, scheme_params=SCHEME_PARAMS.get(scheme),
+                                          temperature=a.temperature),
+                update=UpdateConfig(update_epochs=a.update_epochs, lr=a.lr, kl_coef=0.0, repel_margin=None,
+                                    minibatch_size=None))
             trainer = pl.Trainer(max_epochs=a.iterations, accelerator="cpu", devices=1, logger=False,
                                  enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
             t0 = time.perf_counter()

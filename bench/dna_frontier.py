@@ -1,7 +1,7 @@
 """The frontier: Pred-Activity against drift from the pretrained model, per weighting scheme and leash strength.
 
 For each scheme and each ``kl_penalty`` (beta) of a grid fixed before any evaluation-oracle number was seen (with
-one ``--kl-coef`` and ``--kmer-penalty`` per invocation), fine-tune with the settings of
+one ``--kl-coef`` per invocation), fine-tune with the settings of
 ``configs/dna/simpo_base.yaml`` (constraints, bounded repulsion, the count-form loss with 4 shared draws; eta 1 for
 the signed schemes) at an equal number of fine-tuning-oracle calls, sample designs, and report, next to the
 evaluation oracle's Pred-Activity: the KL to the reference (trajectory estimate, nats per sequence, last 3
@@ -55,16 +55,10 @@ def parse_args(argv=None):
                    help="elbo_shared_noise: common masks in a minibatch or not")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--eta", type=float, default=1.0, help="signed floor of linear_neg / square_neg, units of x")
-    p.add_argument("--kmer-penalty", type=float, default=0.0, help="set-level 3-mer leash (reward per nat)")
-    p.add_argument("--lr-warmup", type=int, default=0, help="iterations of linear learning-rate warmup")
-    p.add_argument("--kl-target", type=float, default=None,
-                   help="nats per sequence: the adaptive controller moves kl_penalty (the --betas value is its start)")
-    p.add_argument("--kl-max", type=float, default=None,
-                   help="drift ceiling, nats per sequence: beta rises while the KL estimate is above it (one-sided)")
     p.add_argument("--tag", default="", help="suffix of the method name in the tables")
     p.add_argument("--select-from", type=int, default=0,
                    help="also sample this many candidates per run, score them with the fine-tuning oracle and keep "
-                   "--designs of them by composition-matched selection (simpo_bio/dna/selection.py); 0 = off")
+                   "--designs of them by composition-matched selection (simpo_bio/dna/design/selection.py); 0 = off")
     p.add_argument("--select-weights", nargs="+", type=float, default=[0.0, 0.1, 0.2, 0.3, 0.5],
                    help="selection weights (reward per nat), the same for the 3-mer and the JASPAR motif spectra")
     p.add_argument("--motif-ratio", type=float, default=1.0,
@@ -75,7 +69,7 @@ def parse_args(argv=None):
 
 
 def _row(name, tokens, evaluator, ft_oracle, extra):
-    from simpo_bio.dna.oracle import oracle_scores
+    from simpo_bio.dna.oracles.oracle import oracle_scores
 
     row, _ = evaluator.evaluate(tokens)
     row["ft_reward_median"] = float(oracle_scores(ft_oracle, tokens).median())
@@ -90,11 +84,11 @@ def _selection_rows(a, seed, policy, reference, ft, ev, cons, name, extra, recor
     (``kmer3_vs_pretrained``, ``motif_vs_pretrained``) and the share of designs whose own 3-mer spectrum is
     farther from real DHS sequences than 95% of them (``frac_kmer_outlier``).
     """
-    from simpo_bio.dna.designs import real_sets
-    from simpo_bio.dna.metrics import pearson
-    from simpo_bio.dna.naturalness import NaturalnessConstraints, kmer_chi2
-    from simpo_bio.dna.oracle import oracle_scores
-    from simpo_bio.dna.selection import reference_spectra, select_by_composition, spectrum_counts
+    from simpo_bio.dna.data.composition import NaturalnessConstraints, kmer_chi2
+    from simpo_bio.dna.design.designs import real_sets
+    from simpo_bio.dna.design.selection import reference_spectra, select_by_composition, spectrum_counts
+    from simpo_bio.dna.evaluation.metrics import pearson
+    from simpo_bio.dna.oracles.oracle import oracle_scores
 
     scanner = ev.motif_scanner
     target = reference_spectra(reference, 200, motif_scanner=scanner, num_steps=a.num_steps, seed=7919)
@@ -131,10 +125,16 @@ def _selection_rows(a, seed, policy, reference, ft, ev, cons, name, extra, recor
 def main(argv=None) -> int:
     a = parse_args(argv)
     torch.set_num_threads(a.threads)
-    from simpo_bio.dna.designs import build_evaluator
-    from simpo_bio.dna.finetune import SiMPOFineTuning
-    from simpo_bio.dna.oracle import load_oracle, oracle_scores
-    from simpo_bio.dna.pretrain import load_pretrained
+    from simpo_bio.dna.design.designs import build_evaluator
+    from simpo_bio.dna.finetune import (
+        RewardConfig,
+        SamplingConfig,
+        SiMPOFineTuning,
+        UpdateConfig,
+        WeightingConfig,
+    )
+    from simpo_bio.dna.models.pretrain import load_pretrained
+    from simpo_bio.dna.oracles.oracle import load_oracle, oracle_scores
 
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -176,16 +176,16 @@ def main(argv=None) -> int:
                 cons = None if a.no_constraints else {"gc_window": [0.4, 0.6], "max_homopolymer": 10,
                                                       "max_dust": 2.0}
                 params = {"eta": a.eta} if scheme.endswith("_neg") else None
-                m = SiMPOFineTuning(scheme=scheme, scheme_params=params, group_size=a.group_size, num_groups=1,
-                                    num_steps=a.num_steps, minibatch_size=32, kl_penalty=beta,
-                                    repel_margin=a.repel_margin if a.repel_margin > 0 else None,
-                                    kl_estimator=a.kl_estimator, kl_coef=a.kl_coef, constraints=cons, seed=seed,
-                                    log_reference_elbo=False,
-                                    oracle=a.ensemble or "checkpoints/dna/oracle_ft.ckpt",
-                                    ensemble_std_coef=a.ensemble_std_coef, elbo_estimator=a.elbo_estimator,
-                                    elbo_draws=a.elbo_draws, elbo_shared_noise=a.elbo_noise == "shared", lr=a.lr,
-                                    lr_warmup=a.lr_warmup, kmer_penalty=a.kmer_penalty, kl_target=a.kl_target,
-                                    kl_max=a.kl_max)
+                m = SiMPOFineTuning(
+                    oracle=a.ensemble or "checkpoints/dna/oracle_ft.ckpt", seed=seed, log_reference_elbo=False,
+                    sampling=SamplingConfig(group_size=a.group_size, num_groups=1, num_steps=a.num_steps),
+                    reward=RewardConfig(kl_penalty=beta, kl_estimator=a.kl_estimator, constraints=cons,
+                                        ensemble_std_coef=a.ensemble_std_coef),
+                    weighting=WeightingConfig(scheme=scheme, scheme_params=params),
+                    update=UpdateConfig(minibatch_size=32, lr=a.lr, kl_coef=a.kl_coef,
+                                        repel_margin=a.repel_margin if a.repel_margin > 0 else None,
+                                        elbo_estimator=a.elbo_estimator, elbo_draws=a.elbo_draws,
+                                        elbo_shared_noise=a.elbo_noise == "shared"))
                 stem = f"{scheme}{a.tag}_b{beta:g}_a{a.kl_coef:g}_s{seed}"
                 hist, saved = out / f"history_{stem}.csv", out / f"policy_{stem}.pt"
                 if saved.exists() and hist.exists():  # this fit is done: reuse it (e.g. for more selection rows)

@@ -74,9 +74,9 @@ def main(argv=None) -> int:
             record(done, rows, {"method": "pooled demo", "seed": seed, "seeds": [seed, seed + 1], "calls": calls,
                                 **tuned})
         if ("best-of-N", seed) not in have:
-            from simpo_bio.dna.designs import build_evaluator
-            from simpo_bio.dna.oracle import load_oracle, oracle_scores
-            from simpo_bio.dna.pretrain import load_pretrained
+            from simpo_bio.dna.design.designs import build_evaluator
+            from simpo_bio.dna.models.pretrain import load_pretrained
+            from simpo_bio.dna.oracles.oracle import load_oracle, oracle_scores
 
             ref = load_pretrained("checkpoints/dna/pretrained_dhs.ckpt")
             ft = load_oracle("checkpoints/dna/oracle_ft.ckpt")

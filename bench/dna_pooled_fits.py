@@ -34,11 +34,11 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=1)
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
-    from simpo_bio.dna.designs import build_evaluator
-    from simpo_bio.dna.leash import build_constraints
-    from simpo_bio.dna.oracle import load_oracle, oracle_scores
-    from simpo_bio.dna.pretrain import load_pretrained
-    from simpo_bio.dna.selection import composition_matched
+    from simpo_bio.dna.design.designs import build_evaluator
+    from simpo_bio.dna.design.selection import composition_matched
+    from simpo_bio.dna.finetune.leash import build_constraints
+    from simpo_bio.dna.models.pretrain import load_pretrained
+    from simpo_bio.dna.oracles.oracle import load_oracle, oracle_scores
 
     out = Path(a.out)
     ref = load_pretrained("checkpoints/dna/pretrained_dhs.ckpt")

@@ -34,9 +34,9 @@ def real_frontier(path: Path) -> pd.DataFrame:
         return pd.read_json(path, lines=True)
     import numpy as np
 
-    from simpo_bio.dna.designs import build_evaluator
-    from simpo_bio.dna.dhs import load_dhs
-    from simpo_bio.dna.oracle import load_oracle, oracle_scores
+    from simpo_bio.dna.data.dhs import load_dhs
+    from simpo_bio.dna.design.designs import build_evaluator
+    from simpo_bio.dna.oracles.oracle import load_oracle, oracle_scores
 
     ft = load_oracle("checkpoints/dna/oracle_ft.ckpt")
     ev = build_evaluator("checkpoints/dna/oracle_eval.ckpt", None, jaspar=True, novelty=False)

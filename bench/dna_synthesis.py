@@ -1,9 +1,9 @@
 """Synthesis readiness of a run's designs: the default vendor constraints, and what ``--repair`` costs.
 
 Reads ``RUN/designs.csv`` (and ``RUN/pretrained_designs.csv`` when present), checks every design against
-:class:`simpo_bio.dna.synthesis.SynthesisConstraints` (defaults: every 50-bp window at GC 0.25-0.65, homopolymer
+:class:`simpo_bio.dna.design.synthesis.SynthesisConstraints` (defaults: every 50-bp window at GC 0.25-0.65, homopolymer
 <= 10 bp, no BsaI / BsmBI site on either strand, sites from ``Bio.Restriction``), then repairs every flagged
-design of the run with DnaChisel (:func:`simpo_bio.dna.synthesis.repair_designs`, margin 0.5 log-odds) and
+design of the run with DnaChisel (:func:`simpo_bio.dna.design.synthesis.repair_designs`, margin 0.5 log-odds) and
 re-scores the repairs with the fine-tuning and evaluation oracles. Prints one markdown table of designs per
 constraint, then the repair summary (counts, bases changed, reward change by both oracles, seconds).
 
@@ -23,8 +23,13 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from simpo_bio.dna.oracle import load_oracle, oracle_scores
-from simpo_bio.dna.synthesis import SynthesisConstraints, constraint_summary, flags_column, repair_designs
+from simpo_bio.dna.design.synthesis import (
+    SynthesisConstraints,
+    constraint_summary,
+    flags_column,
+    repair_designs,
+)
+from simpo_bio.dna.oracles.oracle import load_oracle, oracle_scores
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -32,8 +32,8 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=7)
     a = p.parse_args(argv)
     torch.set_num_threads(1)
-    from simpo_bio.dna.oracle import load_oracle, oracle_scores
-    from simpo_bio.dna.pretrain import load_pretrained
+    from simpo_bio.dna.models.pretrain import load_pretrained
+    from simpo_bio.dna.oracles.oracle import load_oracle, oracle_scores
     from simpo_bio.weighting import compute_weights, get_scheme, group_advantages
 
     model = load_pretrained("checkpoints/dna/pretrained_dhs.ckpt")

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from simpo_bio.diffusion.masked import MaskedDiffusion
-from simpo_bio.dna.backbones import DilatedCNN
+from simpo_bio.dna.models.backbones import DilatedCNN
 
 DEFAULT_CKPT = "checkpoints/dna/pretrained_dhs.ckpt"
 
@@ -70,7 +70,7 @@ def reference_sample(model: MaskedDiffusion, batch: int, length: int, steps: int
 
 def build_model(ckpt: str | None, hidden: int, stacks: int) -> tuple[MaskedDiffusion, str]:
     if ckpt and Path(ckpt).exists():
-        from simpo_bio.dna.pretrain import load_pretrained
+        from simpo_bio.dna.models.pretrain import load_pretrained
 
         model = load_pretrained(ckpt)
         bb = model.backbone
@@ -91,7 +91,7 @@ def finetune_breakdown(model: MaskedDiffusion, length: int, steps: int, group: i
     out["sample"] = time.perf_counter() - t0
     reward = None
     if Path(oracle_path).exists():
-        from simpo_bio.dna.oracle import load_oracle
+        from simpo_bio.dna.oracles.oracle import load_oracle
 
         oracle = load_oracle(oracle_path)
         t0 = time.perf_counter()

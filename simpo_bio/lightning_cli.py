@@ -78,7 +78,7 @@ class SimpoLightningCLI(LightningCLI):
         ckpt = load_checkpoint(ckpt_path, map_location="cpu")  # the safe loader: Python objects are refused
         hparams = dict(ckpt.get("hyper_parameters", {}))
         hparams.pop("_instantiator", None)
-        if not hparams:
+        if not hparams or "_class_path" not in hparams:  # our fine-tuning module records none: the config names it
             return
         if "_class_path" in hparams:
             module, _, name = str(hparams["_class_path"]).rpartition(".")

@@ -5,7 +5,9 @@
 - no domain package (``dna``, ``control``, ``bandit``, ``diffusion``, ``weighting``) imports the command-line
   dispatcher ``simpo_bio.cli``;
 - ``simpo_bio.weighting`` imports nothing of ``simpo_bio`` outside itself;
-- no source file under ``simpo_bio/`` is longer than 500 lines.
+- inside ``simpo_bio.dna`` the layers import down the list data -> models -> oracles -> finetune -> evaluation ->
+  design -> cli, never up; no folder holds more than 12 modules;
+- loading a model or an oracle imports no evaluation, design or CLI code (checked in a fresh interpreter).
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1] / "simpo_bio"
-MAX_LINES = 500
+MAX_MODULES_PER_FOLDER = 12
+#: The layers of simpo_bio.dna, in the order arrows may point (a layer imports only the ones before it).
+DNA_LAYERS = ("data", "models", "oracles", "finetune", "evaluation", "design", "cli")
 DOMAINS = ("simpo_bio.dna", "simpo_bio.control", "simpo_bio.bandit", "simpo_bio.diffusion", "simpo_bio.weighting")
 
 
@@ -101,8 +105,8 @@ def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 
 def test_the_checker_sees_the_package():
-    assert "simpo_bio.dna.finetune" in GRAPH and "simpo_bio.weighting" in GRAPH
-    assert "simpo_bio.weighting" in GRAPH["simpo_bio.dna.finetune"]
+    assert "simpo_bio.dna.finetune.module" in GRAPH and "simpo_bio.weighting" in GRAPH
+    assert "simpo_bio.weighting" in GRAPH["simpo_bio.dna.finetune.module"]
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
 
 
@@ -121,7 +125,40 @@ def test_weighting_imports_nothing_else_of_simpo_bio():
     assert {m: t for m, t in outside.items() if t} == {}
 
 
-def test_source_files_are_short():
-    lengths = {str(p.relative_to(ROOT.parent)): len(p.read_text(encoding="utf-8").splitlines())
-               for p in MODULES.values()}
-    assert {p: n for p, n in lengths.items() if n > MAX_LINES} == {}
+def _dna_layer(module: str) -> int | None:
+    parts = module.split(".")
+    return DNA_LAYERS.index(parts[2]) if len(parts) >= 3 and parts[1] == "dna" and parts[2] in DNA_LAYERS else None
+
+
+def test_dna_layers_import_only_the_layers_before_them():
+    assert _dna_layer("simpo_bio.dna.models.pretrain") == 1 and _dna_layer("simpo_bio.dna.cli") == 6
+    up = {m: sorted(t for t in GRAPH[m] if _dna_layer(t) is not None and _dna_layer(t) > _dna_layer(m))
+          for m in MODULES if _dna_layer(m) is not None}
+    assert {m: t for m, t in up.items() if t} == {}
+
+
+def test_no_folder_holds_more_than_a_dozen_modules():
+    sizes = {str(d.relative_to(ROOT.parent)): len([f for f in d.glob("*.py") if f.name != "__init__.py"])
+             for d in {p.parent for p in MODULES.values()}}
+    assert {d: n for d, n in sizes.items() if n > MAX_MODULES_PER_FOLDER} == {}
+
+
+def test_loading_a_model_or_an_oracle_imports_no_evaluation_design_or_cli():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from simpo_bio.dna.models.pretrain import load_pretrained\n"
+        "from simpo_bio.dna.models.policies import load_policy\n"
+        "from simpo_bio.dna.oracles.oracle import load_oracle\n"
+        "load_pretrained('checkpoints/dna/pretrained_dhs.ckpt'); load_policy('checkpoints/dna/pretrained_dhs.ckpt')\n"
+        "load_oracle('checkpoints/dna/oracle_ft.ckpt')\n"
+        "bad = sorted(m for m in sys.modules if m.startswith(('simpo_bio.dna.evaluation', 'simpo_bio.dna.design',"
+        " 'simpo_bio.dna.cli', 'simpo_bio.cli', 'simpo_bio.dna.finetune')))\n"
+        "assert 'simpo_bio.dna.models.pretrain' in sys.modules\n"
+        "print(bad)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT.parent, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "[]"

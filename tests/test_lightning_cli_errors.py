@@ -18,10 +18,10 @@ def _run(args, capsys):
 
 def test_temperature_zero_is_one_line(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    code, lines = _run(["fit", "--config", BASE, "--model.init_args.temperature", "0",
+    code, lines = _run(["fit", "--config", BASE, "--model.init_args.weighting.temperature", "0",
                         "--trainer.logger", "false", "--trainer.callbacks", "[]"], capsys)
     assert code == 2
-    assert len(lines) == 1 and "temperature must be > 0" in lines[0] and lines[0].startswith("simpo-bio fit: error:")
+    assert len(lines) == 1 and "weighting.temperature must be a finite number > 0" in lines[0] and lines[0].startswith("simpo-bio fit: error:")
 
 
 def test_truncated_ckpt_path_is_one_line(tmp_path, monkeypatch, capsys):
@@ -37,7 +37,7 @@ def test_debug_shows_the_traceback(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("SIMPO_DEBUG", "1")
     with pytest.raises(ValueError, match="temperature"):
-        lightning_cli(["fit", "--config", BASE, "--model.init_args.temperature", "0",
+        lightning_cli(["fit", "--config", BASE, "--model.init_args.weighting.temperature", "0",
                        "--trainer.logger", "false", "--trainer.callbacks", "[]"])
 
 

@@ -120,7 +120,7 @@ def as_scheme_specs(value: str | Iterable[SchemeSpec | dict[str, Any] | str]) ->
 class BanditConfig:
     """Every hyper-parameter of the bandit experiment (defaults = what bench/bandit.py and the README use).
 
-    They were fixed before any scheme comparison was run (see bench/RESULTS.md, section Bandit).
+    They were fixed before any scheme comparison was run (see bench/results/bandit.md, section Bandit).
 
     Attributes:
         reward: reward function name (``two_optima``, ``broad``, ``sharp``).
@@ -148,7 +148,7 @@ class BanditConfig:
             :class:`~simpo_bio.weighting.TemperatureController` on the scheme's own weights (KL of the positive part
             since weighting commit f7d2ad5; before it, KL of ``|w|``, which stays near 0.1-0.2 nats for
             ``linear_neg`` at every temperature, so a 1.0 target drove the temperature to its 1e-4 floor: the first
-            bandit run, see bench/RESULTS.md, section Bandit).
+            bandit run, see bench/results/bandit.md, section Bandit).
         hidden, depth, time_embed_dim, activation: the velocity MLP.
         num_steps: Euler steps of the flow ODE sampler.
         sampler_noise: ``noise_scale`` of the ODE sampler while collecting the group: noise of std

@@ -25,7 +25,7 @@ noise_removal=True`` runs the grid ``t_i = 1 - i (1 - 1e-5) / N`` instead, so a 
 last step with probability ``m(1e-5) / m(1)``; one final denoiser call then fills those positions with the argmax
 base. The default (``grid_end=0``, no noise removal) is unchanged.
 
-Imports: torch only (the denoiser is passed in, e.g. :class:`simpo_bio.dna.backbones.DilatedCNN`).
+Imports: torch only (the denoiser is passed in, e.g. :class:`simpo_bio.dna.models.backbones.DilatedCNN`).
 """
 
 from __future__ import annotations
@@ -103,7 +103,7 @@ class MaskedDiffusion(nn.Module):
 
     Args:
         backbone: module mapping ``(tokens [B, L] long, sigma [B]) -> logits [B, L, V]`` with ``V`` including the
-            mask token (e.g. :class:`simpo_bio.dna.backbones.DilatedCNN`).
+            mask token (e.g. :class:`simpo_bio.dna.models.backbones.DilatedCNN`).
         mask_index: id of the mask token (4 for the DNA alphabet A, C, G, T, [MASK]).
         eps: schedule offset (:class:`LogLinearSchedule`); also the smallest training time.
         vocab_size: ``V``; read from ``backbone.vocab_size`` when not given, else ``mask_index + 1``.

@@ -124,7 +124,16 @@ def sample_main(argv: list[str] | None = None) -> None:
         if a.select_from and a.no_score:
             raise CommandError("--select-from needs the fine-tuning oracle's scores (drop --no-score)")
         try:
-            SelectionConfig(a.select_from, a.select_weight, a.select_target, a.select_motif_ratio).validate(a.num_samples)
+            try:
+                SelectionConfig(a.select_from, a.select_weight, a.select_target, a.select_motif_ratio).validate(
+                    a.num_samples)
+            except ValueError as err:  # the same checks, named by this command's options
+                message = str(err)
+                for field, flag in (("selection.candidates", "--select-from"), ("the designs kept", "--num-samples"),
+                                    ("selection.weight", "--select-weight"), ("selection.target", "--select-target"),
+                                    ("selection.motif_ratio", "--select-motif-ratio"), ("weight ", "--select-weight ")):
+                    message = message.replace(field, flag)
+                raise CommandError(message) from None
         except ValueError as e:
             raise CommandError(str(e).replace("select_", "--select-").replace("num_samples", "--num-samples")) from None
         if len(a.ckpt) > 1 and not a.select_from:
@@ -387,6 +396,9 @@ def demo_main(argv: list[str] | None = None) -> None:
     p.add_argument("--runs", type=int, default=2, help="independent fine-tuning runs (seeds --seed, --seed + 1, ...) "
                    "whose samples are pooled for the selection of the designs (default 2; docs/method.md)")
     p.add_argument("--seed", type=int, default=None, help="seed of the first run (default 0)")
+    p.add_argument("--eval-oracle", default=DEFAULT_EVAL_ORACLE,
+                   help=f"the evaluation oracle of the metrics table (default {DEFAULT_EVAL_ORACLE}; never tuned on)")
+    p.add_argument("--no-jaspar", action="store_true", help="skip the JASPAR motif correlation (and selection term)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
     p.add_argument("--fresh", action="store_true", help="start over even if the output directory holds a run")
     p.add_argument("--force-resume", action="store_true",
@@ -420,7 +432,7 @@ def demo_main(argv: list[str] | None = None) -> None:
               "reference sequences", flush=True)
         print("[simpo-bio] 2/4 models: pretrained masked diffusion model + fine-tuning / evaluation oracles",
               flush=True)
-        ensure_checkpoints()
+        ensure_checkpoints(eval_oracle=a.eval_oracle)
         if a.force_resume:
             os.environ[FORCE_RESUME_ENV] = "1"
         resumes = [_resume_args(d / "checkpoints" / "last.ckpt", a.fresh) for d, _ in fits]  # all read up front
@@ -434,7 +446,7 @@ def demo_main(argv: list[str] | None = None) -> None:
         pool = [designs.PooledRun.from_module(m, str(d / "checkpoints" / "last.ckpt"), d.name)
                 for m, (d, _) in zip(modules[:-1], fits[:-1], strict=True)]
         designs.export_run(modules[-1], out, num_samples=num_samples, selection=selection, pool=pool,
-                           eval_oracle=DEFAULT_EVAL_ORACLE, seed=DEMO_DESIGN_SEED)
+                           eval_oracle=a.eval_oracle, seed=DEMO_DESIGN_SEED, jaspar=not a.no_jaspar)
         md = (out / "metrics.md")
         if not md.exists():
             raise CommandError(f"the export finished without writing {md}")

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from simpo_bio.diffusion.masked import MaskedDiffusion
-from simpo_bio.dna.backbones import DilatedCNN
+from simpo_bio.dna.models.backbones import DilatedCNN
 
 torch.set_num_threads(1)
 

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from simpo_bio.diffusion.masked import LogLinearSchedule, MaskedDiffusion, antithetic_times
-from simpo_bio.dna.backbones import DilatedCNN
+from simpo_bio.dna.models.backbones import DilatedCNN
 
 torch.set_num_threads(1)
 MASK = 4

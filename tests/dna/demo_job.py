@@ -28,12 +28,9 @@ def tiny_config(out: Path) -> Path:
     ckpts = tiny_checkpoints(out / "models")
     cfg = {
         "model": {"init_args": {"pretrained": str(ckpts["pretrained"]), "oracle": str(ckpts["oracle"]),
-                                "group_size": 8, "num_groups": 1, "seq_len": SEQ_LEN, "num_steps": 4,
-                                "update_epochs": 1, "minibatch_size": 8}},
-        "trainer": {"callbacks": [{"class_path": "simpo_bio.dna.design.designs.ExportDesigns",
-                                   "init_args": {"eval_oracle": str(ckpts["eval_oracle"]), "num_steps": 4,
-                                                 "jaspar": False, "evaluate_pretrained": False}}],
-                    "enable_progress_bar": False},
+                                "sampling": {"group_size": 8, "num_groups": 1, "seq_len": SEQ_LEN, "num_steps": 4},
+                                "update": {"update_epochs": 1, "minibatch_size": 8}}},
+        "trainer": {"enable_progress_bar": False},
     }  # fmt: skip
     path = out / "tiny.yaml"
     path.write_text(yaml.safe_dump(cfg))
@@ -49,7 +46,8 @@ def run(out: Path, iterations: int, *extra: str) -> None:
         out.mkdir(parents=True, exist_ok=True)
         configs = [str(ROOT / c) for c in cli.DEMO_CONFIGS] + [str(tiny_config(out))]
         cli.demo_main(["--out", str(out), *[a for c in configs for a in ("--config", c)], "--iterations",
-                       str(iterations), "--num-samples", "16", *extra])  # fmt: skip
+                       str(iterations), "--num-samples", "16", "--eval-oracle",
+                       str(tiny_checkpoints(out / "models")["eval_oracle"]), "--no-jaspar", *extra])  # fmt: skip
     finally:
         designs.real_sets = original
 

@@ -43,7 +43,7 @@ def run(out: Path, iterations: int, scheme: str = "square_neg", lr: float = 3e-3
                          callbacks=[ResumableCheckpoint(dirpath=str(out / "checkpoints"))])  # fmt: skip
     trainer.fit(module, PolicyIterationDataModule(), ckpt_path="last")
     result = {"params": {k: v.clone() for k, v in module.policy.state_dict().items()}, "history": module.history,
-              "temperature": float(module.temperature_ctl.temperature)}  # fmt: skip
+              "temperature": float(module.weighting.temperature)}  # fmt: skip
     torch.save(result, out / "final.pt")
     return result
 

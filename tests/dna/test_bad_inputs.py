@@ -209,3 +209,30 @@ def test_random_bytes_evaluate_never_tracebacks(data, ckpts, tmp_path, capsys):
     else:
         assert code == 2 and len(err) == 1 and err[0].startswith("simpo-bio evaluate: error: "), err
         assert not out.exists()
+
+
+@pytest.mark.parametrize("where", ["self", "pair", "parent"])
+def test_symlink_loop_fasta_is_named_a_symlink_loop(where, ckpts, tmp_path, capsys):
+    if where == "self":  # a -> a
+        path = tmp_path / "loop.fa"
+        path.symlink_to(path)
+    elif where == "pair":  # a -> b -> a
+        path, other = tmp_path / "a.fa", tmp_path / "b.fa"
+        path.symlink_to(other)
+        other.symlink_to(path)
+    else:  # a folder on the way is a loop
+        (tmp_path / "d").symlink_to(tmp_path / "d")
+        path = tmp_path / "d" / "x.fa"
+    with pytest.raises(FastaFormatError, match="symlink loop") as info:
+        read_fasta(path)
+    assert str(path) in str(info.value) and "not found" not in str(info.value)
+    out = tmp_path / "metrics.csv"
+    code, err, seconds = run(evaluate(path, ckpts, out), capsys)
+    assert code == 2 and len(err) == 1, err
+    assert err[0].startswith("simpo-bio evaluate: error: ") and "symlink loop" in err[0] and str(path) in err[0], err
+    assert "not found" not in err[0] and seconds < 1.0 and not out.exists()
+    from simpo_bio.cli import precheck_fasta
+
+    with pytest.raises(SystemExit):  # the check before torch is imported says so too
+        precheck_fasta("evaluate", ["--fasta", str(path)])
+    assert "symlink loop" in capsys.readouterr().err

@@ -22,7 +22,7 @@ from pathlib import Path
 import lightning.pytorch as pl
 import pytest
 import torch
-from tiny_models import tiny_checkpoints
+from tiny_models import finetuning, tiny_checkpoints
 
 from simpo_bio.diffusion.masked import MaskedDiffusion
 from simpo_bio.dna.finetune.module import PolicyIterationDataModule, SiMPOFineTuning
@@ -73,7 +73,8 @@ def _policy(ckpts) -> DeterministicElbo:
 
 
 def _module(ckpts, record_dir, num_groups: int) -> Recording:
-    module = Recording(pretrained=_policy(ckpts), oracle=str(ckpts["oracle"]), scheme="square_neg", group_size=GROUP,
+    module = finetuning(cls=Recording, pretrained=_policy(ckpts), oracle=str(ckpts["oracle"]), scheme="square_neg",
+                        group_size=GROUP,
                        num_groups=num_groups, seq_len=20, num_steps=4, update_epochs=UPDATE_EPOCHS, lr=3e-3, grad_clip=1.0,
                        log_reference_elbo=False, seed=7, elbo_estimator="time", elbo_draws=1)  # the overridden elbo_loss
     module.record_dir = str(record_dir)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import lightning.pytorch as pl
 import pytest
 import torch
@@ -144,7 +146,8 @@ def test_code_defaults_are_the_shipped_defaults():
     assert set(base) == {"pretrained", "oracle"}
     assert UpdateConfig().kl_coef == 1.0 and UpdateConfig().repel_margin == 1.386
     assert RewardConfig().kl_penalty == 0.1 and RewardConfig().constraints["gc_window"] == [0.4, 0.6]
-    assert WeightingConfig().scheme == "square_neg" and WeightingConfig().scheme_params == {"eta": 1.0}
+    assert WeightingConfig().scheme == "square_neg" and WeightingConfig().scheme_params is None
+    assert SiMPOFineTuning.validate_config({"weighting": {"scheme": "exp"}}) is None  # no eta left over for exp
 
 
 

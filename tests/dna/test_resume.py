@@ -69,7 +69,7 @@ def test_last_checkpoint_of_another_config_is_refused_with_one_line(tmp_path, ca
     assert exc.value.code == 2 and len(err) == 1, err
     line = err[0]
     assert line.startswith("simpo-bio: error: refusing to resume from ") and "last.ckpt" in line
-    assert "hparams.lr: 0.003 (checkpoint) vs 0.01 (this run)" in line and line.count("config hash") == 2
+    assert "hparams.update.lr: 0.003 (checkpoint) vs 0.01 (this run)" in line and line.count("config hash") == 2
     assert "SIMPO_FORCE_RESUME=1" in line
     with pytest.raises(SystemExit):  # another scheme: refused too
         resume_job.run(tmp_path, 3, scheme="linear")

@@ -122,7 +122,7 @@ def test_pooled_runs_refuse_a_crafted_checkpoint(tmp_path, marker):
 
     evil = crafted_lightning(tmp_path / "run_seed1" / "checkpoints" / "last.ckpt", marker)
     with pytest.raises(UnsafeCheckpointError, match="refused"):
-        pooled_policies([evil], select_from=10, seq_len=SEQ_LEN, device="cpu")
+        pooled_policies([evil], seq_len=SEQ_LEN, device="cpu")
 
 
 @pytest.mark.parametrize("where", ["--ckpt_path", "--model.init_args.pretrained"])
@@ -143,7 +143,7 @@ def test_fit_refuses_a_planted_last_ckpt(ckpts, tmp_path, marker, monkeypatch, c
     crafted_lightning(tmp_path / "ck" / "last.ckpt", marker)
     callbacks = f"[{{class_path: simpo_bio.dna.models.checkpoints.ResumableCheckpoint, init_args: {{dirpath: {tmp_path / 'ck'}}}}}]"
     line = _fails_with_one_line(["fit", "--config", BASE, "--model.init_args.pretrained", str(ckpts["pretrained"]),
-                                 "--model.init_args.oracle", str(ckpts["oracle"]), "--model.init_args.seq_len",
+                                 "--model.init_args.oracle", str(ckpts["oracle"]), "--model.init_args.sampling.seq_len",
                                  str(SEQ_LEN), "--trainer.logger", "false", "--trainer.accelerator", "cpu",
                                  "--trainer.callbacks", callbacks], capsys)
     assert line.startswith("simpo-bio fit: error:") and "refused" in line and "weights_only" not in line
@@ -165,7 +165,7 @@ def test_control_checkpoint_refuses_python_objects(tmp_path, marker, capsys):
     with pytest.raises(ControlUnsafe, match=r"env snapshot \(_np_random\)"):
         load_control(snapshot)
     pytest.importorskip("jsonargparse")
-    line = _fails_with_one_line(["control", "--train.resume", str(evil), "--train.output_dir",
+    line = _fails_with_one_line(["control", "--train.resume", str(evil), "--train.out_dir",
                                  str(tmp_path / "out"), "--train.wandb", "false"], capsys)
     assert line.startswith("simpo-bio control: error:") and "refused" in line
 

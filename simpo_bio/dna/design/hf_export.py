@@ -62,7 +62,7 @@ def _metadata(ckpt_path: Path, raw: dict[str, Any], info: dict[str, Any], policy
     meta = {
         "kind": info.get("kind"),
         "scheme": info.get("scheme"),
-        "scheme_params": hp.get("scheme_params"),
+        "scheme_params": dict(hp.get("weighting") or {}).get("scheme_params"),
         "oracle": None if oracle is None else str(oracle),
         "oracle_sha256": _sha256(Path(oracle)) if oracle and Path(oracle).is_file() else None,
         "pretrained": None if pretrained is None else str(pretrained),

@@ -74,7 +74,7 @@ class WeightingConfig:
     """Stage 2, rewards -> advantages -> weights (paper Eq. 9-11, Appendix E, G; ``simpo_bio.weighting.WeightingStep``)."""
 
     scheme: str = "square_neg"  # weighting scheme (simpo_bio.weighting.available_schemes())
-    scheme_params: dict[str, float] | None = field(default_factory=lambda: {"eta": 1.0})  # e.g. eta, p
+    scheme_params: dict[str, float] | None = None  # e.g. {"eta": 1.0} (square_neg's default), {"p": 3}; None = defaults
     temperature: float = 1.0  # fixed temperature, advantage units; the start value with auto_temperature
     auto_temperature: bool = False  # tune it by the dual so KL(w || uniform) = target_kl (Appendix G)
     target_kl: float = 1.5  # target of the dual, nats (< log group_size)

@@ -73,7 +73,7 @@ from simpo_bio.dna.finetune.leash import (
     elbo_log_ratio,
     kl_regularized_reward,
 )
-from simpo_bio.dna.models.checkpoints import CheckpointFormatError, guard_resume, record_model_kind
+from simpo_bio.dna.models.checkpoints import KIND_KEY, CheckpointFormatError, guard_resume, record_model_kind
 from simpo_bio.dna.models.policies import MODEL_KIND, load_policy
 from simpo_bio.dna.models.pretrain import load_pretrained
 from simpo_bio.dna.oracles.ensemble import EnsembleOracle
@@ -284,7 +284,7 @@ class SiMPOFineTuning(pl.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         hp = checkpoint.get("hyper_parameters") or {}
-        if "sampling" not in hp:  # flat hyper-parameters: a checkpoint of 0.1 (before the typed groups)
+        if checkpoint.get(KIND_KEY) == MODEL_KIND and "sampling" not in hp:  # flat: 0.1, before the typed groups
             err = CheckpointFormatError(
                 "this fine-tuning checkpoint was written before the typed configuration (its hyper-parameters are "
                 "flat, not the groups sampling / reward / weighting / update): refit it with this version "
