@@ -25,6 +25,7 @@ import numpy as np
 
 from simpo_bio.bandit.config import BanditConfig, SchemeSpec
 from simpo_bio.bandit.experiment import BanditRun
+from simpo_bio.checkpointing import ResumeMismatchError, identity_hash
 from simpo_bio.fileio import atomic_path, atomic_write
 
 __all__ = ["RESUME_FREE_FIELDS", "ResumeMismatchError", "RunStore", "config_hash", "config_identity"]
@@ -35,18 +36,14 @@ RESUME_FREE_FIELDS = ("schemes", "seeds", "seed_offset", "out_dir", "threads", "
 _ARRAYS = ("iteration", "regret", "global_mass", "mean", "std", "temperature", "negative_mass", "density")
 
 
-class ResumeMismatchError(ValueError):
-    """The saved runs were computed with another config (refused unless ``restart``)."""
-
-
 def config_identity(cfg: BanditConfig) -> dict[str, Any]:
     """The fields of ``cfg`` that decide every run's result (all but :data:`RESUME_FREE_FIELDS`), JSON-ready."""
     return {k: v for k, v in asdict(cfg).items() if k not in RESUME_FREE_FIELDS}
 
 
 def config_hash(identity: dict[str, Any]) -> str:
-    """Short SHA-256 (12 hex digits) of a :func:`config_identity`."""
-    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=repr).encode()).hexdigest()[:12]
+    """Short SHA-256 (12 hex digits) of a :func:`config_identity` (:func:`simpo_bio.checkpointing.identity_hash`)."""
+    return identity_hash(identity)
 
 
 class RunStore:

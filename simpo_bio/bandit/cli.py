@@ -24,7 +24,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import asdict
 
-from simpo_bio.bandit.checkpoints import RunStore
+from simpo_bio.bandit.checkpoints import ResumeMismatchError, RunStore
 from simpo_bio.bandit.config import BanditConfig
 from simpo_bio.bandit.experiment import BanditRun, run_experiment
 from simpo_bio.bandit.results import save_outputs, summarize
@@ -77,7 +77,7 @@ def cli_main(argv: Sequence[str] | None = None) -> list[BanditRun]:
         cfg = BanditConfig(**values)  # parses a --schemes shorthand into (name, params) pairs
         cfg.validate()
         store = RunStore(cfg)  # refuses saved runs of another config (unless --restart true)
-    except (ValueError, TypeError) as err:
+    except (ValueError, TypeError, ResumeMismatchError) as err:
         _fail(str(err))
     runs = run_experiment(cfg, store)
     paths = save_outputs(cfg, runs)

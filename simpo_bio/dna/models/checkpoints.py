@@ -21,8 +21,6 @@ Imports: torch, Lightning's ``ModelCheckpoint``, :mod:`simpo_bio.fileio` and :mo
 from __future__ import annotations
 
 import errno
-import hashlib
-import json
 import os
 import pickle
 import sys
@@ -35,41 +33,23 @@ from typing import Any
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
+from simpo_bio.checkpointing import (  # noqa: F401  (the one hierarchy of every domain, re-exported here)
+    CheckpointArchitectureError,
+    CheckpointCorruptError,
+    CheckpointError,
+    CheckpointFormatError,
+    CheckpointNotFoundError,
+    ResumeMismatchError,
+    UnsafeCheckpointError,
+    identity_differences,
+    identity_hash,
+    plain,
+)
 from simpo_bio.fileio import atomic_torch_save, disk_full_error
 from simpo_bio.safe_pickle import TRUST_PICKLE_ENV, TRUSTED_SHA256_ENV, file_sha256, pickle_trusted
 
 #: Key under which our LightningModules record the class that wrote a checkpoint.
 KIND_KEY = "simpo_bio_model"
-
-
-class CheckpointError(RuntimeError):
-    """Base class of the checkpoint errors below; ``.path`` is the file."""
-
-    def __init__(self, message: str, path: str | os.PathLike | None):
-        self.path = Path(path) if path is not None else None
-        super().__init__(message)
-
-
-class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
-    """The checkpoint file does not exist."""
-
-
-class CheckpointCorruptError(CheckpointError):
-    """The file exists but cannot be read as a checkpoint (truncated download, partial write, not a checkpoint)."""
-
-
-class CheckpointArchitectureError(CheckpointError):
-    """The checkpoint was written by another model or another architecture (keys or tensor shapes differ)."""
-
-
-class CheckpointFormatError(CheckpointError):
-    """A checkpoint of this project written by an earlier version whose layout has changed (the message says what
-    changed and how to refit)."""
-
-
-class UnsafeCheckpointError(CheckpointError):
-    """The file holds Python objects (classes, functions) that only a full unpickle reads: refused, since
-    unpickling it could run arbitrary code (see :func:`load_checkpoint` and :func:`require_trusted_pickle`)."""
 
 
 def _unsafe_globals(path: Path) -> list[str] | None:
@@ -227,13 +207,7 @@ RESUME_FREE_DATA_HPARAMS = frozenset({"num_workers", "cache_dir", "eval_batch_si
 _CLI_HPARAMS = frozenset({"_class_path", "_instantiator"})
 
 
-class ResumeMismatchError(CheckpointError):
-    """A fit asked to resume from a checkpoint written by another model or another config."""
-
-
-def _plain(value):
-    """JSON-normal form (tuples -> lists, paths -> str) so that recorded and current values compare equal."""
-    return json.loads(json.dumps(value, sort_keys=True, default=str))
+_plain = plain
 
 
 def run_identity(trainer, pl_module) -> dict[str, Any]:
@@ -257,9 +231,6 @@ def run_identity(trainer, pl_module) -> dict[str, Any]:
     })  # fmt: skip
 
 
-def identity_hash(identity: Mapping) -> str:
-    """Short SHA-256 (12 hex digits) of a :func:`run_identity`."""
-    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def _recorded_identity(checkpoint: Mapping, pl_module) -> dict[str, Any]:
@@ -274,15 +245,7 @@ def _recorded_identity(checkpoint: Mapping, pl_module) -> dict[str, Any]:
     return _plain({"model": kind.rpartition(".")[2], "hparams": hp, "data": {"class": None, "hparams": data}})
 
 
-def _differences(old: Mapping, new: Mapping, prefix: str = "") -> list[str]:
-    out = []
-    for key in sorted(set(old) | set(new)):
-        a, b = old.get(key), new.get(key)
-        if isinstance(a, Mapping) and isinstance(b, Mapping):
-            out += _differences(a, b, f"{prefix}{key}.")
-        elif a != b:
-            out.append(f"{prefix}{key}: {a!r} (checkpoint) vs {b!r} (this run)")
-    return out
+_differences = identity_differences
 
 
 def force_resume_requested(trainer=None) -> bool:
