@@ -40,7 +40,6 @@ _EXPORTS = {
     "TrainConfig": "train",
     "evaluate": "train",
     "configs_from_checkpoint": "train",
-    "upgrade_agent_config": "train",
     "load_checkpoint": "train",
     "check_resume": "train",
     "config_hash": "train",

@@ -7,7 +7,7 @@
   checkpoint, both :func:`config_hash` es and the fields that differ) unless forced; :data:`RESUME_FREE_FIELDS`
   may always differ; :func:`resolve_resume` validates the configs and does both before anything is built;
 * :class:`ReplayJournal` saves the replay buffer incrementally (only the rows added since the last checkpoint);
-* :func:`configs_from_checkpoint` / :func:`upgrade_agent_config` read the configs of older checkpoints.
+* :func:`configs_from_checkpoint` reads a checkpoint's configs (an older layout is refused: :func:`check_layout`).
 
 Imports: numpy, torch, :mod:`simpo_bio.control.agent`, :mod:`simpo_bio.control.config`, :mod:`simpo_bio.fileio`,
 :mod:`simpo_bio.safe_pickle`.
@@ -15,8 +15,6 @@ Imports: numpy, torch, :mod:`simpo_bio.control.agent`, :mod:`simpo_bio.control.c
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import pickle
 from dataclasses import asdict
@@ -26,44 +24,23 @@ from typing import Any
 import numpy as np
 import torch
 
+from simpo_bio.checkpointing import (
+    CheckpointError,
+    CheckpointFormatError,
+    ResumeMismatchError,
+    UnsafeCheckpointError,
+    identity_hash,
+)
 from simpo_bio.control.agent import AgentConfig
 from simpo_bio.control.config import EnvConfig, TrainConfig
 from simpo_bio.fileio import atomic_path
 from simpo_bio.safe_pickle import RestrictedUnpickler, numpy_safe_globals, state_globals
 from simpo_bio.safe_pickle import loads as safe_loads
 
-#: Keys of :class:`~simpo_bio.control.agent.AgentConfig` renamed in 0.1.0, old -> new. Configs saved in older
-#: checkpoints carry the old names; :func:`upgrade_agent_config` maps them.
-RENAMED_AGENT_KEYS = {"num_particles": "group_size", "flow_steps": "num_steps", "temperature_init": "temperature"}
-
-
-def upgrade_agent_config(values: dict[str, Any]) -> dict[str, Any]:
-    """A saved agent config (dict) with the old key names of :data:`RENAMED_AGENT_KEYS` replaced by the new ones.
-
-    Args:
-        values: ``asdict(AgentConfig)`` as stored in a checkpoint, from any version.
-
-    Returns:
-        A new dict that ``AgentConfig(**...)`` accepts (keys already new are kept as they are).
-
-    Raises:
-        ValueError: an old key and its new name are both present with different values.
-    """
-    out = dict(values)
-    for old, new in RENAMED_AGENT_KEYS.items():
-        if old not in out:
-            continue
-        value = out.pop(old)
-        if new in out and out[new] != value:
-            raise ValueError(f"agent config has both {old!r} (= {value!r}) and its new name {new!r} (= {out[new]!r})")
-        out[new] = value
-    return out
-
 
 def configs_from_checkpoint(ckpt: dict[str, Any]) -> tuple[EnvConfig, AgentConfig, TrainConfig]:
     """The three configs a checkpoint was trained with (``ckpt["config"]``, see :func:`train`).
 
-    Old checkpoints are read too: renamed agent keys are mapped by :func:`upgrade_agent_config`.
 
     Args:
         ckpt: the dict :func:`torch.load` returns for a ``checkpoint.pt``.
@@ -75,7 +52,7 @@ def configs_from_checkpoint(ckpt: dict[str, Any]) -> tuple[EnvConfig, AgentConfi
         KeyError: no ``"config"`` entry. TypeError: a key no version of the dataclasses knows.
     """
     cfg = ckpt["config"]
-    return (EnvConfig(**cfg["env"]), AgentConfig(**upgrade_agent_config(cfg["agent"])),
+    return (EnvConfig(**cfg["env"]), AgentConfig(**cfg["agent"]),
             TrainConfig(**cfg["train"]))
 
 
@@ -90,17 +67,11 @@ RESUME_FREE_FIELDS: dict[str, tuple[str, ...]] = {
 }  # fmt: skip
 
 
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be used: unreadable (truncated, not a torch file) or not a control checkpoint."""
-
-
-class UnsafeCheckpointError(CheckpointError):
-    """A checkpoint (or its env snapshot / legacy replay buffer) that holds Python objects beyond tensors, numbers,
-    strings, containers, numpy arrays and numpy random states: refused, since unpickling it could run code."""
-
-
-class CheckpointLayoutError(CheckpointError):
-    """A checkpoint whose agent state has an older layout (:data:`CHECKPOINT_LAYOUT`): it cannot be resumed."""
+#: The errors are the project's one hierarchy (:mod:`simpo_bio.checkpointing`): a checkpoint that cannot be used
+#: (unreadable, not a control checkpoint) is a :class:`CheckpointError`; one holding Python objects beyond tensors,
+#: numbers, strings, containers, numpy arrays and random states an :class:`UnsafeCheckpointError`; one of an older
+#: layout (:data:`CHECKPOINT_LAYOUT`) a :class:`CheckpointLayoutError`; another config a :class:`ResumeMismatchError`.
+CheckpointLayoutError = CheckpointFormatError
 
 
 #: Layout of what a checkpoint's ``agent`` entry holds; written as ``ckpt["layout"]`` (checkpoints without it are
@@ -127,16 +98,12 @@ def check_layout(ckpt: dict[str, Any], path: str | os.PathLike) -> None:
         )
 
 
-class ResumeMismatchError(ValueError):
-    """Resuming a checkpoint written by another config (refused unless ``train.force_resume``)."""
-
-
 def config_identity(config: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """The fields of a run's config that decide its results, flattened to ``{"section.field": value}``.
 
     Args:
         config: ``{"env": asdict(EnvConfig), "agent": asdict(AgentConfig), "train": asdict(TrainConfig)}``, as
-            stored in a checkpoint (old agent key names are mapped by :func:`upgrade_agent_config`).
+            stored in a checkpoint.
 
     Returns:
         Every field except those of :data:`RESUME_FREE_FIELDS`, with the current defaults filled in for fields an
@@ -146,8 +113,6 @@ def config_identity(config: dict[str, dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for section, fields in defaults.items():
         values = dict(config.get(section) or {})
-        if section == "agent":
-            values = upgrade_agent_config(values)
         for key, default in fields.items():
             if key not in RESUME_FREE_FIELDS[section]:
                 out[f"{section}.{key}"] = values.get(key, default)
@@ -158,8 +123,7 @@ def config_identity(config: dict[str, dict[str, Any]]) -> dict[str, Any]:
 
 def config_hash(config: dict[str, dict[str, Any]]) -> str:
     """Short SHA-256 (12 hex digits) of :func:`config_identity`: equal hashes resume, different ones are refused."""
-    text = json.dumps(config_identity(config), sort_keys=True, default=repr)
-    return hashlib.sha256(text.encode()).hexdigest()[:12]
+    return identity_hash(config_identity(config))
 
 
 #: Keys every control checkpoint has (older ones included).

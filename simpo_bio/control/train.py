@@ -52,7 +52,6 @@ import torch
 from simpo_bio.control.agent import AgentConfig, SiMPOAgent, make_agent
 from simpo_bio.control.checkpoints import (
     CHECKPOINT_LAYOUT,
-    RENAMED_AGENT_KEYS,
     RESUME_FREE_FIELDS,
     CheckpointError,
     ReplayJournal,
@@ -63,17 +62,15 @@ from simpo_bio.control.checkpoints import (
     load_checkpoint,
     load_legacy_buffer,
     resolve_resume,
-    upgrade_agent_config,
 )
 from simpo_bio.control.config import EnvConfig, TrainConfig
 from simpo_bio.control.envs import make_vector_env
 from simpo_bio.fileio import atomic_path
 
 __all__ = [
-    "METRIC_FIELDS", "RENAMED_AGENT_KEYS", "RESUME_FREE_FIELDS", "AgentConfig", "CheckpointError", "EnvConfig",
+    "METRIC_FIELDS", "RESUME_FREE_FIELDS", "AgentConfig", "CheckpointError", "EnvConfig",
     "MetricLogger", "ReplayJournal", "ResumeMismatchError", "TrainConfig", "build_parser", "check_resume",
     "cli_main", "config_hash", "configs_from_checkpoint", "evaluate", "load_checkpoint", "resolve_resume", "train",
-    "upgrade_agent_config",
 ]  # fmt: skip
 
 
@@ -421,7 +418,7 @@ def cli_main(argv: list[str] | None = None) -> dict[str, Any]:
     sources = ", ".join(str(c) for c in (cfg.get("config") or []) if c is not None)
     try:
         resolve_resume(init.env, init.agent, init.train)  # validate + check the checkpoint before writing anything
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, FileNotFoundError, CheckpointError) as err:
         _fail(f"{err}{f' (config: {sources})' if sources and not isinstance(err, ResumeMismatchError) else ''}")
     out_dir = Path(init.train.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -145,14 +145,3 @@ def test_evalckpt_reevaluates_a_finished_run(bench, tmp_path):
     with pytest.raises(SystemExit, match="no checkpoint.pt"):
         bench.cmd_evalckpt(bench.argparse.Namespace(runs=[str(tmp_path)], candidates=[1], episodes=1))
 
-    # a run recorded before the agent keys were renamed (num_particles, flow_steps, temperature_init) still loads
-    import torch
-
-    path = tmp_path / "run" / "checkpoint.pt"
-    ckpt = torch.load(path, weights_only=False)
-    agent_cfg = ckpt["config"]["agent"]
-    for old, new in (("num_particles", "group_size"), ("flow_steps", "num_steps"), ("temperature_init", "temperature")):
-        agent_cfg[old] = agent_cfg.pop(new)
-    torch.save(ckpt, path)
-    again = bench.cmd_evalckpt(bench.argparse.Namespace(runs=[str(tmp_path / "run")], candidates=[1, 4], episodes=2))
-    assert again == out

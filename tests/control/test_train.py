@@ -14,9 +14,7 @@ from simpo_bio.control.train import (  # noqa: E402
     EnvConfig,
     TrainConfig,
     cli_main,
-    configs_from_checkpoint,
     train,
-    upgrade_agent_config,
 )
 
 TINY_AGENT = dict(group_size=4, num_steps=3, hidden=32, depth=2, eval_candidates=4, target_kl=0.5,
@@ -120,20 +118,3 @@ def test_every_shipped_config_parses_and_builds_an_agent():
             )
 
 
-def test_checkpoint_configs_with_renamed_agent_keys_still_load():
-    """Checkpoints written before 0.1.0's renames carry num_particles / flow_steps / temperature_init."""
-    from dataclasses import asdict
-
-    new = asdict(AgentConfig(group_size=6, num_steps=4, temperature=0.3))
-    old = {("num_particles" if k == "group_size" else "flow_steps" if k == "num_steps"
-            else "temperature_init" if k == "temperature" else k): v for k, v in new.items()}  # fmt: skip
-    assert "group_size" not in old and old["num_particles"] == 6 and old["temperature_init"] == 0.3
-    assert upgrade_agent_config(old) == new
-    assert upgrade_agent_config(new) == new  # already new: unchanged
-    with pytest.raises(ValueError, match="both 'flow_steps'"):
-        upgrade_agent_config({**new, "flow_steps": 7})
-    assert upgrade_agent_config({**new, "flow_steps": 4}) == new  # both, agreeing: fine
-    ckpt = {"config": {"env": asdict(EnvConfig(id="Hopper-v4")), "agent": old, "train": asdict(TrainConfig(seed=5))}}
-    env, agent, tr = configs_from_checkpoint(ckpt)
-    assert (env.id, tr.seed) == ("Hopper-v4", 5)
-    assert agent == AgentConfig(group_size=6, num_steps=4, temperature=0.3)
