@@ -71,7 +71,7 @@ def test_resumable_checkpoint_full_disk_keeps_the_old_last_ckpt_and_no_temp(tmp_
     import errno
     from types import SimpleNamespace
 
-    from simpo_bio.dna.checkpoints import ResumableCheckpoint
+    from simpo_bio.dna.models.checkpoints import ResumableCheckpoint
     from simpo_bio.fileio import DiskFullError
 
     last = tmp_path / "last.ckpt"

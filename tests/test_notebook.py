@@ -20,7 +20,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent / "dna"))
 from tiny_models import tiny_checkpoints, tiny_real_sets, tiny_run  # noqa: E402
 
-from simpo_bio.dna import designs  # noqa: E402
+from simpo_bio.dna.design import designs  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "notebooks" / "analyze_designs.ipynb"

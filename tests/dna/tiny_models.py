@@ -83,9 +83,9 @@ def tiny_run(root: Path, ckpts: dict[str, Path], iterations: int = 2, num_sample
 UNLEASHED = {"kl_coef": 0.0, "kl_penalty": 0.0, "constraints": None, "repel_margin": None, "minibatch_size": None}
 
 
-def finetuning(**kw):
-    """``SiMPOFineTuning`` from flat keyword arguments, each put into its config group by name (tests only),
-    with :data:`UNLEASHED` under the given values."""
+def finetuning(cls=None, **kw):
+    """``SiMPOFineTuning`` (or its subclass ``cls``) from flat keyword arguments, each put into its config group
+    by name (tests only), with :data:`UNLEASHED` under the given values."""
     from dataclasses import fields
 
     from simpo_bio.dna.finetune import (
@@ -105,4 +105,4 @@ def finetuning(**kw):
             args[owner[0]][key] = value
         else:
             args[key] = value
-    return SiMPOFineTuning(**{k: (groups[k](**v) if k in groups else v) for k, v in args.items()})
+    return (cls or SiMPOFineTuning)(**{k: (groups[k](**v) if k in groups else v) for k, v in args.items()})
