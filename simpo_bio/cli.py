@@ -12,6 +12,7 @@ import only the standard library at the top; no module of ``simpo_bio`` imports 
 
 from __future__ import annotations
 
+import errno
 import importlib
 import os
 import sys
@@ -24,7 +25,7 @@ SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
     "sample": ("simpo_bio.dna.cli", "sample_main", "sample sequences from a checkpoint to FASTA"),
     "evaluate": ("simpo_bio.dna.cli", "evaluate_main", "DRAKES-style metrics for a FASTA or a checkpoint"),
     "export": ("simpo_bio.dna.cli", "export_main", "export the top-k designs of a run to FASTA"),
-    "export-hf": ("simpo_bio.dna.hf_export", "export_hf_main",
+    "export-hf": ("simpo_bio.dna.design.hf_export", "export_hf_main",
                   "a checkpoint as a Hugging Face directory (from_pretrained; extra: [hf])"),
     "demo": ("simpo_bio.dna.cli", "demo_main", "the main job end to end (what `make demo` runs)"),
     "bandit": ("simpo_bio.bandit", "cli_main", "the paper's 1-D bandit experiments"),
@@ -49,17 +50,29 @@ def _fasta_argument(args: list[str]) -> str | None:
     return None
 
 
+def _symlink_loop(path: str) -> bool:
+    """``path`` (or a folder on the way to it) is a symbolic link that leads back to itself (``ELOOP``)."""
+    try:
+        os.stat(path)
+    except OSError as err:
+        return err.errno == errno.ELOOP
+    return False
+
+
 def precheck_fasta(cmd: str, args: list[str]) -> None:
     """Refuse a ``--fasta`` that is no FASTA text before anything heavy is imported (one line, exit status 2).
 
-    Catches what a glance can: a missing path, a directory, binary content (NUL bytes in the first 64 KiB of a
-    file that is not gzip). Everything else is checked by :func:`simpo_bio.dna.data.read_fasta` (same messages).
+    Catches what a glance can: a missing path, a symlink loop, a directory, binary content (NUL bytes in the first
+    64 KiB of a file that is not gzip). Everything else is checked by
+    :func:`simpo_bio.dna.data.tables.read_fasta` (same messages).
     """
     path = _fasta_argument(args)
     if path is None:
         return
     problem = None
-    if not os.path.exists(path):
+    if _symlink_loop(path):  # os.path.exists says False: it would read "not found"
+        problem = f"{path}: symlink loop (a symbolic link that leads back to itself), not a FASTA file"
+    elif not os.path.exists(path):
         problem = f"FASTA file not found: {path}"
     elif os.path.isdir(path):
         problem = f"{path}: is a directory, not a FASTA file"
