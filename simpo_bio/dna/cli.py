@@ -131,7 +131,7 @@ def sample_main(argv: list[str] | None = None) -> None:
                 message = str(err)
                 for field, flag in (("selection.candidates", "--select-from"), ("the designs kept", "--num-samples"),
                                     ("selection.weight", "--select-weight"), ("selection.target", "--select-target"),
-                                    ("selection.motif_ratio", "--select-motif-ratio"), ("weight ", "--select-weight ")):
+                                    ("selection.motif_ratio", "--select-motif-ratio"), ("(weight ", "(--select-weight ")):
                     message = message.replace(field, flag)
                 raise CommandError(message) from None
         except ValueError as e:
