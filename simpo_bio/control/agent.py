@@ -287,6 +287,27 @@ def soft_update(target: nn.Module, source: nn.Module, polyak: float) -> None:
     torch._foreach_lerp_(tp, sp, polyak)
 
 
+def critic_step(agent, batch: dict[str, Tensor]) -> dict[str, float]:
+    """One TD step of an agent's double-Q critic, shared by every control agent (SiMPO, SDAC, DPMD): its
+    ``critic_loss(batch)``, Adam, gradient-norm clipping (``config.grad_clip``; ``None`` = none) and the Polyak
+    update of the target critic (``config.polyak``); the seconds go to ``agent.timings["critic"]``.
+
+    Returns:
+        ``critic_loss`` and the loss's own scalars (``q_mean``, ``td_target_mean``, ...), as floats.
+    """
+    cfg = agent.config
+    t0 = time.perf_counter()
+    c_loss, c_info = agent.critic_loss(batch)
+    agent.critic_opt.zero_grad(set_to_none=True)
+    c_loss.backward()
+    if cfg.grad_clip is not None:
+        nn.utils.clip_grad_norm_(agent.critic.parameters(), cfg.grad_clip)
+    agent.critic_opt.step()
+    soft_update(agent.critic_target, agent.critic, cfg.polyak)
+    agent.timings["critic"] += time.perf_counter() - t0
+    return {"critic_loss": c_loss.item(), **{k: v.item() for k, v in c_info.items()}}
+
+
 class SiMPOAgent(nn.Module):
     """Flow-matching policy + double Q critic trained by SiMPO (see the module docstring for the update).
 
@@ -453,16 +474,7 @@ class SiMPOAgent(nn.Module):
             FloatingPointError: non-finite Q values for the policy's particles (see :meth:`particle_weights`).
         """
         cfg = self.config
-        t0 = time.perf_counter()
-        c_loss, c_info = self.critic_loss(batch)
-        self.critic_opt.zero_grad(set_to_none=True)
-        c_loss.backward()
-        if cfg.grad_clip is not None:
-            nn.utils.clip_grad_norm_(self.critic.parameters(), cfg.grad_clip)
-        self.critic_opt.step()
-        soft_update(self.critic_target, self.critic, cfg.polyak)
-        self.timings["critic"] += time.perf_counter() - t0
-        logs = {"critic_loss": c_loss.item(), **{k: v.item() for k, v in c_info.items()}}
+        logs = critic_step(self, batch)
 
         if self.num_updates % cfg.policy_delay == 0:
             state = batch["state"]

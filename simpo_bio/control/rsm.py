@@ -56,7 +56,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from simpo_bio.control.agent import AgentConfig, DoubleQCritic, critic_target, soft_update
+from simpo_bio.control.agent import AgentConfig, DoubleQCritic, critic_step, critic_target
 from simpo_bio.diffusion.flow import VelocityMLP, timestep_embedding
 from simpo_bio.weighting import WeightingStep
 
@@ -347,16 +347,7 @@ class RSMAgent(nn.Module):
             FloatingPointError: non-finite Q values for the candidates.
         """
         cfg = self.config
-        t0 = time.perf_counter()
-        c_loss, c_info = self.critic_loss(batch)
-        self.critic_opt.zero_grad(set_to_none=True)
-        c_loss.backward()
-        if cfg.grad_clip is not None:
-            nn.utils.clip_grad_norm_(self.critic.parameters(), cfg.grad_clip)
-        self.critic_opt.step()
-        soft_update(self.critic_target, self.critic, cfg.polyak)
-        self.timings["critic"] += time.perf_counter() - t0
-        logs = {"critic_loss": c_loss.item(), **{k: v.item() for k, v in c_info.items()}}
+        logs = critic_step(self, batch)
         if self.num_updates % cfg.policy_delay == 0:
             t1 = time.perf_counter()
             p_loss, p_logs = self.policy_loss(batch)
