@@ -1,0 +1,163 @@
+"""The policy alone: is a fine-tuned model's own sample natural? A fixed grid of fine-tuning methods at equal calls.
+
+Every entry of :data:`GRID` fine-tunes the shipped pretrained model with the shipped fine-tuning oracle for
+``calls = iterations x group_size`` (1,920, as one run of ``make demo``) fine-tuning-oracle calls, starting from the shipped defaults
+(``simpo_bio/dna/finetune/config.py``: ``square_neg``, leash 0.1, anchor 1, natural range, bounded repulsion) and
+changing only what the entry names. Then 256 plain samples of the fitted policy (no selection, seed
+``12345 + seed``) are scored by the evaluation oracle with every naturalness column; :data:`TILTS` adds the same
+policy sampled with the reference-tilted sampler (``MaskedDiffusion.sample(tilt=...)``, inference only, no oracle
+call). Baselines of the same seed: the pretrained model and best-of-N at the same calls.
+
+Nothing in training sees the evaluation oracle or the real HepG2 sequences; the choice of a winner (the rule is in
+``bench/results/dna-policy-alone.md``, fixed with the grid) uses the fine-tuning-oracle and naturalness columns.
+
+Usage (one process per core, 1 thread; a row already in ``results.jsonl`` is not run again)::
+
+    OMP_NUM_THREADS=1 python bench/dna_policy_alone.py --seeds 0 --entries default groups128 --out runs/bench_alone
+    python bench/dna_policy_alone.py --report --out runs/bench_alone
+
+Writes ``results.jsonl``, ``history_<entry>_s<seed>.csv``, ``policy_<entry>_s<seed>.pt`` and, with ``--report``,
+``summary.md`` (one row per entry and seed, then the per-entry means).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+#: The grid, fixed before any of its evaluation-oracle numbers (entry -> what differs from the shipped defaults).
+GRID: dict[str, dict] = {
+    "default": {},                                                      # the shipped settings, 60 x 32 calls
+    "groups128": {"group_size": 128, "iterations": 15},                 # larger groups, fewer iterations
+    "trust": {"update": {"minibatch_size": 16, "trust_coef": 3.0}},     # a KL trust region toward pi_old (4 steps
+    #                                                                     per iteration, so that it acts)
+    "last_blocks": {"update": {"trainable": ["backbone.convs.8", "backbone.convs.9", "backbone.norms.8",
+                                             "backbone.norms.9", "backbone.final_conv"]}},  # 19% of the weights
+}
+#: Reference-tilted sampling of every fitted policy (``tilt`` of ``MaskedDiffusion.sample``; 1 = the policy).
+TILTS = (0.5,)
+CALLS = 1920
+DESIGNS = 256
+NUM_STEPS = 16
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--entries", nargs="+", default=list(GRID), choices=list(GRID))
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--out", default="runs/bench_alone")
+    p.add_argument("--report", action="store_true", help="only write summary.md from results.jsonl")
+    p.add_argument("--no-baselines", action="store_true", help="skip the pretrained and best-of-N rows (another "
+                   "process writes them)")
+    return p.parse_args(argv)
+
+
+def build(entry: str, seed: int):
+    """The :class:`SiMPOFineTuning` module and the iteration count of one grid entry."""
+    from simpo_bio.dna.finetune import SamplingConfig, SiMPOFineTuning, UpdateConfig
+
+    spec = GRID[entry]
+    group = spec.get("group_size", 32)
+    iterations = spec.get("iterations", CALLS // group)
+    if group * iterations != CALLS:
+        raise ValueError(f"grid entry {entry!r}: {group} x {iterations} != {CALLS} calls")
+    module = SiMPOFineTuning(seed=seed, log_reference_elbo=False,
+                             sampling=SamplingConfig(group_size=group, num_groups=1, num_steps=NUM_STEPS),
+                             update=UpdateConfig(**spec.get("update", {})))
+    return module, iterations
+
+
+def main(argv=None) -> int:
+    a = parse_args(argv)
+    import torch
+
+    torch.set_num_threads(a.threads)
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    done = out / "results.jsonl"
+    rows = [json.loads(s) for s in done.read_text().splitlines() if s.strip()] if done.exists() else []
+    if a.report:
+        return report(rows, out)
+
+    import lightning.pytorch as pl
+    import pandas as pd
+
+    from simpo_bio.dna.design.designs import build_evaluator
+    from simpo_bio.dna.models.pretrain import load_pretrained
+    from simpo_bio.dna.oracles.oracle import load_oracle, oracle_scores
+
+    have = {(r["method"], r["seed"]) for r in rows}
+    ft = load_oracle("checkpoints/dna/oracle_ft.ckpt")
+    ref = load_pretrained("checkpoints/dna/pretrained_dhs.ckpt")
+    ev = build_evaluator("checkpoints/dna/oracle_eval.ckpt", ref, jaspar=True, novelty=False)
+
+    def record(method, seed, tokens, **extra):
+        row, _ = ev.evaluate(tokens)
+        row = {"method": method, "seed": seed, **extra, **row,
+               "ft_reward_median": float(oracle_scores(ft, tokens).median())}
+        rows.append(row)
+        with open(done, "a") as fh:
+            fh.write(json.dumps(row) + "\n")
+        print(json.dumps({k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items()}), flush=True)
+
+    for seed in a.seeds:
+        if ("pretrained", seed) not in have and not a.no_baselines:
+            record("pretrained", seed, ref.sample(DESIGNS, 200, num_steps=NUM_STEPS, seed=12345 + seed), calls=0)
+        if ("best-of-N", seed) not in have and not a.no_baselines:
+            pool = ref.sample(CALLS, 200, num_steps=NUM_STEPS, seed=1000 + seed, batch_size=128)
+            top = oracle_scores(ft, pool).argsort(descending=True)[:DESIGNS]
+            record("best-of-N", seed, pool[top], calls=CALLS)
+        for entry in a.entries:
+            names = [entry] + [f"{entry}+tilt{t:g}" for t in TILTS]
+            if all((n, seed) in have for n in names):
+                continue
+            pl.seed_everything(seed, verbose=False)
+            m, iterations = build(entry, seed)
+            hist, saved = out / f"history_{entry}_s{seed}.csv", out / f"policy_{entry}_s{seed}.pt"
+            fit_s = None
+            if saved.exists() and hist.exists():
+                m.policy.load_state_dict(torch.load(saved, weights_only=True))
+                m.history = pd.read_csv(hist).to_dict("records")
+            else:
+                t0 = time.time()
+                pl.Trainer(max_epochs=iterations, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                           enable_model_summary=False).fit(m)
+                fit_s = time.time() - t0
+                pd.DataFrame(m.history).to_csv(hist, index=False)
+                torch.save(m.policy.state_dict(), saved)
+            kl = sum(h["kl_ref"] for h in m.history[-3:]) / 3
+            extra = {"calls": int(m.reward_queries) if fit_s is not None else CALLS, "kl_ref": kl, "fit_s": fit_s}
+            if (entry, seed) not in have:
+                record(entry, seed, m.policy.sample(DESIGNS, 200, num_steps=NUM_STEPS, seed=12345 + seed), **extra)
+            for t in TILTS:
+                if (f"{entry}+tilt{t:g}", seed) not in have:
+                    x = m.policy.sample(DESIGNS, 200, num_steps=NUM_STEPS, seed=12345 + seed, reference=ref, tilt=t)
+                    record(f"{entry}+tilt{t:g}", seed, x, **extra)
+    return report(rows, out)
+
+
+COLUMNS = ["method", "seed", "calls", "kl_ref", "ft_reward_median", "pred_activity_median", "kmer3_corr",
+           "jaspar_corr", "gc_median", "frac_gc_outside", "frac_homopolymer_over", "diversity_hamming", "fit_s"]
+
+
+def report(rows, out: Path) -> int:
+    import pandas as pd
+
+    if not rows:
+        print("no rows yet")
+        return 0
+    df = pd.DataFrame(rows)
+    cols = [c for c in COLUMNS if c in df]
+    text = df[cols].sort_values(["method", "seed"]).to_string(index=False, float_format="%.3f")
+    means = df[cols].drop(columns=["seed"]).groupby("method").mean(numeric_only=True)
+    text += "\n\nmeans over seeds:\n" + means.to_string(float_format="%.3f")
+    (out / "summary.md").write_text(text + "\n")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
