@@ -202,6 +202,111 @@ def make_agent(state_dim: int, action_dim: int, config: AgentConfig, total_updat
     return getattr(importlib.import_module(module), name)(state_dim, action_dim, config, total_updates=total_updates)
 
 
+#: Rows per block in the no-gradient batched paths on CPU (candidate scoring, the samplers): 1,024 rows x 256
+#: units are 1 MiB of float32 activations, which stay in cache, while a whole ``[B K]`` batch (8,192 rows at
+#: ``B = 256``, ``K = 32``) spills every intermediate to memory and pays a fresh allocation per op. Measured on
+#: the 2-core CPU: scoring 8,192 candidates 62 -> 32 ms (bench/results/control-rsm.md, "Update speed"). On other
+#: devices the whole batch goes in one call (:func:`row_chunk`).
+ROW_CHUNK = 1024
+
+
+def row_chunk(x: Tensor, rows: int) -> int:
+    """Rows per block for ``x``'s device: :data:`ROW_CHUNK` on CPU, ``rows`` (one block) elsewhere."""
+    return ROW_CHUNK if x.device.type == "cpu" else max(1, rows)
+
+
+def make_adam(params, lr: float) -> torch.optim.Optimizer:
+    """``torch.optim.Adam(params, lr)`` with the fused kernel where this torch has it (CPU since torch 2.4, CUDA).
+
+    The same update rule as the default for-loop Adam (equal parameters up to float rounding, tested); one kernel
+    per parameter instead of about ten ops: 1.31 -> 0.35 ms per step for a 2 x 256 double-Q critic on one CPU
+    thread. Falls back to the default implementation where ``fused=True`` is refused.
+    """
+    params = list(params)
+    try:
+        return torch.optim.Adam(params, lr=lr, fused=True)
+    except (RuntimeError, TypeError, ValueError):  # pragma: no cover - older torch / unsupported device
+        return torch.optim.Adam(params, lr=lr)
+
+
+def activation_(act: nn.Module, h: Tensor) -> Tensor:
+    """``act(h)``, in place on ``h`` for the activations that have an in-place form (ReLU, Mish, SiLU, tanh).
+
+    Only for tensors no autograd graph needs (the no-gradient forwards below); any other module is called as is.
+    """
+    kind = type(act)
+    if kind is nn.ReLU:
+        return h.relu_()
+    if kind is nn.Mish:
+        return nn.functional.mish(h, inplace=True)
+    if kind is nn.SiLU:
+        return nn.functional.silu(h, inplace=True)
+    if kind is nn.Tanh:
+        return h.tanh_()
+    return act(h)
+
+
+def forward_no_grad(layers, h: Tensor, work: list[Tensor] | None = None) -> Tensor:
+    """``nn.Sequential(*layers)(h)`` for a 2-D ``h`` without autograd: each ``nn.Linear`` as one ``addmm`` (what
+    ``F.linear`` calls for 2-D inputs), activations in place (:func:`activation_`). Same numbers as the module
+    call; ``h`` itself may be overwritten.
+
+    ``work``: optional preallocated 2-D buffers (``[>= rows, width]``); a linear layer whose output width matches a
+    buffer not holding its input writes into it (``addmm(..., out=)``) instead of allocating. On CPU a fresh
+    megabyte-sized tensor per layer costs about as much as its matrix product (page faults); blocks that reuse
+    two buffers do not pay it.
+    """
+    for layer in layers:
+        if type(layer) is nn.Linear:
+            dst = None
+            for buf in work or ():
+                if buf.shape[1] == layer.out_features and buf.shape[0] >= h.shape[0] and buf.data_ptr() != h.data_ptr():
+                    dst = buf[: h.shape[0]]
+                    break
+            if layer.bias is None:
+                h = torch.mm(h, layer.weight.t(), out=dst) if dst is not None else h @ layer.weight.t()
+            elif dst is not None:
+                h = torch.addmm(layer.bias, h, layer.weight.t(), out=dst)
+            else:
+                h = torch.addmm(layer.bias, h, layer.weight.t())
+        else:
+            h = activation_(layer, h)
+    return h
+
+
+def first_layer_work(rows: int, hidden: int, like: Tensor) -> list[Tensor]:
+    """Two ``[rows, hidden]`` buffers for a blocked no-gradient MLP forward (:func:`forward_no_grad`)."""
+    return [like.new_empty(rows, hidden), like.new_empty(rows, hidden)]
+
+
+def chunked_integrate(integrate):
+    """Wrap a flow integrator (:func:`simpo_bio.diffusion.flow.integrate_flow` or its compiled form) so that it
+    runs on blocks of about :data:`ROW_CHUNK` rows on CPU, whole states at a time (the ``N`` rows of one state
+    stay together). Rows are independent in the Euler steps, so the result is the same as one call up to float
+    rounding (tested); the random draws are made before, by the caller."""
+
+    def run(velocity_net, noise: Tensor, times: Tensor, state: Tensor | None = None, *,
+            step_noise: Tensor | None = None, **kwargs: Any) -> Tensor:  # fmt: skip
+        rows = noise.shape[0]
+        chunk = row_chunk(noise, rows)
+        if rows <= chunk:
+            return integrate(velocity_net, noise, times, state, step_noise=step_noise, **kwargs)
+        per_state = rows // state.shape[0] if state is not None else 1
+        states_per = max(1, chunk // per_state)
+        total = state.shape[0] if state is not None else rows
+        outs = []
+        for i in range(0, total, states_per):
+            j = min(total, i + states_per)
+            r0, r1 = i * per_state, j * per_state
+            outs.append(integrate(
+                velocity_net, noise[r0:r1], times, None if state is None else state[i:j],
+                step_noise=None if step_noise is None else step_noise[:, r0:r1], **kwargs,
+            ))  # fmt: skip
+        return torch.cat(outs)
+
+    return run
+
+
 def mlp(
     in_dim: int, out_dim: int, hidden: int = 256, depth: int = 3, activation: str = "mish"
 ) -> nn.Sequential:
@@ -250,16 +355,37 @@ class DoubleQCritic(nn.Module):
 
         The same numbers as ``min_q(state.unsqueeze(1).expand(-1, K, -1), action)`` up to float rounding, with the
         first layer split by input: its state part ``W_s s + b`` is computed once per state, not once per action
-        (for Humanoid, ``S = 376``, that part is most of the layer's cost).
+        (for Humanoid, ``S = 376``, that part is most of the layer's cost). Without autograd (the candidate
+        scoring of SDAC, DPMD and SiMPO runs under ``torch.no_grad``) the ``B K`` rows go through both networks in
+        blocks of :data:`ROW_CHUNK` rows on CPU with in-place activations (:func:`forward_no_grad`); with autograd
+        on, one differentiable call on all rows.
         """
-        qs = []
+        b, k, a_dim = action.shape
+        if torch.is_grad_enabled():
+            qs = []
+            for net in (self.q1, self.q2):
+                first = net[0]
+                w_s, w_a = first.weight.split([state.shape[-1], a_dim], dim=1)
+                h = action @ w_a.t() + torch.addmm(first.bias, state, w_s.t()).unsqueeze(1)
+                qs.append(net[1:](h).squeeze(-1))
+            return torch.minimum(qs[0], qs[1])
+        nets = []
         for net in (self.q1, self.q2):
             first = net[0]
-            w_s, w_a = first.weight.split([state.shape[-1], action.shape[-1]], dim=1)
-            h = action @ w_a.t() + torch.addmm(first.bias, state, w_s.t()).unsqueeze(1)
-            qs.append(net[1:](h).squeeze(-1))
-        return torch.minimum(qs[0], qs[1])
-
+            w_s, w_a = first.weight.split([state.shape[-1], a_dim], dim=1)
+            nets.append((torch.addmm(first.bias, state, w_s.t()), w_a.t().contiguous(), list(net)[1:]))
+        out = action.new_empty(2, b, k)
+        per = max(1, row_chunk(action, b * k) // k)  # states per block
+        work = first_layer_work(per * k, nets[0][1].shape[1], action)  # reused by every block and both networks
+        for i in range(0, b, per):
+            j = min(b, i + per)
+            rows = (j - i) * k
+            flat = action[i:j].reshape(rows, a_dim)
+            for n, (h_state, w_a_t, rest) in enumerate(nets):
+                h = torch.mm(flat, w_a_t, out=work[0][:rows])
+                h.view(j - i, k, -1).add_(h_state[i:j].unsqueeze(1))
+                out[n, i:j] = forward_no_grad(rest, h, work).view(j - i, k)
+        return torch.minimum(out[0], out[1])
 
 def critic_target(reward: Tensor, done: Tensor, next_q1: Tensor, next_q2: Tensor, gamma: float) -> Tensor:
     """Clipped double-Q TD target ``y = r + gamma (1 - done) min(Q'_1, Q'_2)``, shapes ``[B]``.
@@ -342,8 +468,8 @@ class SiMPOAgent(nn.Module):
             temperature_max=cfg.temperature_max, normalize_advantage=cfg.normalize_advantage,
         )
         self.register_buffer("times", time_grid(cfg.num_steps, cfg.time_schedule), persistent=False)
-        self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=cfg.critic_lr)
-        self.policy_opt = torch.optim.Adam(self.policy.parameters(), lr=cfg.policy_lr)
+        self.critic_opt = make_adam(self.critic.parameters(), cfg.critic_lr)
+        self.policy_opt = make_adam(self.policy.parameters(), cfg.policy_lr)
         final = cfg.policy_lr_final / cfg.policy_lr
         horizon = max(1, int(total_updates))
         self.policy_sched = torch.optim.lr_scheduler.LambdaLR(
@@ -351,7 +477,7 @@ class SiMPOAgent(nn.Module):
         )
         self.num_updates = 0
         self.timings: dict[str, float] = defaultdict(float)
-        self._integrate = integrate_flow
+        self._integrate = chunked_integrate(integrate_flow)
 
     def compile(self, **kwargs: Any) -> SiMPOAgent:
         """``torch.compile`` the sampler's Euler core, the policy and both critics (kwargs go to ``torch.compile``).
@@ -361,7 +487,7 @@ class SiMPOAgent(nn.Module):
 
         Measured in bench/control.py (``speed --compile``): see bench/results/control.md before turning it on.
         """
-        self._integrate = torch.compile(integrate_flow, **kwargs)
+        self._integrate = chunked_integrate(torch.compile(integrate_flow, **kwargs))
         for name in ("policy", "critic", "critic_target"):
             getattr(self, name).compile(**kwargs)
         return self
@@ -442,7 +568,7 @@ class SiMPOAgent(nn.Module):
             if cfg.particle_noise > 0:
                 particles = (particles + cfg.particle_noise * torch.randn_like(particles)).clamp(-1.0, 1.0)
             t1 = time.perf_counter()
-            q = self.critic.min_q(state.unsqueeze(1).expand(-1, n, -1), particles)
+            q = self.critic.min_q_grouped(state, particles)
         if not torch.isfinite(q).all():
             raise FloatingPointError(
                 f"SiMPO update {self.num_updates}: the critic returned non-finite Q values for the policy's "

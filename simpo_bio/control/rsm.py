@@ -56,7 +56,16 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from simpo_bio.control.agent import AgentConfig, DoubleQCritic, critic_step, critic_target
+from simpo_bio.control.agent import (
+    AgentConfig,
+    DoubleQCritic,
+    critic_step,
+    critic_target,
+    first_layer_work,
+    forward_no_grad,
+    make_adam,
+    row_chunk,
+)
 from simpo_bio.diffusion.flow import VelocityMLP, timestep_embedding
 from simpo_bio.weighting import WeightingStep
 
@@ -139,13 +148,14 @@ def reverse_samples(
         eps = torch.randn(shape, generator=generator, dtype=torch.float64, device=noised.device)
     else:
         # a0 >= low <=> eps <= (x - mu low) / sig ; a0 <= high <=> eps >= (x - mu high) / sig
-        lo = ((x - mu * high) / sig.clamp_min(1e-12)).expand(shape)
-        hi = ((x - mu * low) / sig.clamp_min(1e-12)).expand(shape)
+        # the bounds and their CDF values depend on the row only: computed on [B, 1, A], broadcast over the K draws
+        lo = (x - mu * high) / sig.clamp_min(1e-12)
+        hi = (x - mu * low) / sig.clamp_min(1e-12)
         flip = lo > 0  # both bounds in the upper tail: draw -eps on [-hi, -lo] instead
         lo_, hi_ = torch.where(flip, -hi, lo), torch.where(flip, -lo, hi)
         c_lo, c_hi = torch.special.ndtr(lo_), torch.special.ndtr(hi_)
         u = torch.rand(shape, generator=generator, dtype=torch.float64, device=noised.device)
-        eps = torch.special.ndtri(c_lo + u * (c_hi - c_lo))
+        eps = torch.special.ndtri(u.mul_(c_hi - c_lo).add_(c_lo))
         eps = torch.where(flip, -eps, eps)
         bad = ~torch.isfinite(eps) | (c_hi - c_lo <= 0)
         if bool(bad.any()):
@@ -184,29 +194,53 @@ def ddpm_sample(
     ab = abar.to(device, torch.float64)
     alpha = ab[1:] / ab[:-1]  # [T]
     beta = 1 - alpha
-    c0 = (1 / ab[1:].sqrt()).to(dtype)
-    c0e = ((1 - ab[1:]).sqrt() / ab[1:].sqrt()).to(dtype)
-    c1 = (ab[:-1].sqrt() * beta / (1 - ab[1:])).to(dtype)
-    c2 = (alpha.sqrt() * (1 - ab[:-1]) / (1 - ab[1:])).to(dtype)
-    sd = (beta * (1 - ab[:-1]) / (1 - ab[1:])).clamp_min(0).sqrt().to(dtype)
-    x = torch.randn(rows, a_dim, generator=generator, dtype=dtype, device=device)
+    # per-step coefficients as Python numbers (rounded to the sampler's dtype first, as a 0-d tensor of that dtype
+    # would be): no tensor indexing per step
+    c0 = (1 / ab[1:].sqrt()).to(dtype).tolist()
+    c0e = ((1 - ab[1:]).sqrt() / ab[1:].sqrt()).to(dtype).tolist()
+    c1 = (ab[:-1].sqrt() * beta / (1 - ab[1:])).to(dtype).tolist()
+    c2 = (alpha.sqrt() * (1 - ab[:-1]) / (1 - ab[1:])).to(dtype).tolist()
+    sd = (beta * (1 - ab[:-1]) / (1 - ab[1:])).clamp_min(0).sqrt().to(dtype).tolist()
+    x_all = torch.randn(rows, a_dim, generator=generator, dtype=dtype, device=device)
     z = torch.randn(max(steps - 1, 0), rows, a_dim, generator=generator, dtype=dtype, device=device)
     first = eps_net.net[0]
     hidden = first.weight.shape[0]
     w_a, w_t, w_s = first.weight.split([eps_net.action_dim, eps_net.time_embed_dim, eps_net.state_dim], dim=1)
+    w_a_t = w_a.t()
     t_grid = torch.arange(1, steps + 1, device=device, dtype=dtype) / steps
     h_time = (eps_net.time_mlp(timestep_embedding(t_grid, eps_net.time_embed_dim)) @ w_t.t()).unsqueeze(1)
     h_cond = torch.addmm(first.bias, state, w_s.t()).unsqueeze(1)  # [B, 1, H]
-    rest = eps_net.net[1:]
-    for k in range(steps - 1, -1, -1):  # level k + 1 -> k
-        h = (x @ w_a.t()).view(b, num_samples, hidden) + (h_cond + h_time[k])
-        eps = rest(h.view(rows, hidden))
-        a0 = (c0[k] * x - c0e[k] * eps).clamp(-1.0, 1.0)
-        x = c1[k] * a0 + c2[k] * x
-        if k > 0:
-            x = x + sd[k] * z[k - 1]
-    return x.clamp(-1.0, 1.0).view(b, num_samples, a_dim)
-
+    rest = list(eps_net.net)[1:]
+    if torch.is_grad_enabled():  # a differentiable call (not used by the agents): plain out-of-place ops
+        x = x_all
+        for k in range(steps - 1, -1, -1):  # level k + 1 -> k
+            h = (x @ w_a_t).view(b, num_samples, hidden) + (h_cond + h_time[k])
+            eps = nn.Sequential(*rest)(h.view(rows, hidden))
+            a0 = (c0[k] * x - c0e[k] * eps).clamp(-1.0, 1.0)
+            x = c1[k] * a0 + c2[k] * x
+            if k > 0:
+                x = x + sd[k] * z[k - 1]
+        return x.clamp(-1.0, 1.0).view(b, num_samples, a_dim)
+    # no autograd: blocks of whole states (about ROW_CHUNK rows on CPU, all rows elsewhere) through all T steps,
+    # in-place updates; rows are independent, so this is the loop above up to float rounding (tested)
+    out = torch.empty_like(x_all)
+    per = max(1, row_chunk(state, rows) // num_samples)  # states per block
+    work = first_layer_work(per * num_samples, hidden, x_all)  # reused by every block and step
+    w_a_t = w_a_t.contiguous()
+    for i in range(0, b, per):
+        j = min(b, i + per)
+        r0, r1 = i * num_samples, j * num_samples
+        x = x_all[r0:r1]
+        for k in range(steps - 1, -1, -1):  # level k + 1 -> k
+            h = torch.mm(x, w_a_t, out=work[0][: r1 - r0])
+            h.view(j - i, num_samples, hidden).add_(h_cond[i:j] + h_time[k])
+            eps = forward_no_grad(rest, h, work)
+            a0 = (x * c0[k]).sub_(eps, alpha=c0e[k]).clamp_(-1.0, 1.0)
+            x = a0.mul_(c1[k]).add_(x, alpha=c2[k])
+            if k > 0:
+                x.add_(z[k - 1, r0:r1], alpha=sd[k])
+        out[r0:r1] = x
+    return out.clamp_(-1.0, 1.0).view(b, num_samples, a_dim)
 
 class RSMAgent(nn.Module):
     """What DPMD and SDAC share: diffusion policy, double-Q critic, TD update, acting, checkpoints.
@@ -244,8 +278,8 @@ class RSMAgent(nn.Module):
             temperature_max=cfg.temperature_max, normalize_advantage=cfg.normalize_advantage,
         )  # fmt: skip
         self.register_buffer("abar", noise_schedule(cfg.num_steps, cfg.noise_schedule), persistent=False)
-        self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=cfg.critic_lr)
-        self.policy_opt = torch.optim.Adam(self.policy.parameters(), lr=cfg.policy_lr)
+        self.critic_opt = make_adam(self.critic.parameters(), cfg.critic_lr)
+        self.policy_opt = make_adam(self.policy.parameters(), cfg.policy_lr)
         final = cfg.policy_lr_final / cfg.policy_lr
         horizon = max(1, int(total_updates))
         self.policy_sched = torch.optim.lr_scheduler.LambdaLR(
