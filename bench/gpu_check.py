@@ -20,8 +20,7 @@ iteration wall time; the sampler's own rate next to it), oracle calls/s (calls p
 peak memory per phase (``torch.cuda.max_memory_allocated`` on a GPU, the process's peak RSS on a CPU) and each
 iteration split into sample / reward / update (the module's ``time_sample_s``, ``time_reward_s``,
 ``time_update_s``) and the rest ("other": the reference-ELBO pass and the logging of the iteration). On a GPU the
-three stages are timed with a ``torch.cuda.synchronize()`` at their ends (a subclass here; the module's clocks do
-not synchronise), so the split adds up.
+module's clocks synchronise the device at each stage boundary (``SiMPOFineTuning._clock``), so the split adds up.
 
 Wall-clock guard: the clock starts when the script starts; pretraining gets at most what leaves 30 s; a fine-tuning
 iteration starts only if the last one, once more, still fits; a watchdog writes what was measured (``"complete":
@@ -264,36 +263,6 @@ def _callbacks():
     return PretrainMeter, IterationMeter
 
 
-def _synced_simpo():
-    """:class:`SiMPOFineTuning` whose sample and update stages end with a CUDA synchronisation, so that the
-    module's own clocks (``time_sample_s``, ``time_update_s``) hold the device work of their stage."""
-    import torch
-
-    from simpo_bio.dna.finetune import SiMPOFineTuning
-
-    class SyncedSiMPOFineTuning(SiMPOFineTuning):
-        def _sync(self) -> None:
-            if self.device.type == "cuda":
-                torch.cuda.synchronize(self.device)
-
-        def sample_iteration(self):
-            out = super().sample_iteration()
-            self._sync()
-            return out
-
-        def reward(self, tokens):
-            out = super().reward(tokens)
-            self._sync()
-            return out
-
-        def policy_update(self, x, weight):
-            out = super().policy_update(x, weight)
-            self._sync()
-            return out
-
-    return SyncedSiMPOFineTuning
-
-
 def run(a: argparse.Namespace) -> int:
     deadline_s = a.max_minutes * 60
     live: dict = {}
@@ -382,7 +351,7 @@ def _run(a: argparse.Namespace, deadline_s: float, live: dict) -> int:
              f"({_now():.1f} s)")
 
         # ------------------------------------------------------------------------------------- fine-tuning
-        SiMPO = _synced_simpo()
+        from simpo_bio.dna.finetune import SiMPOFineTuning as SiMPO
         # the EMA weights in a copy of the trained network (lm.ema is frozen whole; the trainable flags are lm.model's)
         pretrained = copy.deepcopy(lm.model).float().cpu().eval()
         pretrained.load_state_dict(lm.ema.state_dict())

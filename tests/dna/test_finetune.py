@@ -288,3 +288,9 @@ def test_trust_region_keeps_each_iteration_close_to_pi_old(tmp_path):
     assert both.shape == (2, 4) and torch.allclose(both[0], one) and torch.allclose(both[1], two)
     with pytest.raises(ValueError, match="update.trust_coef must be finite and >= 0"):
         make_module(trust_coef=-1.0)
+
+
+def test_frozen_pretrained_module_is_a_one_line_error():
+    m = make_module(pretrained=tiny_policy().requires_grad_(False))
+    with pytest.raises(ValueError, match="no trainable parameter"):
+        m.configure_optimizers()

@@ -279,7 +279,11 @@ class SiMPOFineTuning(pl.LightningModule):
 
     def configure_optimizers(self):
         u = self.update_config
-        return torch.optim.AdamW([p for p in self.policy.parameters() if p.requires_grad], lr=u.lr, weight_decay=u.weight_decay, betas=tuple(u.betas))
+        params = [p for p in self.policy.parameters() if p.requires_grad]
+        if not params:
+            raise ValueError("SiMPOFineTuning: the policy has no trainable parameter (a frozen model, e.g. an EMA "
+                             "copy, was passed as pretrained: pass a module whose parameters require grad)")
+        return torch.optim.AdamW(params, lr=u.lr, weight_decay=u.weight_decay, betas=tuple(u.betas))
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         record_model_kind(checkpoint, MODEL_KIND)
@@ -419,29 +423,36 @@ class SiMPOFineTuning(pl.LightningModule):
                 losses.append(loss.detach())
         return torch.stack(losses).mean()
 
+    def _clock(self) -> float:
+        """Seconds of ``time.perf_counter``, after the device's queued work (CUDA runs asynchronously: without the
+        sync, one stage's kernels would be timed in the next stage)."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter()
+
     def training_step(self, batch, batch_idx: int) -> Tensor:
         """One policy iteration: sample -> reward -> shape -> weights -> weighted loss -> step (module docstring)."""
         s = self.sampling
         n = s.group_size * s.num_groups
         timings = {}
 
-        t0 = time.perf_counter()
+        t0 = self._clock()
         x, log_ratio = self.sample_iteration()
-        timings["time_sample_s"] = time.perf_counter() - t0
+        timings["time_sample_s"] = self._clock() - t0
 
-        t0 = time.perf_counter()
+        t0 = self._clock()
         reward = self.reward(x)
-        timings["time_reward_s"] = time.perf_counter() - t0
+        timings["time_reward_s"] = self._clock() - t0
         if reward.numel() != n:
             raise ValueError(f"the fine-tuning oracle returned {reward.numel()} rewards for {n} sequences")
         self.reward_queries += n
 
-        t0 = time.perf_counter()
+        t0 = self._clock()
         shaped, feasible = self.shaped_reward(x, reward, log_ratio)
         stage1 = self.weighting(shaped)  # advantages -> weights -> temperature step (simpo_bio.weighting)
         wout = stage1.weights
         loss = self.policy_update(x, wout.weight.detach().reshape(-1))
-        timings["time_update_s"] = time.perf_counter() - t0
+        timings["time_update_s"] = self._clock() - t0
 
         stats = {
             "iteration": float(self.current_epoch),
