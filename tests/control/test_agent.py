@@ -191,3 +191,77 @@ def test_diverged_critic_raises_a_clear_error():
         agent.critic.q1[-1].bias.fill_(float("nan"))
     with pytest.raises(FloatingPointError, match="non-finite Q values"):
         agent.particle_weights(torch.randn(5, 3))
+
+
+# ---------------------------------------------------------------- fast no-gradient paths == the plain computation
+@pytest.mark.parametrize("activation", ["relu", "mish", "silu", "tanh", "gelu", "elu"])
+def test_blocked_grouped_critic_equals_the_expanded_call(monkeypatch, activation):
+    """min_q_grouped under no_grad (blocks of ROW_CHUNK rows, in-place activations, reused buffers, a partial last
+    block) gives the plain expanded min_q; with autograd on, the differentiable path gives the same."""
+    import simpo_bio.control.agent as agent_mod
+
+    torch.manual_seed(0)
+    critic = DoubleQCritic(9, 3, hidden=16, depth=3, activation=activation)
+    state, action = torch.randn(11, 9), torch.rand(11, 7, 3) * 2 - 1
+    ref = critic.min_q(state.unsqueeze(1).expand(-1, 7, -1), action).detach()
+    monkeypatch.setattr(agent_mod, "ROW_CHUNK", 20)  # 2 states (14 rows) per block, 6 blocks, the last one short
+    with torch.no_grad():
+        fast = critic.min_q_grouped(state, action)
+    torch.testing.assert_close(fast, ref, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(critic.min_q_grouped(state, action).detach(), ref, atol=1e-5, rtol=1e-5)
+    monkeypatch.setattr(agent_mod, "ROW_CHUNK", 1)  # fewer rows than one state's group: one state per block
+    with torch.no_grad():
+        torch.testing.assert_close(critic.min_q_grouped(state, action), ref, atol=1e-5, rtol=1e-5)
+
+
+def test_forward_no_grad_with_buffers_equals_the_module_call():
+    from simpo_bio.control.agent import first_layer_work, forward_no_grad, mlp
+
+    torch.manual_seed(0)
+    for activation in ("relu", "mish", "silu", "tanh", "gelu"):
+        net = mlp(5, 2, hidden=12, depth=3, activation=activation)
+        x = torch.randn(9, 5)
+        ref = net(x).detach()
+        with torch.no_grad():
+            h = torch.addmm(net[0].bias, x, net[0].weight.t())
+            work = first_layer_work(16, 12, x)
+            got = forward_no_grad(list(net)[1:], h, work)
+        torch.testing.assert_close(got, ref, atol=1e-6, rtol=1e-6)
+
+
+def test_fused_adam_matches_the_default_adam():
+    from simpo_bio.control.agent import make_adam
+
+    torch.manual_seed(0)
+    a = DoubleQCritic(4, 2, hidden=16, depth=2)
+    b = DoubleQCritic(4, 2, hidden=16, depth=2)
+    b.load_state_dict(a.state_dict())
+    opt_a, opt_b = make_adam(a.parameters(), 1e-2), torch.optim.Adam(b.parameters(), lr=1e-2)
+    for i in range(5):
+        g = torch.Generator().manual_seed(i)
+        s, act = torch.randn(8, 4, generator=g), torch.randn(8, 2, generator=g)
+        for net, opt in ((a, opt_a), (b, opt_b)):
+            opt.zero_grad()
+            sum(q.pow(2).mean() for q in net(s, act)).backward()
+            opt.step()
+    for p, q in zip(a.parameters(), b.parameters()):
+        torch.testing.assert_close(p, q, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("with_state", [True, False])
+def test_blocked_flow_integration_equals_one_call(monkeypatch, with_state):
+    """SiMPO's sampler runs integrate_flow on blocks of whole states; same actions as one call (step noise too)."""
+    import simpo_bio.control.agent as agent_mod
+    from simpo_bio.diffusion.flow import VelocityMLP, integrate_flow, time_grid
+
+    torch.manual_seed(0)
+    net = VelocityMLP(2, state_dim=3 if with_state else 0, hidden=16, depth=2)
+    state = torch.randn(7, 3) if with_state else None
+    noise, times = torch.randn(7 * 5, 2), time_grid(4, "cosine")
+    step_noise = torch.randn(3, 35, 2)
+    kw = dict(step_noise=step_noise, noise_scale=0.3, low=-1.0, high=1.0, bound="clip")
+    with torch.no_grad():
+        ref = integrate_flow(net, noise, times, state, **kw)
+        monkeypatch.setattr(agent_mod, "ROW_CHUNK", 12)  # 2 states (10 rows) per block, or 12 rows unconditional
+        got = agent_mod.chunked_integrate(integrate_flow)(net, noise, times, state, **kw)
+    torch.testing.assert_close(got, ref, atol=1e-6, rtol=1e-6)

@@ -265,3 +265,66 @@ def test_paper_rsm_config_builds_and_runs_a_few_updates_on_cpu(path):
     assert all(math.isfinite(v) for v in logs.values())
     assert agent.act(torch.randn(1, s_dim), explore=True).shape == (1, a_dim)
     assert agent.act(torch.randn(1, s_dim), explore=False).shape == (1, a_dim)
+
+
+# ---------------------------------------------------------------- fast paths == the straightforward computation
+def test_blocked_ddpm_sampler_equals_the_differentiable_loop(monkeypatch):
+    """ddpm_sample without autograd (blocks of whole states, in-place steps, reused buffers) == its plain loop."""
+    import simpo_bio.control.agent as agent_mod
+
+    torch.manual_seed(0)
+    cfg = AgentConfig(algorithm="dpmd", scheme="exp", num_steps=5, hidden=16, depth=2, activation="mish")
+    agent = make_agent(3, 2, cfg)
+    state, abar = torch.randn(9, 3), agent.abar.float()
+    ref = ddpm_sample(agent.policy, state, 4, abar, generator=torch.Generator().manual_seed(3)).detach()
+    monkeypatch.setattr(agent_mod, "ROW_CHUNK", 10)  # 2 states per block, the last block short
+    with torch.no_grad():
+        got = ddpm_sample(agent.policy, state, 4, abar, generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(agent.sample(state, 4, generator=torch.Generator().manual_seed(3)), ref,
+                               atol=1e-5, rtol=1e-5)  # fmt: skip
+
+
+def test_reverse_samples_equal_the_expanded_inverse_cdf():
+    """The truncation bounds and their CDF values computed once per row give the draws of the full-shape formula."""
+    x, ab = torch.rand(6, 3) * 2.4 - 1.2, torch.tensor([0.99, 0.9, 0.5, 0.1, 0.01, 0.999])
+    got_a0, got_eps = reverse_samples(x, ab, 5, generator=torch.Generator().manual_seed(2))
+    g = torch.Generator().manual_seed(2)
+    xd, abd = x.double().unsqueeze(1).expand(6, 5, 3), ab.double().view(6, 1, 1)
+    sig, mu = (1 - abd).sqrt(), abd.sqrt()
+    lo, hi = ((xd - mu) / sig), ((xd + mu) / sig)
+    flip = lo > 0
+    lo_, hi_ = torch.where(flip, -hi, lo), torch.where(flip, -lo, hi)
+    c_lo, c_hi = torch.special.ndtr(lo_), torch.special.ndtr(hi_)
+    u = torch.rand((6, 5, 3), generator=g, dtype=torch.float64)
+    eps = torch.special.ndtri(c_lo + u * (c_hi - c_lo))
+    eps = torch.minimum(torch.maximum(torch.where(flip, -eps, eps), lo), hi)
+    a0 = ((xd - sig * eps) / mu).clamp(-1, 1)
+    torch.testing.assert_close(got_eps, eps.float(), atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(got_a0, a0.float(), atol=1e-6, rtol=1e-6)
+
+
+def test_sdac_policy_loss_equals_the_straightforward_loss(monkeypatch):
+    """SDAC's policy loss (blocked candidate scoring) == the loss written out with plain calls on the same draws:
+    expanded critic call, softmax(Q / lambda) weights, || eps_theta(a_k, k, s) - sum_j w_j eps^j ||^2 / A."""
+    import simpo_bio.control.agent as agent_mod
+
+    torch.manual_seed(0)
+    cfg = AgentConfig(algorithm="sdac", scheme="exp", group_size=6, num_steps=5, hidden=16, depth=2,
+                      temperature=0.3, auto_temperature=False)  # fmt: skip
+    agent = make_agent(4, 2, cfg)
+    batch = _batch(10, 4, 2, seed=4)
+    monkeypatch.setattr(agent_mod, "ROW_CHUNK", 16)  # 2 states (12 candidates) per block
+    torch.manual_seed(7)
+    loss, _ = agent.policy_loss(batch)
+    torch.manual_seed(7)
+    a_k, _, t, ab = agent.noised(batch["action"])
+    cand, eps = reverse_samples(a_k, ab, 6)
+    q = agent.critic.min_q(batch["state"].unsqueeze(1).expand(-1, 6, -1), cand).detach()
+    w = torch.softmax(q / 0.3, dim=1)
+    ref = (agent.policy(a_k, t, batch["state"]) - torch.einsum("bk,bka->ba", w, eps)).pow(2).mean()
+    torch.testing.assert_close(loss, ref, atol=1e-5, rtol=1e-5)
+    g_fast = torch.autograd.grad(loss, list(agent.policy.parameters()))
+    g_ref = torch.autograd.grad(ref, list(agent.policy.parameters()))
+    for a, b in zip(g_fast, g_ref):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
