@@ -4,16 +4,14 @@ Every entry of :data:`GRID` fine-tunes the shipped pretrained model with the shi
 ``calls = iterations x group_size`` (1,920, as one run of ``make demo``) fine-tuning-oracle calls, starting from the shipped defaults
 (``simpo_bio/dna/finetune/config.py``: ``square_neg``, leash 0.1, anchor 1, natural range, bounded repulsion) and
 changing only what the entry names. Then 256 plain samples of the fitted policy (no selection, seed
-``12345 + seed``) are scored by the evaluation oracle with every naturalness column; :data:`TILTS` adds the same
-policy sampled with the reference-tilted sampler (``MaskedDiffusion.sample(tilt=...)``, inference only, no oracle
-call). Baselines of the same seed: the pretrained model and best-of-N at the same calls.
+``12345 + seed``) are scored by the evaluation oracle with every naturalness column. Baselines of the same seed: the pretrained model and best-of-N at the same calls.
 
 Nothing in training sees the evaluation oracle or the real HepG2 sequences; the choice of a winner (the rule is in
 ``bench/results/dna-policy-alone.md``, fixed with the grid) uses the fine-tuning-oracle and naturalness columns.
 
 Usage (one process per core, 1 thread; a row already in ``results.jsonl`` is not run again)::
 
-    OMP_NUM_THREADS=1 python bench/dna_policy_alone.py --seeds 0 --entries default groups128 --out runs/bench_alone
+    OMP_NUM_THREADS=1 python bench/dna_policy_alone.py --seeds 5 6 7 --entries default --out runs/bench_alone
     python bench/dna_policy_alone.py --report --out runs/bench_alone
 
 Writes ``results.jsonl``, ``history_<entry>_s<seed>.csv``, ``policy_<entry>_s<seed>.pt`` and, with ``--report``,
@@ -28,16 +26,13 @@ import time
 from pathlib import Path
 
 #: The grid, fixed before any of its evaluation-oracle numbers (entry -> what differs from the shipped defaults).
+#: Only ``default`` is left: the other entries of the grid (``groups128``, ``trust`` with ``update.trust_coef``,
+#: ``last_blocks`` with ``update.trainable``) and the reference-tilted sampler (``tilt`` of
+#: ``MaskedDiffusion.sample``) lost and left the code; their numbers are in ``bench/results/dna-policy-alone.md``
+#: and they run from commit 866c223 (``git worktree add /tmp/grid 866c223``).
 GRID: dict[str, dict] = {
-    "default": {},                                                      # the shipped settings, 60 x 32 calls
-    "groups128": {"group_size": 128, "iterations": 15},                 # larger groups, fewer iterations
-    "trust": {"update": {"minibatch_size": 16, "trust_coef": 3.0}},     # a KL trust region toward pi_old (4 steps
-    #                                                                     per iteration, so that it acts)
-    "last_blocks": {"update": {"trainable": ["backbone.convs.8", "backbone.convs.9", "backbone.norms.8",
-                                             "backbone.norms.9", "backbone.final_conv"]}},  # 19% of the weights
+    "default": {},  # the shipped settings, 60 x 32 calls
 }
-#: Reference-tilted sampling of every fitted policy (``tilt`` of ``MaskedDiffusion.sample``; 1 = the policy).
-TILTS = (0.5,)
 CALLS = 1920
 DESIGNS = 256
 NUM_STEPS = 16
@@ -111,8 +106,7 @@ def main(argv=None) -> int:
             top = oracle_scores(ft, pool).argsort(descending=True)[:DESIGNS]
             record("best-of-N", seed, pool[top], calls=CALLS)
         for entry in a.entries:
-            names = [entry] + [f"{entry}+tilt{t:g}" for t in TILTS]
-            if all((n, seed) in have for n in names):
+            if (entry, seed) in have:
                 continue
             pl.seed_everything(seed, verbose=False)
             m, iterations = build(entry, seed)
@@ -130,12 +124,7 @@ def main(argv=None) -> int:
                 torch.save(m.policy.state_dict(), saved)
             kl = sum(h["kl_ref"] for h in m.history[-3:]) / 3
             extra = {"calls": int(m.reward_queries) if fit_s is not None else CALLS, "kl_ref": kl, "fit_s": fit_s}
-            if (entry, seed) not in have:
-                record(entry, seed, m.policy.sample(DESIGNS, 200, num_steps=NUM_STEPS, seed=12345 + seed), **extra)
-            for t in TILTS:
-                if (f"{entry}+tilt{t:g}", seed) not in have:
-                    x = m.policy.sample(DESIGNS, 200, num_steps=NUM_STEPS, seed=12345 + seed, reference=ref, tilt=t)
-                    record(f"{entry}+tilt{t:g}", seed, x, **extra)
+            record(entry, seed, m.policy.sample(DESIGNS, 200, num_steps=NUM_STEPS, seed=12345 + seed), **extra)
     return report(rows, out)
 
 

@@ -302,7 +302,6 @@ class MaskedDiffusion(nn.Module):
         noise_removal: bool = False,
         reference: MaskedDiffusion | None = None,
         return_log_probs: bool = False,
-        tilt: float | None = None,
     ) -> Tensor | tuple[Tensor, Tensor, Tensor]:
         """Draw sequences with the ancestral sampler (``num_steps`` steps from ``t = 1`` to ``t = grid_end``).
 
@@ -321,10 +320,6 @@ class MaskedDiffusion(nn.Module):
             reference: a second model with the same vocabulary, run on the same noisy sequences when
                 ``return_log_probs`` (e.g. the frozen pretrained model of fine-tuning).
             return_log_probs: also return the trajectory log-probabilities of every sequence, see Returns.
-            tilt: with ``reference``, draw every base from the geometric mixture
-                ``p_ref^(1 - tilt) * p^tilt`` (renormalised) of the two denoisers instead of from this model:
-                ``0`` samples the reference, ``1`` this model, values in between pull a fine-tuned model back toward
-                its reference (``docs/method.md``, "Reference-tilted sampling"). ``None`` = 1 (no reference call).
 
         Returns:
             ``[num_samples, seq_len]`` long tokens, never the mask token. With ``return_log_probs``:
@@ -335,13 +330,9 @@ class MaskedDiffusion(nn.Module):
             sequences' distributions). Noise-removal picks are deterministic and add 0.
 
         Raises:
-            ValueError: on non-positive sizes, when both ``generator`` and ``seed`` are given, on a
-                ``grid_end`` outside ``[0, 1)`` / without ``noise_removal``, or a ``tilt`` without ``reference`` or
-                not finite.
+            ValueError: on non-positive sizes, when both ``generator`` and ``seed`` are given, or on a
+                ``grid_end`` outside ``[0, 1)`` / without ``noise_removal``.
         """
-        if tilt is not None and (reference is None or not math.isfinite(float(tilt))):
-            raise ValueError(f"MaskedDiffusion.sample: tilt needs a reference model and a finite value, got "
-                             f"tilt={tilt!r}, reference={'set' if reference is not None else None}")
         if num_samples <= 0 or seq_len <= 0 or num_steps <= 0:
             raise ValueError(
                 f"MaskedDiffusion.sample: num_samples, seq_len, num_steps must be positive, got "
@@ -367,8 +358,7 @@ class MaskedDiffusion(nn.Module):
             sigmas = self.schedule.sigma(grid)  # [N + 1]: the last one is the noise-removal step's
             out = [
                 self._sample_chunk(min(batch_size, num_samples - start), seq_len, reveal_cdf, sigmas, generator, device,
-                                   leftover=grid_end > 0, reference=reference, log_probs=return_log_probs,
-                                   tilt=None if tilt is None or float(tilt) == 1.0 else float(tilt))
+                                   leftover=grid_end > 0, reference=reference, log_probs=return_log_probs)
                 for start in range(0, num_samples, batch_size)
             ]
         finally:
@@ -389,7 +379,6 @@ class MaskedDiffusion(nn.Module):
         leftover: bool = False,
         reference: MaskedDiffusion | None = None,
         log_probs: bool = False,
-        tilt: float | None = None,
     ) -> tuple[Tensor, Tensor, Tensor]:
         # leftover: grid_end > 0, so step N means "still masked after the grid", filled by noise removal
         num_steps = reveal_cdf.numel()
@@ -420,21 +409,14 @@ class MaskedDiffusion(nn.Module):
             x_in = x if active.numel() == batch else x.index_select(0, active)
             logits = self.backbone(x_in, sigmas[i].expand(active.numel()))
             logits = logits[slot, cols].float().index_select(-1, data_tokens)  # [E, V-1], mask column dropped
-            ref = None
-            if reference is not None and (log_probs or tilt is not None):
-                ref = reference.backbone(x_in, sigmas[i].expand(active.numel()))
-                ref = ref[slot, cols].float().index_select(-1, data_tokens)
-            if tilt is not None:  # geometric mixture p_ref^(1 - tilt) p^tilt, renormalised by the softmax
-                ref_log = torch.log_softmax(ref, -1)
-                draw = ref_log + tilt * (torch.log_softmax(logits, -1) - ref_log)
-            else:
-                draw = logits
-            cdf = torch.softmax(draw, dim=-1).cumsum_(-1)
+            cdf = torch.softmax(logits, dim=-1).cumsum_(-1)
             # Count how many CDF knots lie below u; the last knot is never compared, so the pick is in range.
             choice = (cdf[:, :-1] < u_token[rows, cols, None]).sum(-1)
             if log_probs:
                 log_p.index_add_(0, rows, torch.log_softmax(logits, -1).gather(-1, choice[:, None]).squeeze(-1))
-                if ref is not None:
+                if reference is not None:
+                    ref = reference.backbone(x_in, sigmas[i].expand(active.numel()))
+                    ref = ref[slot, cols].float().index_select(-1, data_tokens)
                     log_q.index_add_(0, rows, torch.log_softmax(ref, -1).gather(-1, choice[:, None]).squeeze(-1))
             x[rows, cols] = data_tokens[choice]
         if leftover and start < order.numel():  # noise removal: argmax base of every still-masked position

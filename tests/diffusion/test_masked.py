@@ -220,32 +220,3 @@ def test_sampler_matches_step_by_step_reference_distribution():
     assert tv < 0.04, float(tv)
     # the tiny model's distribution is far from uniform, so the comparison has power
     assert 0.5 * (p - 1 / 64).abs().sum() > 0.1
-
-
-def test_tilted_sampler_marginals_are_the_geometric_mixture():
-    """``tilt`` draws each base from ``p_ref^(1 - tilt) p^tilt`` (renormalised): 0 = the reference, 1 = the model."""
-    torch.manual_seed(1)
-    length = 5
-    lp, lq = torch.randn(length, 5) * 1.5, torch.randn(length, 5) * 1.5
-    model = MaskedDiffusion(FixedLogits(lp), mask_index=MASK)
-    ref = MaskedDiffusion(FixedLogits(lq), mask_index=MASK)
-    n = 20000
-    for tilt in (0.0, 0.5, 1.5):
-        x = model.sample(n, length, num_steps=4, seed=3, reference=ref, tilt=tilt)
-        p, q = torch.log_softmax(lp[:, :4], -1), torch.log_softmax(lq[:, :4], -1)
-        want = torch.softmax(q + tilt * (p - q), -1)
-        freq = torch.stack([torch.bincount(x[:, i], minlength=4).float() / n for i in range(length)])
-        assert (freq - want).abs().max() < 0.02, tilt
-    # tilt 0 with the same seed is the reference's own sample; tilt 1 (and None) the model's
-    assert torch.equal(model.sample(64, length, num_steps=4, seed=5, reference=ref, tilt=0.0),
-                       ref.sample(64, length, num_steps=4, seed=5))
-    assert torch.equal(model.sample(64, length, num_steps=4, seed=5, reference=ref, tilt=1.0),
-                       model.sample(64, length, num_steps=4, seed=5))
-
-
-def test_tilted_sampler_bad_inputs():
-    model = MaskedDiffusion(tiny_backbone(), mask_index=MASK)
-    with pytest.raises(ValueError, match="tilt needs a reference"):
-        model.sample(2, 8, num_steps=2, seed=0, tilt=0.5)
-    with pytest.raises(ValueError, match="finite"):
-        model.sample(2, 8, num_steps=2, seed=0, reference=model, tilt=float("nan"))

@@ -101,9 +101,6 @@ class UpdateConfig:
     betas: tuple[float, float] = (0.9, 0.999)  # AdamW betas
     grad_clip: float | None = 1.0  # max gradient norm; None = no clipping
     kl_coef: float = 1.0  # anchor KL(policy || reference) on the denoising distributions, per nat; 0 = off
-    trust_coef: float = 0.0  # trust region: KL(policy || pi_old) on the denoising distributions, per nat; 0 = off
-    trainable: list[str] | None = None  # parameter-name prefixes of the policy that train (e.g. ["backbone.out"]);
-    #   None = all; the others stay at the pretrained values
     repel_margin: float | None = 1.386  # cap of a negative-weight ELBO term, nats per base (log 4); None = no cap
     elbo_estimator: str = "count"  # "count": masked-subset size k ~ U{1..L}, weight L/k; "time": t ~ U[eps, 1]
     elbo_draws: int = 4  # Monte-Carlo draws per sequence of the loss (cost grows linearly)
@@ -123,12 +120,6 @@ class UpdateConfig:
             raise ValueError(f"update.grad_clip must be > 0 or null (no clipping), got {self.grad_clip!r}")
         if not (math.isfinite(self.kl_coef) and self.kl_coef >= 0):
             raise ValueError(f"update.kl_coef must be finite and >= 0, got {self.kl_coef!r}")
-        if not (math.isfinite(self.trust_coef) and self.trust_coef >= 0):
-            raise ValueError(f"update.trust_coef must be finite and >= 0, got {self.trust_coef!r}")
-        if self.trainable is not None and (isinstance(self.trainable, str) or not self.trainable
-                                           or not all(isinstance(e, str) and e for e in self.trainable)):
-            raise ValueError(f"update.trainable must be a non-empty list of parameter-name prefixes or null, "
-                             f"got {self.trainable!r}")
         if self.repel_margin is not None and not (math.isfinite(self.repel_margin) and self.repel_margin > 0):
             raise ValueError(f"update.repel_margin must be > 0 nats per base or null, got {self.repel_margin!r}")
         if self.elbo_estimator not in ELBO_ESTIMATORS:

@@ -152,11 +152,8 @@ def anchor_kl(policy, reference, x: Tensor, *, generator: torch.Generator | None
 
     Args:
         policy, reference: :class:`~simpo_bio.diffusion.masked.MaskedDiffusion` models (same vocabulary).
-            ``reference`` may be a tuple of ``R`` models (e.g. the pretrained model and ``pi_old`` of the trust
-            region, ``update.trust_coef``): each KL is then taken on the same noised sequences and one policy
-            forward, and the result is ``[R, B]``.
         x: ``[B, L]`` long clean tokens.
-        generator: RNG of the masks (the same draws for one reference or a tuple).
+        generator: RNG of the masks.
         by_count: the count form (``True``) or the time form.
     """
     sched = policy.schedule
@@ -174,16 +171,13 @@ def anchor_kl(policy, reference, x: Tensor, *, generator: torch.Generator | None
     z = torch.where(move, torch.full_like(x, policy.mask_index), x)
     sigma = sched.sigma(t)
     logp = policy(z, sigma)
+    with torch.no_grad():
+        logq = reference(z, sigma)
     masked = (z == policy.mask_index).float()
-    out = []
-    for ref in (reference if isinstance(reference, tuple | list) else (reference,)):
-        with torch.no_grad():
-            logq = ref(z, sigma)
-        # -inf entries (the mask token; carried-over positions) have p = 0: zero them before the product so that
-        # neither the value nor the gradient sees inf - inf
-        finite = torch.isfinite(logp) & torch.isfinite(logq)
-        logp_f = torch.where(finite, logp, torch.zeros_like(logp))
-        logq_f = torch.where(finite, logq, torch.zeros_like(logq))
-        kl = (logp_f.exp() * finite * (logp_f - logq_f)).sum(-1)  # [B, L]
-        out.append((kl * masked).sum(-1) * weight)
-    return torch.stack(out) if isinstance(reference, tuple | list) else out[0]
+    # -inf entries (the mask token; carried-over positions) have p = 0: zero them before the product so that
+    # neither the value nor the gradient sees inf - inf
+    finite = torch.isfinite(logp) & torch.isfinite(logq)
+    logp_f = torch.where(finite, logp, torch.zeros_like(logp))
+    logq_f = torch.where(finite, logq, torch.zeros_like(logq))
+    kl = (logp_f.exp() * finite * (logp_f - logq_f)).sum(-1)  # [B, L]
+    return (kl * masked).sum(-1) * weight

@@ -207,15 +207,6 @@ class SiMPOFineTuning(pl.LightningModule):
             reference = copy.deepcopy(reference)
         self.policy = copy.deepcopy(reference)  # keeps the trainable / fixed flags of the pretrained model
         self.policy.train()  # the sampler switches to eval mode by itself
-        if self.update_config.trainable is not None:  # only these parameters train; the rest stay pretrained
-            names = [n for n, _ in self.policy.named_parameters()]
-            for prefix in self.update_config.trainable:
-                if not any(n.startswith(prefix) for n in names):
-                    raise ValueError(f"update.trainable: no parameter of the policy starts with {prefix!r} "
-                                     f"(parameters: {', '.join(names[:6])}, ...)")
-            for n, p in self.policy.named_parameters():
-                if not any(n.startswith(prefix) for prefix in self.update_config.trainable):
-                    p.requires_grad_(False)
         # frozen reference and oracle live outside the state dict (not saved; rebuilt from their paths)
         reference.requires_grad_(False).eval()
         object.__setattr__(self, "reference", reference)
@@ -396,9 +387,6 @@ class SiMPOFineTuning(pl.LightningModule):
         n = x.shape[0]
         mb = u.minibatch_size or n
         losses = []
-        old = None
-        if u.trust_coef > 0:  # pi_old of the trust region: the policy that sampled x (frozen for this iteration)
-            old = copy.deepcopy(self.policy).requires_grad_(False).eval()
         self.policy.train()
         for _ in range(u.update_epochs):
             perm = torch.randperm(n, generator=self.generator, device=self.generator.device).to(self.device)
@@ -408,13 +396,8 @@ class SiMPOFineTuning(pl.LightningModule):
                 elbo = bounded_elbo(elbo, weight[idx], u.repel_margin, s.seq_len)
                 # groups are averaged: the full-batch loss is mean_groups sum_i w_i ELBO_i
                 loss = (weight[idx] * elbo).sum() / s.num_groups
-                if u.kl_coef > 0 and old is not None:  # both KLs on the same noised sequences, one policy forward
-                    kls = anchor_kl(self.policy, (self.reference, old), x[idx], generator=self.generator)
-                    loss = loss + (u.kl_coef * kls[0] + u.trust_coef * kls[1]).sum() / n
-                elif u.kl_coef > 0:
+                if u.kl_coef > 0:
                     loss = loss + u.kl_coef * self.anchor_kl(x[idx]).sum() / n
-                elif old is not None:
-                    loss = loss + u.trust_coef * anchor_kl(self.policy, old, x[idx], generator=self.generator).sum() / n
                 opt.zero_grad()
                 self.manual_backward(loss)
                 if u.grad_clip is not None:
