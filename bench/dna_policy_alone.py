@@ -32,6 +32,10 @@ from pathlib import Path
 #: and they run from commit 866c223 (``git worktree add /tmp/grid 866c223``).
 GRID: dict[str, dict] = {
     "default": {},  # the shipped settings, 60 x 32 calls
+    # second grid (fixed 2026-12-02 13:30 UTC): the composition term of the reward (reward.composition_weight,
+    # reward units per nat of the policy's 3-mer spectrum KL to the pretrained model's; motif ratio 0.3)
+    "composition0.25": {"reward": {"composition_weight": 0.25}},
+    "composition1": {"reward": {"composition_weight": 1.0}},
 }
 CALLS = 1920
 DESIGNS = 256
@@ -52,7 +56,7 @@ def parse_args(argv=None):
 
 def build(entry: str, seed: int):
     """The :class:`SiMPOFineTuning` module and the iteration count of one grid entry."""
-    from simpo_bio.dna.finetune import SamplingConfig, SiMPOFineTuning, UpdateConfig
+    from simpo_bio.dna.finetune import RewardConfig, SamplingConfig, SiMPOFineTuning, UpdateConfig
 
     spec = GRID[entry]
     group = spec.get("group_size", 32)
@@ -61,6 +65,7 @@ def build(entry: str, seed: int):
         raise ValueError(f"grid entry {entry!r}: {group} x {iterations} != {CALLS} calls")
     module = SiMPOFineTuning(seed=seed, log_reference_elbo=False,
                              sampling=SamplingConfig(group_size=group, num_groups=1, num_steps=NUM_STEPS),
+                             reward=RewardConfig(**spec.get("reward", {})),
                              update=UpdateConfig(**spec.get("update", {})))
     return module, iterations
 

@@ -9,8 +9,10 @@ paper references, are in ``docs/method.md``):
    :class:`~simpo_bio.diffusion.masked.MaskedDiffusion`);
 2. **reward** them with the frozen fine-tuning oracle (:mod:`simpo_bio.dna.oracles.oracle`, checked finite; a list of
    oracles is a conservative ensemble, :mod:`simpo_bio.dna.oracles.ensemble`), minus ``reward.kl_penalty`` times the
-   log-ratio to the reference (the leash, :mod:`simpo_bio.dna.finetune.leash`), designs outside the natural range
-   ranked last (``reward.constraints``, :mod:`simpo_bio.dna.data.composition`);
+   log-ratio to the reference (the leash, :mod:`simpo_bio.dna.finetune.leash`), minus ``reward.composition_weight``
+   times the composition penalty (the policy's 3-mer and motif spectra against the pretrained model's samples,
+   :func:`simpo_bio.dna.finetune.leash.composition_penalty`), designs outside the natural range ranked last
+   (``reward.constraints``, :mod:`simpo_bio.dna.data.composition`);
 3. **weights**: group-relative advantages, then weights by scheme name (``exp``, ``linear``, ``square``, ``power``,
    ``linear_neg``, ``square_neg``, ``wd1``) at a fixed temperature or one tuned by the dual of paper Appendix G,
    Eq. 30 -- the shared Stage-I step :class:`simpo_bio.weighting.WeightingStep` (paper Eq. 9-11, Example 3.4);
@@ -36,7 +38,8 @@ state, so a fit resumes on any number of devices.
 Logged every iteration (``train/...``): reward mean/median/max/min, weight diagnostics (``ess``,
 ``negative_mass``, ``active``, ``temperature``, ``kl_to_uniform``), loss, ``elbo_ref`` (log-likelihood lower bound
 of the samples under the frozen reference, nats per sequence), ``kl_ref`` (KL(policy || reference) estimate,
-nats per sequence), ``feasible`` (share of designs inside the constraints), ``gc``, ``reward_queries``
+nats per sequence), ``feasible`` (share of designs inside the constraints), ``gc``, ``kmer3_kl`` (with the
+composition term: KL of the samples' 3-mer spectrum to the reference's, nats), ``reward_queries``
 (cumulative oracle calls) and the seconds spent in sample / reward / update.
 
 Run it with LightningCLI (``configs/dna/simpo_base.yaml`` plus one scheme file)::
@@ -65,11 +68,13 @@ import torch
 from torch import Tensor, nn
 
 from simpo_bio.dna.data.composition import feasibility_ranked
+from simpo_bio.dna.data.spectra import MotifScanner, reference_spectra, spectrum_counts
 from simpo_bio.dna.finetune.config import RewardConfig, SamplingConfig, UpdateConfig, WeightingConfig
 from simpo_bio.dna.finetune.leash import (
     anchor_kl,
     bounded_elbo,
     build_constraints,
+    composition_penalty,
     elbo_log_ratio,
     kl_regularized_reward,
 )
@@ -80,7 +85,12 @@ from simpo_bio.dna.oracles.ensemble import EnsembleOracle
 from simpo_bio.dna.oracles.oracle import check_rewards, load_oracle
 from simpo_bio.weighting import WeightingStep
 
-__all__ = ["SiMPOFineTuning", "PolicyIterationDataModule"]
+__all__ = ["COMPOSITION_DECAY", "SiMPOFineTuning", "PolicyIterationDataModule"]
+
+#: Per-iteration decay of the running spectrum of the policy's samples (composition term, ``reward.composition_weight``):
+#: about ``1 / (1 - 0.9) = 10`` iterations of memory, 320 sequences at the shipped group of 32, which brings the
+#: estimate of a JASPAR motif's frequency from about 3 hits to about 30.
+COMPOSITION_DECAY = 0.9
 
 
 # ---------------------------------------------------------------------------------------------- step counter
@@ -216,6 +226,10 @@ class SiMPOFineTuning(pl.LightningModule):
         self.register_buffer("reward_queries", torch.zeros((), dtype=torch.long))
         self.history: list[dict[str, float]] = []
         self._extra_sample_kwargs: dict[str, Any] = {}
+        #: the JASPAR scanner of the composition term's motif spectrum (built on first use; a test may set a small one)
+        self.motif_scanner: MotifScanner | None = None
+        self._composition_reference: dict[str, Tensor] | None = None
+        self._composition_counts: dict[str, Tensor] | None = None  # the running spectrum of the policy's samples
 
     @staticmethod
     def validate_config(init_args: dict[str, Any]) -> None:
@@ -285,6 +299,8 @@ class SiMPOFineTuning(pl.LightningModule):
         checkpoint["simpo_generator_state"] = self.generator.get_state().cpu()
         checkpoint["simpo_generator_device"] = str(self.generator.device)
         checkpoint["simpo_history"] = list(self.history)
+        if self._composition_counts is not None:
+            checkpoint["simpo_composition_counts"] = {k: v.clone() for k, v in self._composition_counts.items()}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         hp = checkpoint.get("hyper_parameters") or {}
@@ -307,6 +323,8 @@ class SiMPOFineTuning(pl.LightningModule):
             self.generator = torch.Generator(device=dev)
             self.generator.set_state(state)
         self.history = list(checkpoint.get("simpo_history", []))
+        counts = checkpoint.get("simpo_composition_counts")
+        self._composition_counts = {k: v.double() for k, v in counts.items()} if counts is not None else None
 
     def train_dataloader(self):  # used when no datamodule is given (e.g. `trainer.fit(module)`)
         return PolicyIterationDataModule().train_dataloader()
@@ -366,11 +384,50 @@ class SiMPOFineTuning(pl.LightningModule):
         x = self.generate(n)
         return x, elbo_log_ratio(self.policy, self.reference, x, generator=self.generator)
 
+    def composition_reference(self) -> dict[str, Tensor]:
+        """The spectra the composition term compares against: ``{"kmer3": [64], "motif": [M]}`` (``motif`` when
+        ``reward.composition_motif_ratio > 0``), from 512 samples of the frozen reference (16 steps, seed 7919: the
+        reference of composition-matched selection, :func:`simpo_bio.dna.data.spectra.reference_spectra`).
+
+        Sampled once per process with its own seed: the module's generator does not move, so a resumed fit rebuilds
+        the same spectra and continues exactly. The JASPAR scanner is :meth:`MotifScanner.jaspar` unless
+        :attr:`motif_scanner` was set."""
+        if self._composition_reference is None:
+            scanner = None
+            if self.reward_config.composition_motif_ratio > 0:
+                if self.motif_scanner is None:
+                    self.motif_scanner = MotifScanner.jaspar()
+                scanner = self.motif_scanner
+            self._composition_reference = reference_spectra(self.reference, self.seq_len, motif_scanner=scanner,
+                                                            device=self.device)
+        return self._composition_reference
+
+    def composition(self, x: Tensor) -> Tensor:
+        """The composition penalty ``[n]`` of one iteration's samples, nats: the 3-mer term plus
+        ``reward.composition_motif_ratio`` times the motif term (:func:`simpo_bio.dna.finetune.leash.composition_penalty`,
+        each against :meth:`composition_reference`). The policy's spectrum is a running sum of the samples' counts,
+        decayed by :data:`COMPOSITION_DECAY` per iteration (about 10 iterations of memory; saved in checkpoints)."""
+        ref = self.composition_reference()
+        ratio = float(self.reward_config.composition_motif_ratio)
+        counts = spectrum_counts(x.cpu(), self.motif_scanner if "motif" in ref else None)
+        if self._composition_counts is None:  # start as if the policy had always been the reference
+            self._composition_counts = {k: ref[k] * float(c.sum()) / (1 - COMPOSITION_DECAY) for k, c in counts.items()}
+        out = torch.zeros(x.shape[0], dtype=torch.float64)
+        for name, c in counts.items():
+            pooled = COMPOSITION_DECAY * self._composition_counts[name] + c.sum(0).double()
+            self._composition_counts[name] = pooled
+            out += (ratio if name == "motif" else 1.0) * composition_penalty(c, ref[name], spectrum=pooled)
+        return out.to(device=self.device, dtype=torch.float32)
+
     def shaped_reward(self, x: Tensor, reward: Tensor, log_ratio: Tensor) -> tuple[Tensor, Tensor]:
-        """Stage 1: ``(shaped [num_groups, G], feasible [n] bool)``: the leash (``reward.kl_penalty``) and the
-        natural range (designs outside rank below every design inside)."""
+        """Stage 1: ``(shaped [num_groups, G], feasible [n] bool)``: the leash (``reward.kl_penalty``), the
+        composition term (``reward.composition_weight``) and the natural range (designs outside rank below every
+        design inside)."""
         s = self.sampling
         shaped = kl_regularized_reward(reward, log_ratio, float(self.reward_config.kl_penalty))
+        weight = float(self.reward_config.composition_weight)
+        if weight > 0:
+            shaped = shaped - weight * self.composition(x)
         shaped = shaped.view(s.num_groups, s.group_size)
         feasible = torch.ones(x.shape[0], dtype=torch.bool, device=self.device)
         if self.constraints is not None:
@@ -458,6 +515,10 @@ class SiMPOFineTuning(pl.LightningModule):
             "gc": ((x == 1) | (x == 2)).float().mean().item(),
             **timings,
         }
+        if self._composition_reference is not None:  # the drift the composition term prices, nats per 3-mer
+            pooled = spectrum_counts(x.cpu())["kmer3"].sum(0).double() + 1.0
+            f = pooled / pooled.sum()
+            stats["kmer3_kl"] = float((f * (f / self._composition_reference["kmer3"]).log()).sum())
         if self.hparams.log_reference_elbo:
             with torch.no_grad():
                 stats["elbo_ref"] = -self.reference.elbo_loss(x, generator=self.generator).mean().item()
