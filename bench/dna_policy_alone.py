@@ -36,6 +36,11 @@ GRID: dict[str, dict] = {
     # reward units per nat of the policy's 3-mer spectrum KL to the pretrained model's; motif ratio 0.3)
     "composition0.25": {"reward": {"composition_weight": 0.25}},
     "composition1": {"reward": {"composition_weight": 1.0}},
+    # third grid (fixed 2026-12-02 14:05 UTC): the same term, 3-mer spectrum only, from each iteration's samples alone
+    "composition_now0.25": {"reward": {"composition_weight": 0.25, "composition_motif_ratio": 0.0,
+                                       "composition_decay": 0.0}},
+    "composition_now1": {"reward": {"composition_weight": 1.0, "composition_motif_ratio": 0.0,
+                                    "composition_decay": 0.0}},
 }
 CALLS = 1920
 DESIGNS = 256

@@ -64,6 +64,8 @@ class RewardConfig:
     #   pretrained model's samples'), as composition-matched selection's weight (leash.composition_penalty); 0 = off
     composition_motif_ratio: float = 0.3  # the JASPAR motif spectrum's weight as a multiple of composition_weight
     #   (0 = the 3-mer spectrum only: no motif scan)
+    composition_decay: float = 0.9  # per-iteration decay of the running spectrum of the policy's samples, in [0, 1)
+    #   (0 = each iteration's samples alone; 0.9 = about 10 iterations of memory)
 
     def validate(self) -> None:
         """Raises ValueError naming the first bad field (``reward.<name>``)."""
@@ -77,6 +79,9 @@ class RewardConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int | float) or not (math.isfinite(v) and v >= 0):
                 raise ValueError(f"reward.{name} must be a finite number >= 0, got {v!r}")
+        d = self.composition_decay
+        if isinstance(d, bool) or not isinstance(d, int | float) or not 0 <= d < 1:
+            raise ValueError(f"reward.composition_decay must be a number in [0, 1), got {d!r}")
 
 
 @dataclass

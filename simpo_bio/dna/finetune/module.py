@@ -85,12 +85,7 @@ from simpo_bio.dna.oracles.ensemble import EnsembleOracle
 from simpo_bio.dna.oracles.oracle import check_rewards, load_oracle
 from simpo_bio.weighting import WeightingStep
 
-__all__ = ["COMPOSITION_DECAY", "SiMPOFineTuning", "PolicyIterationDataModule"]
-
-#: Per-iteration decay of the running spectrum of the policy's samples (composition term, ``reward.composition_weight``):
-#: about ``1 / (1 - 0.9) = 10`` iterations of memory, 320 sequences at the shipped group of 32, which brings the
-#: estimate of a JASPAR motif's frequency from about 3 hits to about 30.
-COMPOSITION_DECAY = 0.9
+__all__ = ["SiMPOFineTuning", "PolicyIterationDataModule"]
 
 
 # ---------------------------------------------------------------------------------------------- step counter
@@ -406,17 +401,20 @@ class SiMPOFineTuning(pl.LightningModule):
         """The composition penalty ``[n]`` of one iteration's samples, nats: the 3-mer term plus
         ``reward.composition_motif_ratio`` times the motif term (:func:`simpo_bio.dna.finetune.leash.composition_penalty`,
         each against :meth:`composition_reference`). The policy's spectrum is a running sum of the samples' counts,
-        decayed by :data:`COMPOSITION_DECAY` per iteration (about 10 iterations of memory; saved in checkpoints)."""
+        decayed by ``reward.composition_decay`` per iteration (saved in checkpoints); at 0, each iteration's samples
+        alone (plus a pseudocount of 1)."""
         ref = self.composition_reference()
         ratio = float(self.reward_config.composition_motif_ratio)
         counts = spectrum_counts(x.cpu(), self.motif_scanner if "motif" in ref else None)
+        decay = float(self.reward_config.composition_decay)
         if self._composition_counts is None:  # start as if the policy had always been the reference
-            self._composition_counts = {k: ref[k] * float(c.sum()) / (1 - COMPOSITION_DECAY) for k, c in counts.items()}
+            self._composition_counts = {k: ref[k] * float(c.sum()) / (1 - decay) for k, c in counts.items()}
         out = torch.zeros(x.shape[0], dtype=torch.float64)
         for name, c in counts.items():
-            pooled = COMPOSITION_DECAY * self._composition_counts[name] + c.sum(0).double()
+            pooled = decay * self._composition_counts[name] + c.sum(0).double()
             self._composition_counts[name] = pooled
-            out += (ratio if name == "motif" else 1.0) * composition_penalty(c, ref[name], spectrum=pooled)
+            spectrum = pooled if decay > 0 else None  # None: the samples' own counts plus the pseudocount
+            out += (ratio if name == "motif" else 1.0) * composition_penalty(c, ref[name], spectrum=spectrum)
         return out.to(device=self.device, dtype=torch.float32)
 
     def shaped_reward(self, x: Tensor, reward: Tensor, log_ratio: Tensor) -> tuple[Tensor, Tensor]:
