@@ -32,15 +32,12 @@ from pathlib import Path
 #: and they run from commit 866c223 (``git worktree add /tmp/grid 866c223``).
 GRID: dict[str, dict] = {
     "default": {},  # the shipped settings, 60 x 32 calls
-    # second grid (fixed 2026-12-02 13:08 UTC): the composition term of the reward (reward.composition_weight,
-    # reward units per nat of the policy's 3-mer spectrum KL to the pretrained model's; motif ratio 0.3)
-    "composition0.25": {"reward": {"composition_weight": 0.25}},
-    "composition1": {"reward": {"composition_weight": 1.0}},
-    # third grid (fixed 2026-12-02 13:59 UTC): the same term, 3-mer spectrum only, from each iteration's samples alone
-    "composition_now0.25": {"reward": {"composition_weight": 0.25, "composition_motif_ratio": 0.0,
-                                       "composition_decay": 0.0}},
-    "composition_now1": {"reward": {"composition_weight": 1.0, "composition_motif_ratio": 0.0,
-                                    "composition_decay": 0.0}},
+    # second grid (fixed 2026-12-02 13:08 UTC): the composition term with a 10-iteration running spectrum and the motif
+    # term (composition0.25, composition1) lost and left the code; they run from commit 2538a93.
+    # third grid (fixed 2026-12-02 13:59 UTC): the composition term of the reward (reward.composition_weight, reward
+    # units per nat of the policy's 3-mer spectrum KL to the pretrained model's), from each iteration's own samples
+    "composition_now0.25": {"reward": {"composition_weight": 0.25}},
+    "composition_now1": {"reward": {"composition_weight": 1.0}},
 }
 CALLS = 1920
 DESIGNS = 256

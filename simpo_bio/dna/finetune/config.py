@@ -50,9 +50,8 @@ class RewardConfig:
     """Stage 1, the reward each sample gets: the oracle, the leash to the reference, the natural range (Sec. 5.3).
 
     ``r = oracle(x) - kl_penalty * (log pi(x) - log pi_ref(x)) - composition_weight * s(x)`` (``s``: the
-    composition penalty of ``simpo_bio.dna.finetune.leash.composition_penalty``, 3-mer plus
-    ``composition_motif_ratio`` times motif); designs outside ``constraints`` rank below every design inside
-    (``simpo_bio.dna.finetune.leash``, ``simpo_bio.dna.data.composition.feasibility_ranked``).
+    composition penalty of ``simpo_bio.dna.finetune.leash.composition_penalty`` on 3-mer counts); designs outside
+    ``constraints`` rank below every design inside (``simpo_bio.dna.finetune.leash``, ``simpo_bio.dna.data.composition.feasibility_ranked``).
     """
 
     kl_penalty: float = 0.1  # beta, reward units (HepG2 log-odds) per nat of KL(policy || reference); 0 = off
@@ -62,10 +61,6 @@ class RewardConfig:
     ensemble_std_coef: float = 1.0  # k of the conservative ensemble reward mean - k std (a list of oracles)
     composition_weight: float = 0.0  # lambda, reward units per nat of N * KL(policy's 3-mer spectrum || the
     #   pretrained model's samples'), as composition-matched selection's weight (leash.composition_penalty); 0 = off
-    composition_motif_ratio: float = 0.3  # the JASPAR motif spectrum's weight as a multiple of composition_weight
-    #   (0 = the 3-mer spectrum only: no motif scan)
-    composition_decay: float = 0.9  # per-iteration decay of the running spectrum of the policy's samples, in [0, 1)
-    #   (0 = each iteration's samples alone; 0.9 = about 10 iterations of memory)
 
     def validate(self) -> None:
         """Raises ValueError naming the first bad field (``reward.<name>``)."""
@@ -75,13 +70,9 @@ class RewardConfig:
             raise ValueError(f"reward.kl_estimator must be one of {KL_ESTIMATORS}, got {self.kl_estimator!r}")
         if not (math.isfinite(self.ensemble_std_coef) and self.ensemble_std_coef >= 0):
             raise ValueError(f"reward.ensemble_std_coef must be finite and >= 0, got {self.ensemble_std_coef!r}")
-        for name in ("composition_weight", "composition_motif_ratio"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int | float) or not (math.isfinite(v) and v >= 0):
-                raise ValueError(f"reward.{name} must be a finite number >= 0, got {v!r}")
-        d = self.composition_decay
-        if isinstance(d, bool) or not isinstance(d, int | float) or not 0 <= d < 1:
-            raise ValueError(f"reward.composition_decay must be a number in [0, 1), got {d!r}")
+        v = self.composition_weight
+        if isinstance(v, bool) or not isinstance(v, int | float) or not (math.isfinite(v) and v >= 0):
+            raise ValueError(f"reward.composition_weight must be a finite number >= 0, got {v!r}")
 
 
 @dataclass

@@ -16,9 +16,9 @@ rewards sequences no enhancer looks like (near-0% GC, homopolymers). This module
 - :func:`build_constraints`: :class:`simpo_bio.dna.data.composition.NaturalnessConstraints` from a config mapping
   (the 3-mer limit from the embedded real sequences).
 - :func:`composition_penalty`: the per-sequence term of the composition reward (``reward.composition_weight``): the
-  policy gradient of ``N * KL(f_pi || q)``, the KL of the policy's 3-mer (and motif) spectrum to the pretrained
-  model's. Every design can stay inside the natural range while the *set* over-uses a few motif families; this term
-  prices that drift during training, as composition-matched selection does after it.
+  policy gradient of ``N * KL(f_pi || q)``, the KL of the policy's 3-mer spectrum to the pretrained model's. Every
+  design can stay inside the natural range while the *set* over-uses a few motif families; this term prices that
+  drift during training, as composition-matched selection does after it.
 
 Imports: torch, :mod:`simpo_bio.dna.data.composition`, :mod:`simpo_bio.dna.finetune.config` and :mod:`simpo_bio.dna.data.dhs` (lazily, for the real sequences).
 """
@@ -210,9 +210,9 @@ def composition_penalty(counts: Tensor, reference: Tensor, *, spectrum: Tensor |
     Group-relative advantages remove any constant.
 
     Args:
-        spectrum: ``[D]`` positive counts or frequencies of the policy's spectrum. One iteration's 32-64 samples
-            hold about 3 hits per JASPAR motif: :class:`~simpo_bio.dna.finetune.module.SiMPOFineTuning` passes a
-            running sum over iterations instead (less noise; the policy moves slowly).
+        spectrum: ``[D]`` positive counts or frequencies of the policy's spectrum (``None``: the samples' own, as
+            :class:`~simpo_bio.dna.finetune.module.SiMPOFineTuning` uses it: one iteration's 32 x 198 3-mers, about
+            100 per 3-mer).
 
     Raises:
         ValueError: ``counts`` not ``[n, D]`` with ``D`` the size of ``reference`` (or of ``spectrum``); negative

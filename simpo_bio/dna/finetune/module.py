@@ -10,7 +10,7 @@ paper references, are in ``docs/method.md``):
 2. **reward** them with the frozen fine-tuning oracle (:mod:`simpo_bio.dna.oracles.oracle`, checked finite; a list of
    oracles is a conservative ensemble, :mod:`simpo_bio.dna.oracles.ensemble`), minus ``reward.kl_penalty`` times the
    log-ratio to the reference (the leash, :mod:`simpo_bio.dna.finetune.leash`), minus ``reward.composition_weight``
-   times the composition penalty (the policy's 3-mer and motif spectra against the pretrained model's samples,
+   times the composition penalty (the policy's 3-mer spectrum against the pretrained model's samples,
    :func:`simpo_bio.dna.finetune.leash.composition_penalty`), designs outside the natural range ranked last
    (``reward.constraints``, :mod:`simpo_bio.dna.data.composition`);
 3. **weights**: group-relative advantages, then weights by scheme name (``exp``, ``linear``, ``square``, ``power``,
@@ -68,7 +68,7 @@ import torch
 from torch import Tensor, nn
 
 from simpo_bio.dna.data.composition import feasibility_ranked
-from simpo_bio.dna.data.spectra import MotifScanner, reference_spectra, spectrum_counts
+from simpo_bio.dna.data.spectra import reference_spectra, spectrum_counts
 from simpo_bio.dna.finetune.config import RewardConfig, SamplingConfig, UpdateConfig, WeightingConfig
 from simpo_bio.dna.finetune.leash import (
     anchor_kl,
@@ -221,10 +221,7 @@ class SiMPOFineTuning(pl.LightningModule):
         self.register_buffer("reward_queries", torch.zeros((), dtype=torch.long))
         self.history: list[dict[str, float]] = []
         self._extra_sample_kwargs: dict[str, Any] = {}
-        #: the JASPAR scanner of the composition term's motif spectrum (built on first use; a test may set a small one)
-        self.motif_scanner: MotifScanner | None = None
-        self._composition_reference: dict[str, Tensor] | None = None
-        self._composition_counts: dict[str, Tensor] | None = None  # the running spectrum of the policy's samples
+        self._composition_reference: dict[str, Tensor] | None = None  # built on first use (composition term)
 
     @staticmethod
     def validate_config(init_args: dict[str, Any]) -> None:
@@ -294,8 +291,6 @@ class SiMPOFineTuning(pl.LightningModule):
         checkpoint["simpo_generator_state"] = self.generator.get_state().cpu()
         checkpoint["simpo_generator_device"] = str(self.generator.device)
         checkpoint["simpo_history"] = list(self.history)
-        if self._composition_counts is not None:
-            checkpoint["simpo_composition_counts"] = {k: v.clone() for k, v in self._composition_counts.items()}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         hp = checkpoint.get("hyper_parameters") or {}
@@ -318,8 +313,6 @@ class SiMPOFineTuning(pl.LightningModule):
             self.generator = torch.Generator(device=dev)
             self.generator.set_state(state)
         self.history = list(checkpoint.get("simpo_history", []))
-        counts = checkpoint.get("simpo_composition_counts")
-        self._composition_counts = {k: v.double() for k, v in counts.items()} if counts is not None else None
 
     def train_dataloader(self):  # used when no datamodule is given (e.g. `trainer.fit(module)`)
         return PolicyIterationDataModule().train_dataloader()
@@ -380,41 +373,21 @@ class SiMPOFineTuning(pl.LightningModule):
         return x, elbo_log_ratio(self.policy, self.reference, x, generator=self.generator)
 
     def composition_reference(self) -> dict[str, Tensor]:
-        """The spectra the composition term compares against: ``{"kmer3": [64], "motif": [M]}`` (``motif`` when
-        ``reward.composition_motif_ratio > 0``), from 512 samples of the frozen reference (16 steps, seed 7919: the
-        reference of composition-matched selection, :func:`simpo_bio.dna.data.spectra.reference_spectra`).
-
-        Sampled once per process with its own seed: the module's generator does not move, so a resumed fit rebuilds
-        the same spectra and continues exactly. The JASPAR scanner is :meth:`MotifScanner.jaspar` unless
-        :attr:`motif_scanner` was set."""
+        """The spectrum the composition term compares against: ``{"kmer3": [64]}``, from 512 samples of the frozen
+        reference (16 steps, seed 7919: the reference of composition-matched selection,
+        :func:`simpo_bio.dna.data.spectra.reference_spectra`). Sampled once per process with its own seed: the
+        module's generator does not move, so a resumed fit rebuilds the same spectrum and continues exactly."""
         if self._composition_reference is None:
-            scanner = None
-            if self.reward_config.composition_motif_ratio > 0:
-                if self.motif_scanner is None:
-                    self.motif_scanner = MotifScanner.jaspar()
-                scanner = self.motif_scanner
-            self._composition_reference = reference_spectra(self.reference, self.seq_len, motif_scanner=scanner,
-                                                            device=self.device)
+            self._composition_reference = reference_spectra(self.reference, self.seq_len, device=self.device)
         return self._composition_reference
 
     def composition(self, x: Tensor) -> Tensor:
-        """The composition penalty ``[n]`` of one iteration's samples, nats: the 3-mer term plus
-        ``reward.composition_motif_ratio`` times the motif term (:func:`simpo_bio.dna.finetune.leash.composition_penalty`,
-        each against :meth:`composition_reference`). The policy's spectrum is a running sum of the samples' counts,
-        decayed by ``reward.composition_decay`` per iteration (saved in checkpoints); at 0, each iteration's samples
-        alone (plus a pseudocount of 1)."""
-        ref = self.composition_reference()
-        ratio = float(self.reward_config.composition_motif_ratio)
-        counts = spectrum_counts(x.cpu(), self.motif_scanner if "motif" in ref else None)
-        decay = float(self.reward_config.composition_decay)
-        if self._composition_counts is None:  # start as if the policy had always been the reference
-            self._composition_counts = {k: ref[k] * float(c.sum()) / (1 - decay) for k, c in counts.items()}
-        out = torch.zeros(x.shape[0], dtype=torch.float64)
-        for name, c in counts.items():
-            pooled = decay * self._composition_counts[name] + c.sum(0).double()
-            self._composition_counts[name] = pooled
-            spectrum = pooled if decay > 0 else None  # None: the samples' own counts plus the pseudocount
-            out += (ratio if name == "motif" else 1.0) * composition_penalty(c, ref[name], spectrum=spectrum)
+        """The composition penalty ``[n]`` of one iteration's samples ``[n, L]``, nats
+        (:func:`simpo_bio.dna.finetune.leash.composition_penalty` of their 3-mer counts against
+        :meth:`composition_reference`; the policy's spectrum is the samples' own pooled counts: a running spectrum
+        over iterations lags the policy and made the term oscillate, ``bench/results/dna-policy-alone.md``)."""
+        counts = spectrum_counts(x.cpu())["kmer3"]
+        out = composition_penalty(counts, self.composition_reference()["kmer3"])
         return out.to(device=self.device, dtype=torch.float32)
 
     def shaped_reward(self, x: Tensor, reward: Tensor, log_ratio: Tensor) -> tuple[Tensor, Tensor]:
