@@ -32,12 +32,16 @@ from pathlib import Path
 #: and they run from commit 866c223 (``git worktree add /tmp/grid 866c223``).
 GRID: dict[str, dict] = {
     "default": {},  # the shipped settings, 60 x 32 calls
-    # second grid (fixed 2026-12-02 13:08 UTC): the composition term with a 10-iteration running spectrum and the motif
-    # term (composition0.25, composition1) lost and left the code; they run from commit 2538a93.
-    # third grid (fixed 2026-12-02 13:59 UTC): the composition term of the reward (reward.composition_weight, reward
-    # units per nat of the policy's 3-mer spectrum KL to the pretrained model's), from each iteration's own samples
-    "composition_now0.25": {"reward": {"composition_weight": 0.25}},
-    "composition_now1": {"reward": {"composition_weight": 1.0}},
+    # second and third grids (fixed 2026-12-02 13:08 and 13:59 UTC): the composition term of the reward (the policy
+    # gradient of N KL(policy's 3-mer spectrum || pretrained's)) lost and left the code; commit 9329c10 runs the
+    # third grid's entries (composition_now0.25, composition_now1), commit 2538a93 the second's.
+    # fourth grid (fixed 2026-12-02 14:16 UTC, before any of its numbers): the weighting schemes at equal calls, each
+    # with its shipped scheme file's parameters (configs/dna/simpo_<scheme>.yaml); square_neg is "default"
+    "exp": {"weighting": {"scheme": "exp"}},
+    "linear": {"weighting": {"scheme": "linear"}},
+    "square": {"weighting": {"scheme": "square"}},
+    "linear_neg": {"weighting": {"scheme": "linear_neg", "scheme_params": {"eta": 1.0}}},
+    "wd1": {"weighting": {"scheme": "wd1"}},
 }
 CALLS = 1920
 DESIGNS = 256
@@ -58,7 +62,7 @@ def parse_args(argv=None):
 
 def build(entry: str, seed: int):
     """The :class:`SiMPOFineTuning` module and the iteration count of one grid entry."""
-    from simpo_bio.dna.finetune import RewardConfig, SamplingConfig, SiMPOFineTuning, UpdateConfig
+    from simpo_bio.dna.finetune import SamplingConfig, SiMPOFineTuning, UpdateConfig, WeightingConfig
 
     spec = GRID[entry]
     group = spec.get("group_size", 32)
@@ -67,7 +71,7 @@ def build(entry: str, seed: int):
         raise ValueError(f"grid entry {entry!r}: {group} x {iterations} != {CALLS} calls")
     module = SiMPOFineTuning(seed=seed, log_reference_elbo=False,
                              sampling=SamplingConfig(group_size=group, num_groups=1, num_steps=NUM_STEPS),
-                             reward=RewardConfig(**spec.get("reward", {})),
+                             weighting=WeightingConfig(**spec.get("weighting", {})),
                              update=UpdateConfig(**spec.get("update", {})))
     return module, iterations
 

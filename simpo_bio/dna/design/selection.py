@@ -34,11 +34,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from simpo_bio.dna.data.spectra import (  # the data layer's spectra
-    count_kl,
-    reference_spectra,
-    spectrum_counts,
-)
+from simpo_bio.dna.data.composition import kmer_counts
 
 __all__ = ["LADDER", "Selection", "SpectrumTerm", "SelectionConfig", "composition_matched", "count_kl",
            "reference_spectra", "select_by_composition", "spectrum_counts"]
@@ -70,6 +66,13 @@ SpectrumTerm = tuple[Tensor, Tensor, float]
 """``(counts [M, D], reference [D], weight)``: candidates' counts, a positive reference spectrum, reward per nat."""
 
 
+def count_kl(counts: Tensor, q: Tensor) -> Tensor:
+    """``N * KL(counts / N || q)`` along the last dimension, nats (``counts > 0``, ``q`` normalised; ``N`` the
+    total count): the log-likelihood ratio of the counts under their own frequencies and under ``q``."""
+    n = counts.sum(-1, keepdim=True)
+    return (counts * torch.log(counts / n / q)).sum(-1)
+
+
 def select_by_composition(reward: Tensor, k: int, terms: Sequence[SpectrumTerm] = (), *,
                           feasible: Tensor | None = None, pseudocount: float = 1.0) -> Tensor:
     """Greedy composition-matched selection of ``k`` candidates: indices ``[k]`` (long), in the order chosen.
@@ -78,7 +81,7 @@ def select_by_composition(reward: Tensor, k: int, terms: Sequence[SpectrumTerm] 
         reward: ``[M]`` fine-tuning-oracle rewards of the candidates.
         k: designs to keep, ``1 <= k <= M``.
         terms: ``(counts [M, D], reference [D], weight)`` per spectrum: non-negative per-candidate counts (e.g.
-            :func:`simpo_bio.dna.data.composition.kmer_counts`, :meth:`simpo_bio.dna.data.spectra.MotifScanner.count`),
+            :func:`simpo_bio.dna.data.composition.kmer_counts`, :meth:`simpo_bio.dna.evaluation.metrics.MotifScanner.count`),
             a reference spectrum with positive entries (normalised here) and ``weight >= 0`` in reward units per nat.
             Empty = top-``k`` by reward.
         feasible: ``[M]`` bool; infeasible candidates are taken only once every feasible one is (the constraint
@@ -136,6 +139,34 @@ def select_by_composition(reward: Tensor, k: int, terms: Sequence[SpectrumTerm] 
         for c, _r, _w, sel in active:
             sel += c[i]
     return torch.tensor(chosen, dtype=torch.long)
+
+
+def spectrum_counts(tokens: Tensor, motif_scanner=None) -> dict[str, Tensor]:
+    """Per-sequence counts the selection matches: ``{"kmer3": [B, 64], "motif": [B, M]}`` (``motif`` only with a
+    :class:`~simpo_bio.dna.evaluation.metrics.MotifScanner`)."""
+    out = {"kmer3": kmer_counts(tokens, 3)}
+    if motif_scanner is not None:
+        out["motif"] = motif_scanner.count(tokens)
+    return out
+
+
+def reference_spectra(model, seq_len: int, *, motif_scanner=None, num_samples: int = 512, num_steps: int = 16,
+                      seed: int = 7919, pseudocount: float = 1.0, device=None) -> dict[str, Tensor]:
+    """Reference spectra from ``num_samples`` samples of the (pretrained) ``model``: ``{"kmer3": [64], "motif":
+    [M]}``, each the summed counts plus ``pseudocount``, normalised to 1. Sampling is seeded: the same model and
+    arguments give the same spectra.
+
+    Raises:
+        ValueError: ``num_samples < 1``.
+    """
+    if num_samples < 1:
+        raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+    x = model.sample(num_samples, seq_len, num_steps=num_steps, seed=seed, batch_size=128, device=device)
+    out = {}
+    for name, c in spectrum_counts(x.cpu(), motif_scanner).items():
+        s = c.sum(0).double() + pseudocount
+        out[name] = s / s.sum()
+    return out
 
 
 @dataclass

@@ -49,9 +49,8 @@ class SamplingConfig:
 class RewardConfig:
     """Stage 1, the reward each sample gets: the oracle, the leash to the reference, the natural range (Sec. 5.3).
 
-    ``r = oracle(x) - kl_penalty * (log pi(x) - log pi_ref(x)) - composition_weight * s(x)`` (``s``: the
-    composition penalty of ``simpo_bio.dna.finetune.leash.composition_penalty`` on 3-mer counts); designs outside
-    ``constraints`` rank below every design inside (``simpo_bio.dna.finetune.leash``, ``simpo_bio.dna.data.composition.feasibility_ranked``).
+    ``r = oracle(x) - kl_penalty * (log pi(x) - log pi_ref(x))``; designs outside ``constraints`` rank below
+    every design inside (``simpo_bio.dna.finetune.leash``, ``simpo_bio.dna.data.composition.feasibility_ranked``).
     """
 
     kl_penalty: float = 0.1  # beta, reward units (HepG2 log-odds) per nat of KL(policy || reference); 0 = off
@@ -59,8 +58,6 @@ class RewardConfig:
     constraints: dict[str, Any] | None = field(default_factory=_natural_range)  # natural range (gc_window,
     #   max_homopolymer bp, max_dust, kmer_quantile; simpo_bio.dna.finetune.leash.build_constraints); None = off
     ensemble_std_coef: float = 1.0  # k of the conservative ensemble reward mean - k std (a list of oracles)
-    composition_weight: float = 0.0  # lambda, reward units per nat of N * KL(policy's 3-mer spectrum || the
-    #   pretrained model's samples'), as composition-matched selection's weight (leash.composition_penalty); 0 = off
 
     def validate(self) -> None:
         """Raises ValueError naming the first bad field (``reward.<name>``)."""
@@ -70,9 +67,6 @@ class RewardConfig:
             raise ValueError(f"reward.kl_estimator must be one of {KL_ESTIMATORS}, got {self.kl_estimator!r}")
         if not (math.isfinite(self.ensemble_std_coef) and self.ensemble_std_coef >= 0):
             raise ValueError(f"reward.ensemble_std_coef must be finite and >= 0, got {self.ensemble_std_coef!r}")
-        v = self.composition_weight
-        if isinstance(v, bool) or not isinstance(v, int | float) or not (math.isfinite(v) and v >= 0):
-            raise ValueError(f"reward.composition_weight must be a finite number >= 0, got {v!r}")
 
 
 @dataclass

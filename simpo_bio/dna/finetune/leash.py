@@ -15,10 +15,6 @@ rewards sequences no enhancer looks like (near-0% GC, homopolymers). This module
 - :func:`bounded_elbo`: the cap on negative-weight ELBO terms (bounded repulsion; the paper's Case II).
 - :func:`build_constraints`: :class:`simpo_bio.dna.data.composition.NaturalnessConstraints` from a config mapping
   (the 3-mer limit from the embedded real sequences).
-- :func:`composition_penalty`: the per-sequence term of the composition reward (``reward.composition_weight``): the
-  policy gradient of ``N * KL(f_pi || q)``, the KL of the policy's 3-mer spectrum to the pretrained model's. Every
-  design can stay inside the natural range while the *set* over-uses a few motif families; this term prices that
-  drift during training, as composition-matched selection does after it.
 
 Imports: torch, :mod:`simpo_bio.dna.data.composition`, :mod:`simpo_bio.dna.finetune.config` and :mod:`simpo_bio.dna.data.dhs` (lazily, for the real sequences).
 """
@@ -36,8 +32,7 @@ from simpo_bio.diffusion.masked import random_subset_mask
 from simpo_bio.dna.data.composition import NaturalnessConstraints
 from simpo_bio.dna.finetune.config import KL_ESTIMATORS
 
-__all__ = ["KL_ESTIMATORS", "anchor_kl", "bounded_elbo", "build_constraints", "composition_penalty", "elbo_log_ratio",
-           "kl_regularized_reward"]
+__all__ = ["KL_ESTIMATORS", "anchor_kl", "elbo_log_ratio", "kl_regularized_reward", "bounded_elbo", "build_constraints"]
 
 
 @torch.no_grad()
@@ -186,57 +181,3 @@ def anchor_kl(policy, reference, x: Tensor, *, generator: torch.Generator | None
     logq_f = torch.where(finite, logq, torch.zeros_like(logq))
     kl = (logp_f.exp() * finite * (logp_f - logq_f)).sum(-1)  # [B, L]
     return (kl * masked).sum(-1) * weight
-
-
-def composition_penalty(counts: Tensor, reference: Tensor, *, spectrum: Tensor | None = None,
-                        pseudocount: float = 1.0) -> Tensor:
-    """Per-sequence composition penalty ``[n]``, nats: ``s_i = sum_d c_id * (log(f_d / q_d) - KL(f || q))``.
-
-    ``c`` ``[n, D]`` are the counts of one iteration's samples (3-mers, or motif hits), ``f`` ``[D]`` an estimate of
-    the policy's spectrum ``f_pi`` (``spectrum``, normalised here; by default the samples' own pooled counts plus
-    ``pseudocount``) and ``q`` ``[D]`` the reference spectrum (samples of the pretrained model,
-    :func:`simpo_bio.dna.data.spectra.reference_spectra`).
-
-    Why this form: the set-level drift is ``G = N * KL(F / S || q)``, with ``F = E_pi[c]`` the policy's expected
-    counts, ``S = sum_d F_d`` and ``N`` held at ``S``: ``dG / dF_d = log(f_d / q_d) - KL(f || q)``. By the
-    score-function identity the policy gradient of ``-lambda * G`` is that of the per-sequence reward
-    ``-lambda * s_i``, so subtracting ``lambda * s_i`` from the reward makes the fine-tuning target
-    ``E[r] - lambda * N * KL(f_pi || q)``: a design is penalised for the 3-mers (motifs) the policy already over-uses
-    and rewarded for the under-used ones. The ``- KL`` term keeps the total count out of it: without it a design
-    with fewer motif hits overall would score better (``N * KL`` grows with ``N``), and the policy would learn to
-    avoid motifs altogether. For 3-mers every 200-bp design has 198 and the term is a constant. To first order
-    ``s_i`` is the gain of adding design ``i`` to the set in composition-matched selection
-    (:func:`simpo_bio.dna.design.selection.select_by_composition`, the same ``lambda`` in reward units per nat).
-    Group-relative advantages remove any constant.
-
-    Args:
-        spectrum: ``[D]`` positive counts or frequencies of the policy's spectrum (``None``: the samples' own, as
-            :class:`~simpo_bio.dna.finetune.module.SiMPOFineTuning` uses it: one iteration's 32 x 198 3-mers, about
-            100 per 3-mer).
-
-    Raises:
-        ValueError: ``counts`` not ``[n, D]`` with ``D`` the size of ``reference`` (or of ``spectrum``); negative
-            counts; a reference or spectrum entry ``<= 0``; ``pseudocount <= 0``.
-    """
-    counts = torch.as_tensor(counts, dtype=torch.float64)
-    reference = torch.as_tensor(reference, dtype=torch.float64, device=counts.device).reshape(-1)
-    if counts.ndim != 2 or counts.shape[1] != reference.numel():
-        raise ValueError(f"counts {tuple(counts.shape)} must be [n, {reference.numel()}] (one column per reference "
-                         "entry)")
-    if bool((counts < 0).any()):
-        raise ValueError("counts must be >= 0")
-    if bool((reference <= 0).any()) or not bool(torch.isfinite(reference).all()):
-        raise ValueError("the reference spectrum must be finite and > 0 everywhere")
-    if not pseudocount > 0:
-        raise ValueError(f"pseudocount must be > 0, got {pseudocount}")
-    if spectrum is None:
-        pooled = counts.sum(0) + pseudocount
-    else:
-        pooled = torch.as_tensor(spectrum, dtype=torch.float64, device=counts.device).reshape(-1)
-        if pooled.numel() != reference.numel():
-            raise ValueError(f"spectrum has {pooled.numel()} entries, the reference {reference.numel()}")
-        if bool((pooled <= 0).any()) or not bool(torch.isfinite(pooled).all()):
-            raise ValueError("the policy's spectrum must be finite and > 0 everywhere")
-    f = pooled / pooled.sum()
-    log_ratio = torch.log(f) - torch.log(reference / reference.sum())  # [D]
-    return counts @ (log_ratio - (f * log_ratio).sum())

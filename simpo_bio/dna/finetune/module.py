@@ -9,10 +9,8 @@ paper references, are in ``docs/method.md``):
    :class:`~simpo_bio.diffusion.masked.MaskedDiffusion`);
 2. **reward** them with the frozen fine-tuning oracle (:mod:`simpo_bio.dna.oracles.oracle`, checked finite; a list of
    oracles is a conservative ensemble, :mod:`simpo_bio.dna.oracles.ensemble`), minus ``reward.kl_penalty`` times the
-   log-ratio to the reference (the leash, :mod:`simpo_bio.dna.finetune.leash`), minus ``reward.composition_weight``
-   times the composition penalty (the policy's 3-mer spectrum against the pretrained model's samples,
-   :func:`simpo_bio.dna.finetune.leash.composition_penalty`), designs outside the natural range ranked last
-   (``reward.constraints``, :mod:`simpo_bio.dna.data.composition`);
+   log-ratio to the reference (the leash, :mod:`simpo_bio.dna.finetune.leash`), designs outside the natural range
+   ranked last (``reward.constraints``, :mod:`simpo_bio.dna.data.composition`);
 3. **weights**: group-relative advantages, then weights by scheme name (``exp``, ``linear``, ``square``, ``power``,
    ``linear_neg``, ``square_neg``, ``wd1``) at a fixed temperature or one tuned by the dual of paper Appendix G,
    Eq. 30 -- the shared Stage-I step :class:`simpo_bio.weighting.WeightingStep` (paper Eq. 9-11, Example 3.4);
@@ -38,8 +36,7 @@ state, so a fit resumes on any number of devices.
 Logged every iteration (``train/...``): reward mean/median/max/min, weight diagnostics (``ess``,
 ``negative_mass``, ``active``, ``temperature``, ``kl_to_uniform``), loss, ``elbo_ref`` (log-likelihood lower bound
 of the samples under the frozen reference, nats per sequence), ``kl_ref`` (KL(policy || reference) estimate,
-nats per sequence), ``feasible`` (share of designs inside the constraints), ``gc``, ``kmer3_kl`` (with the
-composition term: KL of the samples' 3-mer spectrum to the reference's, nats), ``reward_queries``
+nats per sequence), ``feasible`` (share of designs inside the constraints), ``gc``, ``reward_queries``
 (cumulative oracle calls) and the seconds spent in sample / reward / update.
 
 Run it with LightningCLI (``configs/dna/simpo_base.yaml`` plus one scheme file)::
@@ -68,13 +65,11 @@ import torch
 from torch import Tensor, nn
 
 from simpo_bio.dna.data.composition import feasibility_ranked
-from simpo_bio.dna.data.spectra import reference_spectra, spectrum_counts
 from simpo_bio.dna.finetune.config import RewardConfig, SamplingConfig, UpdateConfig, WeightingConfig
 from simpo_bio.dna.finetune.leash import (
     anchor_kl,
     bounded_elbo,
     build_constraints,
-    composition_penalty,
     elbo_log_ratio,
     kl_regularized_reward,
 )
@@ -221,7 +216,6 @@ class SiMPOFineTuning(pl.LightningModule):
         self.register_buffer("reward_queries", torch.zeros((), dtype=torch.long))
         self.history: list[dict[str, float]] = []
         self._extra_sample_kwargs: dict[str, Any] = {}
-        self._composition_reference: dict[str, Tensor] | None = None  # built on first use (composition term)
 
     @staticmethod
     def validate_config(init_args: dict[str, Any]) -> None:
@@ -372,33 +366,11 @@ class SiMPOFineTuning(pl.LightningModule):
         x = self.generate(n)
         return x, elbo_log_ratio(self.policy, self.reference, x, generator=self.generator)
 
-    def composition_reference(self) -> dict[str, Tensor]:
-        """The spectrum the composition term compares against: ``{"kmer3": [64]}``, from 512 samples of the frozen
-        reference (16 steps, seed 7919: the reference of composition-matched selection,
-        :func:`simpo_bio.dna.data.spectra.reference_spectra`). Sampled once per process with its own seed: the
-        module's generator does not move, so a resumed fit rebuilds the same spectrum and continues exactly."""
-        if self._composition_reference is None:
-            self._composition_reference = reference_spectra(self.reference, self.seq_len, device=self.device)
-        return self._composition_reference
-
-    def composition(self, x: Tensor) -> Tensor:
-        """The composition penalty ``[n]`` of one iteration's samples ``[n, L]``, nats
-        (:func:`simpo_bio.dna.finetune.leash.composition_penalty` of their 3-mer counts against
-        :meth:`composition_reference`; the policy's spectrum is the samples' own pooled counts: a running spectrum
-        over iterations lags the policy and made the term oscillate, ``bench/results/dna-policy-alone.md``)."""
-        counts = spectrum_counts(x.cpu())["kmer3"]
-        out = composition_penalty(counts, self.composition_reference()["kmer3"])
-        return out.to(device=self.device, dtype=torch.float32)
-
     def shaped_reward(self, x: Tensor, reward: Tensor, log_ratio: Tensor) -> tuple[Tensor, Tensor]:
-        """Stage 1: ``(shaped [num_groups, G], feasible [n] bool)``: the leash (``reward.kl_penalty``), the
-        composition term (``reward.composition_weight``) and the natural range (designs outside rank below every
-        design inside)."""
+        """Stage 1: ``(shaped [num_groups, G], feasible [n] bool)``: the leash (``reward.kl_penalty``) and the
+        natural range (designs outside rank below every design inside)."""
         s = self.sampling
         shaped = kl_regularized_reward(reward, log_ratio, float(self.reward_config.kl_penalty))
-        weight = float(self.reward_config.composition_weight)
-        if weight > 0:
-            shaped = shaped - weight * self.composition(x)
         shaped = shaped.view(s.num_groups, s.group_size)
         feasible = torch.ones(x.shape[0], dtype=torch.bool, device=self.device)
         if self.constraints is not None:
@@ -486,10 +458,6 @@ class SiMPOFineTuning(pl.LightningModule):
             "gc": ((x == 1) | (x == 2)).float().mean().item(),
             **timings,
         }
-        if self._composition_reference is not None:  # the drift the composition term prices, nats per 3-mer
-            pooled = spectrum_counts(x.cpu())["kmer3"].sum(0).double() + 1.0
-            f = pooled / pooled.sum()
-            stats["kmer3_kl"] = float((f * (f / self._composition_reference["kmer3"]).log()).sum())
         if self.hparams.log_reference_elbo:
             with torch.no_grad():
                 stats["elbo_ref"] = -self.reference.elbo_loss(x, generator=self.generator).mean().item()
