@@ -174,8 +174,15 @@ def evaluate_sb3(model, env_cfg: EnvConfig, episodes: int, seed: int) -> list[fl
     return returns.tolist()
 
 
-def run_sb3(algo: str, env_cfg: EnvConfig, tr: TrainConfig, seed: int) -> dict:
-    """Train SB3 SAC/TD3 with the harness's envs, budget and networks; evaluate every ``tr.eval_every`` steps."""
+def run_sb3(
+    algo: str, env_cfg: EnvConfig, tr: TrainConfig, seed: int, hidden: int = 256, depth: int = 3,
+    activation: str = "mish",
+) -> dict:
+    """Train SB3 SAC/TD3 with the harness's envs, budget and networks; evaluate every ``tr.eval_every`` steps.
+
+    ``hidden``, ``depth``, ``activation``: the actor's and critics' MLPs (``depth`` layers of ``hidden`` units), as
+    :class:`AgentConfig`'s fields of the same names; ``activation`` is ``"mish"`` or ``"relu"``.
+    """
     from stable_baselines3 import SAC, TD3
     from stable_baselines3.common.callbacks import BaseCallback
     from stable_baselines3.common.env_util import make_vec_env
@@ -200,7 +207,7 @@ def run_sb3(algo: str, env_cfg: EnvConfig, tr: TrainConfig, seed: int) -> dict:
 
     vec = make_vec_env(lambda: make_env(env_cfg.id, reward_shape=env_cfg.reward_shape, exp_scale=env_cfg.exp_scale), n_envs=env_cfg.num_envs,
                        seed=seed)  # fmt: skip
-    kw = {"net_arch": [256] * 3, "activation_fn": torch.nn.Mish}
+    kw = {"net_arch": [hidden] * depth, "activation_fn": {"mish": torch.nn.Mish, "relu": torch.nn.ReLU}[activation]}
     model = {"sac": SAC, "td3": TD3}[algo](
         "MlpPolicy", vec, batch_size=tr.batch_size, learning_starts=tr.learning_starts, train_freq=1,
         gradient_steps=tr.updates_per_step, policy_kwargs=kw, seed=seed, device="cpu", buffer_size=tr.buffer_size,

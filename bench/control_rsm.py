@@ -1,11 +1,12 @@
 """Returns of the RSM agents (SDAC, DPMD) vs SiMPO ``linear_neg`` and SB3 SAC / TD3 on the same harness.
 
-    MUJOCO_GL=disable .venv/bin/python bench/control_rsm.py run [--envs HalfCheetah-v4] [--seeds 0 1 2]
-        [--algos sdac dpmd linear_neg sac td3] [--out-dir runs/control_rsm]
-    .venv/bin/python bench/control_rsm.py report [--out-dir runs/control_rsm] [--png 'bench/results/control_rsm_{env}.png']
+    MUJOCO_GL=disable .venv/bin/python bench/control_rsm.py run [--grid 1.5k|50k] [--envs HalfCheetah-v4]
+        [--seeds 0 1 2] [--algos sdac dpmd linear_neg sac td3] [--out-dir runs/control_rsm]
+    .venv/bin/python bench/control_rsm.py report [--grid 1.5k|50k] [--out-dir runs/control_rsm]
+        [--png 'bench/results/control_rsm_{env}.png']
 
-The grid (budget, seeds, hyper-parameters) is :data:`GRID`; it was fixed in ``bench/results/control-rsm.md`` before
-anything was run. Every run is one process step after another (one torch thread), results are saved per run
+The grids (budget, seeds, hyper-parameters) are :data:`GRIDS`: ``1.5k`` (:data:`GRID`) and ``50k``
+(:data:`GRID_50K`); each was fixed in ``bench/results/control-rsm.md`` before anything of it was run. Every run is one process step after another (one torch thread), results are saved per run
 (``<out>/<env>/<algo>/seed<k>.json``) so a killed benchmark continues where it stopped; ``report`` prints the table
 (mean +- std over seeds, per-seed returns, env steps/s, updates/s) and draws one learning-curve figure per env.
 
@@ -90,31 +91,45 @@ GRID = {
     },
     "common": dict(hidden=256, depth=3, activation="mish"),
 }
+#: The second grid (bench/results/control-rsm.md, "50k grid"): the issue's 50k env steps, at the speed gate's sizes
+#: (2 x 256 ReLU, SDAC K = 8), for the algorithms that fit this CPU at that budget (SDAC, SB3 SAC / TD3).
+GRID_50K = {
+    "train": dict(GRID["train"], total_env_steps=50_000, learning_starts=5000, eval_every=5000, eval_episodes=5,
+                  checkpoint_every=10_000, save_buffer=True),  # fmt: skip
+    "env": dict(num_envs=1),
+    "agents": {"sdac": dict(GRID["agents"]["sdac"], group_size=8)},
+    "common": dict(hidden=256, depth=2, activation="relu"),
+}
+GRIDS = {"1.5k": GRID, "50k": GRID_50K}
 ALGOS = ("sdac", "dpmd", "linear_neg", "sac", "td3")
 NAMES = {"sdac": "SDAC (ours)", "dpmd": "DPMD (ours)", "linear_neg": "SiMPO linear_neg", "sac": "SB3 SAC",
          "td3": "SB3 TD3"}  # fmt: skip
 
 
-def run_one(env_id: str, algo: str, seed: int, out: Path) -> dict:
-    """One (env, algorithm, seed) run of :data:`GRID`; saved to ``out/<env>/<algo>/seed<seed>.json``."""
+def run_one(env_id: str, algo: str, seed: int, out: Path, grid: dict = GRID) -> dict:
+    """One (env, algorithm, seed) run of ``grid``; saved to ``out/<env>/<algo>/seed<seed>.json``.
+
+    Raises:
+        KeyError: ``algo`` is not one of ``grid``'s agents nor ``sac`` / ``td3``.
+    """
     path = out / env_id / algo / f"seed{seed}.json"
     if path.exists():
         return json.loads(path.read_text())
     torch.set_num_threads(1)
-    env = EnvConfig(id=env_id, **GRID["env"])
-    tr = TrainConfig(seed=seed, out_dir=str(path.parent / f"seed{seed}"), **GRID["train"])
+    env = EnvConfig(id=env_id, **grid["env"])
+    tr = TrainConfig(seed=seed, out_dir=str(path.parent / f"seed{seed}"), **grid["train"])
     if algo in ("sac", "td3"):
         from control import (
             run_sb3,  # bench/control.py: SB3 with 3 x 256 Mish on the harness's envs and schedule
         )
 
-        res = run_sb3(algo, env, tr, seed)
+        res = run_sb3(algo, env, tr, seed, **grid["common"])
     else:
-        agent = AgentConfig(**GRID["common"], **GRID["agents"][algo])
+        agent = AgentConfig(**grid["common"], **grid["agents"][algo])
         r = train(env, agent, tr)
         res = {"return": r["evals"][-1][1], "env_steps_per_s": r["env_steps_per_s"],
                "updates_per_s": r["updates_per_s"], "evals": r["evals"], "timings": r["timings"]}  # fmt: skip
-    res.update(env=env_id, algo=algo, seed=seed, grid=GRID)
+    res.update(env=env_id, algo=algo, seed=seed, grid=grid)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(res, indent=1))
     return res
@@ -124,7 +139,7 @@ def cmd_run(args: argparse.Namespace) -> None:
     for env_id in args.envs:
         for seed in args.seeds:  # seed-major: an interrupted benchmark has every algorithm at the first seeds
             for algo in args.algos:
-                r = run_one(env_id, algo, seed, Path(args.out))
+                r = run_one(env_id, algo, seed, Path(args.out), GRIDS[args.grid])
                 print(f"{env_id} {algo} seed {seed}: return {r['return']:.1f}, {r['env_steps_per_s']:.1f} env steps/s, "
                       f"{r['updates_per_s']:.1f} updates/s", flush=True)  # fmt: skip
 
@@ -136,7 +151,7 @@ def cmd_report(args: argparse.Namespace) -> None:
             a: [json.loads(f.read_text()) for f in sorted((env_dir / a).glob("seed*.json"))] for a in ALGOS
         }
         runs = {a: r for a, r in runs.items() if r}
-        steps = GRID["train"]["total_env_steps"]
+        steps = GRIDS[args.grid]["train"]["total_env_steps"]
         print(f"\n### {env_dir.name}, {steps} env steps\n")
         print("| algorithm | seeds | return mean ± std | per seed | env steps/s | updates/s |")
         print("|---|---|---|---|---|---|")
@@ -148,10 +163,10 @@ def cmd_report(args: argparse.Namespace) -> None:
                 f"{np.mean([r['env_steps_per_s'] for r in rs]):.1f} | {np.mean([r['updates_per_s'] for r in rs]):.1f} |"
             )
         if args.png:
-            plot(env_dir.name, runs, Path(args.png.format(env=env_dir.name)))
+            plot(env_dir.name, runs, Path(args.png.format(env=env_dir.name)), GRIDS[args.grid])
 
 
-def plot(env_id: str, runs: dict[str, list[dict]], path: Path) -> None:
+def plot(env_id: str, runs: dict[str, list[dict]], path: Path, grid: dict = GRID) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -171,9 +186,9 @@ def plot(env_id: str, runs: dict[str, list[dict]], path: Path) -> None:
             marker="o",
             label=f"{NAMES[algo]} (n={len(curves)})",
         )
-    ax.axvline(GRID["train"]["learning_starts"], color="grey", ls=":", lw=1, label="end of random actions")
+    ax.axvline(grid["train"]["learning_starts"], color="grey", ls=":", lw=1, label="end of random actions")
     ax.set_xlabel("env steps")
-    ax.set_ylabel("eval return (mean of 2 episodes)")
+    ax.set_ylabel(f"eval return (mean of {grid['train']['eval_episodes']} episodes)")
     ax.set_title(f"{env_id}: RSM vs SiMPO vs SB3 (thin = seeds, thick = mean)")
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -187,11 +202,13 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("run")
+    r.add_argument("--grid", choices=sorted(GRIDS), default="1.5k")
     r.add_argument("--envs", nargs="+", default=["HalfCheetah-v4"])
     r.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     r.add_argument("--algos", nargs="+", default=list(ALGOS), choices=ALGOS)
     r.add_argument("--out-dir", dest="out", default="runs/control_rsm")
     q = sub.add_parser("report")
+    q.add_argument("--grid", choices=sorted(GRIDS), default="1.5k")
     q.add_argument("--out-dir", dest="out", default="runs/control_rsm")
     q.add_argument("--png", default="bench/results/control_rsm_{env}.png")
     args = p.parse_args(argv)
