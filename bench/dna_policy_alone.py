@@ -42,7 +42,7 @@ GRID: dict[str, dict] = {
     "square": {"weighting": {"scheme": "square"}},
     "linear_neg": {"weighting": {"scheme": "linear_neg", "scheme_params": {"eta": 1.0}}},
     "wd1": {"weighting": {"scheme": "wd1"}},
-    # fifth grid (fixed 2026-12-02 17:00 UTC, before any of its numbers): the unsigned schemes at lower temperatures,
+    # fifth grid (fixed 2026-12-02 16:55 UTC, before any of its numbers): the unsigned schemes at lower temperatures,
     # for pairs at matched drift with the signed schemes of the fourth grid
     "exp_t0.3": {"weighting": {"scheme": "exp", "temperature": 0.3}},
     "exp_t0.1": {"weighting": {"scheme": "exp", "temperature": 0.1}},
