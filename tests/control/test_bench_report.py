@@ -127,6 +127,18 @@ def test_sb3_baseline_evaluates_on_the_harness_schedule(bench):
     assert [e[0] for e in res["evals"]] == [200, 400, 600]
     assert res["return"] == res["evals"][-1][1]
     assert res["updates_per_s"] > 0 and res["env_steps_per_s"] > 0
+    # the default 3 x 256 Mish: two 256 x 256 matrices in each of actor, 2 critics and their 3 targets, plus the rest
+    assert res["activations"] == ["Mish"] and res["parameters"] > 12 * 256 * 256
+
+
+def test_sb3_baseline_takes_the_grids_networks(bench):
+    # 1 x 32 ReLU on InvertedPendulum (4 obs, 1 action): actor 4*32+32 + 32+1 = 193 weights and two critics of
+    # 5*32+32 + 32+1 = 225 each, each network with its target copy: 2 * 193 + 4 * 225 = 1,286
+    env = EnvConfig(id="InvertedPendulum-v4", num_envs=1)
+    tr = TrainConfig(total_env_steps=300, learning_starts=200, batch_size=32, buffer_size=1000, eval_every=300,
+                     eval_episodes=1, seed=0)  # fmt: skip
+    res = bench.run_sb3("td3", env, tr, seed=0, hidden=32, depth=1, activation="relu")
+    assert res["activations"] == ["ReLU"] and res["parameters"] == 1286
 
 
 def test_evalckpt_reevaluates_a_finished_run(bench, tmp_path):
