@@ -189,7 +189,9 @@ def plot(env_id: str, runs: dict[str, list[dict]], path: Path, grid: dict = GRID
     ax.axvline(grid["train"]["learning_starts"], color="grey", ls=":", lw=1, label="end of random actions")
     ax.set_xlabel("env steps")
     ax.set_ylabel(f"eval return (mean of {grid['train']['eval_episodes']} episodes)")
-    ax.set_title(f"{env_id}: RSM vs SiMPO vs SB3 (thin = seeds, thick = mean)")
+    steps = grid["train"]["total_env_steps"]
+    ax.set_title(f"{env_id}, {steps:,} env steps: {' vs '.join(NAMES[a] for a in runs)}\n(thin = seeds, thick = mean)",
+                 fontsize=10)  # fmt: skip
     ax.legend(fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
