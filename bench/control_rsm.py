@@ -2,13 +2,15 @@
 
     MUJOCO_GL=disable .venv/bin/python bench/control_rsm.py run [--grid 1.5k|50k] [--envs HalfCheetah-v4]
         [--seeds 0 1 2] [--algos sdac dpmd linear_neg sac td3] [--out-dir runs/control_rsm]
-    .venv/bin/python bench/control_rsm.py report [--grid 1.5k|50k] [--out-dir runs/control_rsm]
-        [--png 'bench/results/control_rsm_{env}.png']
+    .venv/bin/python bench/control_rsm.py report [--grid 1.5k|50k] [--out-dir runs/control_rsm] [--png PATH|none]
 
 The grids (budget, seeds, hyper-parameters) are :data:`GRIDS`: ``1.5k`` (:data:`GRID`) and ``50k``
-(:data:`GRID_50K`); each was fixed in ``bench/results/control-rsm.md`` before anything of it was run. Every run is one process step after another (one torch thread), results are saved per run
-(``<out>/<env>/<algo>/seed<k>.json``) so a killed benchmark continues where it stopped; ``report`` prints the table
-(mean +- std over seeds, per-seed returns, env steps/s, updates/s) and draws one learning-curve figure per env.
+(:data:`GRID_50K`); each was fixed in ``bench/results/control-rsm.md`` before anything of it was run. Every run is
+one process step after another (one torch thread), results are saved per run (``<out>/<env>/<algo>/seed<k>.json``)
+so a killed benchmark continues where it stopped; ``report`` prints the table (mean +- std over seeds, per-seed
+returns, env steps/s, updates/s) and draws one learning-curve figure per env (default
+``bench/results/control_rsm_{env}.png`` for ``1.5k``, ``control_rsm50k_{env}.png`` for ``50k``). It refuses, in one
+line, a run file of another grid's budget.
 
 Imports: numpy, torch, :mod:`simpo_bio.control`, ``bench/control.py`` (SB3 runner on the harness schedule).
 """
@@ -120,7 +122,7 @@ def run_one(env_id: str, algo: str, seed: int, out: Path, grid: dict = GRID) -> 
     tr = TrainConfig(seed=seed, out_dir=str(path.parent / f"seed{seed}"), **grid["train"])
     if algo in ("sac", "td3"):
         from control import (
-            run_sb3,  # bench/control.py: SB3 with 3 x 256 Mish on the harness's envs and schedule
+            run_sb3,  # bench/control.py: SB3 with the grid's networks on the harness's envs and schedule
         )
 
         res = run_sb3(algo, env, tr, seed, **grid["common"])
@@ -151,7 +153,14 @@ def cmd_report(args: argparse.Namespace) -> None:
             a: [json.loads(f.read_text()) for f in sorted((env_dir / a).glob("seed*.json"))] for a in ALGOS
         }
         runs = {a: r for a, r in runs.items() if r}
+        if not runs:  # an env whose runs are all still going
+            continue
         steps = GRIDS[args.grid]["train"]["total_env_steps"]
+        for a, rs in runs.items():
+            for r in rs:
+                if r["grid"]["train"]["total_env_steps"] != steps:
+                    raise SystemExit(f"{env_dir / a}/seed{r['seed']}.json: a run of "
+                                     f"{r['grid']['train']['total_env_steps']} env steps, not grid {args.grid}'s {steps}")  # fmt: skip
         print(f"\n### {env_dir.name}, {steps} env steps\n")
         print("| algorithm | seeds | return mean ± std | per seed | env steps/s | updates/s |")
         print("|---|---|---|---|---|---|")
@@ -162,8 +171,9 @@ def cmd_report(args: argparse.Namespace) -> None:
                 f"| {NAMES[a]} | {len(rs)} | {np.mean(rets):.0f} ± {np.std(rets):.0f} | {per} | "
                 f"{np.mean([r['env_steps_per_s'] for r in rs]):.1f} | {np.mean([r['updates_per_s'] for r in rs]):.1f} |"
             )
-        if args.png:
-            plot(env_dir.name, runs, Path(args.png.format(env=env_dir.name)), GRIDS[args.grid])
+        png = args.png or f"bench/results/control_rsm{'' if args.grid == '1.5k' else args.grid}_{{env}}.png"
+        if png != "none":
+            plot(env_dir.name, runs, Path(png.format(env=env_dir.name)), GRIDS[args.grid])
 
 
 def plot(env_id: str, runs: dict[str, list[dict]], path: Path, grid: dict = GRID) -> None:
@@ -212,7 +222,7 @@ def main(argv: list[str] | None = None) -> None:
     q = sub.add_parser("report")
     q.add_argument("--grid", choices=sorted(GRIDS), default="1.5k")
     q.add_argument("--out-dir", dest="out", default="runs/control_rsm")
-    q.add_argument("--png", default="bench/results/control_rsm_{env}.png")
+    q.add_argument("--png", default=None, help="figure path with {env}; 'none' draws nothing (default: by grid)")
     args = p.parse_args(argv)
     {"run": cmd_run, "report": cmd_report}[args.cmd](args)
 

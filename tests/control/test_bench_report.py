@@ -157,3 +157,17 @@ def test_evalckpt_reevaluates_a_finished_run(bench, tmp_path):
     with pytest.raises(SystemExit, match="no checkpoint.pt"):
         bench.cmd_evalckpt(bench.argparse.Namespace(runs=[str(tmp_path)], candidates=[1], episodes=1))
 
+
+
+def test_rsm_report_refuses_a_run_of_another_grid(tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location("bench_control_rsm", BENCH.parent / "control_rsm.py")
+    rsm = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(rsm)
+    run = {"return": 10.0, "env_steps_per_s": 1.0, "updates_per_s": 1.0, "seed": 0, "grid": rsm.GRID,
+           "evals": [[500, 1.0, 0.0], [1500, 10.0, 0.0]]}  # fmt: skip
+    (tmp_path / "Env-v4" / "sac").mkdir(parents=True)
+    (tmp_path / "Env-v4" / "sac" / "seed0.json").write_text(json.dumps(run))
+    rsm.main(["report", "--out-dir", str(tmp_path), "--png", "none"])  # its own grid: tabulated
+    assert "| SB3 SAC | 1 | 10 ± 0 | 0: 10 |" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="a run of 1500 env steps, not grid 50k's 50000"):
+        rsm.main(["report", "--grid", "50k", "--out-dir", str(tmp_path), "--png", "none"])
