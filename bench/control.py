@@ -34,6 +34,7 @@ import torch  # noqa: E402
 from simpo_bio.control.agent import AgentConfig, SiMPOAgent, make_agent  # noqa: E402
 from simpo_bio.control.envs import make_env, make_vector_env  # noqa: E402
 from simpo_bio.control.train import EnvConfig, TrainConfig, build_parser, train  # noqa: E402
+from simpo_bio.diffusion.flow import ACTIVATIONS  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -181,7 +182,7 @@ def run_sb3(
     """Train SB3 SAC/TD3 with the harness's envs, budget and networks; evaluate every ``tr.eval_every`` steps.
 
     ``hidden``, ``depth``, ``activation``: the actor's and critics' MLPs (``depth`` layers of ``hidden`` units), as
-    :class:`AgentConfig`'s fields of the same names; ``activation`` is ``"mish"`` or ``"relu"``.
+    :class:`AgentConfig`'s fields of the same names; ``activation`` is a key of ``ACTIVATIONS`` (the agents' own).
     """
     from stable_baselines3 import SAC, TD3
     from stable_baselines3.common.callbacks import BaseCallback
@@ -207,7 +208,7 @@ def run_sb3(
 
     vec = make_vec_env(lambda: make_env(env_cfg.id, reward_shape=env_cfg.reward_shape, exp_scale=env_cfg.exp_scale), n_envs=env_cfg.num_envs,
                        seed=seed)  # fmt: skip
-    kw = {"net_arch": [hidden] * depth, "activation_fn": {"mish": torch.nn.Mish, "relu": torch.nn.ReLU}[activation]}
+    kw = {"net_arch": [hidden] * depth, "activation_fn": ACTIVATIONS[activation]}
     model = {"sac": SAC, "td3": TD3}[algo](
         "MlpPolicy", vec, batch_size=tr.batch_size, learning_starts=tr.learning_starts, train_freq=1,
         gradient_steps=tr.updates_per_step, policy_kwargs=kw, seed=seed, device="cpu", buffer_size=tr.buffer_size,
@@ -218,7 +219,7 @@ def run_sb3(
     wall = time.perf_counter() - t0 - cb.seconds
     if not cb.evals or cb.evals[-1][0] != model.num_timesteps:
         cb.run()
-    acts = {type(m).__name__ for m in model.policy.modules() if isinstance(m, torch.nn.Mish | torch.nn.ReLU)}
+    acts = {type(m).__name__ for m in model.policy.modules() if isinstance(m, tuple(ACTIVATIONS.values()))}
     return {"return": cb.evals[-1][1], "env_steps_per_s": tr.total_env_steps / wall,
             "updates_per_s": model._n_updates / wall, "evals": cb.evals,
             "parameters": sum(p.numel() for p in model.policy.parameters()), "activations": sorted(acts)}  # fmt: skip

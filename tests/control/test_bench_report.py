@@ -158,7 +158,6 @@ def test_evalckpt_reevaluates_a_finished_run(bench, tmp_path):
         bench.cmd_evalckpt(bench.argparse.Namespace(runs=[str(tmp_path)], candidates=[1], episodes=1))
 
 
-
 def test_rsm_report_refuses_a_run_of_another_grid(tmp_path, capsys):
     spec = importlib.util.spec_from_file_location("bench_control_rsm", BENCH.parent / "control_rsm.py")
     rsm = importlib.util.module_from_spec(spec)
