@@ -219,7 +219,7 @@ def run_sb3(
     wall = time.perf_counter() - t0 - cb.seconds
     if not cb.evals or cb.evals[-1][0] != model.num_timesteps:
         cb.run()
-    acts = {type(m).__name__ for m in model.policy.modules() if isinstance(m, tuple(ACTIVATIONS.values()))}
+    acts = {type(m).__name__ for m in model.policy.modules() if isinstance(m, torch.nn.Mish | torch.nn.ReLU)}
     return {"return": cb.evals[-1][1], "env_steps_per_s": tr.total_env_steps / wall,
             "updates_per_s": model._n_updates / wall, "evals": cb.evals,
             "parameters": sum(p.numel() for p in model.policy.parameters()), "activations": sorted(acts)}  # fmt: skip
