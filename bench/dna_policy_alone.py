@@ -47,6 +47,11 @@ GRID: dict[str, dict] = {
     "exp_t0.3": {"weighting": {"scheme": "exp", "temperature": 0.3}},
     "exp_t0.1": {"weighting": {"scheme": "exp", "temperature": 0.1}},
     "wd1_t0.3": {"weighting": {"scheme": "wd1", "temperature": 0.3}},
+    # sixth grid (fixed 2026-12-02 19:45 UTC, before any of its numbers): smaller groups over more iterations, the
+    # mirror of the first grid's groups128 (which lost on every column); the same 1,920 calls
+    "groups16_e1": {"group_size": 16, "update": {"update_epochs": 1}},  # 120 x 16, 120 gradient steps (= default)
+    "groups16": {"group_size": 16},  # 120 x 16, shipped 2 epochs: 240 gradient steps
+    "groups8_e1": {"group_size": 8, "update": {"update_epochs": 1}},  # 240 x 8, 240 gradient steps
 }
 CALLS = 1920
 DESIGNS = 256
