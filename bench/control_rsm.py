@@ -1,15 +1,15 @@
 """Returns of the RSM agents (SDAC, DPMD) vs SiMPO ``linear_neg`` and SB3 SAC / TD3 on the same harness.
 
-    MUJOCO_GL=disable .venv/bin/python bench/control_rsm.py run [--grid 1.5k|50k] [--envs HalfCheetah-v4]
+    MUJOCO_GL=disable .venv/bin/python bench/control_rsm.py run [--grid 1.5k|50k|50k5] [--envs HalfCheetah-v4]
         [--seeds 0 1 2] [--algos sdac dpmd linear_neg sac td3] [--out-dir runs/control_rsm]
-    .venv/bin/python bench/control_rsm.py report [--grid 1.5k|50k] [--out-dir runs/control_rsm] [--png PATH|none]
+    .venv/bin/python bench/control_rsm.py report [--grid 1.5k|50k|50k5] [--out-dir runs/control_rsm] [--png PATH|none]
 
-The grids (budget, seeds, hyper-parameters) are :data:`GRIDS`: ``1.5k`` (:data:`GRID`) and ``50k``
-(:data:`GRID_50K`); each was fixed in ``bench/results/control-rsm.md`` before anything of it was run. Every run is
+The grids (budget, seeds, hyper-parameters) are :data:`GRIDS`: ``1.5k`` (:data:`GRID`), ``50k``
+(:data:`GRID_50K`) and ``50k5`` (:data:`GRID_50K5`); each was fixed in ``bench/results/control-rsm.md`` before anything of it was run. Every run is
 one process step after another (one torch thread), results are saved per run (``<out>/<env>/<algo>/seed<k>.json``)
 so a killed benchmark continues where it stopped; ``report`` prints the table (mean +- std over seeds, per-seed
 returns, env steps/s, updates/s) and draws one learning-curve figure per env (default
-``bench/results/control_rsm_{env}.png`` for ``1.5k``, ``control_rsm50k_{env}.png`` for ``50k``). It refuses, in one
+``bench/results/control_rsm_{env}.png`` for ``1.5k``, ``control_rsm<grid>_{env}.png`` for the others). It refuses, in one
 line, a run file of another grid's budget.
 
 Imports: numpy, torch, :mod:`simpo_bio.control`, ``bench/control.py`` (SB3 runner on the harness schedule).
@@ -102,7 +102,26 @@ GRID_50K = {
     "agents": {"sdac": dict(GRID["agents"]["sdac"], group_size=8)},
     "common": dict(hidden=256, depth=2, activation="relu"),
 }
-GRIDS = {"1.5k": GRID, "50k": GRID_50K}
+#: The third grid (bench/results/control-rsm.md, "50k5 grid", fixed 2 December 2026 19:46 UTC): the harness of
+#: bench/results/control.md's SiMPO-vs-SB3 bench (configs/control/halfcheetah.yaml: 5 envs, one update per vector
+#: step, 9,000 updates in 50k env steps, 3 x 256 Mish), which the particle-sampling agents (DPMD, SiMPO) fit on this
+#: CPU. SiMPO ``linear_neg`` is that config's agent; DPMD and SDAC keep the first grid's settings except the sampler,
+#: sized as SiMPO's there: T = 10 levels, N = K = 8, best of 8 at evaluation.
+GRID_50K5 = {
+    "train": dict(GRID["train"], total_env_steps=50_000, learning_starts=5000, eval_every=10_000, eval_episodes=5,
+                  checkpoint_every=10_000, save_buffer=True),  # fmt: skip
+    "env": dict(num_envs=5),
+    "agents": {
+        "sdac": dict(GRID["agents"]["sdac"], group_size=8, num_steps=10, eval_candidates=8),
+        "dpmd": dict(GRID["agents"]["dpmd"], group_size=8, num_steps=10, eval_candidates=8),
+        "linear_neg": dict(algorithm="simpo", scheme="linear_neg", scheme_params={"eta": 1.0}, group_size=8,
+                           num_steps=10, time_schedule="cosine", gamma=0.99, polyak=0.005, critic_lr=3e-4,
+                           policy_lr=3e-4, policy_lr_final=3e-5, normalize_advantage=False, target_kl=0.9,
+                           exploration_noise=0.1, collect_candidates=1, eval_candidates=8),  # fmt: skip
+    },
+    "common": dict(hidden=256, depth=3, activation="mish"),
+}
+GRIDS = {"1.5k": GRID, "50k": GRID_50K, "50k5": GRID_50K5}
 ALGOS = ("sdac", "dpmd", "linear_neg", "sac", "td3")
 NAMES = {"sdac": "SDAC (ours)", "dpmd": "DPMD (ours)", "linear_neg": "SiMPO linear_neg", "sac": "SB3 SAC",
          "td3": "SB3 TD3"}  # fmt: skip
@@ -155,12 +174,14 @@ def cmd_report(args: argparse.Namespace) -> None:
         runs = {a: r for a, r in runs.items() if r}
         if not runs:  # an env whose runs are all still going
             continue
-        steps = GRIDS[args.grid]["train"]["total_env_steps"]
+        grid = GRIDS[args.grid]
+        steps, envs = grid["train"]["total_env_steps"], grid["env"]["num_envs"]
         for a, rs in runs.items():
             for r in rs:
-                if r["grid"]["train"]["total_env_steps"] != steps:
-                    raise SystemExit(f"{env_dir / a}/seed{r['seed']}.json: a run of "
-                                     f"{r['grid']['train']['total_env_steps']} env steps, not grid {args.grid}'s {steps}")  # fmt: skip
+                got = (r["grid"]["train"]["total_env_steps"], r["grid"]["env"]["num_envs"])
+                if got != (steps, envs):
+                    raise SystemExit(f"{env_dir / a}/seed{r['seed']}.json: a run of {got[0]} env steps from {got[1]} "
+                                     f"env(s), not grid {args.grid}'s {steps} from {envs}")  # fmt: skip
         print(f"\n### {env_dir.name}, {steps} env steps\n")
         print("| algorithm | seeds | return mean ± std | per seed | env steps/s | updates/s |")
         print("|---|---|---|---|---|---|")

@@ -168,5 +168,29 @@ def test_rsm_report_refuses_a_run_of_another_grid(tmp_path, capsys):
     (tmp_path / "Env-v4" / "sac" / "seed0.json").write_text(json.dumps(run))
     rsm.main(["report", "--out-dir", str(tmp_path), "--png", "none"])  # its own grid: tabulated
     assert "| SB3 SAC | 1 | 10 ± 0 | 0: 10 |" in capsys.readouterr().out
-    with pytest.raises(SystemExit, match="a run of 1500 env steps, not grid 50k's 50000"):
+    with pytest.raises(SystemExit, match=r"a run of 1500 env steps from 1 env\(s\), not grid 50k's 50000 from 1"):
         rsm.main(["report", "--grid", "50k", "--out-dir", str(tmp_path), "--png", "none"])
+    # the same budget from another number of envs (another number of updates) is another grid too
+    (tmp_path / "Env-v4" / "sac" / "seed0.json").write_text(json.dumps(dict(run, grid=rsm.GRID_50K)))
+    with pytest.raises(SystemExit, match=r"50000 env steps from 1 env\(s\), not grid 50k5's 50000 from 5"):
+        rsm.main(["report", "--grid", "50k5", "--out-dir", str(tmp_path), "--png", "none"])
+
+
+def test_rsm_50k5_grid_runs_simpo_as_the_cpu_config(bench):
+    """The third grid's SiMPO is configs/control/halfcheetah.yaml's agent and harness (bench/results/control.md)."""
+    from dataclasses import replace
+
+    from simpo_bio.control.agent import AgentConfig
+
+    spec = importlib.util.spec_from_file_location("bench_control_rsm", BENCH.parent / "control_rsm.py")
+    rsm = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(rsm)
+    grid = rsm.GRID_50K5
+    env, agent, tr = bench.load_config(str(BENCH.parents[1] / "configs/control/halfcheetah.yaml"))
+    assert AgentConfig(**grid["common"], **grid["agents"]["linear_neg"]) == replace(agent, algorithm="simpo")
+    assert grid["env"]["num_envs"] == env.num_envs
+    for key in ("total_env_steps", "learning_starts", "updates_per_step", "batch_size", "eval_every", "eval_episodes"):
+        assert grid["train"][key] == getattr(tr, key), key
+    for algo in ("sdac", "dpmd"):  # the RSM agents' samplers sized as SiMPO's there
+        cfg = AgentConfig(**grid["common"], **grid["agents"][algo])
+        assert (cfg.group_size, cfg.num_steps, cfg.eval_candidates) == (8, 10, 8)
