@@ -221,8 +221,9 @@ def plot(env_id: str, runs: dict[str, list[dict]], path: Path, grid: dict = GRID
     ax.set_xlabel("env steps")
     ax.set_ylabel(f"eval return (mean of {grid['train']['eval_episodes']} episodes)")
     steps = grid["train"]["total_env_steps"]
-    ax.set_title(f"{env_id}, {steps:,} env steps: {' vs '.join(NAMES[a] for a in runs)}\n(thin = seeds, thick = mean)",
-                 fontsize=10)  # fmt: skip
+    envs = grid["env"]["num_envs"]
+    ax.set_title(f"{env_id}, {steps:,} env steps from {envs} env{'s' if envs > 1 else ''}\n"
+                 "evaluation return per seed (thin) and mean over seeds (thick)", fontsize=10)  # fmt: skip
     ax.legend(fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
