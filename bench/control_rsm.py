@@ -114,6 +114,10 @@ GRID_50K5 = {
     "agents": {
         "sdac": dict(GRID["agents"]["sdac"], group_size=8, num_steps=10, eval_candidates=8),
         "dpmd": dict(GRID["agents"]["dpmd"], group_size=8, num_steps=10, eval_candidates=8),
+        # fourth grid (control-rsm.md, fixed 2 December 2026 22:45 UTC): DPMD with the dual's floor 100x lower, so
+        # that lambda can follow the shrinking Q spread of the policy's own candidates (third grid: stuck at 0.01)
+        "dpmd_floor": dict(GRID["agents"]["dpmd"], group_size=8, num_steps=10, eval_candidates=8,
+                           temperature_min=1e-4),
         "linear_neg": dict(algorithm="simpo", scheme="linear_neg", scheme_params={"eta": 1.0}, group_size=8,
                            num_steps=10, time_schedule="cosine", gamma=0.99, polyak=0.005, critic_lr=3e-4,
                            policy_lr=3e-4, policy_lr_final=3e-5, normalize_advantage=False, target_kl=0.9,
@@ -122,9 +126,9 @@ GRID_50K5 = {
     "common": dict(hidden=256, depth=3, activation="mish"),
 }
 GRIDS = {"1.5k": GRID, "50k": GRID_50K, "50k5": GRID_50K5}
-ALGOS = ("sdac", "dpmd", "linear_neg", "sac", "td3")
-NAMES = {"sdac": "SDAC (ours)", "dpmd": "DPMD (ours)", "linear_neg": "SiMPO linear_neg", "sac": "SB3 SAC",
-         "td3": "SB3 TD3"}  # fmt: skip
+ALGOS = ("sdac", "dpmd", "dpmd_floor", "linear_neg", "sac", "td3")
+NAMES = {"sdac": "SDAC (ours)", "dpmd": "DPMD (ours)", "dpmd_floor": "DPMD, floor 1e-4 (ours)",
+         "linear_neg": "SiMPO linear_neg", "sac": "SB3 SAC", "td3": "SB3 TD3"}  # fmt: skip
 
 
 def run_one(env_id: str, algo: str, seed: int, out: Path, grid: dict = GRID) -> dict:

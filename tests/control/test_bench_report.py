@@ -194,3 +194,8 @@ def test_rsm_50k5_grid_runs_simpo_as_the_cpu_config(bench):
     for algo in ("sdac", "dpmd"):  # the RSM agents' samplers sized as SiMPO's there
         cfg = AgentConfig(**grid["common"], **grid["agents"][algo])
         assert (cfg.group_size, cfg.num_steps, cfg.eval_candidates) == (8, 10, 8)
+    # the fourth grid's DPMD differs from the third's only in the dual's floor, and the agent builds with it
+    floor = AgentConfig(**grid["common"], **grid["agents"]["dpmd_floor"])
+    assert replace(floor, temperature_min=AgentConfig.temperature_min) == AgentConfig(
+        **grid["common"], **grid["agents"]["dpmd"])
+    assert floor.temperature_min == 1e-4
