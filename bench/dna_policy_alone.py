@@ -52,10 +52,73 @@ GRID: dict[str, dict] = {
     "groups16_e1": {"group_size": 16, "update": {"update_epochs": 1}},  # 120 x 16, 120 gradient steps (= default)
     "groups16": {"group_size": 16},  # 120 x 16, shipped 2 epochs: 240 gradient steps
     "groups8_e1": {"group_size": 8, "update": {"update_epochs": 1}},  # 240 x 8, 240 gradient steps
+    # seventh grid (fixed 2026-12-03 00:55 UTC, before any of its numbers): each iteration's samples reused in the
+    # next iterations with truncated importance weights (ReuseFineTuning below), the learning rate divided by the
+    # reuse count, so every sample carries the default's lr x uses
+    "reuse2": {"reuse": 2, "update": {"lr": 5e-4}},
 }
 CALLS = 1920
 DESIGNS = 256
 NUM_STEPS = 16
+
+
+def reuse_fine_tuning_class():
+    """:class:`SiMPOFineTuning` that reuses each iteration's samples over ``reuse`` iterations (a bench candidate).
+
+    Iteration ``t`` trains on its own group and on the groups of iterations ``t - reuse + 1 .. t - 1``. A reused
+    sample ``x`` from iteration ``k`` keeps its weight ``w`` (signed, from its own group) times the truncated
+    importance ratio ``min(exp(ELBO_t(x) - ELBO_k(x)), ratio_cap)``: the ELBO stands in for ``log pi`` (a lower
+    bound; no exact likelihood exists), both ELBOs on the same masked subsets (one seeded generator per stored
+    group: common random numbers), in eval mode and without gradient. The buffer is not checkpointed.
+    """
+    import torch
+
+    from simpo_bio.dna.finetune import SiMPOFineTuning
+
+    class ReuseFineTuning(SiMPOFineTuning):
+        def __init__(self, *args, reuse: int = 2, ratio_cap: float = 2.0, **kwargs):
+            if isinstance(reuse, bool) or not isinstance(reuse, int) or reuse < 1:
+                raise ValueError(f"reuse must be an integer >= 1, got {reuse!r}")
+            if not ratio_cap >= 1.0:
+                raise ValueError(f"ratio_cap must be >= 1, got {ratio_cap!r}")
+            super().__init__(*args, **kwargs)
+            self.reuse, self.ratio_cap, self.stored = reuse, float(ratio_cap), []
+            self.last_pool = 0
+
+        def ratio_elbo(self, x, seed: int):
+            """ELBO ``[B]`` (nats) of the current policy on fixed masked subsets (no gradient, eval mode)."""
+            g = torch.Generator(device=x.device).manual_seed(seed)
+            was = self.policy.training
+            self.policy.eval()
+            with torch.no_grad():
+                e = -self.policy.elbo_loss_by_count(x, num_draws=self.update_config.elbo_draws, shared_noise=True,
+                                                    generator=g)
+            self.policy.train(was)
+            return e
+
+        def policy_update(self, x, weight):
+            seed = 1_000_003 * (int(self.hparams.seed) + 1) + int(self.current_epoch)
+            xs, ws, ratios = [x], [weight], []
+            for xb, wb, eb, sb in self.stored:
+                r = (self.ratio_elbo(xb, sb) - eb).exp().clamp(max=self.ratio_cap)
+                xs.append(xb)
+                ws.append(wb * r)
+                ratios.append(r)
+            self.stored.append((x, weight, self.ratio_elbo(x, seed), seed))
+            self.stored = self.stored[-(self.reuse - 1):] if self.reuse > 1 else []
+            self.last_ratios = torch.cat(ratios) if ratios else torch.ones(0)
+            self.last_pool = sum(t.shape[0] for t in xs)
+            return super().policy_update(torch.cat(xs), torch.cat(ws))
+
+        def training_step(self, batch, batch_idx: int):
+            loss = super().training_step(batch, batch_idx)
+            r = self.last_ratios
+            self.history[-1].update(reuse_pool=float(self.last_pool),
+                                    reuse_ratio_mean=float(r.mean()) if r.numel() else 1.0,
+                                    reuse_ratio_capped=float((r >= self.ratio_cap).float().mean()) if r.numel() else 0.0)
+            return loss
+
+    return ReuseFineTuning
 
 
 def parse_args(argv=None):
@@ -79,7 +142,10 @@ def build(entry: str, seed: int):
     iterations = spec.get("iterations", CALLS // group)
     if group * iterations != CALLS:
         raise ValueError(f"grid entry {entry!r}: {group} x {iterations} != {CALLS} calls")
-    module = SiMPOFineTuning(seed=seed, log_reference_elbo=False,
+    cls, extra = SiMPOFineTuning, {}
+    if "reuse" in spec:
+        cls, extra = reuse_fine_tuning_class(), {"reuse": spec["reuse"]}
+    module = cls(seed=seed, log_reference_elbo=False, **extra,
                              sampling=SamplingConfig(group_size=group, num_groups=1, num_steps=NUM_STEPS),
                              weighting=WeightingConfig(**spec.get("weighting", {})),
                              update=UpdateConfig(**spec.get("update", {})))
