@@ -43,7 +43,7 @@ def test_reuse_pools_the_last_groups_with_ratios(tmp_path):
     assert not torch.allclose(ratios, torch.ones_like(ratios))
 
 
-def test_ratio_is_one_on_an_unchanged_policy_and_capped(monkeypatch):
+def test_ratio_uses_common_random_numbers_and_is_capped(monkeypatch):
     from simpo_bio.dna.finetune import SiMPOFineTuning
 
     m = make(2)
