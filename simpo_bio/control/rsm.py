@@ -466,13 +466,18 @@ class DPMDAgent(RSMAgent):
 
     algorithm = "dpmd"
 
+    def candidates(self, state: Tensor, num: int) -> Tensor:
+        """The ``N = num`` candidates per state the weights choose between: ``state [B, S] -> [B, N, A]``, here
+        ``N`` policy samples (:meth:`sample`, no gradient)."""
+        return self.sample(state, num)
+
     def policy_loss(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, float]]:
         t0 = time.perf_counter()
         state = batch["state"]
         b, n = state.shape[0], self.config.group_size
         states = state.unsqueeze(1).expand(-1, n, -1)
         with torch.no_grad():
-            cand = self.sample(state, n)  # [B, N, A]
+            cand = self.candidates(state, n)  # [B, N, A]
             t1 = time.perf_counter()
             q = self.candidate_q(state, cand)
             self._check_q(q, "policy's candidates")
