@@ -28,7 +28,6 @@ os.environ.setdefault("WANDB_MODE", "offline")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import control_rsm_candidates  # noqa: E402, F401  (registers the bench-local DPMD candidates)
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
@@ -119,10 +118,11 @@ GRID_50K5 = {
         # that lambda can follow the shrinking Q spread of the policy's own candidates (third grid: stuck at 0.01)
         "dpmd_floor": dict(GRID["agents"]["dpmd"], group_size=8, num_steps=10, eval_candidates=8,
                            temperature_min=1e-4),
-        # fifth grid (control-rsm.md, fixed 3 December 2026 before any of its runs): dpmd_floor whose candidates are
-        # the behaviour policy's actions, policy samples + N(0, 0.1^2) (bench/control_rsm_candidates.py)
-        "dpmd_noised": dict(GRID["agents"]["dpmd"], algorithm="dpmd_noised", group_size=8, num_steps=10,
-                            eval_candidates=8, temperature_min=1e-4),
+        # fifth grid (control-rsm.md, fixed 3 December 2026 05:33 UTC before any of its runs): dpmd_floor whose
+        # candidates are the behaviour policy's actions, policy samples + N(0, 0.1^2). It won and the library's
+        # DPMDAgent.candidates now draws them so; `dpmd` and `dpmd_floor` ran plain samples up to commit 2feae5b
+        "dpmd_noised": dict(GRID["agents"]["dpmd"], group_size=8, num_steps=10, eval_candidates=8,
+                            temperature_min=1e-4),
         "linear_neg": dict(algorithm="simpo", scheme="linear_neg", scheme_params={"eta": 1.0}, group_size=8,
                            num_steps=10, time_schedule="cosine", gamma=0.99, polyak=0.005, critic_lr=3e-4,
                            policy_lr=3e-4, policy_lr_final=3e-5, normalize_advantage=False, target_kl=0.9,

@@ -10,8 +10,9 @@ fits the score of the distribution its clean samples come from; multiplying each
 score of a *reweighted* distribution, the target policy, without ever sampling from that target (the paper's
 central result: the minimiser of the reweighted loss is the target's noisy score). Two choices of weight:
 
-* **DPMD** (policy mirror descent): target ``pi_new ∝ pi_old exp(Q / lambda)``. Clean candidates
-  ``a^j ~ pi_old(. | s)`` (``N = group_size`` per state, the current policy's DDPM sampler), weights
+* **DPMD** (policy mirror descent): target ``pi_new ∝ pi_old exp(Q / lambda)``, ``pi_old`` the behaviour policy.
+  Clean candidates ``a^j ~ pi_old(. | s)`` (``N = group_size`` per state: the current policy's DDPM samples plus
+  N(0, ``exploration_noise``^2), clipped), weights
   ``w_j = softmax_j(Q(s, a^j) / lambda)`` (the ``exp`` scheme of :mod:`simpo_bio.weighting` on the group), loss
   ``sum_s sum_j w_sj || eps_theta(a_k^sj, k, s) - eps^sj ||^2 / B`` with ``a_k^sj = sqrt(abar_k) a^j +
   sqrt(1 - abar_k) eps^sj``, ``k ~ U{1..T}``.
@@ -458,8 +459,9 @@ class SDACAgent(RSMAgent):
 class DPMDAgent(RSMAgent):
     """Diffusion Policy Mirror Descent: RSM toward ``pi_old exp(Q / lambda)``.
 
-    Policy step on a batch: ``N = group_size`` candidates ``a^j ~ pi_old(. | s)`` per state (:func:`ddpm_sample`,
-    no gradient, ``[B, N, A]``), ``Q_j = min(Q_1, Q_2)(s, a^j)`` in one critic call, ``w = softmax_j(Q_j / lambda)``
+    Policy step on a batch: ``N = group_size`` candidates per state, ``a^j = clip(x^j + sigma z^j, -1, 1)`` with
+    ``x^j ~ pi_old(. | s)`` (:func:`ddpm_sample`, no gradient), ``z^j ~ N(0, I)``, ``sigma = exploration_noise``
+    (:meth:`candidates`, ``[B, N, A]``), ``Q_j = min(Q_1, Q_2)(s, a^j)`` in one critic call, ``w = softmax_j(Q_j / lambda)``
     (:class:`~simpo_bio.weighting.WeightingStep`, ``exp``); each candidate noised at its own level ``k``; loss
     ``sum_s sum_j w_sj || eps_theta(a_k^sj, k / T, s) - eps^sj ||^2 / (B A)`` (weights sum to 1 per state).
     """
@@ -467,9 +469,15 @@ class DPMDAgent(RSMAgent):
     algorithm = "dpmd"
 
     def candidates(self, state: Tensor, num: int) -> Tensor:
-        """The ``N = num`` candidates per state the weights choose between: ``state [B, S] -> [B, N, A]``, here
-        ``N`` policy samples (:meth:`sample`, no gradient)."""
-        return self.sample(state, num)
+        """The ``N = num`` candidates per state the weights choose between: ``state [B, S] -> [B, N, A]``, the
+        behaviour policy's actions ``clip(x + sigma z, -1, 1)`` with ``x`` a policy sample (:meth:`sample`, no
+        gradient), ``z ~ N(0, I)`` and ``sigma = exploration_noise`` (``sigma = 0``: plain policy samples, whose
+        Q spread collapsed on HalfCheetah; bench/results/control-rsm.md, fifth grid)."""
+        cand = self.sample(state, num)
+        sigma = self.config.exploration_noise
+        if sigma > 0:
+            cand = (cand + sigma * torch.randn_like(cand)).clamp(-1.0, 1.0)
+        return cand
 
     def policy_loss(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, float]]:
         t0 = time.perf_counter()

@@ -328,3 +328,31 @@ def test_sdac_policy_loss_equals_the_straightforward_loss(monkeypatch):
     g_ref = torch.autograd.grad(ref, list(agent.policy.parameters()))
     for a, b in zip(g_fast, g_ref):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+
+
+def test_dpmd_candidates_are_the_behaviour_policy_actions():
+    """DPMD's candidates: policy samples + N(0, exploration_noise^2), clipped; sigma = 0 gives the plain samples."""
+    from dataclasses import replace
+
+    cfg = AgentConfig(algorithm="dpmd", scheme="exp", hidden=16, depth=2, group_size=4, num_steps=3,
+                      exploration_noise=0.3)  # fmt: skip
+    agent = make_agent(5, 2, cfg)
+    state = torch.randn(64, 5)
+    torch.manual_seed(0)
+    plain = agent.sample(state, 4)
+    torch.manual_seed(0)
+    noised = agent.candidates(state, 4)
+    assert noised.shape == (64, 4, 2) and noised.abs().max() <= 1.0
+    diff = (noised - plain)[noised.abs() < 1.0]  # away from the clip, the difference is the added noise
+    assert 0.25 < float(diff.std()) < 0.35
+    quiet = make_agent(5, 2, replace(cfg, exploration_noise=0.0))
+    quiet.load_state_dict(agent.state_dict())
+    torch.manual_seed(0)
+    assert torch.equal(quiet.candidates(state, 4), plain)
+    calls = []
+    original = agent.candidates
+    agent.candidates = lambda s, n: calls.append(n) or original(s, n)
+    batch = {"state": state, "action": plain[:, 0], "reward": torch.randn(64), "next_state": state,
+             "done": torch.zeros(64)}  # fmt: skip
+    logs = agent.update(batch)  # the policy step draws its candidates through candidates()
+    assert calls == [4] and math.isfinite(logs["policy_loss"]) and logs["particle_q_std"] > 0
