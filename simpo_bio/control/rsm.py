@@ -320,11 +320,16 @@ class RSMAgent(nn.Module):
         cfg = self.config
         if not explore:
             return self.best_of(state, cfg.eval_candidates, generator)
-        action = self.best_of(state, cfg.collect_candidates, generator)
-        if cfg.exploration_noise > 0:
-            noise = torch.randn(action.shape, generator=generator, device=action.device, dtype=action.dtype)
-            action = (action + cfg.exploration_noise * noise).clamp(-1.0, 1.0)
-        return action
+        return self.behaviour_noise(self.best_of(state, cfg.collect_candidates, generator), generator)
+
+    def behaviour_noise(self, action: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """``clip(action + sigma z, -1, 1)``, ``z ~ N(0, I)``, ``sigma = exploration_noise`` (any shape ``[..., A]``;
+        unchanged when ``sigma = 0``): the collection noise, also DPMD's candidates (:meth:`DPMDAgent.candidates`)."""
+        sigma = self.config.exploration_noise
+        if sigma <= 0:
+            return action
+        noise = torch.randn(action.shape, generator=generator, device=action.device, dtype=action.dtype)
+        return (action + sigma * noise).clamp(-1.0, 1.0)
 
     # ------------------------------------------------------------------ learning
     def critic_loss(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
@@ -461,8 +466,8 @@ class DPMDAgent(RSMAgent):
 
     Policy step on a batch: ``N = group_size`` candidates per state, ``a^j = clip(x^j + sigma z^j, -1, 1)`` with
     ``x^j ~ pi_old(. | s)`` (:func:`ddpm_sample`, no gradient), ``z^j ~ N(0, I)``, ``sigma = exploration_noise``
-    (:meth:`candidates`, ``[B, N, A]``), ``Q_j = min(Q_1, Q_2)(s, a^j)`` in one critic call, ``w = softmax_j(Q_j / lambda)``
-    (:class:`~simpo_bio.weighting.WeightingStep`, ``exp``); each candidate noised at its own level ``k``; loss
+    (:meth:`candidates`, ``[B, N, A]``), ``Q_j = min(Q_1, Q_2)(s, a^j)`` in one critic call,
+    ``w = softmax_j(Q_j / lambda)`` (:class:`~simpo_bio.weighting.WeightingStep`, ``exp``); each candidate noised at its own level ``k``; loss
     ``sum_s sum_j w_sj || eps_theta(a_k^sj, k / T, s) - eps^sj ||^2 / (B A)`` (weights sum to 1 per state).
     """
 
@@ -473,11 +478,7 @@ class DPMDAgent(RSMAgent):
         behaviour policy's actions ``clip(x + sigma z, -1, 1)`` with ``x`` a policy sample (:meth:`sample`, no
         gradient), ``z ~ N(0, I)`` and ``sigma = exploration_noise`` (``sigma = 0``: plain policy samples, whose
         Q spread collapsed on HalfCheetah; bench/results/control-rsm.md, fifth grid)."""
-        cand = self.sample(state, num)
-        sigma = self.config.exploration_noise
-        if sigma > 0:
-            cand = (cand + sigma * torch.randn_like(cand)).clamp(-1.0, 1.0)
-        return cand
+        return self.behaviour_noise(self.sample(state, num))
 
     def policy_loss(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, float]]:
         t0 = time.perf_counter()
