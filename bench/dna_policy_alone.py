@@ -56,6 +56,13 @@ GRID: dict[str, dict] = {
     # next iterations with truncated importance weights (ReuseFineTuning below), the learning rate divided by the
     # reuse count, so every sample carries the default's lr x uses
     "reuse2": {"reuse": 2, "update": {"lr": 5e-4}},
+    # eighth grid (fixed 2026-12-03 06:50 UTC, before any of its numbers): the gate's whole budget (4,000 calls), a
+    # tenfold weaker anchor over those iterations at half the learning rate, and the default's fit distilled on its
+    # own composition-matched best (distill_policy below; 1,920 + 1,024 calls)
+    "calls4000": {"calls": 4000},
+    "small_kl": {"calls": 4000, "update": {"kl_coef": 0.1, "lr": 5e-4}},
+    "distill5": {"distill": {"epochs": 5}},
+    "distill20": {"distill": {"epochs": 20}},
 }
 CALLS = 1920
 DESIGNS = 256
@@ -121,6 +128,72 @@ def reuse_fine_tuning_class():
     return ReuseFineTuning
 
 
+DISTILL_CANDIDATES = 1024  # samples of the fitted policy scored for the distillation (fine-tuning-oracle calls)
+
+
+def distill_policy(module, seed: int, *, epochs: int, candidates: int = DISTILL_CANDIDATES, keep: int = DESIGNS,
+                   lr: float = 3e-4, batch_size: int = 32, motif_scanner=None, num_steps: int = NUM_STEPS,
+                   selection_weight: float = 1.0):
+    """Filtered fine-tuning of a fitted policy on its own composition-matched best (a bench candidate, eighth grid).
+
+    ``candidates`` samples of ``module.policy`` (seed ``2000 + seed``) are scored by ``module.reward`` (as many
+    fine-tuning-oracle calls, counted in ``module.reward_queries``); ``keep`` of them are kept by the demo's
+    composition-matched selection (:func:`simpo_bio.dna.design.selection.composition_matched`: weight
+    ``selection_weight`` (1, the grid's; 0 = top-``keep`` by reward), 3-mer target 0.85 against the pretrained
+    model's own samples, motif ratio 0.3, feasible designs only); then the policy
+    is trained on the kept set by maximum likelihood (its ELBO, ``MaskedDiffusion.elbo_loss``, nats per sequence)
+    for ``epochs`` epochs of AdamW at ``lr``, minibatches of ``batch_size`` (a seeded shuffle). Modifies
+    ``module.policy`` in place.
+
+    Returns:
+        ``(kept [keep, L] long, losses [epochs] float)``: the kept designs and each epoch's mean ELBO loss (nats).
+
+    Raises:
+        ValueError: ``epochs < 1``, ``batch_size < 1``, ``lr <= 0`` or ``candidates < keep``.
+    """
+    import torch
+
+    from simpo_bio.dna.design.selection import composition_matched
+
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        raise ValueError(f"distill epochs must be an integer >= 1, got {epochs!r}")
+    if batch_size < 1 or not lr > 0:
+        raise ValueError(f"distill batch_size must be >= 1 and lr > 0, got {batch_size!r}, {lr!r}")
+    if candidates < keep:
+        raise ValueError(f"distill candidates ({candidates}) must be >= the designs kept ({keep})")
+    policy = module.policy
+    policy.eval()
+    with torch.no_grad():
+        x = policy.sample(candidates, module.seq_len, num_steps=num_steps, seed=2000 + seed, batch_size=128)
+    r = module.reward(x).cpu()
+    module.reward_queries += candidates
+    feasible = module.constraints.violation(x) == 0 if module.constraints is not None else None
+    chosen = composition_matched(x, r, keep, module.reference, weight=selection_weight,
+                                 target=0.85 if selection_weight > 0 else None, motif_ratio=0.3,
+                                 motif_scanner=motif_scanner, feasible=feasible, num_steps=num_steps)
+    kept = x[chosen.index]
+    opt = torch.optim.AdamW(policy.parameters(), lr=lr, weight_decay=0.0)
+    g = torch.Generator().manual_seed(7 + seed)
+    losses = []
+    policy.train()
+    for _ in range(epochs):
+        order, total = torch.randperm(keep, generator=g), 0.0
+        for i in range(0, keep, batch_size):
+            loss = policy.elbo_loss(kept[order[i:i + batch_size]]).mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += float(loss.detach()) * min(batch_size, keep - i)
+        losses.append(total / keep)
+    policy.eval()
+    return kept, losses
+
+
+def nearest_hamming(samples, kept):
+    """Hamming distance ``[N]`` (bases) of each sample ``[N, L]`` to its nearest row of ``kept`` ``[K, L]``."""
+    return (samples[:, None, :] != kept[None, :, :]).sum(-1).min(1).values
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--entries", nargs="+", default=list(GRID), choices=list(GRID))
@@ -138,10 +211,10 @@ def build(entry: str, seed: int):
     from simpo_bio.dna.finetune import SamplingConfig, SiMPOFineTuning, UpdateConfig, WeightingConfig
 
     spec = GRID[entry]
-    group = spec.get("group_size", 32)
-    iterations = spec.get("iterations", CALLS // group)
-    if group * iterations != CALLS:
-        raise ValueError(f"grid entry {entry!r}: {group} x {iterations} != {CALLS} calls")
+    group, calls = spec.get("group_size", 32), spec.get("calls", CALLS)
+    iterations = spec.get("iterations", calls // group)
+    if group * iterations != calls:
+        raise ValueError(f"grid entry {entry!r}: {group} x {iterations} != {calls} calls")
     cls, extra = SiMPOFineTuning, {}
     if "reuse" in spec:
         cls, extra = reuse_fine_tuning_class(), {"reuse": spec["reuse"]}
@@ -196,6 +269,26 @@ def main(argv=None) -> int:
             if (entry, seed) in have:
                 continue
             pl.seed_everything(seed, verbose=False)
+            if "distill" in GRID[entry]:  # the default's fit of this seed, then the distillation
+                m, _ = build("default", seed)
+                base = out / f"policy_default_s{seed}.pt"
+                if not base.exists():
+                    raise SystemExit(f"{entry}: {base} is missing: run --entries default first (same --out)")
+                m.policy.load_state_dict(torch.load(base, weights_only=True))
+                m.history = pd.read_csv(out / f"history_default_s{seed}.csv").to_dict("records")
+                t0 = time.time()
+                kept, losses = distill_policy(m, seed, motif_scanner=ev.motif_scanner, **GRID[entry]["distill"])
+                fit_s = time.time() - t0
+                calls = CALLS + DISTILL_CANDIDATES
+                if ("distill_kept", seed) not in have:
+                    have.add(("distill_kept", seed))
+                    record("distill_kept", seed, kept, calls=calls)
+                x = m.policy.sample(DESIGNS, 200, num_steps=NUM_STEPS, seed=12345 + seed)
+                near = nearest_hamming(x, kept).float()
+                record(entry, seed, x, calls=calls, fit_s=fit_s, distill_loss_first=losses[0],
+                       distill_loss_last=losses[-1], nearest_kept_median=float(near.median()),
+                       frac_within10_of_kept=float((near <= 10).float().mean()))
+                continue
             m, iterations = build(entry, seed)
             hist, saved = out / f"history_{entry}_s{seed}.csv", out / f"policy_{entry}_s{seed}.pt"
             fit_s = None
@@ -210,13 +303,15 @@ def main(argv=None) -> int:
                 pd.DataFrame(m.history).to_csv(hist, index=False)
                 torch.save(m.policy.state_dict(), saved)
             kl = sum(h["kl_ref"] for h in m.history[-3:]) / 3
-            extra = {"calls": int(m.reward_queries) if fit_s is not None else CALLS, "kl_ref": kl, "fit_s": fit_s}
+            extra = {"calls": int(m.reward_queries) if fit_s is not None else GRID[entry].get("calls", CALLS),
+                     "kl_ref": kl, "fit_s": fit_s}
             record(entry, seed, m.policy.sample(DESIGNS, 200, num_steps=NUM_STEPS, seed=12345 + seed), **extra)
     return report(rows, out)
 
 
 COLUMNS = ["method", "seed", "calls", "kl_ref", "ft_reward_median", "pred_activity_median", "kmer3_corr",
-           "jaspar_corr", "gc_median", "frac_gc_outside", "frac_homopolymer_over", "diversity_hamming", "fit_s"]
+           "jaspar_corr", "gc_median", "frac_gc_outside", "frac_homopolymer_over", "diversity_hamming", "fit_s",
+           "nearest_kept_median", "frac_within10_of_kept"]
 
 
 def report(rows, out: Path) -> int:
