@@ -56,7 +56,7 @@ GRID: dict[str, dict] = {
     # next iterations with truncated importance weights (ReuseFineTuning below), the learning rate divided by the
     # reuse count, so every sample carries the default's lr x uses
     "reuse2": {"reuse": 2, "update": {"lr": 5e-4}},
-    # eighth grid (fixed 2026-12-03 06:50 UTC, before any of its numbers): the gate's whole budget (4,000 calls), a
+    # eighth grid (fixed 2026-12-03 06:38 UTC, before any of its numbers): the gate's whole budget (4,000 calls), a
     # tenfold weaker anchor over those iterations at half the learning rate, and the default's fit distilled on its
     # own composition-matched best (distill_policy below; 1,920 + 1,024 calls)
     "calls4000": {"calls": 4000},
