@@ -63,7 +63,7 @@ GRID: dict[str, dict] = {
     "small_kl": {"calls": 4000, "update": {"kl_coef": 0.1, "lr": 5e-4}},
     "distill5": {"distill": {"epochs": 5}},
     "distill20": {"distill": {"epochs": 20}},
-    # ninth grid (fixed 2026-12-03 07:02 UTC, after the eighth grid's seed-0 rows, before any of its own numbers):
+    # ninth grid (fixed 2026-12-03 07:00 UTC, after the eighth grid's seed-0 rows, before any of its own numbers):
     # a kept set chosen with the motif term as heavy as the 3-mer term from twice the candidates (1,920 + 2,048 =
     # 3,968 calls), distilled for 20 or 60 epochs; both share one selection per seed
     "distill_motif": {"distill": {"epochs": 20, "candidates": 2048, "motif_ratio": 1.0},
