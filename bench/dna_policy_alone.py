@@ -1,7 +1,8 @@
 """The policy alone: is a fine-tuned model's own sample natural? A fixed grid of fine-tuning methods at equal calls.
 
 Every entry of :data:`GRID` fine-tunes the shipped pretrained model with the shipped fine-tuning oracle for
-``calls = iterations x group_size`` (1,920, as one run of ``make demo``) fine-tuning-oracle calls, starting from the shipped defaults
+``calls = iterations x group_size`` (1,920, as one run of ``make demo``, unless the entry sets ``calls``; the
+``distill*`` entries add their candidates' calls) fine-tuning-oracle calls, starting from the shipped defaults
 (``simpo_bio/dna/finetune/config.py``: ``square_neg``, leash 0.1, anchor 1, natural range, bounded repulsion) and
 changing only what the entry names. Then 256 plain samples of the fitted policy (no selection, seed
 ``12345 + seed``) are scored by the evaluation oracle with every naturalness column. Baselines of the same seed: the pretrained model and best-of-N at the same calls.
@@ -13,6 +14,9 @@ Usage (one process per core, 1 thread; a row already in ``results.jsonl`` is not
 
     OMP_NUM_THREADS=1 python bench/dna_policy_alone.py --seeds 5 6 7 --entries default --out runs/bench_alone
     python bench/dna_policy_alone.py --report --out runs/bench_alone
+
+The ``distill*`` entries refit the ``default`` entry's saved policy of the same seed and ``--out`` (run ``default``
+first) and add a row for the designs they were refitted on (``distill_kept``, ``distill_motif_kept``).
 
 Writes ``results.jsonl``, ``history_<entry>_s<seed>.csv``, ``policy_<entry>_s<seed>.pt`` and, with ``--report``,
 ``summary.md`` (one row per entry and seed, then the per-entry means).
