@@ -217,15 +217,26 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
+def schedule(spec: dict, entry: str = "entry") -> tuple[int, int]:
+    """``(group_size, iterations)`` of a grid entry's fit: ``spec["calls"]`` (default 1,920) in groups of
+    ``spec["group_size"]`` (default 32).
+
+    Raises:
+        ValueError: the calls are not a whole number of groups.
+    """
+    group, calls = spec.get("group_size", 32), spec.get("calls", CALLS)
+    iterations = spec.get("iterations", calls // group)
+    if group * iterations != calls:
+        raise ValueError(f"grid entry {entry!r}: {group} x {iterations} != {calls} calls")
+    return group, iterations
+
+
 def build(entry: str, seed: int):
     """The :class:`SiMPOFineTuning` module and the iteration count of one grid entry."""
     from simpo_bio.dna.finetune import SamplingConfig, SiMPOFineTuning, UpdateConfig, WeightingConfig
 
     spec = GRID[entry]
-    group, calls = spec.get("group_size", 32), spec.get("calls", CALLS)
-    iterations = spec.get("iterations", calls // group)
-    if group * iterations != calls:
-        raise ValueError(f"grid entry {entry!r}: {group} x {iterations} != {calls} calls")
+    group, iterations = schedule(spec, entry)
     cls, extra = SiMPOFineTuning, {}
     if "reuse" in spec:
         cls, extra = reuse_fine_tuning_class(), {"reuse": spec["reuse"]}

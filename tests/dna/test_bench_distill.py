@@ -69,9 +69,15 @@ def test_bad_distill_values_are_one_line_errors(bad):
 
 def test_eighth_grid_entries_spend_their_calls():
     b = bench()
-    for entry, calls in (("calls4000", 4000), ("small_kl", 4000), ("default", 1920)):
-        spec = b.GRID[entry]
-        assert spec.get("calls", b.CALLS) == calls
-        assert calls % spec.get("group_size", 32) == 0
+    assert b.schedule(b.GRID["calls4000"]) == (32, 125)  # 4,000 calls in groups of 32
+    assert b.schedule(b.GRID["small_kl"]) == (32, 125)
+    assert b.schedule(b.GRID["default"]) == (32, 60)  # one make-demo run's 1,920
+    assert b.schedule(b.GRID["groups16"]) == (16, 120)
+    with pytest.raises(ValueError, match="'odd': 32 x 31 != 1000 calls"):
+        b.schedule({"calls": 1000}, "odd")
     assert b.GRID["small_kl"]["update"] == {"kl_coef": 0.1, "lr": 5e-4}
-    assert b.GRID["distill5"]["distill"]["epochs"] == 5 and b.GRID["distill20"]["distill"]["epochs"] == 20
+    assert b.GRID["distill5"]["distill"] == {"epochs": 5} and b.GRID["distill20"]["distill"] == {"epochs": 20}
+    # the ninth grid's entries share one kept set per seed: the same selection, only the epochs differ
+    m, e = b.GRID["distill_motif"], b.GRID["distill_motif_e60"]
+    assert m["kept_label"] == e["kept_label"] and {**m["distill"], "epochs": 60} == e["distill"]
+    assert b.CALLS + m["distill"]["candidates"] <= 4000  # inside the policy-alone gate's budget
