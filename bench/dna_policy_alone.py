@@ -16,7 +16,8 @@ Usage (one process per core, 1 thread; a row already in ``results.jsonl`` is not
     python bench/dna_policy_alone.py --report --out runs/bench_alone
 
 The ``distill*`` entries refit the ``default`` entry's saved policy of the same seed and ``--out`` (run ``default``
-first) and add a row for the designs they were refitted on (``distill_kept``, ``distill_motif_kept``).
+first) and add a row for the designs they were refitted on (``distill_kept``, ``distill_motif_kept``,
+``distill_m1024_kept``; a second round's as ``<entry>_kept2``); ``distill_rl`` then runs more SiMPO iterations.
 
 Writes ``results.jsonl``, ``history_<entry>_s<seed>.csv``, ``policy_<entry>_s<seed>.pt`` and, with ``--report``,
 ``summary.md`` (one row per entry and seed, then the per-entry means).
@@ -74,6 +75,15 @@ GRID: dict[str, dict] = {
                       "kept_label": "distill_motif_kept"},
     "distill_motif_e60": {"distill": {"epochs": 60, "candidates": 2048, "motif_ratio": 1.0},
                           "kept_label": "distill_motif_kept"},
+    # tenth grid (fixed 2026-12-03 13:40 UTC, before any of its numbers): the motif-weighted selection on 1,024
+    # candidates distilled at the eighth grid's settings (the control), at a higher learning rate, twice in a row
+    # (the second round samples the first round's policy), and followed by SiMPO iterations from the distilled
+    # policy up to the gate's 4,000 calls; the four share the first round's selection per seed
+    "distill_m1024": {"distill": {"epochs": 20, "motif_ratio": 1.0}, "kept_label": "distill_m1024_kept"},
+    "distill_m1024_lr1e-3": {"distill": {"epochs": 20, "motif_ratio": 1.0, "lr": 1e-3},
+                             "kept_label": "distill_m1024_kept"},
+    "distill_x2": {"distill": {"epochs": 20, "motif_ratio": 1.0}, "rounds": 2, "kept_label": "distill_m1024_kept"},
+    "distill_rl": {"distill": {"epochs": 20, "motif_ratio": 1.0}, "rl_after": 33, "kept_label": "distill_m1024_kept"},
 }
 CALLS = 1920
 DESIGNS = 256
@@ -231,6 +241,33 @@ def schedule(spec: dict, entry: str = "entry") -> tuple[int, int]:
     return group, iterations
 
 
+def entry_calls(spec: dict) -> int:
+    """Fine-tuning-oracle calls of a grid entry: its fit (:func:`schedule`), plus for a ``distill`` entry the
+    default's 1,920, ``candidates`` (1,024) per round of ``rounds`` (1) and ``rl_after`` iterations of 32."""
+    if "distill" not in spec:
+        group, iterations = schedule(spec)
+        return group * iterations
+    rounds, after = spec.get("rounds", 1), spec.get("rl_after", 0)
+    return CALLS + rounds * spec["distill"].get("candidates", DISTILL_CANDIDATES) + after * 32
+
+
+def continue_fit(module, iterations: int) -> float:
+    """``iterations`` more SiMPO iterations of ``module`` from its current policy (a fresh optimiser and weighting
+    state, the same reference and anchor); returns the wall time (s). Appends to ``module.history``.
+
+    Raises:
+        ValueError: ``iterations < 1``.
+    """
+    import lightning.pytorch as pl
+
+    if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
+        raise ValueError(f"rl_after must be an integer >= 1, got {iterations!r}")
+    t0 = time.time()
+    pl.Trainer(max_epochs=iterations, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+               enable_model_summary=False).fit(module)
+    return time.time() - t0
+
+
 def build(entry: str, seed: int):
     """The :class:`SiMPOFineTuning` module and the iteration count of one grid entry."""
     from simpo_bio.dna.finetune import SamplingConfig, SiMPOFineTuning, UpdateConfig, WeightingConfig
@@ -298,19 +335,25 @@ def main(argv=None) -> int:
                     raise SystemExit(f"{entry}: {base} is missing: run --entries default first (same --out)")
                 m.policy.load_state_dict(torch.load(base, weights_only=True))
                 m.history = pd.read_csv(out / f"history_default_s{seed}.csv").to_dict("records")
-                t0 = time.time()
-                kept, losses = distill_policy(m, seed, motif_scanner=ev.motif_scanner, **GRID[entry]["distill"])
+                spec, t0, extra = GRID[entry], time.time(), {}
+                for r in range(spec.get("rounds", 1)):  # round r >= 1 samples the policy of round r - 1
+                    kept, losses = distill_policy(m, seed + 100 * r, motif_scanner=ev.motif_scanner,
+                                                  **spec["distill"])
+                    calls = CALLS + (r + 1) * spec["distill"].get("candidates", DISTILL_CANDIDATES)
+                    # entries that share a selection share a row; a later round's kept set is the entry's own
+                    label = spec.get("kept_label", "distill_kept") if r == 0 else f"{entry}_kept{r + 1}"
+                    if (label, seed) not in have:
+                        have.add((label, seed))
+                        record(label, seed, kept, calls=calls)
+                if "rl_after" in spec:
+                    extra["rl_fit_s"] = continue_fit(m, spec["rl_after"])
+                    extra["kl_ref"] = sum(h["kl_ref"] for h in m.history[-3:]) / 3
                 fit_s = time.time() - t0
-                calls = CALLS + GRID[entry]["distill"].get("candidates", DISTILL_CANDIDATES)
-                label = GRID[entry].get("kept_label", "distill_kept")  # entries that share a selection share a row
-                if (label, seed) not in have:
-                    have.add((label, seed))
-                    record(label, seed, kept, calls=calls)
                 x = m.policy.sample(DESIGNS, 200, num_steps=NUM_STEPS, seed=12345 + seed)
                 near = nearest_hamming(x, kept).float()
-                record(entry, seed, x, calls=calls, fit_s=fit_s, distill_loss_first=losses[0],
+                record(entry, seed, x, calls=entry_calls(spec), fit_s=fit_s, distill_loss_first=losses[0],
                        distill_loss_last=losses[-1], nearest_kept_median=float(near.median()),
-                       frac_within10_of_kept=float((near <= 10).float().mean()))
+                       frac_within10_of_kept=float((near <= 10).float().mean()), **extra)
                 continue
             m, iterations = build(entry, seed)
             hist, saved = out / f"history_{entry}_s{seed}.csv", out / f"policy_{entry}_s{seed}.pt"

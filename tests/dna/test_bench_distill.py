@@ -81,3 +81,35 @@ def test_eighth_grid_entries_spend_their_calls():
     m, e = b.GRID["distill_motif"], b.GRID["distill_motif_e60"]
     assert m["kept_label"] == e["kept_label"] and {**m["distill"], "epochs": 60} == e["distill"]
     assert b.CALLS + m["distill"]["candidates"] <= 4000  # inside the policy-alone gate's budget
+
+
+def test_tenth_grid_entries_share_a_selection_and_fit_the_budget():
+    b = bench()
+    tenth = ["distill_m1024", "distill_m1024_lr1e-3", "distill_x2", "distill_rl"]
+    assert {b.GRID[e]["kept_label"] for e in tenth} == {"distill_m1024_kept"}
+    # the first round of every entry is the control's selection; only the named setting differs
+    control = b.GRID["distill_m1024"]["distill"]
+    assert {**control, "lr": 1e-3} == b.GRID["distill_m1024_lr1e-3"]["distill"]
+    assert b.GRID["distill_x2"]["distill"] == control == b.GRID["distill_rl"]["distill"]
+    assert [b.entry_calls(b.GRID[e]) for e in tenth] == [2944, 2944, 3968, 4000]  # 1,920 + 1,024 x rounds + 33 x 32
+    assert b.entry_calls(b.GRID["distill_motif"]) == 3968 and b.entry_calls(b.GRID["calls4000"]) == 4000
+    assert all(b.entry_calls(spec) <= 4000 for spec in b.GRID.values())  # the policy-alone gate's budget
+
+
+def test_continue_fit_runs_more_iterations_from_the_current_policy():
+    b, m = bench(), make()
+    b.distill_policy(m, 0, epochs=1, candidates=16, keep=8, num_steps=4, selection_weight=0.0)
+    distilled = {k: v.clone() for k, v in m.policy.state_dict().items()}
+    calls, rows = int(m.reward_queries), len(m.history)
+    b.continue_fit(m, 2)
+    assert int(m.reward_queries) - calls == 2 * 8 and len(m.history) - rows == 2  # two iterations of one group
+    assert "kl_ref" in m.history[-1]
+    assert any(not torch.equal(distilled[k], v) for k, v in m.policy.state_dict().items())  # it trained the policy
+
+
+@pytest.mark.parametrize("bad", [0, -3, 1.5, True])
+def test_bad_rl_after_is_a_one_line_error(bad):
+    b, m = bench(), make()
+    with pytest.raises(ValueError, match="rl_after must be an integer >= 1") as e:
+        b.continue_fit(m, bad)
+    assert "\n" not in str(e.value)
