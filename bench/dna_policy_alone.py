@@ -75,7 +75,7 @@ GRID: dict[str, dict] = {
                       "kept_label": "distill_motif_kept"},
     "distill_motif_e60": {"distill": {"epochs": 60, "candidates": 2048, "motif_ratio": 1.0},
                           "kept_label": "distill_motif_kept"},
-    # tenth grid (fixed 2026-12-03 13:40 UTC, before any of its numbers): the motif-weighted selection on 1,024
+    # tenth grid (fixed 2026-12-03 13:14 UTC, before any of its numbers): the motif-weighted selection on 1,024
     # candidates distilled at the eighth grid's settings (the control), at a higher learning rate, twice in a row
     # (the second round samples the first round's policy), and followed by SiMPO iterations from the distilled
     # policy up to the gate's 4,000 calls; the four share the first round's selection per seed
