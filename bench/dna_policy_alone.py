@@ -84,6 +84,12 @@ GRID: dict[str, dict] = {
                              "kept_label": "distill_m1024_kept"},
     "distill_x2": {"distill": {"epochs": 20, "motif_ratio": 1.0}, "rounds": 2, "kept_label": "distill_m1024_kept"},
     "distill_rl": {"distill": {"epochs": 20, "motif_ratio": 1.0}, "rl_after": 33, "kept_label": "distill_m1024_kept"},
+    # eleventh grid (fixed 2026-12-03 13:30 UTC, after the tenth grid's first rows, before any of its own numbers):
+    # the same first selection, refitted by SiMPO's own weighted-ELBO update (selection_update below): the kept set
+    # alone (+1/256 each, 20 epochs) or the signed measure that also pushes away from the 768 rejected candidates
+    # (-1/768 each, zero-sum, 5 epochs); both 160 steps
+    "sel_pos": {"selection_update": {"epochs": 20, "negative_mass": 0.0}, "kept_label": "distill_m1024_kept"},
+    "sel_signed": {"selection_update": {"epochs": 5, "negative_mass": 1.0}, "kept_label": "distill_m1024_kept"},
 }
 CALLS = 1920
 DESIGNS = 256
@@ -152,6 +158,28 @@ def reuse_fine_tuning_class():
 DISTILL_CANDIDATES = 1024  # samples of the fitted policy scored for the distillation (fine-tuning-oracle calls)
 
 
+def select_candidates(module, seed: int, *, candidates: int, keep: int, motif_scanner=None,
+                      num_steps: int = NUM_STEPS, selection_weight: float = 1.0, target: float = 0.85,
+                      motif_ratio: float = 0.3):
+    """``(x [candidates, L] long, index [keep] long)``: samples of ``module.policy`` (seed ``2000 + seed``), each
+    scored once by ``module.reward`` (counted in ``module.reward_queries``), and the rows kept by the demo's
+    composition-matched selection (arguments as :func:`distill_policy`)."""
+    import torch
+
+    from simpo_bio.dna.design.selection import composition_matched
+
+    module.policy.eval()
+    with torch.no_grad():
+        x = module.policy.sample(candidates, module.seq_len, num_steps=num_steps, seed=2000 + seed, batch_size=128)
+    r = module.reward(x).cpu()
+    module.reward_queries += candidates
+    feasible = module.constraints.violation(x) == 0 if module.constraints is not None else None
+    chosen = composition_matched(x, r, keep, module.reference, weight=selection_weight,
+                                 target=target if selection_weight > 0 else None, motif_ratio=motif_ratio,
+                                 motif_scanner=motif_scanner, feasible=feasible, num_steps=num_steps)
+    return x, chosen.index
+
+
 def distill_policy(module, seed: int, *, epochs: int, candidates: int = DISTILL_CANDIDATES, keep: int = DESIGNS,
                    lr: float = 3e-4, batch_size: int = 32, motif_scanner=None, num_steps: int = NUM_STEPS,
                    selection_weight: float = 1.0, target: float = 0.85, motif_ratio: float = 0.3):
@@ -174,8 +202,6 @@ def distill_policy(module, seed: int, *, epochs: int, candidates: int = DISTILL_
     """
     import torch
 
-    from simpo_bio.dna.design.selection import composition_matched
-
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
         raise ValueError(f"distill epochs must be an integer >= 1, got {epochs!r}")
     if batch_size < 1 or not lr > 0:
@@ -183,16 +209,10 @@ def distill_policy(module, seed: int, *, epochs: int, candidates: int = DISTILL_
     if candidates < keep:
         raise ValueError(f"distill candidates ({candidates}) must be >= the designs kept ({keep})")
     policy = module.policy
-    policy.eval()
-    with torch.no_grad():
-        x = policy.sample(candidates, module.seq_len, num_steps=num_steps, seed=2000 + seed, batch_size=128)
-    r = module.reward(x).cpu()
-    module.reward_queries += candidates
-    feasible = module.constraints.violation(x) == 0 if module.constraints is not None else None
-    chosen = composition_matched(x, r, keep, module.reference, weight=selection_weight,
-                                 target=target if selection_weight > 0 else None, motif_ratio=motif_ratio,
-                                 motif_scanner=motif_scanner, feasible=feasible, num_steps=num_steps)
-    kept = x[chosen.index]
+    x, index = select_candidates(module, seed, candidates=candidates, keep=keep, motif_scanner=motif_scanner,
+                                 num_steps=num_steps, selection_weight=selection_weight, target=target,
+                                 motif_ratio=motif_ratio)
+    kept = x[index]
     opt = torch.optim.AdamW(policy.parameters(), lr=lr, weight_decay=0.0)
     g = torch.Generator().manual_seed(7 + seed)
     losses = []
@@ -208,6 +228,71 @@ def distill_policy(module, seed: int, *, epochs: int, candidates: int = DISTILL_
         losses.append(total / keep)
     policy.eval()
     return kept, losses
+
+
+def selection_update(module, seed: int, *, epochs: int, negative_mass: float, candidates: int = DISTILL_CANDIDATES,
+                     keep: int = DESIGNS, batch_size: int = 32, motif_scanner=None, num_steps: int = NUM_STEPS,
+                     motif_ratio: float = 1.0):
+    """SiMPO's weighted-ELBO update with the selection as the weighting (a bench candidate, eleventh grid).
+
+    The candidates and the kept set are :func:`distill_policy`'s (the same samples, scores and selection for the
+    same arguments). The weights are a signed measure over the ``candidates``: ``+1 / keep`` on every kept design
+    and ``-negative_mass / (candidates - keep)`` on every other one (``negative_mass`` 0: the kept set only, a
+    maximum-likelihood fit; 1: zero-sum). The loss is the module's own (paper Eq. 7 with the shipped leash
+    pieces): ``sum_i w_i ELBO_i`` with ``module.policy_nelbo`` (the shipped count-form estimator), a negative-weight
+    term capped at ``update.repel_margin`` nats per base (:func:`simpo_bio.dna.finetune.leash.bounded_elbo`), plus
+    ``update.kl_coef`` times the anchor KL to the reference (``module.anchor_kl``, mean over the minibatch). Each
+    minibatch of ``batch_size`` estimates the full sum (its weighted terms scaled by ``n / batch_size``, so a step
+    is as large as one SiMPO iteration's); ``epochs`` passes over the ``n`` designs with nonzero weight, AdamW with
+    the module's ``update`` settings (lr, betas, weight decay, gradient clip). Modifies ``module.policy``.
+
+    Returns:
+        ``(kept [keep, L] long, losses [epochs] float)``: the kept designs and each epoch's mean loss.
+
+    Raises:
+        ValueError: ``epochs < 1``, ``batch_size < 1``, ``negative_mass`` outside ``[0, 1]`` or
+        ``candidates <= keep`` with ``negative_mass > 0``.
+    """
+    import torch
+
+    from simpo_bio.dna.finetune.leash import bounded_elbo
+
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1 or batch_size < 1:
+        raise ValueError(f"selection update epochs and batch_size must be integers >= 1, got {epochs!r}, "
+                         f"{batch_size!r}")
+    if not 0.0 <= negative_mass <= 1.0:
+        raise ValueError(f"selection update negative_mass must be in [0, 1], got {negative_mass!r}")
+    if candidates < keep or (negative_mass > 0 and candidates == keep):
+        raise ValueError(f"selection update candidates ({candidates}) must exceed the designs kept ({keep})")
+    x, index = select_candidates(module, seed, candidates=candidates, keep=keep, motif_scanner=motif_scanner,
+                                 num_steps=num_steps, motif_ratio=motif_ratio)
+    weight = torch.full((candidates,), -negative_mass / max(candidates - keep, 1))
+    weight[index] = 1.0 / keep
+    used = (weight != 0).nonzero().squeeze(1)
+    x, weight = x[used], weight[used]
+    n, u, policy = x.shape[0], module.update_config, module.policy
+    params = [p for p in policy.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=u.lr, weight_decay=u.weight_decay, betas=tuple(u.betas))
+    g = torch.Generator().manual_seed(7 + seed)
+    losses = []
+    policy.train()
+    for _ in range(epochs):
+        order, total = torch.randperm(n, generator=g), 0.0
+        for i in range(0, n, batch_size):
+            idx = order[i:i + batch_size]
+            elbo = bounded_elbo(module.policy_nelbo(x[idx]), weight[idx], u.repel_margin, x.shape[1])
+            loss = (weight[idx] * elbo).sum() * (n / len(idx))
+            if u.kl_coef > 0:
+                loss = loss + u.kl_coef * module.anchor_kl(x[idx]).mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if u.grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(params, u.grad_clip)
+            opt.step()
+            total += float(loss.detach()) * len(idx)
+        losses.append(total / n)
+    policy.eval()
+    return x[weight > 0], losses
 
 
 def nearest_hamming(samples, kept):
@@ -244,11 +329,12 @@ def schedule(spec: dict, entry: str = "entry") -> tuple[int, int]:
 def entry_calls(spec: dict) -> int:
     """Fine-tuning-oracle calls of a grid entry: its fit (:func:`schedule`), plus for a ``distill`` entry the
     default's 1,920, ``candidates`` (1,024) per round of ``rounds`` (1) and ``rl_after`` iterations of 32."""
-    if "distill" not in spec:
+    refit = spec.get("distill", spec.get("selection_update"))
+    if refit is None:
         group, iterations = schedule(spec)
         return group * iterations
     rounds, after = spec.get("rounds", 1), spec.get("rl_after", 0)
-    return CALLS + rounds * spec["distill"].get("candidates", DISTILL_CANDIDATES) + after * 32
+    return CALLS + rounds * refit.get("candidates", DISTILL_CANDIDATES) + after * 32
 
 
 def continue_fit(module, iterations: int) -> float:
@@ -328,7 +414,7 @@ def main(argv=None) -> int:
             if (entry, seed) in have:
                 continue
             pl.seed_everything(seed, verbose=False)
-            if "distill" in GRID[entry]:  # the default's fit of this seed, then the distillation
+            if "distill" in GRID[entry] or "selection_update" in GRID[entry]:  # the default's fit, then a refit
                 m, _ = build("default", seed)
                 base = out / f"policy_default_s{seed}.pt"
                 if not base.exists():
@@ -336,10 +422,11 @@ def main(argv=None) -> int:
                 m.policy.load_state_dict(torch.load(base, weights_only=True))
                 m.history = pd.read_csv(out / f"history_default_s{seed}.csv").to_dict("records")
                 spec, t0, extra = GRID[entry], time.time(), {}
+                refit, settings = ((distill_policy, spec["distill"]) if "distill" in spec
+                               else (selection_update, spec["selection_update"]))
                 for r in range(spec.get("rounds", 1)):  # round r >= 1 samples the policy of round r - 1
-                    kept, losses = distill_policy(m, seed + 100 * r, motif_scanner=ev.motif_scanner,
-                                                  **spec["distill"])
-                    calls = CALLS + (r + 1) * spec["distill"].get("candidates", DISTILL_CANDIDATES)
+                    kept, losses = refit(m, seed + 100 * r, motif_scanner=ev.motif_scanner, **settings)
+                    calls = CALLS + (r + 1) * settings.get("candidates", DISTILL_CANDIDATES)
                     # entries that share a selection share a row; a later round's kept set is the entry's own
                     label = spec.get("kept_label", "distill_kept") if r == 0 else f"{entry}_kept{r + 1}"
                     if (label, seed) not in have:

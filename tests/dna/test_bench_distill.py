@@ -113,3 +113,62 @@ def test_bad_rl_after_is_a_one_line_error(bad):
     with pytest.raises(ValueError, match="rl_after must be an integer >= 1") as e:
         b.continue_fit(m, bad)
     assert "\n" not in str(e.value)
+
+
+def make_update(lr=1e-2, kl_coef=0.0, repel_margin=1.386):
+    from simpo_bio.dna.finetune import RewardConfig, SamplingConfig, SiMPOFineTuning, UpdateConfig
+
+    return SiMPOFineTuning(pretrained=tiny_policy(), oracle=GCOracle(), seed=1, log_reference_elbo=False,
+                           sampling=SamplingConfig(group_size=8, num_groups=1, num_steps=4, seq_len=20),
+                           reward=RewardConfig(constraints=None),
+                           update=UpdateConfig(lr=lr, kl_coef=kl_coef, repel_margin=repel_margin))
+
+
+def test_selection_update_uses_the_distillation_selection_and_counts_its_calls():
+    b = bench()
+    x, index = b.select_candidates(make_update(), 3, candidates=64, keep=16, num_steps=4, motif_ratio=1.0)
+    m = make_update()
+    kept, losses = b.selection_update(m, 3, epochs=2, negative_mass=1.0, candidates=64, keep=16, batch_size=8,
+                                      num_steps=4)
+    assert int(m.reward_queries) == 64 and len(losses) == 2
+    assert sorted(map(tuple, kept.tolist())) == sorted(map(tuple, x[index].tolist()))  # the same kept designs
+
+
+def test_signed_selection_update_pushes_the_rejected_designs_away():
+    b = bench()
+    x, index = b.select_candidates(make_update(), 0, candidates=64, keep=16, num_steps=4, motif_ratio=1.0)
+    rejected = torch.ones(64, dtype=torch.bool)
+    rejected[index] = False
+
+    def nll(negative_mass, epochs):  # mean -ELBO bound (nats) of the rejected and the kept after the update
+        # the tiny model starts near uniform (log 4 nats per base), so the cap is set above it to leave room
+        m = make_update(repel_margin=1.5)
+        b.selection_update(m, 0, epochs=epochs, negative_mass=negative_mass, candidates=64, keep=16, batch_size=8,
+                           num_steps=4)
+        v = -m.policy.log_likelihood(x, num_draws=32, generator=torch.Generator().manual_seed(0))
+        return float(v[rejected].mean()), float(v[~rejected].mean())
+
+    (rej_signed, kept_signed), (rej_pos, kept_pos) = nll(1.0, 10), nll(0.0, 40)  # 80 steps each
+    assert rej_signed > rej_pos + 0.5  # the negative weights raise the rejected designs' bound
+    assert rej_signed - kept_signed > 0.0 and rej_pos - kept_pos > 0.0  # and both fits favour the kept
+
+
+@pytest.mark.parametrize("bad", [{"negative_mass": -0.1}, {"negative_mass": 1.5}, {"epochs": 0},
+                                 {"batch_size": 0}, {"candidates": 16, "negative_mass": 0.5},
+                                 {"candidates": 8}])
+def test_bad_selection_update_values_are_one_line_errors(bad):
+    b = bench()
+    kwargs = {"epochs": 1, "negative_mass": 1.0, "keep": 16, "num_steps": 4, **bad}
+    with pytest.raises(ValueError, match="selection update") as e:
+        b.selection_update(make_update(), 0, **kwargs)
+    assert "\n" not in str(e.value)
+
+
+def test_eleventh_grid_entries_take_as_many_steps_as_the_distillation():
+    b = bench()
+    pos, signed = b.GRID["sel_pos"]["selection_update"], b.GRID["sel_signed"]["selection_update"]
+    assert (pos["negative_mass"], signed["negative_mass"]) == (0.0, 1.0)
+    # 20 epochs over the 256 kept and 5 over all 1,024 candidates: 160 minibatches of 32 each, as distill20
+    assert pos["epochs"] * b.DESIGNS // 32 == signed["epochs"] * b.DISTILL_CANDIDATES // 32 == 160
+    assert b.entry_calls(b.GRID["sel_pos"]) == b.entry_calls(b.GRID["sel_signed"]) == 2944
+    assert b.GRID["sel_pos"]["kept_label"] == b.GRID["sel_signed"]["kept_label"] == "distill_m1024_kept"
