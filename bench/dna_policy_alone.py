@@ -16,8 +16,7 @@ Usage (one process per core, 1 thread; a row already in ``results.jsonl`` is not
     python bench/dna_policy_alone.py --report --out runs/bench_alone
 
 The ``distill*`` entries refit the ``default`` entry's saved policy of the same seed and ``--out`` (run ``default``
-first) and add a row for the designs they were refitted on (``distill_kept``, ``distill_motif_kept``,
-``distill_m1024_kept``; a second round's as ``<entry>_kept2``); ``distill_rl`` then runs more SiMPO iterations.
+first) and add a row for the designs they were refitted on (``distill_kept``, ``distill_motif_kept``).
 
 Writes ``results.jsonl``, ``history_<entry>_s<seed>.csv``, ``policy_<entry>_s<seed>.pt`` and, with ``--report``,
 ``summary.md`` (one row per entry and seed, then the per-entry means).
@@ -75,21 +74,9 @@ GRID: dict[str, dict] = {
                       "kept_label": "distill_motif_kept"},
     "distill_motif_e60": {"distill": {"epochs": 60, "candidates": 2048, "motif_ratio": 1.0},
                           "kept_label": "distill_motif_kept"},
-    # tenth grid (fixed 2026-12-03 13:14 UTC, before any of its numbers): the motif-weighted selection on 1,024
-    # candidates distilled at the eighth grid's settings (the control), at a higher learning rate, twice in a row
-    # (the second round samples the first round's policy), and followed by SiMPO iterations from the distilled
-    # policy up to the gate's 4,000 calls; the four share the first round's selection per seed
-    "distill_m1024": {"distill": {"epochs": 20, "motif_ratio": 1.0}, "kept_label": "distill_m1024_kept"},
-    "distill_m1024_lr1e-3": {"distill": {"epochs": 20, "motif_ratio": 1.0, "lr": 1e-3},
-                             "kept_label": "distill_m1024_kept"},
-    "distill_x2": {"distill": {"epochs": 20, "motif_ratio": 1.0}, "rounds": 2, "kept_label": "distill_m1024_kept"},
-    "distill_rl": {"distill": {"epochs": 20, "motif_ratio": 1.0}, "rl_after": 33, "kept_label": "distill_m1024_kept"},
-    # eleventh grid (fixed 2026-12-03 13:30 UTC, after the tenth grid's first rows, before any of its own numbers):
-    # the same first selection, refitted by SiMPO's own weighted-ELBO update (selection_update below): the kept set
-    # alone (+1/256 each, 20 epochs) or the signed measure that also pushes away from the 768 rejected candidates
-    # (-1/768 each, zero-sum, 5 epochs); both 160 steps
-    "sel_pos": {"selection_update": {"epochs": 20, "negative_mass": 0.0}, "kept_label": "distill_m1024_kept"},
-    "sel_signed": {"selection_update": {"epochs": 5, "negative_mass": 1.0}, "kept_label": "distill_m1024_kept"},
+    # tenth and eleventh grids (fixed 2026-12-03 13:14 and 13:30 UTC, before any of their numbers): the
+    # distillation twice in a row, at lr 1e-3, followed by SiMPO iterations, and SiMPO's own update with the
+    # selection as its weights (kept-only or signed) lost and left the code; commit 3e035b8 runs them
 }
 CALLS = 1920
 DESIGNS = 256
@@ -230,71 +217,6 @@ def distill_policy(module, seed: int, *, epochs: int, candidates: int = DISTILL_
     return kept, losses
 
 
-def selection_update(module, seed: int, *, epochs: int, negative_mass: float, candidates: int = DISTILL_CANDIDATES,
-                     keep: int = DESIGNS, batch_size: int = 32, motif_scanner=None, num_steps: int = NUM_STEPS,
-                     motif_ratio: float = 1.0):
-    """SiMPO's weighted-ELBO update with the selection as the weighting (a bench candidate, eleventh grid).
-
-    The candidates and the kept set are :func:`distill_policy`'s (the same samples, scores and selection for the
-    same arguments). The weights are a signed measure over the ``candidates``: ``+1 / keep`` on every kept design
-    and ``-negative_mass / (candidates - keep)`` on every other one (``negative_mass`` 0: the kept set only, a
-    maximum-likelihood fit; 1: zero-sum). The loss is the module's own (paper Eq. 7 with the shipped leash
-    pieces): ``sum_i w_i ELBO_i`` with ``module.policy_nelbo`` (the shipped count-form estimator), a negative-weight
-    term capped at ``update.repel_margin`` nats per base (:func:`simpo_bio.dna.finetune.leash.bounded_elbo`), plus
-    ``update.kl_coef`` times the anchor KL to the reference (``module.anchor_kl``, mean over the minibatch). Each
-    minibatch of ``batch_size`` estimates the full sum (its weighted terms scaled by ``n / batch_size``, so a step
-    is as large as one SiMPO iteration's); ``epochs`` passes over the ``n`` designs with nonzero weight, AdamW with
-    the module's ``update`` settings (lr, betas, weight decay, gradient clip). Modifies ``module.policy``.
-
-    Returns:
-        ``(kept [keep, L] long, losses [epochs] float)``: the kept designs and each epoch's mean loss.
-
-    Raises:
-        ValueError: ``epochs < 1``, ``batch_size < 1``, ``negative_mass`` outside ``[0, 1]`` or
-        ``candidates <= keep`` with ``negative_mass > 0``.
-    """
-    import torch
-
-    from simpo_bio.dna.finetune.leash import bounded_elbo
-
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1 or batch_size < 1:
-        raise ValueError(f"selection update epochs and batch_size must be integers >= 1, got {epochs!r}, "
-                         f"{batch_size!r}")
-    if not 0.0 <= negative_mass <= 1.0:
-        raise ValueError(f"selection update negative_mass must be in [0, 1], got {negative_mass!r}")
-    if candidates < keep or (negative_mass > 0 and candidates == keep):
-        raise ValueError(f"selection update candidates ({candidates}) must exceed the designs kept ({keep})")
-    x, index = select_candidates(module, seed, candidates=candidates, keep=keep, motif_scanner=motif_scanner,
-                                 num_steps=num_steps, motif_ratio=motif_ratio)
-    weight = torch.full((candidates,), -negative_mass / max(candidates - keep, 1))
-    weight[index] = 1.0 / keep
-    used = (weight != 0).nonzero().squeeze(1)
-    x, weight = x[used], weight[used]
-    n, u, policy = x.shape[0], module.update_config, module.policy
-    params = [p for p in policy.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=u.lr, weight_decay=u.weight_decay, betas=tuple(u.betas))
-    g = torch.Generator().manual_seed(7 + seed)
-    losses = []
-    policy.train()
-    for _ in range(epochs):
-        order, total = torch.randperm(n, generator=g), 0.0
-        for i in range(0, n, batch_size):
-            idx = order[i:i + batch_size]
-            elbo = bounded_elbo(module.policy_nelbo(x[idx]), weight[idx], u.repel_margin, x.shape[1])
-            loss = (weight[idx] * elbo).sum() * (n / len(idx))
-            if u.kl_coef > 0:
-                loss = loss + u.kl_coef * module.anchor_kl(x[idx]).mean()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if u.grad_clip is not None:
-                torch.nn.utils.clip_grad_norm_(params, u.grad_clip)
-            opt.step()
-            total += float(loss.detach()) * len(idx)
-        losses.append(total / n)
-    policy.eval()
-    return x[weight > 0], losses
-
-
 def nearest_hamming(samples, kept):
     """Hamming distance ``[N]`` (bases) of each sample ``[N, L]`` to its nearest row of ``kept`` ``[K, L]``."""
     return (samples[:, None, :] != kept[None, :, :]).sum(-1).min(1).values
@@ -327,31 +249,12 @@ def schedule(spec: dict, entry: str = "entry") -> tuple[int, int]:
 
 
 def entry_calls(spec: dict) -> int:
-    """Fine-tuning-oracle calls of a grid entry: its fit (:func:`schedule`), plus for a ``distill`` entry the
-    default's 1,920, ``candidates`` (1,024) per round of ``rounds`` (1) and ``rl_after`` iterations of 32."""
-    refit = spec.get("distill", spec.get("selection_update"))
-    if refit is None:
+    """Fine-tuning-oracle calls of a grid entry: its fit (:func:`schedule`); for a ``distill`` entry the default's
+    1,920 plus its ``candidates`` (1,024)."""
+    if "distill" not in spec:
         group, iterations = schedule(spec)
         return group * iterations
-    rounds, after = spec.get("rounds", 1), spec.get("rl_after", 0)
-    return CALLS + rounds * refit.get("candidates", DISTILL_CANDIDATES) + after * 32
-
-
-def continue_fit(module, iterations: int) -> float:
-    """``iterations`` more SiMPO iterations of ``module`` from its current policy (a fresh optimiser and weighting
-    state, the same reference and anchor); returns the wall time (s). Appends to ``module.history``.
-
-    Raises:
-        ValueError: ``iterations < 1``.
-    """
-    import lightning.pytorch as pl
-
-    if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
-        raise ValueError(f"rl_after must be an integer >= 1, got {iterations!r}")
-    t0 = time.time()
-    pl.Trainer(max_epochs=iterations, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-               enable_model_summary=False).fit(module)
-    return time.time() - t0
+    return CALLS + spec["distill"].get("candidates", DISTILL_CANDIDATES)
 
 
 def build(entry: str, seed: int):
@@ -414,33 +317,25 @@ def main(argv=None) -> int:
             if (entry, seed) in have:
                 continue
             pl.seed_everything(seed, verbose=False)
-            if "distill" in GRID[entry] or "selection_update" in GRID[entry]:  # the default's fit, then a refit
+            if "distill" in GRID[entry]:  # the default's fit of this seed, then the distillation
                 m, _ = build("default", seed)
                 base = out / f"policy_default_s{seed}.pt"
                 if not base.exists():
                     raise SystemExit(f"{entry}: {base} is missing: run --entries default first (same --out)")
                 m.policy.load_state_dict(torch.load(base, weights_only=True))
                 m.history = pd.read_csv(out / f"history_default_s{seed}.csv").to_dict("records")
-                spec, t0, extra = GRID[entry], time.time(), {}
-                refit, settings = ((distill_policy, spec["distill"]) if "distill" in spec
-                               else (selection_update, spec["selection_update"]))
-                for r in range(spec.get("rounds", 1)):  # round r >= 1 samples the policy of round r - 1
-                    kept, losses = refit(m, seed + 100 * r, motif_scanner=ev.motif_scanner, **settings)
-                    calls = CALLS + (r + 1) * settings.get("candidates", DISTILL_CANDIDATES)
-                    # entries that share a selection share a row; a later round's kept set is the entry's own
-                    label = spec.get("kept_label", "distill_kept") if r == 0 else f"{entry}_kept{r + 1}"
-                    if (label, seed) not in have:
-                        have.add((label, seed))
-                        record(label, seed, kept, calls=calls)
-                if "rl_after" in spec:
-                    extra["rl_fit_s"] = continue_fit(m, spec["rl_after"])
-                    extra["kl_ref"] = sum(h["kl_ref"] for h in m.history[-3:]) / 3
+                spec, t0 = GRID[entry], time.time()
+                kept, losses = distill_policy(m, seed, motif_scanner=ev.motif_scanner, **spec["distill"])
                 fit_s = time.time() - t0
+                label = spec.get("kept_label", "distill_kept")  # entries that share a selection share a row
+                if (label, seed) not in have:
+                    have.add((label, seed))
+                    record(label, seed, kept, calls=entry_calls(spec))
                 x = m.policy.sample(DESIGNS, 200, num_steps=NUM_STEPS, seed=12345 + seed)
                 near = nearest_hamming(x, kept).float()
                 record(entry, seed, x, calls=entry_calls(spec), fit_s=fit_s, distill_loss_first=losses[0],
                        distill_loss_last=losses[-1], nearest_kept_median=float(near.median()),
-                       frac_within10_of_kept=float((near <= 10).float().mean()), **extra)
+                       frac_within10_of_kept=float((near <= 10).float().mean()))
                 continue
             m, iterations = build(entry, seed)
             hist, saved = out / f"history_{entry}_s{seed}.csv", out / f"policy_{entry}_s{seed}.pt"

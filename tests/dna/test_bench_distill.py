@@ -83,92 +83,16 @@ def test_eighth_grid_entries_spend_their_calls():
     assert b.CALLS + m["distill"]["candidates"] <= 4000  # inside the policy-alone gate's budget
 
 
-def test_tenth_grid_entries_share_a_selection_and_fit_the_budget():
+def test_entry_calls_count_every_fine_tuning_oracle_call_of_an_entry():
     b = bench()
-    tenth = ["distill_m1024", "distill_m1024_lr1e-3", "distill_x2", "distill_rl"]
-    assert {b.GRID[e]["kept_label"] for e in tenth} == {"distill_m1024_kept"}
-    # the first round of every entry is the control's selection; only the named setting differs
-    control = b.GRID["distill_m1024"]["distill"]
-    assert {**control, "lr": 1e-3} == b.GRID["distill_m1024_lr1e-3"]["distill"]
-    assert b.GRID["distill_x2"]["distill"] == control == b.GRID["distill_rl"]["distill"]
-    assert [b.entry_calls(b.GRID[e]) for e in tenth] == [2944, 2944, 3968, 4000]  # 1,920 + 1,024 x rounds + 33 x 32
-    assert b.entry_calls(b.GRID["distill_motif"]) == 3968 and b.entry_calls(b.GRID["calls4000"]) == 4000
+    assert b.entry_calls(b.GRID["default"]) == 1920 and b.entry_calls(b.GRID["calls4000"]) == 4000
+    assert b.entry_calls(b.GRID["distill20"]) == 1920 + 1024 and b.entry_calls(b.GRID["distill_motif"]) == 3968
     assert all(b.entry_calls(spec) <= 4000 for spec in b.GRID.values())  # the policy-alone gate's budget
 
 
-def test_continue_fit_runs_more_iterations_from_the_current_policy():
-    b, m = bench(), make()
-    b.distill_policy(m, 0, epochs=1, candidates=16, keep=8, num_steps=4, selection_weight=0.0)
-    distilled = {k: v.clone() for k, v in m.policy.state_dict().items()}
-    calls, rows = int(m.reward_queries), len(m.history)
-    b.continue_fit(m, 2)
-    assert int(m.reward_queries) - calls == 2 * 8 and len(m.history) - rows == 2  # two iterations of one group
-    assert "kl_ref" in m.history[-1]
-    assert any(not torch.equal(distilled[k], v) for k, v in m.policy.state_dict().items())  # it trained the policy
-
-
-@pytest.mark.parametrize("bad", [0, -3, 1.5, True])
-def test_bad_rl_after_is_a_one_line_error(bad):
-    b, m = bench(), make()
-    with pytest.raises(ValueError, match="rl_after must be an integer >= 1") as e:
-        b.continue_fit(m, bad)
-    assert "\n" not in str(e.value)
-
-
-def make_update(lr=1e-2, kl_coef=0.0, repel_margin=1.386):
-    from simpo_bio.dna.finetune import RewardConfig, SamplingConfig, SiMPOFineTuning, UpdateConfig
-
-    return SiMPOFineTuning(pretrained=tiny_policy(), oracle=GCOracle(), seed=1, log_reference_elbo=False,
-                           sampling=SamplingConfig(group_size=8, num_groups=1, num_steps=4, seq_len=20),
-                           reward=RewardConfig(constraints=None),
-                           update=UpdateConfig(lr=lr, kl_coef=kl_coef, repel_margin=repel_margin))
-
-
-def test_selection_update_uses_the_distillation_selection_and_counts_its_calls():
+def test_select_candidates_is_the_distillation_selection():
     b = bench()
-    x, index = b.select_candidates(make_update(), 3, candidates=64, keep=16, num_steps=4, motif_ratio=1.0)
-    m = make_update()
-    kept, losses = b.selection_update(m, 3, epochs=2, negative_mass=1.0, candidates=64, keep=16, batch_size=8,
-                                      num_steps=4)
-    assert int(m.reward_queries) == 64 and len(losses) == 2
-    assert sorted(map(tuple, kept.tolist())) == sorted(map(tuple, x[index].tolist()))  # the same kept designs
-
-
-def test_signed_selection_update_pushes_the_rejected_designs_away():
-    b = bench()
-    x, index = b.select_candidates(make_update(), 0, candidates=64, keep=16, num_steps=4, motif_ratio=1.0)
-    rejected = torch.ones(64, dtype=torch.bool)
-    rejected[index] = False
-
-    def nll(negative_mass, epochs):  # mean -ELBO bound (nats) of the rejected and the kept after the update
-        # the tiny model starts near uniform (log 4 nats per base), so the cap is set above it to leave room
-        m = make_update(repel_margin=1.5)
-        b.selection_update(m, 0, epochs=epochs, negative_mass=negative_mass, candidates=64, keep=16, batch_size=8,
-                           num_steps=4)
-        v = -m.policy.log_likelihood(x, num_draws=32, generator=torch.Generator().manual_seed(0))
-        return float(v[rejected].mean()), float(v[~rejected].mean())
-
-    (rej_signed, kept_signed), (rej_pos, kept_pos) = nll(1.0, 10), nll(0.0, 40)  # 80 steps each
-    assert rej_signed > rej_pos + 0.5  # the negative weights raise the rejected designs' bound
-    assert rej_signed - kept_signed > 0.0 and rej_pos - kept_pos > 0.0  # and both fits favour the kept
-
-
-@pytest.mark.parametrize("bad", [{"negative_mass": -0.1}, {"negative_mass": 1.5}, {"epochs": 0},
-                                 {"batch_size": 0}, {"candidates": 16, "negative_mass": 0.5},
-                                 {"candidates": 8}])
-def test_bad_selection_update_values_are_one_line_errors(bad):
-    b = bench()
-    kwargs = {"epochs": 1, "negative_mass": 1.0, "keep": 16, "num_steps": 4, **bad}
-    with pytest.raises(ValueError, match="selection update") as e:
-        b.selection_update(make_update(), 0, **kwargs)
-    assert "\n" not in str(e.value)
-
-
-def test_eleventh_grid_entries_take_as_many_steps_as_the_distillation():
-    b = bench()
-    pos, signed = b.GRID["sel_pos"]["selection_update"], b.GRID["sel_signed"]["selection_update"]
-    assert (pos["negative_mass"], signed["negative_mass"]) == (0.0, 1.0)
-    # 20 epochs over the 256 kept and 5 over all 1,024 candidates: 160 minibatches of 32 each, as distill20
-    assert pos["epochs"] * b.DESIGNS // 32 == signed["epochs"] * b.DISTILL_CANDIDATES // 32 == 160
-    assert b.entry_calls(b.GRID["sel_pos"]) == b.entry_calls(b.GRID["sel_signed"]) == 2944
-    assert b.GRID["sel_pos"]["kept_label"] == b.GRID["sel_signed"]["kept_label"] == "distill_m1024_kept"
+    x, index = b.select_candidates(make(), 3, candidates=32, keep=8, num_steps=4)
+    m = make()
+    kept, _ = b.distill_policy(m, 3, epochs=1, candidates=32, keep=8, num_steps=4)
+    assert x.shape == (32, 20) and index.shape == (8,) and torch.equal(kept, x[index])
