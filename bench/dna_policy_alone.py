@@ -145,28 +145,6 @@ def reuse_fine_tuning_class():
 DISTILL_CANDIDATES = 1024  # samples of the fitted policy scored for the distillation (fine-tuning-oracle calls)
 
 
-def select_candidates(module, seed: int, *, candidates: int, keep: int, motif_scanner=None,
-                      num_steps: int = NUM_STEPS, selection_weight: float = 1.0, target: float = 0.85,
-                      motif_ratio: float = 0.3):
-    """``(x [candidates, L] long, index [keep] long)``: samples of ``module.policy`` (seed ``2000 + seed``), each
-    scored once by ``module.reward`` (counted in ``module.reward_queries``), and the rows kept by the demo's
-    composition-matched selection (arguments as :func:`distill_policy`)."""
-    import torch
-
-    from simpo_bio.dna.design.selection import composition_matched
-
-    module.policy.eval()
-    with torch.no_grad():
-        x = module.policy.sample(candidates, module.seq_len, num_steps=num_steps, seed=2000 + seed, batch_size=128)
-    r = module.reward(x).cpu()
-    module.reward_queries += candidates
-    feasible = module.constraints.violation(x) == 0 if module.constraints is not None else None
-    chosen = composition_matched(x, r, keep, module.reference, weight=selection_weight,
-                                 target=target if selection_weight > 0 else None, motif_ratio=motif_ratio,
-                                 motif_scanner=motif_scanner, feasible=feasible, num_steps=num_steps)
-    return x, chosen.index
-
-
 def distill_policy(module, seed: int, *, epochs: int, candidates: int = DISTILL_CANDIDATES, keep: int = DESIGNS,
                    lr: float = 3e-4, batch_size: int = 32, motif_scanner=None, num_steps: int = NUM_STEPS,
                    selection_weight: float = 1.0, target: float = 0.85, motif_ratio: float = 0.3):
@@ -189,6 +167,8 @@ def distill_policy(module, seed: int, *, epochs: int, candidates: int = DISTILL_
     """
     import torch
 
+    from simpo_bio.dna.design.selection import composition_matched
+
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
         raise ValueError(f"distill epochs must be an integer >= 1, got {epochs!r}")
     if batch_size < 1 or not lr > 0:
@@ -196,10 +176,16 @@ def distill_policy(module, seed: int, *, epochs: int, candidates: int = DISTILL_
     if candidates < keep:
         raise ValueError(f"distill candidates ({candidates}) must be >= the designs kept ({keep})")
     policy = module.policy
-    x, index = select_candidates(module, seed, candidates=candidates, keep=keep, motif_scanner=motif_scanner,
-                                 num_steps=num_steps, selection_weight=selection_weight, target=target,
-                                 motif_ratio=motif_ratio)
-    kept = x[index]
+    policy.eval()
+    with torch.no_grad():
+        x = policy.sample(candidates, module.seq_len, num_steps=num_steps, seed=2000 + seed, batch_size=128)
+    r = module.reward(x).cpu()
+    module.reward_queries += candidates
+    feasible = module.constraints.violation(x) == 0 if module.constraints is not None else None
+    chosen = composition_matched(x, r, keep, module.reference, weight=selection_weight,
+                                 target=target if selection_weight > 0 else None, motif_ratio=motif_ratio,
+                                 motif_scanner=motif_scanner, feasible=feasible, num_steps=num_steps)
+    kept = x[chosen.index]
     opt = torch.optim.AdamW(policy.parameters(), lr=lr, weight_decay=0.0)
     g = torch.Generator().manual_seed(7 + seed)
     losses = []
@@ -327,13 +313,13 @@ def main(argv=None) -> int:
                 spec, t0 = GRID[entry], time.time()
                 kept, losses = distill_policy(m, seed, motif_scanner=ev.motif_scanner, **spec["distill"])
                 fit_s = time.time() - t0
-                label = spec.get("kept_label", "distill_kept")  # entries that share a selection share a row
+                calls, label = entry_calls(spec), spec.get("kept_label", "distill_kept")  # shared selection, one row
                 if (label, seed) not in have:
                     have.add((label, seed))
-                    record(label, seed, kept, calls=entry_calls(spec))
+                    record(label, seed, kept, calls=calls)
                 x = m.policy.sample(DESIGNS, 200, num_steps=NUM_STEPS, seed=12345 + seed)
                 near = nearest_hamming(x, kept).float()
-                record(entry, seed, x, calls=entry_calls(spec), fit_s=fit_s, distill_loss_first=losses[0],
+                record(entry, seed, x, calls=calls, fit_s=fit_s, distill_loss_first=losses[0],
                        distill_loss_last=losses[-1], nearest_kept_median=float(near.median()),
                        frac_within10_of_kept=float((near <= 10).float().mean()))
                 continue

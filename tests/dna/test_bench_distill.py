@@ -89,10 +89,3 @@ def test_entry_calls_count_every_fine_tuning_oracle_call_of_an_entry():
     assert b.entry_calls(b.GRID["distill20"]) == 1920 + 1024 and b.entry_calls(b.GRID["distill_motif"]) == 3968
     assert all(b.entry_calls(spec) <= 4000 for spec in b.GRID.values())  # the policy-alone gate's budget
 
-
-def test_select_candidates_is_the_distillation_selection():
-    b = bench()
-    x, index = b.select_candidates(make(), 3, candidates=32, keep=8, num_steps=4)
-    m = make()
-    kept, _ = b.distill_policy(m, 3, epochs=1, candidates=32, keep=8, num_steps=4)
-    assert x.shape == (32, 20) and index.shape == (8,) and torch.equal(kept, x[index])
