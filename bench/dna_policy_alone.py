@@ -77,6 +77,13 @@ GRID: dict[str, dict] = {
     # tenth and eleventh grids (fixed 2026-12-03 13:14 and 13:30 UTC, before any of their numbers): the
     # distillation twice in a row, at lr 1e-3, followed by SiMPO iterations, and SiMPO's own update with the
     # selection as its weights (kept-only or signed) lost and left the code; commit 3e035b8 runs them
+    # thirteenth grid (fixed 2026-12-03 15:33 UTC, before any of its numbers): direct reward backpropagation through
+    # a straight-through Gumbel-softmax sampler (reward_gradient_fit below; DRAKES' idea), 60 x 32 calls, the
+    # trajectory-KL weight alpha and the Adam learning rate varied
+    "rg_a0.1_lr3e-4": {"reward_gradient": {"alpha": 0.1, "lr": 3e-4}},
+    "rg_a0.3": {"reward_gradient": {"alpha": 0.3, "lr": 1e-3}},
+    "rg_a1": {"reward_gradient": {"alpha": 1.0, "lr": 1e-3}},
+    "rg_a3": {"reward_gradient": {"alpha": 3.0, "lr": 1e-3}},
 }
 CALLS = 1920
 DESIGNS = 256
@@ -201,6 +208,119 @@ def distill_policy(module, seed: int, *, epochs: int, candidates: int = DISTILL_
         losses.append(total / keep)
     policy.eval()
     return kept, losses
+
+
+def soft_oracle_reward(oracle, probs):
+    """Differentiable fine-tuning-oracle reward ``[B]`` (nats of log-odds) of base probabilities ``probs [B, L, 4]``.
+
+    The frozen :class:`~simpo_bio.dna.oracles.oracle.CellTypeCNN` read on a relaxed one-hot input: its stem, blocks
+    and head, strand-averaged as in eval mode (the reverse complement of ``[B, 4, L]`` flips both the base and the
+    position axes). On an exact one-hot it equals ``oracle.reward(tokens)``.
+
+    Raises:
+        TypeError: the oracle is not a :class:`~simpo_bio.dna.oracles.oracle.CellTypeOracle`.
+    """
+    import torch
+
+    from simpo_bio.dna.oracles.oracle import CellTypeCNN, CellTypeOracle, log_odds
+
+    if not isinstance(oracle, CellTypeOracle) or not isinstance(oracle.net, CellTypeCNN):
+        raise TypeError(f"the reward-gradient fit needs a CellTypeOracle with a CellTypeCNN, got {type(oracle).__name__}")
+    net = oracle.net
+    x = probs.transpose(1, 2)  # [B, 4, L]
+    both = torch.cat([x, x.flip(1, 2)]) if net.rc_average else x
+    h = net.blocks(net.stem(both))
+    logits = net.head(torch.cat([h.amax(-1), h.mean(-1)], dim=1))
+    if net.rc_average:
+        logits = 0.5 * sum(logits.chunk(2))
+    return log_odds(logits, oracle.target_index)
+
+
+def relaxed_sample(policy, reference, batch: int, length: int, *, num_steps: int = NUM_STEPS, tau: float = 1.0,
+                   truncate: int | None = None, generator=None):
+    """The ancestral sampler of :class:`~simpo_bio.diffusion.masked.MaskedDiffusion` made differentiable (a bench
+    candidate, thirteenth grid).
+
+    The reveal step of every position is drawn as in ``MaskedDiffusion.sample`` (it does not depend on the model);
+    at its step a position takes a straight-through Gumbel-softmax draw of the policy's base distribution
+    (temperature ``tau``): the forward value is an exact one-hot of the sampled base, the gradient that of the
+    relaxed softmax. Later steps read the relaxed sequence, so the gradient runs through the whole trajectory, or
+    through its last ``truncate`` steps only. The trajectory KL is exact given the path: at every revealed position
+    ``KL(p_theta || p_ref)`` of the two models' base distributions on the same partial sequence, summed (nats).
+
+    Returns:
+        ``(probs [B, L, 4], kl [B])``: the sequences (exact one-hot forward values) and the trajectory KL, nats.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    mask = policy.mask_index
+    cdf = policy.reveal_step_probs(num_steps).cumsum(0)
+    step = torch.searchsorted(cdf, torch.rand(batch * length, generator=generator), right=True)
+    step = step.clamp_(max=num_steps - 1).reshape(batch, length)
+    sigmas = policy.schedule.sigma(torch.linspace(1.0, 0.0, num_steps + 1))
+    data = policy._data_tokens
+    x = F.one_hot(torch.full((batch, length), mask), policy.vocab_size).float()
+    kl = torch.zeros(batch)
+    for i in range(num_steps):
+        rev = step == i
+        if not rev.any():
+            continue
+        grad = truncate is None or i >= num_steps - truncate
+        with torch.set_grad_enabled(grad and torch.is_grad_enabled()):
+            xin = x if grad else x.detach()
+            sig = sigmas[i].expand(batch)
+            logp = policy.backbone(xin, sig).float().index_select(-1, data).log_softmax(-1)  # [B, L, 4]
+            logq = reference.backbone(xin, sig).float().index_select(-1, data).log_softmax(-1)
+            kl = kl + ((logp.exp() * (logp - logq)).sum(-1) * rev).sum(-1)
+            u = torch.rand(logp.shape, generator=generator).clamp_(1e-10, 1.0 - 1e-7)
+            soft = ((logp - torch.log(-torch.log(u))) / tau).softmax(-1)
+            hard = F.one_hot(soft.argmax(-1), data.numel()).float()
+            pick = hard + soft - soft.detach()  # straight-through: one-hot forward, relaxed gradient
+            full = torch.zeros_like(x).index_copy(-1, data, pick)
+            x = torch.where(rev[..., None], full, x)
+    return x.index_select(-1, data), kl
+
+
+def reward_gradient_fit(module, seed: int, *, iterations: int, batch: int = 32, lr: float = 1e-4, alpha: float = 0.1,
+                        tau: float = 1.0, truncate: int | None = None, num_steps: int = NUM_STEPS, grad_clip=1.0):
+    """Direct reward backpropagation through the sampler (DRAKES' idea, a bench candidate, thirteenth grid).
+
+    Each of ``iterations`` steps draws ``batch`` relaxed sequences of ``module.policy`` (:func:`relaxed_sample`),
+    scores them with the differentiable fine-tuning oracle (:func:`soft_oracle_reward`; ``batch`` fine-tuning-oracle
+    calls, counted in ``module.reward_queries``) and takes one Adam step on ``-mean(reward) + alpha * mean(KL)``, the
+    KL being the trajectory KL to ``module.reference`` (nats per sequence). Modifies ``module.policy`` in place and
+    appends one row per step to ``module.history`` (``reward_mean``, ``kl_ref``).
+
+    Raises:
+        ValueError: ``iterations < 1``, ``batch < 1``, ``lr <= 0``, ``alpha < 0`` or ``tau <= 0``.
+    """
+    import torch
+
+    if iterations < 1 or batch < 1 or not lr > 0 or alpha < 0 or not tau > 0:
+        raise ValueError(f"reward_gradient: iterations and batch must be >= 1, lr and tau > 0, alpha >= 0; got "
+                         f"{iterations}, {batch}, {lr}, {tau}, {alpha}")
+    policy, reference = module.policy, module.reference
+    opt = torch.optim.Adam(policy.parameters(), lr=lr)
+    g = torch.Generator().manual_seed(3000 + seed)
+    policy.train()
+    for it in range(iterations):
+        probs, kl = relaxed_sample(policy, reference, batch, module.seq_len, num_steps=num_steps, tau=tau,
+                                   truncate=truncate, generator=g)
+        r = soft_oracle_reward(module.oracle, probs)
+        loss = -r.mean() + alpha * kl.mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(policy.parameters(), grad_clip)
+        opt.step()
+        module.reward_queries += batch
+        module.history.append({"iteration": float(it), "reward_queries": float(module.reward_queries),
+                               "reward_mean": float(r.detach().mean()),
+                               "reward_median": float(r.detach().median()), "kl_ref": float(kl.detach().mean()),
+                               "loss": float(loss.detach())})
+    policy.eval()
+    return module.history
 
 
 def nearest_hamming(samples, kept):
@@ -329,6 +449,13 @@ def main(argv=None) -> int:
             if saved.exists() and hist.exists():
                 m.policy.load_state_dict(torch.load(saved, weights_only=True))
                 m.history = pd.read_csv(hist).to_dict("records")
+            elif "reward_gradient" in GRID[entry]:
+                t0 = time.time()
+                reward_gradient_fit(m, seed, iterations=iterations, batch=m.sampling.group_size,
+                                    **GRID[entry]["reward_gradient"])
+                fit_s = time.time() - t0
+                pd.DataFrame(m.history).to_csv(hist, index=False)
+                torch.save(m.policy.state_dict(), saved)
             else:
                 t0 = time.time()
                 pl.Trainer(max_epochs=iterations, logger=False, enable_checkpointing=False, enable_progress_bar=False,
