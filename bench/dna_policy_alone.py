@@ -243,13 +243,13 @@ def relaxed_sample(policy, reference, batch: int, length: int, *, num_steps: int
 
     The reveal step of every position is drawn as in ``MaskedDiffusion.sample`` (it does not depend on the model);
     at its step a position takes a straight-through Gumbel-softmax draw of the policy's base distribution
-    (temperature ``tau``): the forward value is an exact one-hot of the sampled base, the gradient that of the
+    (temperature ``tau``): the forward value is the one-hot of the sampled base (up to float rounding), the gradient that of the
     relaxed softmax. Later steps read the relaxed sequence, so the gradient runs through the whole trajectory, or
     through its last ``truncate`` steps only. The trajectory KL is exact given the path: at every revealed position
     ``KL(p_theta || p_ref)`` of the two models' base distributions on the same partial sequence, summed (nats).
 
     Returns:
-        ``(probs [B, L, 4], kl [B])``: the sequences (exact one-hot forward values) and the trajectory KL, nats.
+        ``(probs [B, L, 4], kl [B])``: the sequences (one-hot forward values, up to float rounding) and the trajectory KL, nats.
     """
     import torch
     import torch.nn.functional as F
