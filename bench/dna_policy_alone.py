@@ -282,24 +282,91 @@ def relaxed_sample(policy, reference, batch: int, length: int, *, num_steps: int
     return x.index_select(-1, data), kl
 
 
+def soft_kmer_frequencies(probs, k: int = 3):
+    """Frequencies ``[4**k]`` of the k-mers of a batch of base probabilities ``probs [B, L, 4]`` (differentiable).
+
+    Each window contributes the product of its bases' probabilities, so on exact one-hots this is the batch's k-mer
+    spectrum (order: first base most significant, as :func:`simpo_bio.dna.data.composition.kmer_frequencies`).
+    """
+    length = probs.shape[1]
+    out = probs[:, : length - k + 1]
+    for j in range(1, k):
+        out = (out[..., :, None] * probs[:, j : length - k + 1 + j, None, :]).flatten(-2)
+    total = out.sum((0, 1))
+    return total / total.sum()
+
+
+def soft_motif_profile(scanner, probs, temperature: float = 1.0):
+    """Mean hits per sequence ``[M]`` of every motif of ``scanner`` on ``probs [B, L, 4]`` (both strands).
+
+    Straight-through: the forward value is the exact hit count of
+    :meth:`simpo_bio.dna.evaluation.metrics.MotifScanner.count` on one-hots, the gradient that of
+    ``sigmoid((score - threshold) / temperature)`` (bits).
+    """
+    import torch
+    import torch.nn.functional as F
+
+    x = probs.transpose(1, 2)  # [B, 4, L]
+    length = x.shape[-1]
+    valid = torch.arange(length)[None, :] <= (length - scanner.width)[:, None]  # [M, L]
+    x = F.pad(x, (0, scanner.weight.shape[-1] - 1))
+    threshold = (scanner.threshold - 1e-4)[None, :, None]
+    hits = 0
+    for weight in (scanner.weight, scanner._reverse_complement()):
+        score = F.conv1d(x, weight)  # [B, M, L]
+        soft = torch.sigmoid((score - threshold) / temperature)
+        hard = (score >= threshold).float()
+        hits = hits + ((hard + soft - soft.detach()) * valid).sum(-1)
+    return hits.mean(0)
+
+
+def pearson_t(a, b):
+    """Pearson correlation of two vectors ``[D]`` (differentiable; 0-d)."""
+    a, b = a - a.mean(), b - b.mean()
+    return (a * b).sum() / (a.norm() * b.norm()).clamp_min(1e-12)
+
+
+def composition_prior(module, scanner, num: int = 512, seed: int = 4000):
+    """The pretrained model's own composition: ``(3-mer frequencies [64], mean motif hits [M])`` of ``num`` of its
+    samples (no oracle call; never the metrics' real sequences)."""
+    import torch
+    import torch.nn.functional as F
+
+    with torch.no_grad():
+        x = module.reference.sample(num, module.seq_len, num_steps=NUM_STEPS, seed=seed, batch_size=128)
+        p = F.one_hot(x, 5)[..., :4].float()
+        motif = scanner.count(x).mean(0) if scanner is not None else None
+        return soft_kmer_frequencies(p), motif
+
+
 def reward_gradient_fit(module, seed: int, *, iterations: int, batch: int = 32, lr: float = 1e-4, alpha: float = 0.1,
-                        tau: float = 1.0, truncate: int | None = None, num_steps: int = NUM_STEPS, grad_clip=1.0):
+                        tau: float = 1.0, truncate: int | None = None, num_steps: int = NUM_STEPS, grad_clip=1.0,
+                        kmer_weight: float = 0.0, motif_weight: float = 0.0, scanner=None):
     """Direct reward backpropagation through the sampler (DRAKES' idea, a bench candidate, thirteenth grid).
 
     Each of ``iterations`` steps draws ``batch`` relaxed sequences of ``module.policy`` (:func:`relaxed_sample`),
     scores them with the differentiable fine-tuning oracle (:func:`soft_oracle_reward`; ``batch`` fine-tuning-oracle
     calls, counted in ``module.reward_queries``) and takes one Adam step on ``-mean(reward) + alpha * mean(KL)``, the
-    KL being the trajectory KL to ``module.reference`` (nats per sequence). Modifies ``module.policy`` in place and
-    appends one row per step to ``module.history`` (``reward_mean``, ``kl_ref``).
+    KL being the trajectory KL to ``module.reference`` (nats per sequence). With ``kmer_weight`` / ``motif_weight``
+    (fourteenth grid) the loss adds ``kmer_weight * (1 - r3) + motif_weight * (1 - rm)``, ``r3`` and ``rm`` the
+    Pearson correlations of the batch's 3-mer spectrum (:func:`soft_kmer_frequencies`) and motif-hit profile
+    (:func:`soft_motif_profile` with ``scanner``) with the pretrained model's own (:func:`composition_prior`).
+    Modifies ``module.policy`` in place and appends one row per step to ``module.history`` (``reward_mean``,
+    ``kl_ref``, ``kmer_corr_prior``, ``motif_corr_prior``).
 
     Raises:
-        ValueError: ``iterations < 1``, ``batch < 1``, ``lr <= 0``, ``alpha < 0`` or ``tau <= 0``.
+        ValueError: ``iterations < 1``, ``batch < 1``, ``lr <= 0``, ``alpha < 0``, ``tau <= 0``, a negative
+            composition weight, or ``motif_weight > 0`` without a ``scanner``.
     """
     import torch
 
     if iterations < 1 or batch < 1 or not lr > 0 or alpha < 0 or not tau > 0:
         raise ValueError(f"reward_gradient: iterations and batch must be >= 1, lr and tau > 0, alpha >= 0; got "
                          f"{iterations}, {batch}, {lr}, {tau}, {alpha}")
+    if kmer_weight < 0 or motif_weight < 0 or (motif_weight > 0 and scanner is None):
+        raise ValueError(f"reward_gradient: composition weights must be >= 0 and motif_weight needs a scanner; got "
+                         f"{kmer_weight}, {motif_weight}, scanner={scanner is not None}")
+    prior = composition_prior(module, scanner if motif_weight > 0 else None) if kmer_weight or motif_weight else None
     policy, reference = module.policy, module.reference
     opt = torch.optim.Adam(policy.parameters(), lr=lr)
     g = torch.Generator().manual_seed(3000 + seed)
@@ -309,6 +376,13 @@ def reward_gradient_fit(module, seed: int, *, iterations: int, batch: int = 32, 
                                    truncate=truncate, generator=g)
         r = soft_oracle_reward(module.oracle, probs)
         loss = -r.mean() + alpha * kl.mean()
+        comp = {}
+        if prior is not None:
+            comp["kmer_corr_prior"] = pearson_t(soft_kmer_frequencies(probs), prior[0])
+            loss = loss + kmer_weight * (1.0 - comp["kmer_corr_prior"])
+            if motif_weight > 0:
+                comp["motif_corr_prior"] = pearson_t(soft_motif_profile(scanner, probs), prior[1])
+                loss = loss + motif_weight * (1.0 - comp["motif_corr_prior"])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if grad_clip is not None:
@@ -318,7 +392,7 @@ def reward_gradient_fit(module, seed: int, *, iterations: int, batch: int = 32, 
         module.history.append({"iteration": float(it), "reward_queries": float(module.reward_queries),
                                "reward_mean": float(r.detach().mean()),
                                "reward_median": float(r.detach().median()), "kl_ref": float(kl.detach().mean()),
-                               "loss": float(loss.detach())})
+                               "loss": float(loss.detach()), **{k: float(v.detach()) for k, v in comp.items()}})
     policy.eval()
     return module.history
 
@@ -452,7 +526,7 @@ def main(argv=None) -> int:
             elif "reward_gradient" in GRID[entry]:
                 t0 = time.time()
                 reward_gradient_fit(m, seed, iterations=iterations, batch=m.sampling.group_size,
-                                    **GRID[entry]["reward_gradient"])
+                                    scanner=ev.motif_scanner, **GRID[entry]["reward_gradient"])
                 fit_s = time.time() - t0
                 pd.DataFrame(m.history).to_csv(hist, index=False)
                 torch.save(m.policy.state_dict(), saved)

@@ -127,3 +127,50 @@ def test_grid_entries_are_1920_calls():
     b = bench()
     rg = [e for e, spec in b.GRID.items() if "reward_gradient" in spec]
     assert len(rg) == 4 and all(b.entry_calls(b.GRID[e]) == 1920 for e in rg)
+
+
+@pytest.fixture(scope="module")
+def scanner(tmp_path_factory):
+    from simpo_bio.dna.evaluation.metrics import MotifScanner
+
+    return MotifScanner.jaspar(max_motifs=12, cache_dir=tmp_path_factory.mktemp("motifs"))
+
+
+def test_soft_composition_equals_the_exact_counts_on_one_hots(scanner):
+    from simpo_bio.dna.data.composition import kmer_frequencies
+
+    b = bench()
+    x = torch.randint(0, 4, (16, 60), generator=torch.Generator().manual_seed(2))
+    x[:4, 10:30] = torch.tensor([0, 1, 2, 3] * 5)  # some structure, so that a few motifs may hit
+    p = F.one_hot(x, 4).float().requires_grad_(True)
+    torch.testing.assert_close(b.soft_kmer_frequencies(p).double(), kmer_frequencies(x))
+    prof = b.soft_motif_profile(scanner, p)
+    torch.testing.assert_close(prof, scanner.count(x).mean(0))
+    (b.soft_kmer_frequencies(p)[5] + prof.sum()).backward()
+    assert p.grad.abs().sum() > 0
+    assert abs(float(b.pearson_t(torch.tensor([1.0, 2, 3]), torch.tensor([2.0, 4, 7]))) - 0.9934) < 1e-3
+
+
+def test_the_kmer_term_pulls_the_policy_spectrum_toward_the_prior():
+    b = bench()
+    corr = {}
+    for w in (0.0, 20.0):
+        m = make()
+        b.reward_gradient_fit(m, 0, iterations=30, batch=16, lr=1e-2, alpha=0.0, num_steps=4, kmer_weight=w)
+        assert ("kmer_corr_prior" in m.history[-1]) == (w > 0)
+        prior, _ = b.composition_prior(m, None, num=512)
+        with torch.no_grad():
+            x = m.policy.sample(512, L, num_steps=4, seed=3)
+        corr[w] = float(b.pearson_t(b.soft_kmer_frequencies(F.one_hot(x, 5)[..., :4].float()), prior))
+    assert corr[20.0] > corr[0.0] + 0.05
+
+
+def test_the_motif_term_needs_a_scanner_and_runs_with_one(scanner):
+    b, m = bench(), make()
+    with pytest.raises(ValueError, match="scanner"):
+        b.reward_gradient_fit(m, 0, iterations=1, batch=4, num_steps=4, motif_weight=1.0)
+    with pytest.raises(ValueError, match="composition weights"):
+        b.reward_gradient_fit(m, 0, iterations=1, batch=4, num_steps=4, kmer_weight=-1.0)
+    assert int(m.reward_queries) == 0
+    b.reward_gradient_fit(m, 0, iterations=2, batch=4, num_steps=4, motif_weight=1.0, scanner=scanner)
+    assert "motif_corr_prior" in m.history[-1] and int(m.reward_queries) == 8
