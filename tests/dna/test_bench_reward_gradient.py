@@ -123,10 +123,11 @@ def test_bad_values_fail_at_once(kw):
     assert int(m.reward_queries) == 0
 
 
-def test_grid_entries_are_1920_calls():
+def test_grid_entries_spend_1920_or_the_gates_4000_calls():
     b = bench()
-    rg = [e for e, spec in b.GRID.items() if "reward_gradient" in spec]
-    assert len(rg) == 4 and all(b.entry_calls(b.GRID[e]) == 1920 for e in rg)
+    calls = {e: b.entry_calls(spec) for e, spec in b.GRID.items() if "reward_gradient" in spec}
+    assert len(calls) == 7 and calls.pop("rgc_k10_m10_c4000") == 4000
+    assert set(calls.values()) == {1920}
 
 
 @pytest.fixture(scope="module")
