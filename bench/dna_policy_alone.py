@@ -84,7 +84,7 @@ GRID: dict[str, dict] = {
     "rg_a0.3": {"reward_gradient": {"alpha": 0.3, "lr": 1e-3}},
     "rg_a1": {"reward_gradient": {"alpha": 1.0, "lr": 1e-3}},
     "rg_a3": {"reward_gradient": {"alpha": 3.0, "lr": 1e-3}},
-    # fourteenth grid (fixed 2026-12-03 16:02 UTC, before any of its numbers): rg_a0.1_lr3e-4 with the batch's 3-mer
+    # fourteenth grid (fixed 2026-12-03 16:01 UTC, before any of its numbers): rg_a0.1_lr3e-4 with the batch's 3-mer
     # spectrum and motif-hit profile held to the pretrained model's own (composition terms of reward_gradient_fit)
     "rgc_k3_m3": {"reward_gradient": {"alpha": 0.1, "lr": 3e-4, "kmer_weight": 3.0, "motif_weight": 3.0}},
     "rgc_k10_m10": {"reward_gradient": {"alpha": 0.1, "lr": 3e-4, "kmer_weight": 10.0, "motif_weight": 10.0}},
