@@ -90,6 +90,12 @@ GRID: dict[str, dict] = {
     "rgc_k10_m10": {"reward_gradient": {"alpha": 0.1, "lr": 3e-4, "kmer_weight": 10.0, "motif_weight": 10.0}},
     "rgc_k10_m10_c4000": {"calls": 4000,
                           "reward_gradient": {"alpha": 0.1, "lr": 3e-4, "kmer_weight": 10.0, "motif_weight": 10.0}},
+    # sixteenth grid (fixed 2026-12-03 17:17 UTC, before any of its numbers): at 4,000 calls, both weights halved,
+    # and the motif weight tripled
+    "rgc_k5_m5_c4000": {"calls": 4000,
+                        "reward_gradient": {"alpha": 0.1, "lr": 3e-4, "kmer_weight": 5.0, "motif_weight": 5.0}},
+    "rgc_k10_m30_c4000": {"calls": 4000,
+                          "reward_gradient": {"alpha": 0.1, "lr": 3e-4, "kmer_weight": 10.0, "motif_weight": 30.0}},
 }
 CALLS = 1920
 DESIGNS = 256
