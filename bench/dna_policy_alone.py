@@ -223,29 +223,18 @@ def distill_policy(module, seed: int, *, epochs: int, candidates: int = DISTILL_
 
 
 def soft_oracle_reward(oracle, probs):
-    """Differentiable fine-tuning-oracle reward ``[B]`` (nats of log-odds) of base probabilities ``probs [B, L, 4]``.
-
-    The frozen :class:`~simpo_bio.dna.oracles.oracle.CellTypeCNN` read on a relaxed one-hot input: its stem, blocks
-    and head, strand-averaged as in eval mode (the reverse complement of ``[B, 4, L]`` flips both the base and the
-    position axes). On an exact one-hot it equals ``oracle.reward(tokens)``.
+    """Differentiable fine-tuning-oracle reward ``[B]`` (nats of log-odds) of base probabilities ``probs [B, L, 4]``:
+    the frozen :class:`~simpo_bio.dna.oracles.oracle.CellTypeCNN` read on them (its float input path, strand-averaged
+    in eval mode). On an exact one-hot it equals ``oracle.reward(tokens)``.
 
     Raises:
         TypeError: the oracle is not a :class:`~simpo_bio.dna.oracles.oracle.CellTypeOracle`.
     """
-    import torch
-
     from simpo_bio.dna.oracles.oracle import CellTypeCNN, CellTypeOracle, log_odds
 
     if not isinstance(oracle, CellTypeOracle) or not isinstance(oracle.net, CellTypeCNN):
         raise TypeError(f"the reward-gradient fit needs a CellTypeOracle with a CellTypeCNN, got {type(oracle).__name__}")
-    net = oracle.net
-    x = probs.transpose(1, 2)  # [B, 4, L]
-    both = torch.cat([x, x.flip(1, 2)]) if net.rc_average else x
-    h = net.blocks(net.stem(both))
-    logits = net.head(torch.cat([h.amax(-1), h.mean(-1)], dim=1))
-    if net.rc_average:
-        logits = 0.5 * sum(logits.chunk(2))
-    return log_odds(logits, oracle.target_index)
+    return log_odds(oracle.net(probs), oracle.target_index)
 
 
 def relaxed_sample(policy, reference, batch: int, length: int, *, num_steps: int = NUM_STEPS, tau: float = 1.0,

@@ -173,17 +173,24 @@ class CellTypeCNN(nn.Module):
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(2 * channels, num_classes))
 
     def _logits(self, tokens: torch.Tensor) -> torch.Tensor:
-        x = F.one_hot(tokens.long(), 5)[..., :4].transpose(1, 2).float()  # [B, 4, L]
+        if tokens.is_floating_point():  # base probabilities [B, L, 4]: differentiable in them
+            x = tokens.transpose(1, 2)
+        else:
+            x = F.one_hot(tokens.long(), 5)[..., :4].transpose(1, 2).float()  # [B, 4, L]
         h = self.blocks(self.stem(x))
         return self.head(torch.cat([h.amax(-1), h.mean(-1)], dim=1))
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Class logits ``[B, C]`` of token ids ``[B, L]``, or of base probabilities ``[B, L, 4]`` (float; the
+        gradient flows to them; a one-hot gives the logits of its tokens)."""
         if not self.rc_average:
             return self._logits(tokens)
+        # the reverse complement of probabilities [B, L, 4] (order ACGT): flip positions and bases
+        rc = tokens.flip(1, 2) if tokens.is_floating_point() else reverse_complement(tokens)
         if self.training:  # random strand per sample: the augmentation whose expectation the average is
-            flip = torch.rand(tokens.shape[0], 1, device=tokens.device) < 0.5
-            return self._logits(torch.where(flip, reverse_complement(tokens), tokens))
-        both = self._logits(torch.cat([tokens, reverse_complement(tokens)]))
+            flip = torch.rand(tokens.shape[0], *([1] * (tokens.dim() - 1)), device=tokens.device) < 0.5
+            return self._logits(torch.where(flip, rc, tokens))
+        both = self._logits(torch.cat([tokens, rc]))
         fwd, rev = both.chunk(2)
         return 0.5 * (fwd + rev)
 
