@@ -78,14 +78,14 @@ GRID: dict[str, dict] = {
     # distillation twice in a row, at lr 1e-3, followed by SiMPO iterations, and SiMPO's own update with the
     # selection as its weights (kept-only or signed) lost and left the code; commit 3e035b8 runs them
     # thirteenth grid (fixed 2026-12-03 15:33 UTC, before any of its numbers): direct reward backpropagation through
-    # a straight-through Gumbel-softmax sampler (reward_gradient_fit below; DRAKES' idea), 60 x 32 calls, the
+    # a straight-through Gumbel-softmax sampler (build_gradient below; DRAKES' idea), 60 x 32 calls, the
     # trajectory-KL weight alpha and the Adam learning rate varied
     "rg_a0.1_lr3e-4": {"reward_gradient": {"alpha": 0.1, "lr": 3e-4}},
     "rg_a0.3": {"reward_gradient": {"alpha": 0.3, "lr": 1e-3}},
     "rg_a1": {"reward_gradient": {"alpha": 1.0, "lr": 1e-3}},
     "rg_a3": {"reward_gradient": {"alpha": 3.0, "lr": 1e-3}},
     # fourteenth grid (fixed 2026-12-03 16:01 UTC, before any of its numbers): rg_a0.1_lr3e-4 with the batch's 3-mer
-    # spectrum and motif-hit profile held to the pretrained model's own (composition terms of reward_gradient_fit)
+    # spectrum and motif-hit profile held to the pretrained model's own (composition terms of build_gradient)
     "rgc_k3_m3": {"reward_gradient": {"alpha": 0.1, "lr": 3e-4, "kmer_weight": 3.0, "motif_weight": 3.0}},
     "rgc_k10_m10": {"reward_gradient": {"alpha": 0.1, "lr": 3e-4, "kmer_weight": 10.0, "motif_weight": 10.0}},
     "rgc_k10_m10_c4000": {"calls": 4000,
@@ -222,182 +222,6 @@ def distill_policy(module, seed: int, *, epochs: int, candidates: int = DISTILL_
     return kept, losses
 
 
-def soft_oracle_reward(oracle, probs):
-    """Differentiable fine-tuning-oracle reward ``[B]`` (nats of log-odds) of base probabilities ``probs [B, L, 4]``:
-    the frozen :class:`~simpo_bio.dna.oracles.oracle.CellTypeCNN` read on them (its float input path, strand-averaged
-    in eval mode). On an exact one-hot it equals ``oracle.reward(tokens)``.
-
-    Raises:
-        TypeError: the oracle is not a :class:`~simpo_bio.dna.oracles.oracle.CellTypeOracle`.
-    """
-    from simpo_bio.dna.oracles.oracle import CellTypeCNN, CellTypeOracle, log_odds
-
-    if not isinstance(oracle, CellTypeOracle) or not isinstance(oracle.net, CellTypeCNN):
-        raise TypeError(f"the reward-gradient fit needs a CellTypeOracle with a CellTypeCNN, got {type(oracle).__name__}")
-    return log_odds(oracle.net(probs), oracle.target_index)
-
-
-def relaxed_sample(policy, reference, batch: int, length: int, *, num_steps: int = NUM_STEPS, tau: float = 1.0,
-                   truncate: int | None = None, generator=None):
-    """The ancestral sampler of :class:`~simpo_bio.diffusion.masked.MaskedDiffusion` made differentiable (a bench
-    candidate, thirteenth grid).
-
-    The reveal step of every position is drawn as in ``MaskedDiffusion.sample`` (it does not depend on the model);
-    at its step a position takes a straight-through Gumbel-softmax draw of the policy's base distribution
-    (temperature ``tau``): the forward value is the one-hot of the sampled base (up to float rounding), the gradient that of the
-    relaxed softmax. Later steps read the relaxed sequence, so the gradient runs through the whole trajectory, or
-    through its last ``truncate`` steps only. The trajectory KL is exact given the path: at every revealed position
-    ``KL(p_theta || p_ref)`` of the two models' base distributions on the same partial sequence, summed (nats).
-
-    Returns:
-        ``(probs [B, L, 4], kl [B])``: the sequences (one-hot forward values, up to float rounding) and the trajectory KL, nats.
-    """
-    import torch
-    import torch.nn.functional as F
-
-    mask = policy.mask_index
-    cdf = policy.reveal_step_probs(num_steps).cumsum(0)
-    step = torch.searchsorted(cdf, torch.rand(batch * length, generator=generator), right=True)
-    step = step.clamp_(max=num_steps - 1).reshape(batch, length)
-    sigmas = policy.schedule.sigma(torch.linspace(1.0, 0.0, num_steps + 1))
-    data = policy._data_tokens
-    x = F.one_hot(torch.full((batch, length), mask), policy.vocab_size).float()
-    kl = torch.zeros(batch)
-    for i in range(num_steps):
-        rev = step == i
-        if not rev.any():
-            continue
-        grad = truncate is None or i >= num_steps - truncate
-        with torch.set_grad_enabled(grad and torch.is_grad_enabled()):
-            xin = x if grad else x.detach()
-            sig = sigmas[i].expand(batch)
-            logp = policy.backbone(xin, sig).float().index_select(-1, data).log_softmax(-1)  # [B, L, 4]
-            logq = reference.backbone(xin, sig).float().index_select(-1, data).log_softmax(-1)
-            kl = kl + ((logp.exp() * (logp - logq)).sum(-1) * rev).sum(-1)
-            u = torch.rand(logp.shape, generator=generator).clamp_(1e-10, 1.0 - 1e-7)
-            soft = ((logp - torch.log(-torch.log(u))) / tau).softmax(-1)
-            hard = F.one_hot(soft.argmax(-1), data.numel()).float()
-            pick = hard + soft - soft.detach()  # straight-through: one-hot forward, relaxed gradient
-            full = torch.zeros_like(x).index_copy(-1, data, pick)
-            x = torch.where(rev[..., None], full, x)
-    return x.index_select(-1, data), kl
-
-
-def soft_kmer_frequencies(probs, k: int = 3):
-    """Frequencies ``[4**k]`` of the k-mers of a batch of base probabilities ``probs [B, L, 4]`` (differentiable).
-
-    Each window contributes the product of its bases' probabilities, so on exact one-hots this is the batch's k-mer
-    spectrum (order: first base most significant, as :func:`simpo_bio.dna.data.composition.kmer_frequencies`).
-    """
-    length = probs.shape[1]
-    out = probs[:, : length - k + 1]
-    for j in range(1, k):
-        out = (out[..., :, None] * probs[:, j : length - k + 1 + j, None, :]).flatten(-2)
-    total = out.sum((0, 1))
-    return total / total.sum()
-
-
-def soft_motif_profile(scanner, probs, temperature: float = 1.0):
-    """Mean hits per sequence ``[M]`` of every motif of ``scanner`` on ``probs [B, L, 4]`` (both strands).
-
-    Straight-through: the forward value is the exact hit count of
-    :meth:`simpo_bio.dna.evaluation.metrics.MotifScanner.count` on one-hots, the gradient that of
-    ``sigmoid((score - threshold) / temperature)`` (bits).
-    """
-    import torch
-    import torch.nn.functional as F
-
-    x = probs.transpose(1, 2)  # [B, 4, L]
-    length = x.shape[-1]
-    valid = torch.arange(length)[None, :] <= (length - scanner.width)[:, None]  # [M, L]
-    x = F.pad(x, (0, scanner.weight.shape[-1] - 1))
-    threshold = (scanner.threshold - 1e-4)[None, :, None]
-    hits = 0
-    for weight in (scanner.weight, scanner._reverse_complement()):
-        score = F.conv1d(x, weight)  # [B, M, L]
-        soft = torch.sigmoid((score - threshold) / temperature)
-        hard = (score >= threshold).float()
-        hits = hits + ((hard + soft - soft.detach()) * valid).sum(-1)
-    return hits.mean(0)
-
-
-def pearson_t(a, b):
-    """Pearson correlation of two vectors ``[D]`` (differentiable; 0-d)."""
-    a, b = a - a.mean(), b - b.mean()
-    return (a * b).sum() / (a.norm() * b.norm()).clamp_min(1e-12)
-
-
-def composition_prior(module, scanner, num: int = 512, seed: int = 4000):
-    """The pretrained model's own composition: ``(3-mer frequencies [64], mean motif hits [M])`` of ``num`` of its
-    samples (no oracle call; never the metrics' real sequences)."""
-    import torch
-    import torch.nn.functional as F
-
-    with torch.no_grad():
-        x = module.reference.sample(num, module.seq_len, num_steps=NUM_STEPS, seed=seed, batch_size=128)
-        p = F.one_hot(x, 5)[..., :4].float()
-        motif = scanner.count(x).mean(0) if scanner is not None else None
-        return soft_kmer_frequencies(p), motif
-
-
-def reward_gradient_fit(module, seed: int, *, iterations: int, batch: int = 32, lr: float = 1e-4, alpha: float = 0.1,
-                        tau: float = 1.0, truncate: int | None = None, num_steps: int = NUM_STEPS, grad_clip=1.0,
-                        kmer_weight: float = 0.0, motif_weight: float = 0.0, scanner=None):
-    """Direct reward backpropagation through the sampler (DRAKES' idea, a bench candidate, thirteenth grid).
-
-    Each of ``iterations`` steps draws ``batch`` relaxed sequences of ``module.policy`` (:func:`relaxed_sample`),
-    scores them with the differentiable fine-tuning oracle (:func:`soft_oracle_reward`; ``batch`` fine-tuning-oracle
-    calls, counted in ``module.reward_queries``) and takes one Adam step on ``-mean(reward) + alpha * mean(KL)``, the
-    KL being the trajectory KL to ``module.reference`` (nats per sequence). With ``kmer_weight`` / ``motif_weight``
-    (fourteenth grid) the loss adds ``kmer_weight * (1 - r3) + motif_weight * (1 - rm)``, ``r3`` and ``rm`` the
-    Pearson correlations of the batch's 3-mer spectrum (:func:`soft_kmer_frequencies`) and motif-hit profile
-    (:func:`soft_motif_profile` with ``scanner``) with the pretrained model's own (:func:`composition_prior`).
-    Modifies ``module.policy`` in place and appends one row per step to ``module.history`` (``reward_mean``,
-    ``kl_ref``, ``kmer_corr_prior``, ``motif_corr_prior``).
-
-    Raises:
-        ValueError: ``iterations < 1``, ``batch < 1``, ``lr <= 0``, ``alpha < 0``, ``tau <= 0``, a negative
-            composition weight, or ``motif_weight > 0`` without a ``scanner``.
-    """
-    import torch
-
-    if iterations < 1 or batch < 1 or not lr > 0 or alpha < 0 or not tau > 0:
-        raise ValueError(f"reward_gradient: iterations and batch must be >= 1, lr and tau > 0, alpha >= 0; got "
-                         f"{iterations}, {batch}, {lr}, {tau}, {alpha}")
-    if kmer_weight < 0 or motif_weight < 0 or (motif_weight > 0 and scanner is None):
-        raise ValueError(f"reward_gradient: composition weights must be >= 0 and motif_weight needs a scanner; got "
-                         f"{kmer_weight}, {motif_weight}, scanner={scanner is not None}")
-    prior = composition_prior(module, scanner if motif_weight > 0 else None) if kmer_weight or motif_weight else None
-    policy, reference = module.policy, module.reference
-    opt = torch.optim.Adam(policy.parameters(), lr=lr)
-    g = torch.Generator().manual_seed(3000 + seed)
-    policy.train()
-    for it in range(iterations):
-        probs, kl = relaxed_sample(policy, reference, batch, module.seq_len, num_steps=num_steps, tau=tau,
-                                   truncate=truncate, generator=g)
-        r = soft_oracle_reward(module.oracle, probs)
-        loss = -r.mean() + alpha * kl.mean()
-        comp = {}
-        if prior is not None:
-            comp["kmer_corr_prior"] = pearson_t(soft_kmer_frequencies(probs), prior[0])
-            loss = loss + kmer_weight * (1.0 - comp["kmer_corr_prior"])
-            if motif_weight > 0:
-                comp["motif_corr_prior"] = pearson_t(soft_motif_profile(scanner, probs), prior[1])
-                loss = loss + motif_weight * (1.0 - comp["motif_corr_prior"])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if grad_clip is not None:
-            torch.nn.utils.clip_grad_norm_(policy.parameters(), grad_clip)
-        opt.step()
-        module.reward_queries += batch
-        module.history.append({"iteration": float(it), "reward_queries": float(module.reward_queries),
-                               "reward_mean": float(r.detach().mean()),
-                               "reward_median": float(r.detach().median()), "kl_ref": float(kl.detach().mean()),
-                               "loss": float(loss.detach()), **{k: float(v.detach()) for k, v in comp.items()}})
-    policy.eval()
-    return module.history
-
-
 def nearest_hamming(samples, kept):
     """Hamming distance ``[N]`` (bases) of each sample ``[N, L]`` to its nearest row of ``kept`` ``[K, L]``."""
     return (samples[:, None, :] != kept[None, :, :]).sum(-1).min(1).values
@@ -452,6 +276,26 @@ def build(entry: str, seed: int):
                              weighting=WeightingConfig(**spec.get("weighting", {})),
                              update=UpdateConfig(**spec.get("update", {})))
     return module, iterations
+
+
+def build_gradient(entry: str, seed: int, motif_scanner=None):
+    """The shipped :class:`~simpo_bio.dna.finetune.gradient.RewardGradientFineTuning` of a ``reward_gradient``
+    entry: ``alpha`` is ``gradient.kl_penalty``; the composition weights default to 0 here (the thirteenth grid's
+    entries have none). Its generator is seeded ``3000 + seed``, the seed of the grids' fits (the fits of commit
+    935c824, the bench's own function then, give the same weights bit for bit: ``bench/results/dna-policy-alone.md``).
+    """
+    import torch
+
+    from simpo_bio.dna.finetune import GradientConfig, RewardGradientFineTuning, SamplingConfig
+
+    spec = dict(GRID[entry]["reward_gradient"])
+    group, _ = schedule(GRID[entry], entry)
+    cfg = GradientConfig(kl_penalty=spec.pop("alpha"), kmer_weight=spec.pop("kmer_weight", 0.0),
+                         motif_weight=spec.pop("motif_weight", 0.0), **spec)
+    module = RewardGradientFineTuning(seed=seed, gradient=cfg, motif_scanner=motif_scanner,
+                                      sampling=SamplingConfig(group_size=group, num_groups=1, num_steps=NUM_STEPS))
+    module.generator = torch.Generator().manual_seed(3000 + seed)
+    return module
 
 
 def main(argv=None) -> int:
@@ -525,9 +369,10 @@ def main(argv=None) -> int:
                 m.policy.load_state_dict(torch.load(saved, weights_only=True))
                 m.history = pd.read_csv(hist).to_dict("records")
             elif "reward_gradient" in GRID[entry]:
+                m = build_gradient(entry, seed, ev.motif_scanner)
                 t0 = time.time()
-                reward_gradient_fit(m, seed, iterations=iterations, batch=m.sampling.group_size,
-                                    scanner=ev.motif_scanner, **GRID[entry]["reward_gradient"])
+                pl.Trainer(max_epochs=iterations, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                           enable_model_summary=False).fit(m)
                 fit_s = time.time() - t0
                 pd.DataFrame(m.history).to_csv(hist, index=False)
                 torch.save(m.policy.state_dict(), saved)

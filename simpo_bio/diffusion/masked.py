@@ -33,6 +33,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = ["LogLinearSchedule", "MaskedDiffusion", "antithetic_times", "random_subset_mask"]
@@ -367,6 +368,75 @@ class MaskedDiffusion(nn.Module):
         if not return_log_probs:
             return x
         return x, torch.cat([o[1] for o in out]), torch.cat([o[2] for o in out])
+
+    def relaxed_sample(
+        self,
+        num_samples: int,
+        seq_len: int,
+        *,
+        reference: MaskedDiffusion,
+        num_steps: int = 128,
+        tau: float = 1.0,
+        truncate: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> tuple[Tensor, Tensor]:
+        """The ancestral sampler made differentiable: sequences as base probabilities with a gradient, and their
+        exact trajectory KL to ``reference`` (reward backpropagation through the sampler, ``docs/method.md``).
+
+        The reveal step of every position is drawn as in :meth:`sample` (it does not depend on the model). At its
+        step a position takes a straight-through Gumbel-softmax draw of this model's base distribution at
+        temperature ``tau``: the forward value is the one-hot of the drawn base (up to float rounding), the
+        gradient that of the relaxed softmax. Later steps read the relaxed sequence, so the gradient runs through
+        the whole trajectory, or through its last ``truncate`` steps. The model runs in its current mode (train mode
+        keeps dropout, as in fine-tuning) and with grad when grad is enabled.
+
+        Args:
+            num_samples, seq_len: ``B`` and ``L``.
+            reference: the frozen model the KL is to (same vocabulary), run on the same partial sequences.
+            num_steps: reverse steps ``N`` (grid ``t = 1 -> 0``; every position is revealed by the last step).
+            tau: Gumbel-softmax temperature, > 0.
+            truncate: backpropagate through the last ``truncate`` steps only (``None``: all).
+            generator: RNG of the reveal steps and the Gumbel noise (on the CPU or the model's device).
+
+        Returns:
+            ``(probs [B, L, 4], kl [B])``: the sequences over the data tokens (one-hot forward values) and
+            ``sum over revealed positions of KL(p_theta || p_ref)`` of the two models' base distributions on the
+            same partial sequence, nats per sequence (exact given the path; its mean over paths is the path KL).
+
+        Raises:
+            ValueError: non-positive sizes, ``tau <= 0`` or ``truncate < 1``.
+        """
+        if num_samples <= 0 or seq_len <= 0 or num_steps <= 0 or not tau > 0 or (truncate is not None and truncate < 1):
+            raise ValueError(f"MaskedDiffusion.relaxed_sample: num_samples, seq_len, num_steps, tau and truncate must "
+                             f"be positive, got {num_samples}, {seq_len}, {num_steps}, {tau}, {truncate}")
+        param = next(self.parameters(), None)
+        device = param.device if param is not None else torch.device("cpu")
+        gdev = generator.device if generator is not None else device
+        data = self._data_tokens
+        cdf = self.reveal_step_probs(num_steps).cumsum(0)
+        step = torch.searchsorted(cdf, torch.rand(num_samples * seq_len, generator=generator, device=gdev).cpu(),
+                                  right=True)
+        step = step.clamp_(max=num_steps - 1).reshape(num_samples, seq_len).to(device)
+        sigmas = self.schedule.sigma(torch.linspace(1.0, 0.0, num_steps + 1)).to(device)
+        x = F.one_hot(torch.full((num_samples, seq_len), self.mask_index, device=device), self.vocab_size).float()
+        kl = torch.zeros(num_samples, device=device)
+        for i in range(num_steps):
+            rev = step == i
+            if not rev.any():
+                continue
+            grad = truncate is None or i >= num_steps - truncate
+            with torch.set_grad_enabled(grad and torch.is_grad_enabled()):
+                xin = x if grad else x.detach()
+                sig = sigmas[i].expand(num_samples)
+                logp = self.backbone(xin, sig).float().index_select(-1, data).log_softmax(-1)  # [B, L, 4]
+                logq = reference.backbone(xin, sig).float().index_select(-1, data).log_softmax(-1)
+                kl = kl + ((logp.exp() * (logp - logq)).sum(-1) * rev).sum(-1)
+                u = torch.rand(logp.shape, generator=generator, device=gdev).to(device).clamp_(1e-10, 1.0 - 1e-7)
+                soft = ((logp - torch.log(-torch.log(u))) / tau).softmax(-1)
+                hard = F.one_hot(soft.argmax(-1), data.numel()).float()
+                pick = hard + soft - soft.detach()  # straight-through: one-hot forward, relaxed gradient
+                x = torch.where(rev[..., None], torch.zeros_like(x).index_copy(-1, data, pick), x)
+        return x.index_select(-1, data), kl
 
     def _sample_chunk(
         self,

@@ -203,6 +203,32 @@ def pearson(a: torch.Tensor | np.ndarray, b: torch.Tensor | np.ndarray) -> float
     return float((a * b).sum() / den) if den > 0 else float("nan")
 
 
+def soft_kmer_frequencies(probs: torch.Tensor, k: int = 3) -> torch.Tensor:
+    """Frequencies ``[4**k]`` of the k-mers of base probabilities ``probs [B, L, 4]`` (order ACGT), differentiable.
+
+    Each window adds the product of its bases' probabilities, so on exact one-hots this is :func:`kmer_frequencies`
+    of the tokens (same order: first base most significant).
+
+    Raises:
+        ValueError: ``probs`` is not ``[B, L, 4]`` with ``L >= k``.
+    """
+    if probs.dim() != 3 or probs.shape[-1] != 4 or probs.shape[1] < k:
+        raise ValueError(f"soft_kmer_frequencies: probs must be [B, L >= {k}, 4], got {tuple(probs.shape)}")
+    length = probs.shape[1]
+    out = probs[:, : length - k + 1]
+    for j in range(1, k):
+        out = (out[..., :, None] * probs[:, j : length - k + 1 + j, None, :]).flatten(-2)
+    total = out.sum((0, 1))
+    return total / total.sum()
+
+
+def pearson_differentiable(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Pearson correlation (0-d tensor, differentiable) of two vectors ``[D]``; :func:`pearson` without leaving
+    torch. A constant vector gives 0."""
+    a, b = a - a.mean(), b - b.mean()
+    return (a * b).sum() / (a.norm() * b.norm()).clamp_min(1e-12)
+
+
 def kmer_correlation(tokens: torch.Tensor, reference: torch.Tensor, k: int = 3) -> float:
     """Pearson correlation of k-mer frequencies of ``tokens`` ``[B, L]`` and ``reference`` ``[R, L']``."""
     return pearson(kmer_frequencies(tokens, k), kmer_frequencies(reference, k))

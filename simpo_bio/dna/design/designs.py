@@ -303,7 +303,7 @@ def export_run(module: SiMPOFineTuning, out_dir: str | os.PathLike, *, num_sampl
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     steps = num_steps or module.num_steps
-    scheme = module.scheme.name
+    scheme = module.method
     model_name = model_name or str(out / "checkpoints" / "last.ckpt")
     history = pd.DataFrame(module.history)
     if len(history):

@@ -15,7 +15,7 @@ Metrics (one row of :func:`summarize` per set of designs):
 - **JASPAR correlation**: Pearson correlation, over the JASPAR 2024 CORE vertebrate motifs, of the mean number of
   motif hits per sequence in the designs and in the same reference set. PSSMs and score thresholds come from
   ``Bio.motifs`` (pseudocounts of :func:`Bio.motifs.jaspar.calculate_pseudocounts`, threshold at a false-positive
-  rate); the scan itself runs all motifs at once as one convolution (:class:`MotifScanner`), cross-checked
+  rate); the scan itself runs all motifs at once as one convolution (:class:`~simpo_bio.dna.data.motifs.MotifScanner`), cross-checked
   against ``Bio.motifs`` ``PSSM.search`` in the tests.
 - **App-Log-Lik**: mean ELBO log-likelihood (nats per sequence, higher is more natural) under the frozen
   pretrained model: ``-MaskedDiffusion.elbo_loss(x)`` (``docs/method.md`` section 8), a lower bound of ``log p(x)``.
@@ -31,27 +31,20 @@ of the one-pass computation; a larger set the same within float rounding (the Ap
 seeded batches either way). Diversity above :data:`EXACT_DIVERSITY_MAX` designs is a fixed-seed estimate over
 sampled pairs, and the table says so.
 
-Imports: :mod:`simpo_bio.dna.data.alphabet`, :mod:`simpo_bio.dna.data.tables` (the cache folder of the JASPAR motifs) and
-:mod:`simpo_bio.dna.oracles.oracle` (scoring), :mod:`simpo_bio.fileio`.
+Imports: :mod:`simpo_bio.dna.data.composition`, :mod:`simpo_bio.dna.data.motifs` (the scanner, re-exported here)
+and :mod:`simpo_bio.dna.oracles.oracle` (scoring).
 """
 
 from __future__ import annotations
 
-import hashlib
-import os
 import sys
-from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
-from Bio.motifs.jaspar import calculate_pseudocounts
-from pyjaspar import jaspardb
 from tqdm.auto import tqdm
 
-from simpo_bio.dna.data.alphabet import ALPHABET
 from simpo_bio.dna.data.composition import (  # the k-mer and correlation helpers live low: loading imports no evaluation
     kmer_counts,
     kmer_frequencies,
@@ -59,9 +52,8 @@ from simpo_bio.dna.data.composition import (  # the k-mer and correlation helper
     naturalness_summary,
     pearson,
 )
-from simpo_bio.dna.data.tables import default_cache_dir
+from simpo_bio.dna.data.motifs import MOTIF_BATCH_SIZE, MotifScanner, one_hot  # noqa: F401 (re-exported)
 from simpo_bio.dna.oracles.oracle import CellTypeOracle, check_rewards, log_odds, oracle_predicts_target
-from simpo_bio.fileio import atomic_write
 
 #: Designs per chunk of :meth:`Evaluator.evaluate` (per-sequence outputs are small; the intermediates of one chunk
 #: are what bounds memory). A multiple of the batch sizes below, so chunking changes no batch of a set that fits.
@@ -71,27 +63,12 @@ EVAL_BATCH_SIZE = 4096
 ORACLE_BATCH_SIZE = 32
 #: Batch of the App-Log-Lik estimate (:func:`elbo_log_likelihood`).
 ELBO_BATCH_SIZE = 256
-#: Batch of the motif scan (:meth:`MotifScanner.count`: the 879 JASPAR motifs take 80 MB at 16 designs of 200 bp,
-#: 590 MB at 256; the same counts and no slower; measured).
-MOTIF_BATCH_SIZE = 16
 #: Designs per call of the naturalness columns inside a chunk (DUST's one-hot is ``[B, L, 64]`` floats: 76 MB of
 #: temporaries at 256 x 200 bp, 830 MB at 4,096, measured; and small batches are twice as fast per design).
 NATURALNESS_BATCH_SIZE = 64
 
 
 # ----------------------------------------------------------------------------------------------------- helpers
-def one_hot(tokens: torch.Tensor, num_classes: int = 4) -> torch.Tensor:
-    """``[B, L]`` token ids in ``0..3`` -> float ``[B, 4, L]`` one-hot (channels first, for convolution).
-
-    Raises:
-        ValueError: a token outside ``0..num_classes-1`` (e.g. a leftover mask token).
-    """
-    tokens = torch.as_tensor(tokens).long()
-    if tokens.numel() and (tokens.min() < 0 or tokens.max() >= num_classes):
-        raise ValueError(f"tokens must lie in 0..{num_classes - 1} (no mask token) to be evaluated")
-    return torch.nn.functional.one_hot(tokens, num_classes).float().transpose(1, 2)
-
-
 def kmer_counts_per_sequence(tokens: torch.Tensor, k: int = 3) -> torch.Tensor:
     """Per-sequence k-mer counts ``[B, 4**k]`` (same order as :func:`kmer_names`;
     :func:`simpo_bio.dna.data.composition.kmer_counts`)."""
@@ -156,136 +133,6 @@ def min_hamming_to_set(tokens: torch.Tensor, reference: torch.Tensor, chunk: int
         r = one_hot(reference[s : s + chunk]).flatten(1)
         best = torch.maximum(best, (q @ r.T).max(dim=1).values)
     return (tokens.shape[1] - best).round().long()
-
-
-# ------------------------------------------------------------------------------------------------ motif scan
-@dataclass
-class MotifScanner:
-    """Counts PSSM hits of many motifs on both strands with one convolution.
-
-    Attributes:
-        names: ``[M]`` motif ids and names (``"MA0004.1 Arnt"``).
-        weight: float ``[M, 4, W]`` log-odds (bits, ``Bio.motifs`` PSSM), zero-padded on the right to ``W``.
-        width: long ``[M]`` true motif widths.
-        threshold: float ``[M]`` score thresholds (bits).
-    """
-
-    names: list[str]
-    weight: torch.Tensor
-    width: torch.Tensor
-    threshold: torch.Tensor
-
-    @classmethod
-    def from_motifs(cls, motifs: Sequence, fpr: float = 1e-4, precision: int = 100) -> MotifScanner:
-        """Build the scanner from ``Bio.motifs`` motifs (e.g. JASPAR records).
-
-        Pseudocounts follow ``Bio.motifs.jaspar.calculate_pseudocounts`` when the motif has counts; the threshold
-        of each motif is the score whose false-positive rate under a uniform background is ``fpr``
-        (``PSSM.distribution(precision).threshold_fpr``).
-        """
-        if len(motifs) == 0:
-            raise ValueError("no motifs given")
-        width = max(len(m) for m in motifs)
-        weight = torch.zeros(len(motifs), 4, width)
-        thr, widths, names = [], [], []
-        for i, m in enumerate(motifs):
-            m.pseudocounts = calculate_pseudocounts(m)
-            pssm = m.pssm
-            for c, base in enumerate(ALPHABET):
-                weight[i, c, : len(m)] = torch.tensor([float(v) for v in pssm[base]])
-            thr.append(float(pssm.distribution(precision=precision).threshold_fpr(fpr)))
-            widths.append(len(m))
-            names.append(f"{getattr(m, 'matrix_id', '') or i} {m.name}".strip())
-        weight = torch.nan_to_num(weight, neginf=-20.0)
-        return cls(names, weight, torch.tensor(widths), torch.tensor(thr))
-
-    @classmethod
-    def jaspar(
-        cls,
-        release: str = "JASPAR2024",
-        collection: str = "CORE",
-        tax_group: str = "vertebrates",
-        fpr: float = 1e-4,
-        max_motifs: int | None = None,
-        cache_dir: str | os.PathLike | None = None,
-    ) -> MotifScanner:
-        """JASPAR motifs shipped offline with ``pyjaspar``; PSSMs and thresholds are cached on disk.
-
-        The first call takes ~30 s for the 879 CORE vertebrate motifs (threshold search in ``Bio.motifs``);
-        later calls read the cache (``$SIMPO_BIO_CACHE`` or ``~/.cache/simpo-bio``).
-
-        Args:
-            max_motifs: keep only the first ``max_motifs`` motifs (fast tests); ``None`` keeps all.
-        """
-        key = f"{release}-{collection}-{tax_group}-{fpr:g}-{max_motifs}"
-        cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-        path = cache / f"motifs-{hashlib.sha1(key.encode()).hexdigest()[:12]}.pt"
-        if path.exists():
-            try:
-                d = torch.load(path, weights_only=True)
-                return cls(d["names"], d["weight"], d["width"], d["threshold"])
-            except Exception:  # a corrupt cache is rebuilt
-                pass
-        motifs = jaspardb(release=release).fetch_motifs(collection=collection, tax_group=[tax_group])
-        if max_motifs is not None:
-            motifs = motifs[:max_motifs]
-        scanner = cls.from_motifs(motifs, fpr=fpr)
-        with atomic_write(path, "wb") as fh:
-            torch.save(
-                {"names": scanner.names, "weight": scanner.weight, "width": scanner.width,
-                 "threshold": scanner.threshold},
-                fh,
-            )
-        return scanner
-
-    def __len__(self) -> int:
-        return len(self.names)
-
-    def scores(self, tokens: torch.Tensor) -> torch.Tensor:
-        """PSSM scores ``[B, 2, M, L]`` (forward, reverse-complement strand) at every start position.
-
-        Positions where the motif would run past the end hold ``-inf``. The reverse-strand score at position
-        ``p`` is the score of the reverse complement of the window starting at ``p`` (as ``Bio.motifs``).
-        """
-        padded, valid = self._padded(tokens)
-        fwd = torch.nn.functional.conv1d(padded, self.weight)  # [B, M, L]
-        rev = torch.nn.functional.conv1d(padded, self._reverse_complement())
-        out = torch.stack([fwd, rev], dim=1)
-        return out.masked_fill(~valid, float("-inf"))
-
-    def _reverse_complement(self) -> torch.Tensor:
-        """The motifs on the other strand: positions flipped, A<->T and C<->G swapped (channel order ACGT reversed)."""
-        rc = torch.zeros_like(self.weight)
-        for i, wi in enumerate(self.width.tolist()):
-            rc[i, :, :wi] = self.weight[i, :, :wi].flip(0).flip(-1)
-        return rc
-
-    def _padded(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """One-hot ``[B, 4, L + W - 1]`` (zero-padded on the right) and the valid start positions ``[M, L]``."""
-        oh = one_hot(tokens)  # [B, 4, L]
-        length = oh.shape[-1]
-        valid = torch.arange(length)[None, :] <= (length - self.width)[:, None]  # [M, L]
-        return torch.nn.functional.pad(oh, (0, self.weight.shape[-1] - 1)), valid
-
-    def count(self, tokens: torch.Tensor, batch_size: int = MOTIF_BATCH_SIZE) -> torch.Tensor:
-        """Number of hits (score >= threshold, both strands) per sequence and motif: float ``[B, M]``.
-
-        The hits of :meth:`scores`, one strand at a time (a ``[batch_size, M, L]`` score tensor at most).
-        """
-        tokens = torch.as_tensor(tokens).long()
-        out = []
-        rc = self._reverse_complement()
-        threshold = (self.threshold - 1e-4)[None, :, None]
-        with torch.no_grad():
-            for s in range(0, tokens.shape[0], batch_size):
-                padded, valid = self._padded(tokens[s : s + batch_size])
-                hits = 0
-                for weight in (self.weight, rc):
-                    sc = torch.nn.functional.conv1d(padded, weight)  # [b, M, L]
-                    hits = hits + ((sc >= threshold) & valid).sum(-1)
-                    del sc
-                out.append(hits.float())
-        return torch.cat(out) if out else torch.zeros(0, len(self))
 
 
 # ---------------------------------------------------------------------------------------------- likelihood

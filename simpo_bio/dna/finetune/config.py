@@ -124,3 +124,37 @@ class UpdateConfig:
             raise ValueError(f"update.repel_margin must be > 0 nats per base or null, got {self.repel_margin!r}")
         if self.elbo_estimator not in ELBO_ESTIMATORS:
             raise ValueError(f"update.elbo_estimator must be one of {ELBO_ESTIMATORS}, got {self.elbo_estimator!r}")
+
+
+@dataclass
+class GradientConfig:
+    """Reward backpropagation through the sampler with the composition held
+    (:class:`~simpo_bio.dna.finetune.gradient.RewardGradientFineTuning`; ``docs/method.md``, "The natural policy").
+
+    Each iteration takes one step on ``-mean r(x) + kl_penalty * mean KL_path(x) + kmer_weight * (1 - r3) +
+    motif_weight * (1 - rm)``, ``r3`` / ``rm`` the Pearson correlations of the batch's 3-mer spectrum and JASPAR
+    motif-hit profile with the pretrained model's own (``prior_samples`` of its samples; never real sequences).
+    """
+
+    kl_penalty: float = 0.1  # alpha, reward units (HepG2 log-odds) per nat of trajectory KL to the reference
+    kmer_weight: float = 5.0  # reward units per unit of 1 - r3 (3-mer spectrum correlation with the prior); 0 = off
+    motif_weight: float = 5.0  # reward units per unit of 1 - rm (motif-hit profile correlation); 0 = off
+    lr: float = 3e-4  # Adam learning rate of the policy
+    grad_clip: float | None = 1.0  # max gradient norm; None = no clipping
+    prior_samples: int = 512  # pretrained-model samples of the composition prior
+    prior_seed: int = 4000  # their sampling seed
+
+    def validate(self) -> None:
+        """Raises ValueError naming the first bad field (``gradient.<name>``)."""
+        for name in ("kl_penalty", "kmer_weight", "motif_weight"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int | float) or not (math.isfinite(v) and v >= 0):
+                raise ValueError(f"gradient.{name} must be a finite number >= 0, got {v!r}")
+        if isinstance(self.lr, bool) or not isinstance(self.lr, int | float) or not (math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"gradient.lr must be finite and > 0, got {self.lr!r}")
+        if self.grad_clip is not None and not (math.isfinite(self.grad_clip) and self.grad_clip > 0):
+            raise ValueError(f"gradient.grad_clip must be > 0 or null (no clipping), got {self.grad_clip!r}")
+        if isinstance(self.prior_samples, bool) or not isinstance(self.prior_samples, int) or self.prior_samples < 2:
+            raise ValueError(f"gradient.prior_samples must be an integer >= 2, got {self.prior_samples!r}")
+        if isinstance(self.prior_seed, bool) or not isinstance(self.prior_seed, int):
+            raise ValueError(f"gradient.prior_seed must be an integer, got {self.prior_seed!r}")

@@ -246,6 +246,11 @@ class SiMPOFineTuning(pl.LightningModule):
         """Steps of the ancestral sampler (``sampling.num_steps``)."""
         return self.sampling.num_steps
 
+    @property
+    def method(self) -> str:
+        """The method's name in labels, FASTA headers and tables: the weighting scheme (e.g. ``"square_neg"``)."""
+        return self.scheme.name
+
     def _move_frozen(self) -> None:
         self.reference.to(self.device)
         if isinstance(self.oracle, nn.Module):

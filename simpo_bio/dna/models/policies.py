@@ -24,9 +24,13 @@ from simpo_bio.dna.models.checkpoints import (
 )
 from simpo_bio.dna.models.pretrain import build_masked_diffusion, load_pretrained, pretrained_from_checkpoint
 
-#: The model kind recorded in a fine-tuning checkpoint.
+#: The model kind recorded in a SiMPO fine-tuning checkpoint.
 MODEL_KIND = "SiMPOFineTuning"
-__all__ = ["MODEL_KIND", "load_policy"]
+#: The model kind recorded in a checkpoint of the natural policy (reward backpropagation).
+GRADIENT_MODEL_KIND = "RewardGradientFineTuning"
+#: Every kind :func:`load_policy` reads as a fine-tuned policy (same layout: ``policy.*`` weights, ``simpo_policy``).
+FINETUNED_KINDS = (MODEL_KIND, GRADIENT_MODEL_KIND)
+__all__ = ["FINETUNED_KINDS", "GRADIENT_MODEL_KIND", "MODEL_KIND", "load_policy"]
 
 
 def load_policy(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
@@ -61,7 +65,7 @@ def load_policy(path: str | Path, map_location: str | torch.device = "cpu") -> t
             "kind": "pretrained", "scheme": "none", "seq_len": 200, "num_steps": None, "oracle": None,
             "pretrained": str(path)}
     ckpt = load_checkpoint(path, map_location="cpu")  # torch's safe loader: a file with Python objects is refused
-    if isinstance(ckpt, dict) and ckpt.get(KIND_KEY) == MODEL_KIND:
+    if isinstance(ckpt, dict) and ckpt.get(KIND_KEY) in FINETUNED_KINDS:
         hp = dict(ckpt.get("hyper_parameters") or {})
         if hp and "sampling" not in hp:
             raise CheckpointFormatError(
@@ -79,7 +83,7 @@ def load_policy(path: str | Path, map_location: str | torch.device = "cpu") -> t
         if "state_dict" not in ckpt:
             raise CheckpointCorruptError(f"{path}: a fine-tuning checkpoint without weights ('state_dict')", path)
         load_state_dict_checked(policy, strip_prefix(ckpt["state_dict"], "policy."), path)
-        info = {"kind": "finetuned", "scheme": weighting.get("scheme", "?"), "seq_len": sampling.get("seq_len", 200),
+        info = {"kind": "finetuned", "scheme": weighting.get("scheme", "reward_gradient" if "gradient" in hp else "?"), "seq_len": sampling.get("seq_len", 200),
                 "num_steps": sampling.get("num_steps"), "oracle": hp.get("oracle"), "pretrained": hp.get("pretrained"),
                 "history": list(ckpt.get("simpo_history") or [])}
     else:

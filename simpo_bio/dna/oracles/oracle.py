@@ -228,6 +228,20 @@ class CellTypeOracle(RewardOracle):
     def reward(self, tokens: torch.Tensor) -> torch.Tensor:
         return log_odds(self.net(tokens), self.target_index)
 
+    def soft_reward(self, probs: torch.Tensor) -> torch.Tensor:
+        """Differentiable reward ``[B]`` (log-odds of the target, nats) of base probabilities ``probs [B, L, 4]``
+        (order ACGT): the frozen net read on them (:class:`CellTypeCNN` takes floats; strand-averaged in eval
+        mode). On exact one-hots it equals :meth:`reward` of their tokens. Used by reward backpropagation
+        (:class:`simpo_bio.dna.finetune.gradient.RewardGradientFineTuning`).
+
+        Raises:
+            ValueError: ``probs`` is not float ``[B, seq_len, 4]``.
+        """
+        if probs.dim() != 3 or probs.shape[1:] != (self.seq_len, 4) or not probs.is_floating_point():
+            raise ValueError(f"soft_reward: probs must be float [B, {self.seq_len}, 4], got {tuple(probs.shape)} "
+                             f"{probs.dtype}")
+        return log_odds(self.net(probs), self.target_index)
+
     @torch.no_grad()
     def logits(self, x: torch.Tensor | Sequence[str], batch_size: int | None = None) -> torch.Tensor:
         """Class logits ``[B, C]`` (float32) of token ids ``[B, L]`` or strings (batched, no grad)."""
