@@ -96,6 +96,11 @@ GRID: dict[str, dict] = {
                         "reward_gradient": {"alpha": 0.1, "lr": 3e-4, "kmer_weight": 5.0, "motif_weight": 5.0}},
     "rgc_k10_m30_c4000": {"calls": 4000,
                           "reward_gradient": {"alpha": 0.1, "lr": 3e-4, "kmer_weight": 10.0, "motif_weight": 30.0}},
+    # seventeenth grid (fixed 2026-12-07 01:02 UTC, before any of its numbers): between 5 / 5 and 10 / 10 at 4,000 calls
+    "rgc_k7_m7_c4000": {"calls": 4000,
+                        "reward_gradient": {"alpha": 0.1, "lr": 3e-4, "kmer_weight": 7.0, "motif_weight": 7.0}},
+    "rgc_k5_m10_c4000": {"calls": 4000,
+                         "reward_gradient": {"alpha": 0.1, "lr": 3e-4, "kmer_weight": 5.0, "motif_weight": 10.0}},
 }
 CALLS = 1920
 DESIGNS = 256

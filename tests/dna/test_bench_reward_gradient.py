@@ -22,8 +22,9 @@ def bench():
 def test_grid_entries_spend_1920_or_the_gates_4000_calls():
     b = bench()
     calls = {e: b.entry_calls(spec) for e, spec in b.GRID.items() if "reward_gradient" in spec}
-    assert len(calls) == 9
-    assert {e for e, c in calls.items() if c == 4000} == {"rgc_k10_m10_c4000", "rgc_k5_m5_c4000", "rgc_k10_m30_c4000"}
+    assert len(calls) == 11
+    assert {e for e, c in calls.items() if c == 4000} == {"rgc_k10_m10_c4000", "rgc_k5_m5_c4000", "rgc_k10_m30_c4000",
+                                                          "rgc_k7_m7_c4000", "rgc_k5_m10_c4000"}
     assert set(calls.values()) == {1920, 4000}
 
 
