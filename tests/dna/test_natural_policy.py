@@ -234,3 +234,19 @@ def test_the_shipped_config_parses_and_a_bad_field_is_one_line(capsys):
     assert err.value.code == 2
     lines = [s for s in capsys.readouterr().err.splitlines() if s.strip()]
     assert len(lines) == 1 and "gradient.lr" in lines[0]
+
+
+def test_a_simpo_checkpoint_is_not_resumed_as_the_natural_policy(tmp_path, capsys):
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from simpo_bio.dna.finetune import RewardConfig, SiMPOFineTuning
+
+    simpo = SiMPOFineTuning(pretrained=tiny_policy(), oracle=tiny_oracle(), log_reference_elbo=False,
+                            sampling=SamplingConfig(group_size=16, num_groups=1, num_steps=4, seq_len=L),
+                            reward=RewardConfig(constraints=None))
+    trainer(tmp_path / "s", 1, [ModelCheckpoint(dirpath=tmp_path / "ck", save_last=True)]).fit(
+        simpo, PolicyIterationDataModule())
+    with pytest.raises(SystemExit) as err:
+        trainer(tmp_path / "g", 2).fit(make(), PolicyIterationDataModule(), ckpt_path=str(tmp_path / "ck" / "last.ckpt"))
+    assert err.value.code == 2
+    assert "refusing to resume RewardGradientFineTuning" in capsys.readouterr().err
