@@ -57,3 +57,24 @@ def _scanner():
     from simpo_bio.dna.data.motifs import MotifScanner
 
     return MotifScanner(["m"], torch.zeros(1, 4, 3), torch.tensor([3]), torch.tensor([1.0]))
+
+
+def test_the_shipped_natural_policy_is_the_measured_entry():
+    """GradientConfig's defaults and configs/dna/natural_policy.yaml are rgc_k7_m7_c4000 (the numbers the README
+    quotes were measured on it)."""
+    import yaml
+
+    from simpo_bio.dna.finetune import GradientConfig, RewardGradientFineTuning
+
+    b = bench()
+    spec = b.GRID["rgc_k7_m7_c4000"]
+    g = GradientConfig()
+    rg = spec["reward_gradient"]
+    assert (g.kl_penalty, g.lr, g.kmer_weight, g.motif_weight) == (rg["alpha"], rg["lr"], rg["kmer_weight"],
+                                                                    rg["motif_weight"])
+    cfg = yaml.safe_load((BENCH.parents[1] / "configs" / "dna" / "natural_policy.yaml").read_text())
+    sampling = RewardGradientFineTuning.__init__.__defaults__[2]
+    assert cfg["model"]["class_path"] == "simpo_bio.dna.finetune.RewardGradientFineTuning"
+    assert "gradient" not in cfg["model"]["init_args"] and "sampling" not in cfg["model"]["init_args"]
+    assert (sampling.group_size, sampling.num_groups, sampling.num_steps) == (32, 1, b.NUM_STEPS)
+    assert cfg["trainer"]["max_epochs"] * sampling.group_size == b.entry_calls(spec) == 4000
