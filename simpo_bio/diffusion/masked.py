@@ -376,26 +376,22 @@ class MaskedDiffusion(nn.Module):
         *,
         reference: MaskedDiffusion,
         num_steps: int = 128,
-        tau: float = 1.0,
-        truncate: int | None = None,
         generator: torch.Generator | None = None,
     ) -> tuple[Tensor, Tensor]:
         """The ancestral sampler made differentiable: sequences as base probabilities with a gradient, and their
         exact trajectory KL to ``reference`` (reward backpropagation through the sampler, ``docs/method.md``).
 
         The reveal step of every position is drawn as in :meth:`sample` (it does not depend on the model). At its
-        step a position takes a straight-through Gumbel-softmax draw of this model's base distribution at
-        temperature ``tau``: the forward value is the one-hot of the drawn base (up to float rounding), the
-        gradient that of the relaxed softmax. Later steps read the relaxed sequence, so the gradient runs through
-        the whole trajectory, or through its last ``truncate`` steps. The model runs in its current mode (train mode
-        keeps dropout, as in fine-tuning) and with grad when grad is enabled.
+        step a position takes a straight-through Gumbel-softmax draw (temperature 1) of this model's base
+        distribution: the forward value is the one-hot of the drawn base (up to float rounding), the gradient that
+        of the relaxed softmax. Later steps read the relaxed sequence, so the gradient runs through the whole
+        trajectory. The model runs in its current mode (train mode keeps dropout, as in fine-tuning) and with grad
+        when grad is enabled.
 
         Args:
             num_samples, seq_len: ``B`` and ``L``.
             reference: the frozen model the KL is to (same vocabulary), run on the same partial sequences.
             num_steps: reverse steps ``N`` (grid ``t = 1 -> 0``; every position is revealed by the last step).
-            tau: Gumbel-softmax temperature, > 0.
-            truncate: backpropagate through the last ``truncate`` steps only (``None``: all).
             generator: RNG of the reveal steps and the Gumbel noise (on the CPU or the model's device).
 
         Returns:
@@ -404,11 +400,11 @@ class MaskedDiffusion(nn.Module):
             same partial sequence, nats per sequence (exact given the path; its mean over paths is the path KL).
 
         Raises:
-            ValueError: non-positive sizes, ``tau <= 0`` or ``truncate < 1``.
+            ValueError: non-positive sizes.
         """
-        if num_samples <= 0 or seq_len <= 0 or num_steps <= 0 or not tau > 0 or (truncate is not None and truncate < 1):
-            raise ValueError(f"MaskedDiffusion.relaxed_sample: num_samples, seq_len, num_steps, tau and truncate must "
-                             f"be positive, got {num_samples}, {seq_len}, {num_steps}, {tau}, {truncate}")
+        if num_samples <= 0 or seq_len <= 0 or num_steps <= 0:
+            raise ValueError(f"MaskedDiffusion.relaxed_sample: num_samples, seq_len and num_steps must be positive, "
+                             f"got {num_samples}, {seq_len}, {num_steps}")
         param = next(self.parameters(), None)
         device = param.device if param is not None else torch.device("cpu")
         gdev = generator.device if generator is not None else device
@@ -424,18 +420,15 @@ class MaskedDiffusion(nn.Module):
             rev = step == i
             if not rev.any():
                 continue
-            grad = truncate is None or i >= num_steps - truncate
-            with torch.set_grad_enabled(grad and torch.is_grad_enabled()):
-                xin = x if grad else x.detach()
-                sig = sigmas[i].expand(num_samples)
-                logp = self.backbone(xin, sig).float().index_select(-1, data).log_softmax(-1)  # [B, L, 4]
-                logq = reference.backbone(xin, sig).float().index_select(-1, data).log_softmax(-1)
-                kl = kl + ((logp.exp() * (logp - logq)).sum(-1) * rev).sum(-1)
-                u = torch.rand(logp.shape, generator=generator, device=gdev).to(device).clamp_(1e-10, 1.0 - 1e-7)
-                soft = ((logp - torch.log(-torch.log(u))) / tau).softmax(-1)
-                hard = F.one_hot(soft.argmax(-1), data.numel()).float()
-                pick = hard + soft - soft.detach()  # straight-through: one-hot forward, relaxed gradient
-                x = torch.where(rev[..., None], torch.zeros_like(x).index_copy(-1, data, pick), x)
+            sig = sigmas[i].expand(num_samples)
+            logp = self.backbone(x, sig).float().index_select(-1, data).log_softmax(-1)  # [B, L, 4]
+            logq = reference.backbone(x, sig).float().index_select(-1, data).log_softmax(-1)
+            kl = kl + ((logp.exp() * (logp - logq)).sum(-1) * rev).sum(-1)
+            u = torch.rand(logp.shape, generator=generator, device=gdev).to(device).clamp_(1e-10, 1.0 - 1e-7)
+            soft = (logp - torch.log(-torch.log(u))).softmax(-1)
+            hard = F.one_hot(soft.argmax(-1), data.numel()).float()
+            pick = hard + soft - soft.detach()  # straight-through: one-hot forward, relaxed gradient
+            x = torch.where(rev[..., None], torch.zeros_like(x).index_copy(-1, data, pick), x)
         return x.index_select(-1, data), kl
 
     def _sample_chunk(
