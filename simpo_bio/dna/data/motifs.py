@@ -140,18 +140,25 @@ class MotifScanner:
         return out.masked_fill(~valid, float("-inf"))
 
     def _reverse_complement(self) -> torch.Tensor:
-        """The motifs on the other strand: positions flipped, A<->T and C<->G swapped (channel order ACGT reversed)."""
-        rc = torch.zeros_like(self.weight)
-        for i, wi in enumerate(self.width.tolist()):
-            rc[i, :, :wi] = self.weight[i, :, :wi].flip(0).flip(-1)
+        """The motifs on the other strand: positions flipped, A<->T and C<->G swapped (channel order ACGT reversed).
+        Built once per scanner (the fine-tuning loss reads it every iteration); ``weight`` is not to be changed
+        in place afterwards."""
+        rc = self.__dict__.get("_rc")
+        if rc is None:
+            rc = torch.zeros_like(self.weight)
+            for i, wi in enumerate(self.width.tolist()):
+                rc[i, :, :wi] = self.weight[i, :, :wi].flip(0).flip(-1)
+            self.__dict__["_rc"] = rc
         return rc
+
+    def _valid_starts(self, length: int, device=None) -> torch.Tensor:
+        """Bool ``[M, L]``: the start positions where each motif fits inside ``length`` bases."""
+        return torch.arange(length, device=device)[None, :] <= (length - self.width.to(device))[:, None]
 
     def _padded(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One-hot ``[B, 4, L + W - 1]`` (zero-padded on the right) and the valid start positions ``[M, L]``."""
         oh = one_hot(tokens)  # [B, 4, L]
-        length = oh.shape[-1]
-        valid = torch.arange(length)[None, :] <= (length - self.width)[:, None]  # [M, L]
-        return torch.nn.functional.pad(oh, (0, self.weight.shape[-1] - 1)), valid
+        return torch.nn.functional.pad(oh, (0, self.weight.shape[-1] - 1)), self._valid_starts(oh.shape[-1])
 
     def count(self, tokens: torch.Tensor, batch_size: int = MOTIF_BATCH_SIZE) -> torch.Tensor:
         """Number of hits (score >= threshold, both strands) per sequence and motif: float ``[B, M]``.
@@ -189,10 +196,8 @@ class MotifScanner:
         if not temperature > 0:
             raise ValueError(f"soft_profile: temperature must be > 0 bits, got {temperature!r}")
         x = probs.transpose(1, 2)  # [B, 4, L]
-        length = x.shape[-1]
-        weight, width, threshold = (self.weight.to(x.device), self.width.to(x.device),
-                                    (self.threshold - 1e-4).to(x.device)[None, :, None])
-        valid = torch.arange(length, device=x.device)[None, :] <= (length - width)[:, None]  # [M, L]
+        weight, threshold = self.weight.to(x.device), (self.threshold - 1e-4).to(x.device)[None, :, None]
+        valid = self._valid_starts(x.shape[-1], x.device)  # [M, L]
         x = torch.nn.functional.pad(x, (0, weight.shape[-1] - 1))
         hits = 0
         for w in (weight, self._reverse_complement().to(x.device)):

@@ -22,7 +22,8 @@ Measured on the shared 2-core CPU at 4,000 calls with the shipped weights (``ben
 seventeenth grid, five held-out seeds): the fine-tuned model's own 256 samples have median Pred-Activity 4.3-4.8 by
 the evaluation oracle (the pretrained model: -1.8) at 3-mer 0.91-0.95 and JASPAR 0.59-0.63 (the pretrained model:
 0.944 / 0.605). Checkpoints, resume (the module's generator is saved), designs at the end of a fit and
-:func:`~simpo_bio.dna.models.policies.load_policy` work as for SiMPO (this class extends it).
+:func:`~simpo_bio.dna.models.policies.load_policy` work as for SiMPO (both extend
+:class:`~simpo_bio.dna.finetune.module.PolicyFineTuning`).
 
 Imports: :mod:`simpo_bio.dna.data`, :mod:`simpo_bio.dna.oracles.oracle`, :mod:`simpo_bio.dna.finetune.config`,
 :mod:`simpo_bio.dna.finetune.module`.
@@ -39,8 +40,7 @@ from torch import Tensor
 from simpo_bio.dna.data.composition import pearson_differentiable, soft_kmer_frequencies
 from simpo_bio.dna.data.motifs import MotifScanner
 from simpo_bio.dna.finetune.config import GradientConfig, SamplingConfig
-from simpo_bio.dna.finetune.module import SiMPOFineTuning, _group
-from simpo_bio.dna.models.checkpoints import record_model_kind
+from simpo_bio.dna.finetune.module import PolicyFineTuning, _group
 from simpo_bio.dna.models.policies import GRADIENT_MODEL_KIND
 from simpo_bio.dna.oracles.oracle import CellTypeCNN, CellTypeOracle
 
@@ -50,7 +50,7 @@ __all__ = ["RewardGradientFineTuning"]
 PRIOR_BATCH_SIZE = 128
 
 
-class RewardGradientFineTuning(SiMPOFineTuning):
+class RewardGradientFineTuning(PolicyFineTuning):
     """Reward backpropagation through the sampler with the composition held (module docstring).
 
     Args:
@@ -86,19 +86,20 @@ class RewardGradientFineTuning(SiMPOFineTuning):
         if isinstance(oracle, list | tuple):
             raise ValueError("RewardGradientFineTuning: oracle must be one differentiable CellTypeOracle checkpoint, "
                              f"not a list of {len(oracle)} (an ensemble has no single gradient to follow)")
-        super().__init__(pretrained, oracle, sampling=sampling, log_reference_elbo=False, seed=seed)
+        super().__init__(pretrained, oracle, sampling, seed)
         if not isinstance(self.oracle, CellTypeOracle) or not isinstance(self.oracle.net, CellTypeCNN):
             raise ValueError(f"RewardGradientFineTuning: the oracle must be a CellTypeOracle with a CellTypeCNN (a "
                              f"differentiable net), got {type(self.oracle).__name__}")
         self.gradient_config = gradient_config
-        hp = {k: self.hparams[k] for k in ("pretrained", "oracle") if k in self.hparams}
+        hp = self.path_hparams(pretrained, oracle)
         hp.update(sampling=asdict(self.sampling), gradient=asdict(gradient_config), seed=int(seed))
-        self.hparams.clear()  # this class's own arguments only (no weighting / update groups of SiMPO)
         self.save_hyperparameters(hp)
         if motif_scanner is None and gradient_config.motif_weight > 0:
             motif_scanner = MotifScanner.jaspar()
         self.motif_scanner = motif_scanner
         self._prior: tuple[Tensor, Tensor | None] | None = None
+
+    checkpoint_kind = GRADIENT_MODEL_KIND  # a resume as SiMPO (or the reverse) is refused
 
     @property
     def method(self) -> str:
@@ -122,10 +123,6 @@ class RewardGradientFineTuning(SiMPOFineTuning):
             raise ValueError("RewardGradientFineTuning: the policy has no trainable parameter (pass a module whose "
                              "parameters require grad)")
         return torch.optim.Adam(params, lr=self.gradient_config.lr)
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        super().on_save_checkpoint(checkpoint)
-        record_model_kind(checkpoint, GRADIENT_MODEL_KIND)  # a resume as SiMPO (or the reverse) is refused
 
     def composition_prior(self) -> tuple[Tensor, Tensor | None]:
         """The pretrained model's own composition: ``(3-mer frequencies [64], mean motif hits [M] or None)`` of

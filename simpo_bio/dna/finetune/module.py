@@ -80,7 +80,7 @@ from simpo_bio.dna.oracles.ensemble import EnsembleOracle
 from simpo_bio.dna.oracles.oracle import check_rewards, load_oracle
 from simpo_bio.weighting import WeightingStep
 
-__all__ = ["SiMPOFineTuning", "PolicyIterationDataModule"]
+__all__ = ["PolicyFineTuning", "SiMPOFineTuning", "PolicyIterationDataModule"]
 
 
 # ---------------------------------------------------------------------------------------------- step counter
@@ -137,7 +137,161 @@ def _group(cls: type, value: Any, name: str):
 
 
 # ------------------------------------------------------------------------------------------------ the module
-class SiMPOFineTuning(pl.LightningModule):
+class PolicyFineTuning(pl.LightningModule):
+    """What every fine-tuning method of a masked diffusion policy shares: the trained policy (a copy of the
+    pretrained model), the frozen reference and oracle, the module's generator, the oracle-call counter, the
+    per-iteration ``history``, and their checkpoints (with the generator state, so a resumed fit reproduces the
+    uninterrupted one). One Lightning epoch is one iteration; the subclass writes ``training_step`` and saves its
+    own hyper-parameters. Subclasses: :class:`SiMPOFineTuning`,
+    :class:`~simpo_bio.dna.finetune.gradient.RewardGradientFineTuning`.
+
+    Args:
+        pretrained: as :class:`SiMPOFineTuning`.
+        oracle: as :class:`SiMPOFineTuning`; a list is an ensemble with ``mean - ensemble_std_coef * std``.
+        sampling: the validated :class:`~simpo_bio.dna.finetune.config.SamplingConfig` (or a mapping).
+        seed: seed of the module's generator.
+    """
+
+    #: The model kind recorded in every checkpoint (:func:`simpo_bio.dna.models.checkpoints.record_model_kind`).
+    checkpoint_kind = MODEL_KIND
+
+    def __init__(self, pretrained, oracle, sampling, seed: int = 0, ensemble_std_coef: float = 1.0) -> None:
+        super().__init__()
+        self.sampling = _group(SamplingConfig, sampling, "sampling")
+        self.sampling.validate()
+        self.automatic_optimization = False
+        reference = _load_policy_from(pretrained)
+        if reference is pretrained:  # a module from the caller: never freeze or move the caller's object
+            reference = copy.deepcopy(reference)
+        self.policy = copy.deepcopy(reference)  # keeps the trainable / fixed flags of the pretrained model
+        self.policy.train()  # the sampler switches to eval mode by itself
+        # frozen reference and oracle live outside the state dict (not saved; rebuilt from their paths)
+        reference.requires_grad_(False).eval()
+        object.__setattr__(self, "reference", reference)
+        object.__setattr__(self, "oracle", _load_oracle_from(oracle, ensemble_std_coef))
+
+        self.generator = torch.Generator().manual_seed(seed)
+        self.register_buffer("reward_queries", torch.zeros((), dtype=torch.long))
+        self.history: list[dict[str, float]] = []
+        self._extra_sample_kwargs: dict[str, Any] = {}
+
+    @staticmethod
+    def path_hparams(pretrained, oracle) -> dict[str, Any]:
+        """The ``pretrained`` / ``oracle`` hyper-parameters: paths only (modules passed from Python are not
+        recorded)."""
+        def _is_path(v) -> bool:
+            return isinstance(v, str | Path) or (isinstance(v, list | tuple) and all(isinstance(e, str | Path) for e in v))
+
+        return {name: [str(e) for e in v] if isinstance(v, list | tuple) else str(v)
+                for name, v in (("pretrained", pretrained), ("oracle", oracle)) if _is_path(v)}
+
+    # ---------------------------------------------------------------------------------------- plumbing
+    @property
+    def seq_len(self) -> int:
+        """Length of the generated sequences, bp (``sampling.seq_len``)."""
+        return self.sampling.seq_len
+
+    @property
+    def num_steps(self) -> int:
+        """Steps of the ancestral sampler (``sampling.num_steps``)."""
+        return self.sampling.num_steps
+
+    def _move_frozen(self) -> None:
+        self.reference.to(self.device)
+        if isinstance(self.oracle, nn.Module):
+            self.oracle.to(self.device)
+        elif hasattr(self.oracle, "to"):
+            try:
+                self.oracle.to(self.device)
+            except Exception:  # a user callable that is not device-aware
+                pass
+        if self.generator.device != self.device:  # e.g. a GPU fit: the sampler draws on the model's device
+            seed = int(torch.randint(0, 2**62, (1,), generator=self.generator))
+            self.generator = torch.Generator(device=self.device).manual_seed(seed)
+
+    def on_fit_start(self) -> None:
+        rank = int(self.global_rank)
+        if rank > 0:  # DDP: a distinct, reproducible stream per rank (module docstring); rank 0 keeps its own
+            base = (self.generator.get_state().cpu().numpy().tobytes() if self.trainer.ckpt_path
+                    else str(self.hparams.seed).encode())
+            seed = int.from_bytes(hashlib.sha256(base + f"/rank{rank}".encode()).digest()[:8], "little") >> 1
+            self.generator = torch.Generator(device=self.generator.device).manual_seed(seed)
+        self._move_frozen()
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        record_model_kind(checkpoint, self.checkpoint_kind)
+        backbone = self.policy.backbone
+        if hasattr(backbone, "config"):  # makes the checkpoint self-contained for `simpo-bio sample`
+            checkpoint["simpo_policy"] = {"backbone": backbone.config(), "mask_index": self.policy.mask_index,
+                                          "eps": self.policy.eps}
+        checkpoint["simpo_generator_state"] = self.generator.get_state().cpu()
+        checkpoint["simpo_generator_device"] = str(self.generator.device)
+        checkpoint["simpo_history"] = list(self.history)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        hp = checkpoint.get("hyper_parameters") or {}
+        if checkpoint.get(KIND_KEY) == MODEL_KIND and "sampling" not in hp:  # flat: 0.1, before the typed groups
+            err = CheckpointFormatError(
+                "this fine-tuning checkpoint was written before the typed configuration (its hyper-parameters are "
+                "flat, not the groups sampling / reward / weighting / update): refit it with this version "
+                "(fit --ckpt_path null, or demo --fresh)", None)
+            trainer = getattr(self, "_trainer", None)
+            if trainer is not None and getattr(getattr(trainer.state, "fn", None), "value", None) == "fit":
+                print(f"simpo-bio: error: {err}", file=sys.stderr)  # a resume: one line, exit 2
+                raise SystemExit(2)
+            raise err
+        guard_resume(self, checkpoint)  # a checkpoint of another model / config: one line, exit 2
+        state = checkpoint.get("simpo_generator_state")
+        if state is not None:
+            dev = torch.device(checkpoint.get("simpo_generator_device", "cpu"))
+            if dev.type != "cpu" and not torch.cuda.is_available():
+                dev = torch.device("cpu")
+            self.generator = torch.Generator(device=dev)
+            self.generator.set_state(state)
+        self.history = list(checkpoint.get("simpo_history", []))
+
+    def train_dataloader(self):  # used when no datamodule is given (e.g. `trainer.fit(module)`)
+        return PolicyIterationDataModule().train_dataloader()
+
+    @torch.no_grad()
+    def generate(self, num_samples: int, *, num_steps: int | None = None, generator: torch.Generator | None = None,
+                 batch_size: int | None = None, progress: bool = False, reference: nn.Module | None = None
+                 ) -> Tensor | tuple[Tensor, Tensor, Tensor]:
+        """Sample ``[num_samples, seq_len]`` token ids from the current policy (no grad, eval mode).
+
+        With ``reference`` (a :class:`~simpo_bio.diffusion.masked.MaskedDiffusion`), returns
+        ``(tokens, log_p [B], log_q [B])``: the trajectory log-probabilities under the policy and the reference
+        (:meth:`~simpo_bio.diffusion.masked.MaskedDiffusion.sample`, ``return_log_probs``).
+        """
+        was_training = self.policy.training
+        self.policy.eval()
+        kwargs = dict(num_steps=num_steps or self.num_steps,
+                      generator=self.generator if generator is None else generator, device=self.device)
+        if batch_size is not None:
+            kwargs["batch_size"] = batch_size
+        kwargs.update(self._extra_sample_kwargs)
+        if reference is not None:
+            kwargs.update(reference=reference, return_log_probs=True)
+        x = self.policy.sample(num_samples, self.seq_len, **kwargs)
+        self.policy.train(was_training)
+        return x
+
+    @torch.no_grad()
+    def reward(self, tokens: Tensor) -> Tensor:
+        """Frozen fine-tuning oracle rewards ``[B]`` (validated: finite)."""
+        r = self.oracle(tokens)
+        return check_rewards(torch.as_tensor(r).reshape(-1).to(self.device), "the fine-tuning oracle")
+
+    def _clock(self) -> float:
+        """Seconds of ``time.perf_counter``, after the device's queued work (CUDA runs asynchronously: without the
+        sync, one stage's kernels would be timed in the next stage)."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter()
+
+
+
+class SiMPOFineTuning(PolicyFineTuning):
     """SiMPO fine-tuning of a masked diffusion policy (paper sections 3-4 and 5.3; ``docs/method.md`` 5-8).
 
     Args:
@@ -174,21 +328,13 @@ class SiMPOFineTuning(pl.LightningModule):
         log_reference_elbo: bool = True,
         seed: int = 0,
     ) -> None:
-        super().__init__()
-        self.sampling = _group(SamplingConfig, sampling, "sampling")
         self.reward_config = _group(RewardConfig, reward, "reward")
         self.weighting_config = _group(WeightingConfig, weighting, "weighting")
         self.update_config = _group(UpdateConfig, update, "update")
-        for group in (self.sampling, self.reward_config, self.weighting_config, self.update_config):
+        for group in (self.reward_config, self.weighting_config, self.update_config):
             group.validate()
-
-        def _is_path(v) -> bool:  # modules passed from Python are not hyperparameters (only paths are recorded)
-            return isinstance(v, str | Path) or (isinstance(v, list | tuple) and all(isinstance(e, str | Path) for e in v))
-
-        hp: dict[str, Any] = {}
-        for name, v in (("pretrained", pretrained), ("oracle", oracle)):
-            if _is_path(v):
-                hp[name] = [str(e) for e in v] if isinstance(v, list | tuple) else str(v)
+        super().__init__(pretrained, oracle, sampling, seed, self.reward_config.ensemble_std_coef)
+        hp = self.path_hparams(pretrained, oracle)
         hp.update(sampling=asdict(self.sampling), reward=asdict(self.reward_config),
                   weighting=asdict(self.weighting_config), update=asdict(self.update_config),
                   log_reference_elbo=bool(log_reference_elbo), seed=int(seed))
@@ -200,22 +346,6 @@ class SiMPOFineTuning(pl.LightningModule):
                                        temperature_lr=w.temperature_lr, normalize_advantage=w.normalize_advantage,
                                        leave_one_out=w.leave_one_out)
         self.scheme = self.weighting.scheme
-        self.automatic_optimization = False
-
-        reference = _load_policy_from(pretrained)
-        if reference is pretrained:  # a module from the caller: never freeze or move the caller's object
-            reference = copy.deepcopy(reference)
-        self.policy = copy.deepcopy(reference)  # keeps the trainable / fixed flags of the pretrained model
-        self.policy.train()  # the sampler switches to eval mode by itself
-        # frozen reference and oracle live outside the state dict (not saved; rebuilt from their paths)
-        reference.requires_grad_(False).eval()
-        object.__setattr__(self, "reference", reference)
-        object.__setattr__(self, "oracle", _load_oracle_from(oracle, self.reward_config.ensemble_std_coef))
-
-        self.generator = torch.Generator().manual_seed(seed)
-        self.register_buffer("reward_queries", torch.zeros((), dtype=torch.long))
-        self.history: list[dict[str, float]] = []
-        self._extra_sample_kwargs: dict[str, Any] = {}
 
     @staticmethod
     def validate_config(init_args: dict[str, Any]) -> None:
@@ -235,43 +365,10 @@ class SiMPOFineTuning(pl.LightningModule):
         WeightingStep(w.scheme, w.scheme_params, temperature=w.temperature, target_kl=w.target_kl,
                       temperature_lr=w.temperature_lr)
 
-    # ---------------------------------------------------------------------------------------- plumbing
-    @property
-    def seq_len(self) -> int:
-        """Length of the generated sequences, bp (``sampling.seq_len``)."""
-        return self.sampling.seq_len
-
-    @property
-    def num_steps(self) -> int:
-        """Steps of the ancestral sampler (``sampling.num_steps``)."""
-        return self.sampling.num_steps
-
     @property
     def method(self) -> str:
         """The method's name in labels, FASTA headers and tables: the weighting scheme (e.g. ``"square_neg"``)."""
         return self.scheme.name
-
-    def _move_frozen(self) -> None:
-        self.reference.to(self.device)
-        if isinstance(self.oracle, nn.Module):
-            self.oracle.to(self.device)
-        elif hasattr(self.oracle, "to"):
-            try:
-                self.oracle.to(self.device)
-            except Exception:  # a user callable that is not device-aware
-                pass
-        if self.generator.device != self.device:  # e.g. a GPU fit: the sampler draws on the model's device
-            seed = int(torch.randint(0, 2**62, (1,), generator=self.generator))
-            self.generator = torch.Generator(device=self.device).manual_seed(seed)
-
-    def on_fit_start(self) -> None:
-        rank = int(self.global_rank)
-        if rank > 0:  # DDP: a distinct, reproducible stream per rank (module docstring); rank 0 keeps its own
-            base = (self.generator.get_state().cpu().numpy().tobytes() if self.trainer.ckpt_path
-                    else str(self.hparams.seed).encode())
-            seed = int.from_bytes(hashlib.sha256(base + f"/rank{rank}".encode()).digest()[:8], "little") >> 1
-            self.generator = torch.Generator(device=self.generator.device).manual_seed(seed)
-        self._move_frozen()
 
     def configure_optimizers(self):
         u = self.update_config
@@ -281,71 +378,7 @@ class SiMPOFineTuning(pl.LightningModule):
                              "copy, was passed as pretrained: pass a module whose parameters require grad)")
         return torch.optim.AdamW(params, lr=u.lr, weight_decay=u.weight_decay, betas=tuple(u.betas))
 
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        record_model_kind(checkpoint, MODEL_KIND)
-        backbone = self.policy.backbone
-        if hasattr(backbone, "config"):  # makes the checkpoint self-contained for `simpo-bio sample`
-            checkpoint["simpo_policy"] = {"backbone": backbone.config(), "mask_index": self.policy.mask_index,
-                                          "eps": self.policy.eps}
-        checkpoint["simpo_generator_state"] = self.generator.get_state().cpu()
-        checkpoint["simpo_generator_device"] = str(self.generator.device)
-        checkpoint["simpo_history"] = list(self.history)
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        hp = checkpoint.get("hyper_parameters") or {}
-        if checkpoint.get(KIND_KEY) == MODEL_KIND and "sampling" not in hp:  # flat: 0.1, before the typed groups
-            err = CheckpointFormatError(
-                "this fine-tuning checkpoint was written before the typed configuration (its hyper-parameters are "
-                "flat, not the groups sampling / reward / weighting / update): refit it with this version "
-                "(fit --ckpt_path null, or demo --fresh)", None)
-            trainer = getattr(self, "_trainer", None)
-            if trainer is not None and getattr(getattr(trainer.state, "fn", None), "value", None) == "fit":
-                print(f"simpo-bio: error: {err}", file=sys.stderr)  # a resume: one line, exit 2
-                raise SystemExit(2)
-            raise err
-        guard_resume(self, checkpoint)  # a checkpoint of another model / config: one line, exit 2
-        state = checkpoint.get("simpo_generator_state")
-        if state is not None:
-            dev = torch.device(checkpoint.get("simpo_generator_device", "cpu"))
-            if dev.type != "cpu" and not torch.cuda.is_available():
-                dev = torch.device("cpu")
-            self.generator = torch.Generator(device=dev)
-            self.generator.set_state(state)
-        self.history = list(checkpoint.get("simpo_history", []))
-
-    def train_dataloader(self):  # used when no datamodule is given (e.g. `trainer.fit(module)`)
-        return PolicyIterationDataModule().train_dataloader()
-
     # ------------------------------------------------------------------------------------------- pieces
-    @torch.no_grad()
-    def generate(self, num_samples: int, *, num_steps: int | None = None, generator: torch.Generator | None = None,
-                 batch_size: int | None = None, progress: bool = False, reference: nn.Module | None = None
-                 ) -> Tensor | tuple[Tensor, Tensor, Tensor]:
-        """Sample ``[num_samples, seq_len]`` token ids from the current policy (no grad, eval mode).
-
-        With ``reference`` (a :class:`~simpo_bio.diffusion.masked.MaskedDiffusion`), returns
-        ``(tokens, log_p [B], log_q [B])``: the trajectory log-probabilities under the policy and the reference
-        (:meth:`~simpo_bio.diffusion.masked.MaskedDiffusion.sample`, ``return_log_probs``).
-        """
-        was_training = self.policy.training
-        self.policy.eval()
-        kwargs = dict(num_steps=num_steps or self.num_steps,
-                      generator=self.generator if generator is None else generator, device=self.device)
-        if batch_size is not None:
-            kwargs["batch_size"] = batch_size
-        kwargs.update(self._extra_sample_kwargs)
-        if reference is not None:
-            kwargs.update(reference=reference, return_log_probs=True)
-        x = self.policy.sample(num_samples, self.seq_len, **kwargs)
-        self.policy.train(was_training)
-        return x
-
-    @torch.no_grad()
-    def reward(self, tokens: Tensor) -> Tensor:
-        """Frozen fine-tuning oracle rewards ``[B]`` (validated: finite)."""
-        r = self.oracle(tokens)
-        return check_rewards(torch.as_tensor(r).reshape(-1).to(self.device), "the fine-tuning oracle")
-
     def policy_nelbo(self, x: Tensor) -> Tensor:
         """Negative ELBO ``[B]`` (nats) of the policy in the weighted loss, by ``update.elbo_estimator``
         (differentiable)."""
@@ -410,13 +443,6 @@ class SiMPOFineTuning(pl.LightningModule):
                 opt.step()
                 losses.append(loss.detach())
         return torch.stack(losses).mean()
-
-    def _clock(self) -> float:
-        """Seconds of ``time.perf_counter``, after the device's queued work (CUDA runs asynchronously: without the
-        sync, one stage's kernels would be timed in the next stage)."""
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        return time.perf_counter()
 
     def training_step(self, batch, batch_idx: int) -> Tensor:
         """One policy iteration: sample -> reward -> shape -> weights -> weighted loss -> step (module docstring)."""
