@@ -1,5 +1,8 @@
 """Two fitted policies of one grid entry pooled and selected as ``make demo`` does (item 3 of the issue).
 
+With ``--single``, one policy (seed ``S``) is the whole pool (the eighteenth grid: one natural-policy fit and
+a selection of its 4,096 samples); ``--selection`` picks the rule that keeps the 256 (:data:`SELECTIONS`).
+
 For a ``bench/dna_policy_alone.py`` entry and a pair of seeds ``S`` and ``S + 1`` whose fits that script saved
 (``policy_<entry>_s<S>.pt`` in ``--fits``), this runs the demo's pipeline after fitting,
 :func:`simpo_bio.dna.design.designs.export_run` with the demo's selection (``simpo_bio/dna/cli.py``
@@ -28,6 +31,17 @@ EVAL = "checkpoints/dna/oracle_eval.ckpt"
 DESIGNS = 256
 
 
+def selections():
+    """The eighteenth grid's rules for keeping 256 of 4,096 (``--selection``): the demo's, its motif term at x1.0,
+    and top-k by the fine-tuning oracle."""
+    from dataclasses import replace
+
+    from simpo_bio.dna.cli import DEMO_SELECTION
+
+    return {"demo": DEMO_SELECTION, "motif1": replace(DEMO_SELECTION, motif_ratio=1.0),
+            "top": replace(DEMO_SELECTION, weight=0.0, target=None)}
+
+
 def pooled_calls(fit_calls: int, candidates: int, runs: int = 2) -> int:
     """Fine-tuning-oracle calls of a pooled design set: ``runs`` fits of ``fit_calls`` plus the candidates scored."""
     return runs * fit_calls + candidates
@@ -40,6 +54,8 @@ def main(argv=None) -> int:
     p.add_argument("--fits", default="runs/bench_g8", help="the --out of bench/dna_policy_alone.py")
     p.add_argument("--out", default="runs/bench_policy_pooled")
     p.add_argument("--no-best-of-n", action="store_true")
+    p.add_argument("--single", action="store_true", help="one policy (seed S) is the whole pool")
+    p.add_argument("--selection", default="demo", choices=["demo", "motif1", "top"])
     a = p.parse_args(argv)
     torch.set_num_threads(1)
 
@@ -48,13 +64,15 @@ def main(argv=None) -> int:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     import dna_policy_alone as alone
 
-    from simpo_bio.dna.cli import DEMO_DESIGN_SEED, DEMO_SELECTION
+    from simpo_bio.dna.cli import DEMO_DESIGN_SEED
     from simpo_bio.dna.design.designs import PooledRun, build_evaluator, export_run
     from simpo_bio.dna.oracles.oracle import oracle_scores
 
     fits, out = Path(a.fits), Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    seeds = (a.seed, a.seed + 1)
+    seeds = (a.seed,) if a.single else (a.seed, a.seed + 1)
+    selection = selections()[a.selection]
+    label = f"{a.entry}_{'single' if a.single else 'pooled'}" + ("" if a.selection == "demo" else f"_{a.selection}")
     paths = [fits / f"policy_{a.entry}_s{s}.pt" for s in seeds]
     for path in paths:
         if not path.exists():
@@ -62,20 +80,22 @@ def main(argv=None) -> int:
                              f"{' '.join(map(str, seeds))} --out {fits} first")
     module, _ = alone.build("default", seeds[0])
     module.policy.load_state_dict(torch.load(paths[0], weights_only=True))
-    other, _ = alone.build("default", seeds[1])
-    other.policy.load_state_dict(torch.load(paths[1], weights_only=True))
     module.policy.eval()
-    other.policy.eval()
-    run = PooledRun(other.policy, str(paths[1]), module.seq_len, [], f"{a.entry} seed {seeds[1]}")
+    pool = []
+    if not a.single:
+        other, _ = alone.build("default", seeds[1])
+        other.policy.load_state_dict(torch.load(paths[1], weights_only=True))
+        other.policy.eval()
+        pool = [PooledRun(other.policy, str(paths[1]), module.seq_len, [], f"{a.entry} seed {seeds[1]}")]
     evaluator = build_evaluator(EVAL, module.reference, jaspar=True, novelty=False)
-    result = export_run(module, out / f"{a.entry}_s{seeds[0]}", num_samples=DESIGNS, selection=DEMO_SELECTION,
-                        pool=[run], evaluator=evaluator, evaluate_pretrained=False, seed=DEMO_DESIGN_SEED)
+    result = export_run(module, out / f"{label}_s{seeds[0]}", num_samples=DESIGNS, selection=selection,
+                        pool=pool, evaluator=evaluator, evaluate_pretrained=False, seed=DEMO_DESIGN_SEED)
     row = next(r for name, r in result["metrics"].items() if name.startswith("fine-tuned"))  # not the real set
     import pandas as pd
 
-    table = pd.read_csv(out / f"{a.entry}_s{seeds[0]}" / "designs.csv")
-    calls = pooled_calls(alone.entry_calls(alone.GRID[a.entry]), DEMO_SELECTION.candidates)
-    rows = [{"method": f"{a.entry}_pooled", "seed": a.seed, "calls": calls, **row,
+    table = pd.read_csv(out / f"{label}_s{seeds[0]}" / "designs.csv")
+    calls = pooled_calls(alone.entry_calls(alone.GRID[a.entry]), selection.candidates, runs=len(seeds))
+    rows = [{"method": label, "seed": a.seed, "calls": calls, **row,
              "ft_reward_median": float(table["reward"].median())}]
     if not a.no_best_of_n:
         pool = module.reference.sample(calls, module.seq_len, num_steps=alone.NUM_STEPS, seed=1000 + a.seed,
