@@ -308,7 +308,8 @@ def export_main(argv: list[str] | None = None) -> None:
 
 
 # -------------------------------------------------------------------------------------------------------- demo
-DEMO_CONFIGS = ("configs/dna/simpo_base.yaml", "configs/dna/simpo_square_neg.yaml", "configs/dna/demo.yaml")
+#: The demo's fit: the natural policy (``RewardGradientFineTuning``) at 4,000 fine-tuning-oracle calls, one run.
+DEMO_CONFIGS = ("configs/dna/natural_policy.yaml", "configs/dna/demo.yaml")
 DEFAULT_PRETRAINED = "checkpoints/dna/pretrained_dhs.ckpt"
 DEFAULT_ORACLE = "checkpoints/dna/oracle_ft.ckpt"
 #: model file -> (config that trains it, file that config writes). The repository ships the model files; these
@@ -383,8 +384,9 @@ def fit_run(args: list[str], resume: list[str]):
 
 def demo_main(argv: list[str] | None = None) -> None:
     """``simpo-bio demo`` (``make demo``): fit runs -> pool candidates -> select -> evaluate -> write."""
-    p = argparse.ArgumentParser(prog="simpo-bio demo", description="SiMPO fine-tuning of the DHS masked diffusion "
-                                "model toward HepG2 activity, end to end (fetch, fine-tune, evaluate, export).")
+    p = argparse.ArgumentParser(prog="simpo-bio demo", description="Fine-tuning of the DHS masked diffusion model "
+                                "toward HepG2 activity (the natural policy), end to end (fetch, fine-tune, select, "
+                                "evaluate, export).")
     p.add_argument("--out-dir", "--out", dest="out", default="runs/demo",
                    help="the demo's run root (the other runs in <out-dir>/run_seed<S>/)")
     p.add_argument("--config", action="append", default=None,
@@ -393,8 +395,8 @@ def demo_main(argv: list[str] | None = None) -> None:
     p.add_argument("--num-samples", type=int, default=None,
                    help=f"designs to keep and evaluate (default {DEMO_NUM_SAMPLES}, of "
                    f"{DEMO_SELECTION.candidates} pooled candidates; the ratio is kept)")
-    p.add_argument("--runs", type=int, default=2, help="independent fine-tuning runs (seeds --seed, --seed + 1, ...) "
-                   "whose samples are pooled for the selection of the designs (default 2; docs/method.md)")
+    p.add_argument("--runs", type=int, default=1, help="independent fine-tuning runs (seeds --seed, --seed + 1, ...) "
+                   "whose samples are pooled for the selection of the designs (default 1; docs/method.md)")
     p.add_argument("--seed", type=int, default=None, help="seed of the first run (default 0)")
     p.add_argument("--eval-oracle", default=DEFAULT_EVAL_ORACLE,
                    help=f"the evaluation oracle of the metrics table (default {DEFAULT_EVAL_ORACLE}; never tuned on)")
@@ -439,8 +441,8 @@ def demo_main(argv: list[str] | None = None) -> None:
         modules = []
         for i, ((run_dir, seed), (resume, note)) in enumerate(zip(fits, resumes, strict=True)):
             shown = seed if seed is not None else 0
-            print(f"[simpo-bio] 3/4 fine-tuning with SiMPO (scheme square_neg): run {i + 1} of {a.runs}, seed {shown}, "
-                  f"in {run_dir}{note}", flush=True)
+            print(f"[simpo-bio] 3/4 fine-tuning: run {i + 1} of {a.runs}, seed {shown}, in {run_dir}{note}",
+                  flush=True)
             modules.append(fit_run(args[i], resume))
         print("[simpo-bio] 4/4 pooling, selection, evaluation and export", flush=True)
         pool = [designs.PooledRun.from_module(m, str(d / "checkpoints" / "last.ckpt"), d.name)

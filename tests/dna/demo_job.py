@@ -1,7 +1,8 @@
 """``simpo-bio demo`` on tiny models (for the demo kill test): ``python tests/dna/demo_job.py OUT ITERATIONS``.
 
-The shipped demo configs (``configs/dna/simpo_base.yaml`` + ``simpo_square_neg.yaml`` + ``demo.yaml``) plus a tiny
-override file (tiny pretrained model and oracles of :mod:`tiny_models`, 20-bp sequences, small groups, no JASPAR);
+The shipped demo configs (``configs/dna/natural_policy.yaml`` + ``demo.yaml``) plus a tiny override file (tiny
+pretrained model and oracles of :mod:`tiny_models`, 20-bp sequences, small groups, a small composition prior, no
+JASPAR motif term);
 the DHS reference sets are replaced by :func:`tiny_models.tiny_real_sets` (no download). Running the same command
 again after a kill resumes from ``OUT/checkpoints/last.ckpt``.
 """
@@ -29,7 +30,7 @@ def tiny_config(out: Path) -> Path:
     cfg = {
         "model": {"init_args": {"pretrained": str(ckpts["pretrained"]), "oracle": str(ckpts["oracle"]),
                                 "sampling": {"group_size": 8, "num_groups": 1, "seq_len": SEQ_LEN, "num_steps": 4},
-                                "update": {"update_epochs": 1, "minibatch_size": 8}}},
+                                "gradient": {"prior_samples": 16, "motif_weight": 0.0}}},
         "trainer": {"enable_progress_bar": False},
     }  # fmt: skip
     path = out / "tiny.yaml"

@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from simpo_bio.dna.models.checkpoints import KIND_KEY
+
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import resume_job  # noqa: E402
@@ -133,14 +135,29 @@ def test_demo_refuses_a_truncated_last_checkpoint_with_one_line(tmp_path, capsys
     assert "--fresh" in err[0] and "cannot resume from" in err[0]  # the way out, on the same line
 
 
-def test_demo_with_one_run_fits_one_seed_and_pools_nothing(tmp_path):
+def test_demo_fits_one_natural_policy_and_selects_its_samples(tmp_path):
+    """The default demo: one run of the natural policy (no other run folder), its candidates selected."""
     import demo_job
     import pandas as pd
 
-    demo_job.run(tmp_path, 2, "--runs", "1", "--seed", "3")
+    demo_job.run(tmp_path, 2, "--seed", "3")
     assert not list(tmp_path.glob("run_seed*"))
     label = pd.read_csv(tmp_path / "metrics.csv")["model"].tolist()[-1]
-    assert "pooled" not in label and label.startswith("fine-tuned (square_neg; 16 of 256 selected")
+    assert "pooled" not in label and label.startswith("fine-tuned (reward_gradient; 16 of 256 selected")
     assert set(pd.read_csv(tmp_path / "designs.csv")["model"]) == {str(tmp_path / "checkpoints" / "last.ckpt")}
     ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
     assert ckpt["hyper_parameters"]["seed"] == 3 and ckpt["simpo_run"]["seed"] == "3"
+    assert ckpt[KIND_KEY] == "RewardGradientFineTuning", ckpt.get(KIND_KEY)
+
+
+def test_demo_with_two_runs_pools_both_natural_policies(tmp_path):
+    import demo_job
+    import pandas as pd
+
+    demo_job.run(tmp_path, 2, "--runs", "2")
+    assert (tmp_path / "run_seed1" / "checkpoints" / "last.ckpt").exists()
+    label = pd.read_csv(tmp_path / "metrics.csv")["model"].tolist()[-1]
+    assert label.startswith("fine-tuned (reward_gradient; 2 runs pooled, 16 of 256 selected"), label
+    sources = set(pd.read_csv(tmp_path / "designs.csv")["model"])
+    assert sources <= {str(tmp_path / "checkpoints" / "last.ckpt"),
+                       str(tmp_path / "run_seed1" / "checkpoints" / "last.ckpt")} and len(sources) == 2, sources

@@ -65,7 +65,13 @@ import torch
 from torch import Tensor, nn
 
 from simpo_bio.dna.data.composition import feasibility_ranked
-from simpo_bio.dna.finetune.config import RewardConfig, SamplingConfig, UpdateConfig, WeightingConfig
+from simpo_bio.dna.finetune.config import (
+    RewardConfig,
+    SamplingConfig,
+    UpdateConfig,
+    WeightingConfig,
+    _natural_range,
+)
 from simpo_bio.dna.finetune.leash import (
     anchor_kl,
     bounded_elbo,
@@ -150,6 +156,12 @@ class PolicyFineTuning(pl.LightningModule):
         oracle: as :class:`SiMPOFineTuning`; a list is an ensemble with ``mean - ensemble_std_coef * std``.
         sampling: the validated :class:`~simpo_bio.dna.finetune.config.SamplingConfig` (or a mapping).
         seed: seed of the module's generator.
+
+    Attributes:
+        constraints: the natural range (:class:`~simpo_bio.dna.data.composition.NaturalnessConstraints` or
+            ``None``) inside which the selection after a fit keeps designs
+            (:func:`simpo_bio.dna.design.designs.export_run`): SiMPO's ``reward.constraints`` (also ranked in its
+            reward), otherwise the default natural range (GC 0.4-0.6, homopolymers <= 10 bp, DUST <= 2).
     """
 
     #: The model kind recorded in every checkpoint (:func:`simpo_bio.dna.models.checkpoints.record_model_kind`).
@@ -174,6 +186,7 @@ class PolicyFineTuning(pl.LightningModule):
         self.register_buffer("reward_queries", torch.zeros((), dtype=torch.long))
         self.history: list[dict[str, float]] = []
         self._extra_sample_kwargs: dict[str, Any] = {}
+        self.constraints = build_constraints(_natural_range())
 
     @staticmethod
     def path_hparams(pretrained, oracle) -> dict[str, Any]:
