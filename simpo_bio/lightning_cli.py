@@ -140,8 +140,8 @@ def parse_error_line(message: str, argv: list[str]) -> str:
     """The one line a parse error becomes: its most specific sentence, the parser key it is under, and the config
     files (of ``--config`` in ``argv``) that set the offending option."""
     lines = [ln.strip() for ln in str(message).splitlines() if ln.strip()]
-    specific = [ln for ln in lines if re.search(r"not accepted|not expected|No action|does not exist|invalid", ln,
-                                                  re.IGNORECASE)]
+    specific = [ln for ln in lines if re.search(
+        r"not accepted|not expected|unrecognized arguments|No action|does not exist|invalid", ln, re.IGNORECASE)]
     core = (specific or lines or ["invalid arguments"])[-1 if specific else 0]
     where = re.search(r'Parser key "([^"]+)"', str(message))
     option = re.search(r"'([^'\s]+)'", core) or re.search(r'"([^"\s]+)"', core)

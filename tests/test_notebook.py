@@ -17,7 +17,7 @@ import nbformat
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent / "dna"))
+sys.path.insert(0, str(Path(__file__).parent / "dna"))  # tiny_models, demo_job
 from tiny_models import tiny_checkpoints, tiny_real_sets, tiny_run  # noqa: E402
 
 from simpo_bio.dna.design import designs  # noqa: E402
@@ -28,13 +28,20 @@ JUPYTER = Path(sys.executable).parent / "jupyter"
 
 
 @pytest.mark.skipif(not JUPYTER.exists(), reason="needs the [dev] extra (nbclient / ipykernel: `jupyter execute`)")
-def test_analyze_designs_notebook_runs_with_jupyter_execute_from_notebooks(tmp_path, monkeypatch):
+@pytest.mark.parametrize("method", ["simpo", "natural_policy_demo"])
+def test_analyze_designs_notebook_runs_with_jupyter_execute_from_notebooks(method, tmp_path, monkeypatch):
+    """On a SiMPO run and on the demo's run (the natural policy: no ESS or negative mass in its history)."""
     torch.set_num_threads(1)
     monkeypatch.setattr(designs, "real_sets", lambda *a, **k: tiny_real_sets())
     relative = Path("runs") / f".pytest-notebook-{uuid.uuid4().hex[:8]}"
     run = ROOT / relative
     try:
-        tiny_run(run, tiny_checkpoints(tmp_path / "ckpt"), num_samples=16)
+        if method == "simpo":
+            tiny_run(run, tiny_checkpoints(tmp_path / "ckpt"), num_samples=16)
+        else:
+            import demo_job
+
+            demo_job.run(run, 2)
         env = dict(os.environ, SIMPO_RUN_DIR=str(relative), SIMPO_MAX_MOTIFS="5", OMP_NUM_THREADS="1",
                    SIMPO_BIO_CACHE=str(tmp_path / "cache"))  # fmt: skip
         proc = subprocess.run(

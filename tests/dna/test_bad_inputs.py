@@ -131,9 +131,10 @@ def test_bad_checkpoints_and_values(ckpts, tmp_path, capsys):
 @pytest.mark.parametrize(
     ("extra", "needle"),
     [
-        (["--model.init_args.weighting.scheme=bogus"], "unknown weighting scheme 'bogus'"),
+        (["--model.init_args.gradient.kl_penalty=-1"], "gradient.kl_penalty must be a finite number >= 0"),
         (["--model.init_args.sampling.group_size=1"], "sampling.group_size must be >= 2"),
-        (["--model.init_args.weighting.temperature=0"], "weighting.temperature must be a finite number > 0, got 0"),
+        (["--model.init_args.gradient.lr=0"], "gradient.lr must be finite and > 0, got 0"),
+        (["--model.init_args.weighting.scheme=exp"], "unrecognized arguments: --weighting.scheme=exp"),  # SiMPO only
         (["--model.init_args.sampling.num_steps", "0"], "sampling.num_steps must be an integer >= 1"),
         (["--model.init_args.group_size=8"], "Option 'group_size' is not accepted"),
         (["--iterations", "0"], "--iterations must be >= 1"),

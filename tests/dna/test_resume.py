@@ -150,14 +150,15 @@ def test_demo_fits_one_natural_policy_and_selects_its_samples(tmp_path):
     assert ckpt[KIND_KEY] == "RewardGradientFineTuning", ckpt.get(KIND_KEY)
 
 
-def test_demo_with_two_runs_pools_both_natural_policies(tmp_path):
+def test_the_simpo_demo_with_two_runs_pools_both(tmp_path):
+    """The SiMPO demo (configs/dna/demo_simpo.yaml, two runs): seed 1 into run_seed1/ first, both pooled."""
     import demo_job
     import pandas as pd
 
-    demo_job.run(tmp_path, 2, "--runs", "2")
+    demo_job.run(tmp_path, 2, "--runs", "2", simpo=True)
     assert (tmp_path / "run_seed1" / "checkpoints" / "last.ckpt").exists()
     label = pd.read_csv(tmp_path / "metrics.csv")["model"].tolist()[-1]
-    assert label.startswith("fine-tuned (reward_gradient; 2 runs pooled, 16 of 256 selected"), label
+    assert label.startswith("fine-tuned (square_neg; 2 runs pooled, 16 of 256 selected"), label
     sources = set(pd.read_csv(tmp_path / "designs.csv")["model"])
     assert sources <= {str(tmp_path / "checkpoints" / "last.ckpt"),
                        str(tmp_path / "run_seed1" / "checkpoints" / "last.ckpt")} and len(sources) == 2, sources
