@@ -50,3 +50,14 @@ def test_reward_distribution_has_a_title_and_counts(monkeypatch):
     assert title == "Reward of the designs, scored by oracle_eval.ckpt"
     assert legend[0].startswith("real: n = 3, median 1.00") and legend[1].startswith("tuned: n = 4")
     assert "HepG2 log-odds, nats" in labels[0]
+
+
+def test_reward_distribution_legend_sits_below_the_axes(monkeypatch):
+    figs = _capture(monkeypatch)
+    long = "fine-tuned (reward_gradient; 256 of 4096 selected, 3-mer target 0.85, motif x0.3)"  # the demo's label
+    designs.plot_reward_distributions({"real": [0.0, 1.0, 2.0], long: [2.0, 3.0, 4.0]}, "r.png")
+    fig = figs[0]
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    ax = fig.axes[0]
+    assert not ax.get_legend().get_window_extent(renderer).overlaps(ax.get_window_extent(renderer))

@@ -58,8 +58,8 @@ def plot_reward_distributions(
 ) -> Path:
     """Overlaid histograms of reward per named set (e.g. real HepG2 / pretrained / fine-tuned), saved as PNG.
 
-    Each set's legend entry gives its number of designs and median (the dashed line of its colour). The title says
-    what is plotted and, with ``oracle`` (a path or a callable), which oracle scored the designs.
+    Each set's legend entry, below the axes, gives its number of designs and median (the dashed line of its
+    colour). The title says what is plotted and, with ``oracle`` (a path or a callable), which oracle scored the designs.
     """
     fig, ax = _pyplot().subplots(figsize=(6.4, 4))
     vals = [np.asarray(v, dtype=float) for v in rewards.values()]
@@ -75,7 +75,7 @@ def plot_reward_distributions(
     if title is None:
         title = "Reward of the designs" + (f", scored by {_oracle_name(oracle)}" if oracle is not None else "")
     ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=1, frameon=False)  # long labels
     fig.tight_layout()
     return atomic_save_figure(fig, path)
 

@@ -1,8 +1,8 @@
 """The natural policy: reward backpropagation through the sampler, with the composition held (``docs/method.md``).
 
 SiMPO (:class:`~simpo_bio.dna.finetune.module.SiMPOFineTuning`) reaches the fine-tuning oracle through weighted
-ELBO steps on sampled sequences; its own samples drift in composition, and the demo restores naturalness by
-selection. When the oracle is differentiable (the shipped :class:`~simpo_bio.dna.oracles.oracle.CellTypeCNN`), the
+ELBO steps on sampled sequences; its own samples drift in composition, and only selection restores their
+naturalness (the SiMPO demo, ``configs/dna/demo_simpo.yaml``). When the oracle is differentiable (the shipped :class:`~simpo_bio.dna.oracles.oracle.CellTypeCNN`), the
 policy can instead follow the reward's gradient through a relaxed sampler, as DRAKES does, and hold its composition
 with two differentiable terms. Every training step of :class:`RewardGradientFineTuning` is one iteration:
 
