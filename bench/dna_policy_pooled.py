@@ -10,6 +10,9 @@ For a ``bench/dna_policy_alone.py`` entry and a pair of seeds ``S`` and ``S + 1`
 from weight 1, motif x0.3, the natural range; design seed 12345), and adds best-of-N from the pretrained model at
 the same fine-tuning-oracle calls (the two fits' calls plus the 4,096 candidates; sampling seed ``1000 + S``).
 
+A demo's own fit instead of a saved grid fit: ``--single --ckpt RUN/checkpoints/last.ckpt`` (``--entry`` then only
+names the rows).
+
 Usage (one process per core, 1 thread)::
 
     OMP_NUM_THREADS=1 python bench/dna_policy_pooled.py --entry rgc_k3_m3 --seed 0 --fits runs/bench_g8 \\
@@ -32,14 +35,16 @@ DESIGNS = 256
 
 
 def selections():
-    """The eighteenth grid's rules for keeping 256 of 4,096 (``--selection``): the demo's, its motif term at x1.0,
-    and top-k by the fine-tuning oracle."""
+    """The rules for keeping 256 of 4,096 (``--selection``): the demo's, its motif term at x1.0, top-k by the
+    fine-tuning oracle (the eighteenth grid), and the demo's from a weaker first weight, 0.5 or 0.25 (the
+    nineteenth; the ladder still doubles it until the 3-mer target is met)."""
     from dataclasses import replace
 
     from simpo_bio.dna.cli import DEMO_SELECTION
 
     return {"demo": DEMO_SELECTION, "motif1": replace(DEMO_SELECTION, motif_ratio=1.0),
-            "top": replace(DEMO_SELECTION, weight=0.0, target=None)}
+            "top": replace(DEMO_SELECTION, weight=0.0, target=None),
+            "w0.5": replace(DEMO_SELECTION, weight=0.5), "w0.25": replace(DEMO_SELECTION, weight=0.25)}
 
 
 def pooled_calls(fit_calls: int, candidates: int, runs: int = 2) -> int:
@@ -55,7 +60,9 @@ def main(argv=None) -> int:
     p.add_argument("--out", default="runs/bench_policy_pooled")
     p.add_argument("--no-best-of-n", action="store_true")
     p.add_argument("--single", action="store_true", help="one policy (seed S) is the whole pool")
-    p.add_argument("--selection", default="demo", choices=["demo", "motif1", "top"])
+    p.add_argument("--selection", default="demo", choices=["demo", "motif1", "top", "w0.5", "w0.25"])
+    p.add_argument("--ckpt", default=None, help="with --single: the policy of this fine-tuning checkpoint (a demo's "
+                   "runs/.../checkpoints/last.ckpt) instead of --fits; its calls from the checkpoint's history")
     a = p.parse_args(argv)
     torch.set_num_threads(1)
 
@@ -73,13 +80,23 @@ def main(argv=None) -> int:
     seeds = (a.seed,) if a.single else (a.seed, a.seed + 1)
     selection = selections()[a.selection]
     label = f"{a.entry}_{'single' if a.single else 'pooled'}" + ("" if a.selection == "demo" else f"_{a.selection}")
-    paths = [fits / f"policy_{a.entry}_s{s}.pt" for s in seeds]
+    if a.ckpt and not a.single:
+        raise SystemExit("--ckpt needs --single (one checkpoint is the whole pool)")
+    paths = [Path(a.ckpt)] if a.ckpt else [fits / f"policy_{a.entry}_s{s}.pt" for s in seeds]
     for path in paths:
         if not path.exists():
             raise SystemExit(f"{path} is missing: run bench/dna_policy_alone.py --entries {a.entry} --seeds "
                              f"{' '.join(map(str, seeds))} --out {fits} first")
     module, _ = alone.build("default", seeds[0])
-    module.policy.load_state_dict(torch.load(paths[0], weights_only=True))
+    fit_calls = alone.entry_calls(alone.GRID[a.entry])
+    if a.ckpt:
+        from simpo_bio.dna.models.policies import load_policy
+
+        policy, info = load_policy(a.ckpt)
+        module.policy.load_state_dict(policy.state_dict())
+        fit_calls = int(max(h["reward_queries"] for h in info["history"]))
+    else:
+        module.policy.load_state_dict(torch.load(paths[0], weights_only=True))
     module.policy.eval()
     pool = []
     if not a.single:
@@ -94,7 +111,7 @@ def main(argv=None) -> int:
     import pandas as pd
 
     table = pd.read_csv(out / f"{label}_s{seeds[0]}" / "designs.csv")
-    calls = pooled_calls(alone.entry_calls(alone.GRID[a.entry]), selection.candidates, runs=len(seeds))
+    calls = pooled_calls(fit_calls, selection.candidates, runs=len(seeds))
     rows = [{"method": label, "seed": a.seed, "calls": calls, **row,
              "ft_reward_median": float(table["reward"].median())}]
     if not a.no_best_of_n:
