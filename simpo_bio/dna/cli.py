@@ -24,6 +24,7 @@ import shutil
 import sys
 import time
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -395,6 +396,10 @@ def demo_main(argv: list[str] | None = None) -> None:
     p.add_argument("--num-samples", type=int, default=None,
                    help=f"designs to keep and evaluate (default {DEMO_NUM_SAMPLES}, of "
                    f"{DEMO_SELECTION.candidates} pooled candidates; the ratio is kept)")
+    p.add_argument("--select-weight", type=float, default=None,
+                   help=f"first weight of the selection's ladder, reward per nat (default {DEMO_SELECTION.weight:g}; "
+                   "0.5 keeps more active designs at a little less JASPAR: README, \"More active designs\"). Run "
+                   "again on a finished demo, only the selection and the export are redone")
     p.add_argument("--runs", type=int, default=1, help="independent fine-tuning runs (seeds --seed, --seed + 1, ...) "
                    "whose samples are pooled for the selection of the designs (default 1; docs/method.md)")
     p.add_argument("--seed", type=int, default=None, help="seed of the first run (default 0)")
@@ -417,6 +422,11 @@ def demo_main(argv: list[str] | None = None) -> None:
             raise CommandError(f"{seeding[0]}: set the seed with --seed (the demo's runs take --seed, --seed + 1, ...)")
         num_samples = a.num_samples or DEMO_NUM_SAMPLES
         selection = DEMO_SELECTION.scaled(num_samples, DEMO_NUM_SAMPLES)
+        if a.select_weight is not None:
+            if not (a.select_weight > 0 and np.isfinite(a.select_weight)):
+                raise CommandError(f"--select-weight must be a finite number > 0 (reward per nat; the demo's "
+                                   f"selection has a 3-mer target), got {a.select_weight:g}")
+            selection = replace(selection, weight=a.select_weight)
         selection.validate(num_samples)
         configs = list(a.config or DEMO_CONFIGS)
         first = 0 if a.seed is None else a.seed

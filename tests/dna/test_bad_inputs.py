@@ -139,6 +139,8 @@ def test_bad_checkpoints_and_values(ckpts, tmp_path, capsys):
         (["--model.init_args.group_size=8"], "Option 'group_size' is not accepted"),
         (["--iterations", "0"], "--iterations must be >= 1"),
         (["--runs", "0"], "--runs must be >= 1"),
+        (["--select-weight", "0"], "--select-weight must be a finite number > 0 (reward per nat"),
+        (["--select-weight", "nan"], "--select-weight must be a finite number > 0"),
         (["--seed_everything=3"], "--seed_everything=3: set the seed with --seed"),
         (["--model.init_args.seed", "3"], "--model.init_args.seed: set the seed with --seed"),
         (["--config", "missing.yaml"], "config missing.yaml not found"),

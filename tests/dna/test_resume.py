@@ -150,6 +150,24 @@ def test_demo_fits_one_natural_policy_and_selects_its_samples(tmp_path):
     assert ckpt[KIND_KEY] == "RewardGradientFineTuning", ckpt.get(KIND_KEY)
 
 
+def test_demo_select_weight_reselects_a_finished_run_without_refitting(tmp_path, capsys):
+    """``--select-weight`` on a finished demo: the fit is not redone, the selection starts at the new weight."""
+    import demo_job
+    import pandas as pd
+
+    demo_job.run(tmp_path, 2, "--seed", "3")
+    ckpt = tmp_path / "checkpoints" / "last.ckpt"
+    before = (ckpt.stat().st_mtime_ns, len(pd.read_csv(tmp_path / "history.csv")))
+    capsys.readouterr()
+    demo_job.run(tmp_path, 2, "--seed", "3", "--select-weight", "0.5")
+    out = capsys.readouterr().out
+    assert (ckpt.stat().st_mtime_ns, len(pd.read_csv(tmp_path / "history.csv"))) == before
+    label = pd.read_csv(tmp_path / "metrics.csv")["model"].tolist()[-1]
+    assert "3-mer target 0.85 from weight 0.5" in label, label
+    weight = float(out.split("composition-matched selection, weight ")[1].split(",")[0])
+    assert weight in (0.5, 1.0, 2.0, 4.0), out  # the ladder from 0.5: 0.5 x 1, 2, 4, 8
+
+
 def test_the_simpo_demo_with_two_runs_pools_both(tmp_path):
     """The SiMPO demo (configs/dna/demo_simpo.yaml, two runs): seed 1 into run_seed1/ first, both pooled."""
     import demo_job

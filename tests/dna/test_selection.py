@@ -233,7 +233,7 @@ def test_export_with_a_selection_target_names_it_and_prints_the_weight_used(tmp_
     run = tiny_run(tmp_path / "run", ckpts, iterations=1, num_samples=12, select_from=40, select_weight=0.25,
                    select_target=0.999, select_motif_ratio=0.5)
     label = pd.read_csv(run / "metrics.csv")["model"].tolist()[-1]
-    assert label == "fine-tuned (square_neg; 12 of 40 selected, 3-mer target 0.999, motif x0.5)"
+    assert label == "fine-tuned (square_neg; 12 of 40 selected, 3-mer target 0.999 from weight 0.25, motif x0.5)"
     out = capsys.readouterr().out
     # a target out of reach on 40 candidates: the ladder ran to its end (weights 0.25 x 1, 2, 4, 8) or stopped
     # at a weight that reached it; either way the printed weight is one of the ladder's

@@ -321,7 +321,8 @@ def export_run(module: SiMPOFineTuning, out_dir: str | os.PathLike, *, num_sampl
     label = f"fine-tuned ({scheme})" if not select_from else \
         f"fine-tuned ({scheme}; " + (f"{len(pooled) + 1} runs pooled, " if pooled else "") + \
         f"{num_samples} of {select_from} selected, " + (
-            f"weight {select_weight:g}" if select_target is None else f"3-mer target {select_target:g}") + (
+            f"weight {select_weight:g}" if select_target is None else f"3-mer target {select_target:g}" + (
+                f" from weight {select_weight:g}" if select_weight != 1 else "")) + (
             f", motif x{select_motif_ratio:g})" if select_motif_ratio != 1 else ")")
     sets = {label: (module.policy, scheme, model_name, "designs")}
     if evaluate_pretrained:
