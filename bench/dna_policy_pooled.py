@@ -88,7 +88,6 @@ def main(argv=None) -> int:
             raise SystemExit(f"{path} is missing: run bench/dna_policy_alone.py --entries {a.entry} --seeds "
                              f"{' '.join(map(str, seeds))} --out {fits} first")
     module, _ = alone.build("default", seeds[0])
-    fit_calls = alone.entry_calls(alone.GRID[a.entry])
     if a.ckpt:
         from simpo_bio.dna.models.policies import load_policy
 
@@ -97,6 +96,7 @@ def main(argv=None) -> int:
         fit_calls = int(max(h["reward_queries"] for h in info["history"]))
     else:
         module.policy.load_state_dict(torch.load(paths[0], weights_only=True))
+        fit_calls = alone.entry_calls(alone.GRID[a.entry])
     module.policy.eval()
     pool = []
     if not a.single:
