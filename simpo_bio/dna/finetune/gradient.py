@@ -4,7 +4,8 @@ SiMPO (:class:`~simpo_bio.dna.finetune.module.SiMPOFineTuning`) reaches the fine
 ELBO steps on sampled sequences; its own samples drift in composition, and only selection restores their
 naturalness (the SiMPO demo, ``configs/dna/demo_simpo.yaml``). When the oracle is differentiable (the shipped
 :class:`~simpo_bio.dna.oracles.oracle.CellTypeCNN`), the policy can instead follow the reward's gradient through
-a relaxed sampler, as DRAKES does, and hold its composition with two differentiable terms. Every training step of :class:`RewardGradientFineTuning` is one iteration:
+a relaxed sampler, as DRAKES does, and hold its composition with two differentiable terms. Every training step of
+:class:`RewardGradientFineTuning` is one iteration:
 
 1. **sample** ``group_size * num_groups`` sequences with the straight-through Gumbel-softmax ancestral sampler
    (:meth:`simpo_bio.diffusion.masked.MaskedDiffusion.relaxed_sample`), with the exact trajectory KL to the frozen
